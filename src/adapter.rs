@@ -1,0 +1,103 @@
+//! What both adapters share: feeding an attempt's result to the engine and
+//! turning the final decision into the caller's result. Crate-private; the
+//! adapters themselves only move requests, responses and timers.
+
+use std::error::Error as StdError;
+use std::time::Instant;
+
+use http::{Extensions, HeaderMap, StatusCode};
+
+use crate::classify::{FailureKind, Outcome, RequestMeta};
+use crate::engine::{Decision, RetryState};
+use crate::error::{BoxError, Error, Last};
+use crate::report::StopReason;
+
+/// A client's response type, as far as the adapters need it.
+pub(crate) trait HttpResponse: Send + 'static {
+    fn status(&self) -> StatusCode;
+    fn headers(&self) -> &HeaderMap;
+    fn extensions_mut(&mut self) -> &mut Extensions;
+}
+
+impl<B: Send + 'static> HttpResponse for http::Response<B> {
+    fn status(&self) -> StatusCode {
+        self.status()
+    }
+    fn headers(&self) -> &HeaderMap {
+        self.headers()
+    }
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        self.extensions_mut()
+    }
+}
+
+/// Hands one attempt's result to the engine. `kind_of` maps the client's
+/// transport errors.
+pub(crate) fn decide<R: HttpResponse>(
+    engine: &mut RetryState,
+    request: &RequestMeta<'_>,
+    result: &Result<R, BoxError>,
+    kind_of: impl FnOnce(&(dyn StdError + 'static)) -> FailureKind,
+    now: Instant,
+) -> Decision {
+    match result {
+        Ok(response) => engine.decide(
+            request,
+            &Outcome::Response {
+                status: response.status(),
+                headers: response.headers(),
+            },
+            now,
+        ),
+        Err(error) => {
+            let error: &(dyn StdError + 'static) = &**error;
+            let kind = kind_of(error);
+            engine.decide(request, &Outcome::Error { kind, error }, now)
+        }
+    }
+}
+
+/// Turns a final (non-retry) decision into the caller's result: the
+/// response with its report attached, or an [`Error`] that keeps the report
+/// and the last response or error.
+pub(crate) fn finish<R: HttpResponse>(
+    decision: Decision,
+    engine: &mut RetryState,
+    result: Result<R, BoxError>,
+) -> Result<R, Error> {
+    let report = engine.take_report();
+    match (decision, result) {
+        (Decision::Return, Ok(mut response)) => {
+            response.extensions_mut().insert(report);
+            Ok(response)
+        }
+        (decision, result) => {
+            let reason = match decision {
+                Decision::Fail(reason) => reason,
+                _ => StopReason::Permanent,
+            };
+            let last = match result {
+                Ok(mut response) => {
+                    response.extensions_mut().insert(report.clone());
+                    Last::Response {
+                        status: response.status(),
+                        headers: response.headers().clone(),
+                        response,
+                    }
+                }
+                Err(e) => Last::Error(e),
+            };
+            Err(Error::from_stop(reason, report, last))
+        }
+    }
+}
+
+/// An error raised before any attempt could be made (the inner service was
+/// not ready).
+pub(crate) fn before_any_attempt(engine: &mut RetryState, error: BoxError) -> Error {
+    Error::from_stop::<()>(
+        StopReason::Permanent,
+        engine.take_report(),
+        Last::Error(error),
+    )
+}

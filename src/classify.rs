@@ -1,0 +1,599 @@
+//! Classification: is one attempt's outcome a success, a transient failure
+//! worth retrying, or a permanent one?
+//!
+//! The [`DefaultClassifier`] follows RFC 9110 and what the big HTTP APIs
+//! signal:
+//!
+//! | outcome | class |
+//! |---|---|
+//! | 1xx, 2xx, 3xx | [`Class::Success`] |
+//! | 408, 429, 5xx except 501 and 505 | [`Class::Transient`] |
+//! | 409 on a request carrying `Idempotency-Key` (the original is still in progress) | [`Class::Transient`] |
+//! | 403 or 429 with `x-ratelimit-remaining: 0` (GitHub's primary rate limit) | [`Class::Transient`] |
+//! | any other 4xx, 501, 505 | [`Class::Permanent`] |
+//! | `x-should-retry: true` / `false` on any response | overrides the status rule |
+//! | connection refused, reset or closed early; connect or attempt timeouts | [`Class::Transient`] |
+//! | TLS, invalid request or URL, redirect loop, body or decode errors, anything unknown | [`Class::Permanent`] |
+//!
+//! Replace it with your own [`Classify`] implementation through
+//! [`RetryPolicyBuilder::classifier`](crate::RetryPolicyBuilder::classifier);
+//! a custom classifier can delegate to [`DefaultClassifier`] for the cases it
+//! does not care about.
+//!
+//! Whether a transient failure is then *retried* also depends on the
+//! request's method (see [`RequestMeta::is_idempotent`]) and on the policy;
+//! that is decided by the engine, not here.
+
+use std::error::Error as StdError;
+use std::io;
+
+use http::{HeaderMap, Method, StatusCode};
+
+/// The header that makes a non-idempotent request safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// What a classifier returns for one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Class {
+    /// The attempt succeeded (or failed in a way a retry cannot change and
+    /// that the caller should see as a normal response, such as a 3xx).
+    Success,
+    /// The failure may go away on its own: retrying is worthwhile.
+    Transient,
+    /// Retrying will not help.
+    Permanent,
+}
+
+impl Class {
+    /// A stable lowercase name: `success`, `transient` or `permanent`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Class::Success => "success",
+            Class::Transient => "transient",
+            Class::Permanent => "permanent",
+        }
+    }
+}
+
+/// The kind of a transport-level failure (no HTTP response was received).
+///
+/// Adapters map their client's error into one of these; see
+/// [`FailureKind::from_error`] for the mapping of standard and `hyper`
+/// errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The connection could not be established (refused, DNS failure,
+    /// connect timeout): the request never reached the server.
+    Connect,
+    /// The attempt took longer than its timeout; the server may have acted
+    /// on the request.
+    Timeout,
+    /// The connection was reset or aborted after the request was sent.
+    ConnectionReset,
+    /// The server closed the connection before sending a complete response.
+    ConnectionClosed,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// The request itself is invalid (bad URL, builder error).
+    InvalidRequest,
+    /// Too many redirects, or a redirect loop.
+    Redirect,
+    /// The request or response body failed.
+    Body,
+    /// The response could not be decoded.
+    Decode,
+    /// Anything else.
+    Other,
+}
+
+impl FailureKind {
+    /// A stable snake_case name, used in reports and tracing.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::ConnectionReset => "connection_reset",
+            FailureKind::ConnectionClosed => "connection_closed",
+            FailureKind::Tls => "tls",
+            FailureKind::InvalidRequest => "invalid_request",
+            FailureKind::Redirect => "redirect",
+            FailureKind::Body => "body",
+            FailureKind::Decode => "decode",
+            FailureKind::Other => "other",
+        }
+    }
+
+    /// `true` when the request provably never reached the server, so that
+    /// retrying it is safe whatever its method.
+    pub const fn request_not_sent(self) -> bool {
+        matches!(self, FailureKind::Connect)
+    }
+
+    /// Best-effort mapping of an error (and its `source()` chain) into a
+    /// kind: `std::io::Error` kinds, `hyper::Error`, and TLS/certificate
+    /// failures recognised by their message. Unknown errors map to
+    /// [`FailureKind::Other`].
+    ///
+    /// ```
+    /// use http_resilience::FailureKind;
+    /// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    /// assert_eq!(FailureKind::from_error(&refused), FailureKind::Connect);
+    /// ```
+    pub fn from_error(error: &(dyn StdError + 'static)) -> FailureKind {
+        let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+        let mut found = FailureKind::Other;
+        while let Some(err) = current {
+            if let Some(kind) = kind_of_one(err) {
+                // The innermost specific cause wins, except that TLS
+                // anywhere in the chain is decisive.
+                if kind == FailureKind::Tls {
+                    return kind;
+                }
+                found = kind;
+            }
+            current = err.source();
+        }
+        found
+    }
+}
+
+fn kind_of_one(err: &(dyn StdError + 'static)) -> Option<FailureKind> {
+    if let Some(io) = err.downcast_ref::<io::Error>() {
+        return kind_of_io(io);
+    }
+    if let Some(h) = err.downcast_ref::<hyper::Error>() {
+        if h.is_incomplete_message() {
+            return Some(FailureKind::ConnectionClosed);
+        }
+        if h.is_timeout() {
+            return Some(FailureKind::Timeout);
+        }
+        if h.is_canceled() || h.is_closed() {
+            return Some(FailureKind::ConnectionClosed);
+        }
+        if h.is_body_write_aborted() || h.is_user() {
+            return Some(FailureKind::Body);
+        }
+        if h.is_parse() {
+            return Some(FailureKind::Decode);
+        }
+        return None;
+    }
+    if err.is::<crate::error::AttemptTimedOut>() {
+        return Some(FailureKind::Timeout);
+    }
+    if err.downcast_ref::<tokio::time::error::Elapsed>().is_some() {
+        return Some(FailureKind::Timeout);
+    }
+    if looks_like_tls(err) {
+        return Some(FailureKind::Tls);
+    }
+    None
+}
+
+fn kind_of_io(io: &io::Error) -> Option<FailureKind> {
+    use io::ErrorKind as K;
+    let kind = match io.kind() {
+        K::ConnectionRefused | K::AddrNotAvailable | K::NotConnected => FailureKind::Connect,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => FailureKind::ConnectionReset,
+        K::UnexpectedEof => FailureKind::ConnectionClosed,
+        K::TimedOut => FailureKind::Timeout,
+        K::InvalidData if looks_like_tls(io) => FailureKind::Tls,
+        _ => {
+            // An io::Error may wrap a more specific error (rustls, for one).
+            return io.get_ref().and_then(|inner| {
+                let inner: &(dyn StdError + 'static) = inner;
+                kind_of_one(inner)
+            });
+        }
+    };
+    Some(kind)
+}
+
+fn looks_like_tls(err: &dyn StdError) -> bool {
+    // TLS stacks differ (rustls, native-tls, openssl); none is a dependency
+    // here, so recognise them by what they say. Allocation-free.
+    struct Probe(bool);
+    impl std::fmt::Write for Probe {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let hit = ["certificate", "tls", "ssl", "handshake"]
+                .iter()
+                .any(|needle| contains_ignore_ascii_case(s, needle));
+            self.0 |= hit;
+            Ok(())
+        }
+    }
+    let mut probe = Probe(false);
+    let _ = std::fmt::write(&mut probe, format_args!("{err}"));
+    probe.0
+}
+
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// What a classifier (and the engine) may know about the request, whatever
+/// the client. Cheap to build: it only borrows.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestMeta<'a> {
+    method: &'a Method,
+    scheme: &'a str,
+    host: &'a str,
+    path: &'a str,
+    headers: &'a HeaderMap,
+}
+
+impl<'a> RequestMeta<'a> {
+    /// Describes a request by its parts.
+    ///
+    /// ```
+    /// use http::{HeaderMap, Method};
+    /// use http_resilience::RequestMeta;
+    /// let headers = HeaderMap::new();
+    /// let meta = RequestMeta::new(&Method::GET, "https", "api.github.com", "/repos", &headers);
+    /// assert!(meta.is_idempotent());
+    /// ```
+    pub fn new(
+        method: &'a Method,
+        scheme: &'a str,
+        host: &'a str,
+        path: &'a str,
+        headers: &'a HeaderMap,
+    ) -> Self {
+        RequestMeta {
+            method,
+            scheme,
+            host,
+            path,
+            headers,
+        }
+    }
+
+    /// Describes an `http::Request`.
+    pub fn from_http<B>(request: &'a http::Request<B>) -> Self {
+        let uri = request.uri();
+        RequestMeta {
+            method: request.method(),
+            scheme: uri.scheme_str().unwrap_or(""),
+            host: uri.host().unwrap_or(""),
+            path: uri.path(),
+            headers: request.headers(),
+        }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+    /// The URI scheme (`http`, `https`), or `""` if unknown.
+    pub fn scheme(&self) -> &'a str {
+        self.scheme
+    }
+    /// The host, or `""` if unknown.
+    pub fn host(&self) -> &'a str {
+        self.host
+    }
+    /// The path (no query string).
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+    /// The request headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// `true` if the request carries an `Idempotency-Key` header.
+    pub fn has_idempotency_key(&self) -> bool {
+        self.headers.contains_key(IDEMPOTENCY_KEY)
+    }
+
+    /// `true` if repeating the request is safe: an idempotent method
+    /// (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or an
+    /// `Idempotency-Key` header.
+    pub fn is_idempotent(&self) -> bool {
+        is_idempotent_method(self.method) || self.has_idempotency_key()
+    }
+}
+
+/// RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT and DELETE.
+pub fn is_idempotent_method(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The outcome of one attempt, as a classifier sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Outcome<'a> {
+    /// A response arrived.
+    Response {
+        /// Its status.
+        status: StatusCode,
+        /// Its headers.
+        headers: &'a HeaderMap,
+    },
+    /// No response: a transport error.
+    Error {
+        /// The kind the adapter mapped the error to.
+        kind: FailureKind,
+        /// The error itself.
+        error: &'a (dyn StdError + 'static),
+    },
+}
+
+impl Outcome<'_> {
+    /// The response status, if any.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Outcome::Response { status, .. } => Some(*status),
+            Outcome::Error { .. } => None,
+        }
+    }
+    /// The transport failure kind, if any.
+    pub fn failure(&self) -> Option<FailureKind> {
+        match self {
+            Outcome::Response { .. } => None,
+            Outcome::Error { kind, .. } => Some(*kind),
+        }
+    }
+}
+
+/// Decides the [`Class`] of an attempt's outcome.
+///
+/// ```
+/// use http::StatusCode;
+/// use http_resilience::{Class, Classify, DefaultClassifier, Outcome, RequestMeta};
+///
+/// /// Also retries 404s on one flaky path, and otherwise does the default.
+/// struct Eventually;
+/// impl Classify for Eventually {
+///     fn classify(&self, req: &RequestMeta<'_>, outcome: &Outcome<'_>) -> Class {
+///         if outcome.status() == Some(StatusCode::NOT_FOUND) && req.path().starts_with("/jobs/") {
+///             return Class::Transient;
+///         }
+///         DefaultClassifier.classify(req, outcome)
+///     }
+/// }
+/// let policy = http_resilience::RetryPolicy::builder().classifier(Eventually).build().unwrap();
+/// # let _ = policy;
+/// ```
+pub trait Classify: Send + Sync + 'static {
+    /// Classifies one outcome of `request`.
+    fn classify(&self, request: &RequestMeta<'_>, outcome: &Outcome<'_>) -> Class;
+}
+
+/// The default rules (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultClassifier;
+
+impl Classify for DefaultClassifier {
+    fn classify(&self, request: &RequestMeta<'_>, outcome: &Outcome<'_>) -> Class {
+        match *outcome {
+            Outcome::Response { status, headers } => classify_status(request, status, headers),
+            Outcome::Error { kind, .. } => classify_failure(kind),
+        }
+    }
+}
+
+/// The default rule for a transport failure.
+pub fn classify_failure(kind: FailureKind) -> Class {
+    match kind {
+        FailureKind::Connect
+        | FailureKind::Timeout
+        | FailureKind::ConnectionReset
+        | FailureKind::ConnectionClosed => Class::Transient,
+        _ => Class::Permanent,
+    }
+}
+
+/// The default rule for a response.
+pub fn classify_status(
+    request: &RequestMeta<'_>,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Class {
+    if let Some(verdict) = should_retry_header(headers) {
+        // The server's explicit word wins over the status rule, but a
+        // success stays a success.
+        if status.as_u16() < 400 {
+            return Class::Success;
+        }
+        return if verdict {
+            Class::Transient
+        } else {
+            Class::Permanent
+        };
+    }
+    match status.as_u16() {
+        0..=399 => Class::Success,
+        408 | 429 => Class::Transient,
+        403 if rate_limit_exhausted(headers) => Class::Transient,
+        409 if request.has_idempotency_key() => Class::Transient,
+        501 | 505 => Class::Permanent,
+        500..=599 => Class::Transient,
+        _ => Class::Permanent,
+    }
+}
+
+/// Reads `x-should-retry: true|false` (case-insensitive). Anything else is
+/// ignored.
+pub fn should_retry_header(headers: &HeaderMap) -> Option<bool> {
+    let value = headers.get("x-should-retry")?.as_bytes();
+    let value = trim_ows(value);
+    if value.eq_ignore_ascii_case(b"true") {
+        Some(true)
+    } else if value.eq_ignore_ascii_case(b"false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `true` when `x-ratelimit-remaining` is exactly `0` (GitHub's sign of an
+/// exhausted primary rate limit).
+pub fn rate_limit_exhausted(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-ratelimit-remaining")
+        .is_some_and(|v| trim_ows(v.as_bytes()) == b"0")
+}
+
+/// Trims optional white space (space and tab, RFC 9110 §5.6.3).
+pub(crate) fn trim_ows(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn meta<'a>(method: &'a Method, headers: &'a HeaderMap) -> RequestMeta<'a> {
+        RequestMeta::new(method, "http", "example.com", "/", headers)
+    }
+
+    fn class(status: u16, resp: &[(&'static str, &'static str)], req_headers: &HeaderMap) -> Class {
+        let mut headers = HeaderMap::new();
+        for (k, v) in resp {
+            headers.append(*k, HeaderValue::from_static(v));
+        }
+        let status = StatusCode::from_u16(status).unwrap();
+        DefaultClassifier.classify(
+            &meta(&Method::GET, req_headers),
+            &Outcome::Response {
+                status,
+                headers: &headers,
+            },
+        )
+    }
+
+    #[test]
+    fn status_table() {
+        let none = HeaderMap::new();
+        for s in [100, 200, 201, 204, 301, 304, 399] {
+            assert_eq!(class(s, &[], &none), Class::Success, "{s}");
+        }
+        for s in [408, 429, 500, 502, 503, 504, 507, 529, 599] {
+            assert_eq!(class(s, &[], &none), Class::Transient, "{s}");
+        }
+        for s in [400, 401, 403, 404, 409, 410, 422, 451, 501, 505] {
+            assert_eq!(class(s, &[], &none), Class::Permanent, "{s}");
+        }
+    }
+
+    #[test]
+    fn special_rules() {
+        let none = HeaderMap::new();
+        let mut keyed = HeaderMap::new();
+        keyed.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("k1"));
+        assert_eq!(class(409, &[], &keyed), Class::Transient);
+        assert_eq!(
+            class(403, &[("x-ratelimit-remaining", "0")], &none),
+            Class::Transient
+        );
+        assert_eq!(
+            class(403, &[("x-ratelimit-remaining", "12")], &none),
+            Class::Permanent
+        );
+        assert_eq!(
+            class(400, &[("x-should-retry", "true")], &none),
+            Class::Transient
+        );
+        assert_eq!(
+            class(503, &[("x-should-retry", "FALSE")], &none),
+            Class::Permanent
+        );
+        assert_eq!(
+            class(503, &[("x-should-retry", "maybe")], &none),
+            Class::Transient
+        );
+        assert_eq!(
+            class(200, &[("x-should-retry", "true")], &none),
+            Class::Success
+        );
+    }
+
+    #[test]
+    fn failure_kinds() {
+        use io::ErrorKind as K;
+        let cases = [
+            (K::ConnectionRefused, FailureKind::Connect),
+            (K::ConnectionReset, FailureKind::ConnectionReset),
+            (K::ConnectionAborted, FailureKind::ConnectionReset),
+            (K::UnexpectedEof, FailureKind::ConnectionClosed),
+            (K::TimedOut, FailureKind::Timeout),
+            (K::PermissionDenied, FailureKind::Other),
+        ];
+        for (io_kind, want) in cases {
+            let e = io::Error::from(io_kind);
+            assert_eq!(FailureKind::from_error(&e), want, "{io_kind:?}");
+        }
+        let tls = io::Error::new(K::InvalidData, "invalid peer certificate: UnknownIssuer");
+        assert_eq!(FailureKind::from_error(&tls), FailureKind::Tls);
+        assert_eq!(classify_failure(FailureKind::Tls), Class::Permanent);
+        assert_eq!(classify_failure(FailureKind::Connect), Class::Transient);
+        assert_eq!(classify_failure(FailureKind::Timeout), Class::Transient);
+        assert_eq!(
+            classify_failure(FailureKind::InvalidRequest),
+            Class::Permanent
+        );
+    }
+
+    #[derive(Debug)]
+    struct Wrapper(io::Error);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error sending request")
+        }
+    }
+    impl StdError for Wrapper {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn walks_the_source_chain() {
+        let e = Wrapper(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert_eq!(FailureKind::from_error(&e), FailureKind::ConnectionReset);
+    }
+
+    #[test]
+    fn idempotency() {
+        let none = HeaderMap::new();
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(meta(&m, &none).is_idempotent(), "{m}");
+        }
+        assert!(!meta(&Method::POST, &none).is_idempotent());
+        assert!(!meta(&Method::PATCH, &none).is_idempotent());
+        let mut keyed = HeaderMap::new();
+        keyed.insert("Idempotency-Key", HeaderValue::from_static("abc"));
+        assert!(meta(&Method::POST, &keyed).is_idempotent());
+    }
+
+    #[test]
+    fn trims_ows() {
+        assert_eq!(trim_ows(b" \t42 "), b"42");
+        assert_eq!(trim_ows(b""), b"");
+        assert_eq!(trim_ows(b"  "), b"");
+    }
+}

@@ -1,0 +1,545 @@
+//! The sans-IO core: one request's retry state and the decision after each
+//! attempt.
+//!
+//! [`RetryState`] knows nothing of tower, reqwest, sockets or timers. An
+//! adapter creates one per request, asks it for each attempt's timeout,
+//! sends the attempt, and hands the outcome to [`RetryState::decide`]
+//! together with the current time. The answer is a [`Decision`]: return the
+//! outcome, wait and retry, or fail. Every adapter goes through this one
+//! path, so they cannot disagree.
+//!
+//! The checks, in order, for an outcome the classifier calls transient:
+//! 1. the deadline was reached during the attempt → fail (`DEADLINE_EXCEEDED`);
+//! 2. the request is not idempotent, has no `Idempotency-Key`, the policy
+//!    does not opt in, and the server may have acted on it (anything but a
+//!    refused connection or a 429) → return it as it is;
+//! 3. the body cannot be replayed → return it as it is;
+//! 4. `max_retries` used up → fail (`MAX_RETRIES_EXCEEDED`);
+//! 5. the server's hint is above `max_retry_after` → fail
+//!    (`RETRY_AFTER_TOO_LONG`), or use the backoff if the policy says so;
+//! 6. the wait would cross the deadline → fail (`DEADLINE_EXCEEDED`);
+//! 7. otherwise retry after the hint or the computed backoff.
+//!
+//! A custom adapter looks like this (timers and I/O are the adapter's):
+//!
+//! ```
+//! use std::time::Instant;
+//! use http::{HeaderMap, Method, StatusCode};
+//! use http_resilience::{Decision, Outcome, RequestMeta, RetryPolicy, RetryState};
+//!
+//! let policy = RetryPolicy::default();
+//! let headers = HeaderMap::new();
+//! let request = RequestMeta::new(&Method::GET, "https", "example.com", "/", &headers);
+//! let mut state = RetryState::new(&policy, &request, Instant::now());
+//! let response_headers = HeaderMap::new();
+//! let outcome = Outcome::Response { status: StatusCode::SERVICE_UNAVAILABLE, headers: &response_headers };
+//! match state.decide(&request, &outcome, Instant::now()) {
+//!     Decision::Retry { delay, source } => println!("wait {delay:?} ({source})"),
+//!     Decision::Return => println!("hand the response over"),
+//!     Decision::Fail(reason) => println!("fail: {}", reason.as_str()),
+//!     _ => {}
+//! }
+//! ```
+
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+
+use crate::backoff::Backoff;
+use crate::classify::{Class, IDEMPOTENCY_KEY, Outcome, RequestMeta, is_idempotent_method};
+use crate::policy::{LongHint, RetryPolicy};
+use crate::report::{AttemptRecord, RetryReport, StopReason};
+use crate::retry_after::{DelaySource, server_hint};
+
+/// What to do after one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Stop and hand the response to the caller as it is. (The engine never
+    /// returns this for a transport error.)
+    Return,
+    /// Wait `delay`, then send the request again.
+    Retry {
+        /// How long to wait.
+        delay: Duration,
+        /// Where the wait came from.
+        source: DelaySource,
+    },
+    /// Stop and fail with the [`Error`](crate::Error) for this reason.
+    Fail(StopReason),
+}
+
+/// One request's retry state. See the [module docs](self).
+#[derive(Debug)]
+pub struct RetryState {
+    policy: RetryPolicy,
+    backoff: Backoff,
+    started: Instant,
+    idempotent: bool,
+    replayable: bool,
+    report: RetryReport,
+}
+
+impl RetryState {
+    /// Starts the state of one request; `now` is the start of its first
+    /// attempt (the deadline counts from it).
+    pub fn new(policy: &RetryPolicy, request: &RequestMeta<'_>, now: Instant) -> RetryState {
+        RetryState {
+            backoff: policy.backoff(),
+            policy: policy.clone(),
+            started: now,
+            idempotent: request.is_idempotent(),
+            replayable: true,
+            report: RetryReport::new(),
+        }
+    }
+
+    /// Marks the request's body as one that cannot be sent again (a
+    /// stream): transient failures are then returned instead of retried.
+    pub fn set_replayable(&mut self, replayable: bool) {
+        self.replayable = replayable;
+    }
+
+    /// The policy in use.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// The timeout for the next attempt: the policy's `attempt_timeout`,
+    /// clamped to what is left of the `deadline`. `None`: no timeout.
+    pub fn attempt_timeout(&self, now: Instant) -> Option<Duration> {
+        let p = self.policy.inner();
+        let left = p
+            .deadline
+            .map(|d| d.saturating_sub(now.saturating_duration_since(self.started)));
+        match (p.attempt_timeout, left) {
+            (Some(a), Some(l)) => Some(a.min(l)),
+            (a, l) => a.or(l),
+        }
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> &RetryReport {
+        &self.report
+    }
+
+    /// Takes the report out (the adapter attaches it to the result).
+    pub fn take_report(&mut self) -> RetryReport {
+        std::mem::replace(&mut self.report, RetryReport::new())
+    }
+
+    /// Decides what follows an attempt that ended at `now` with `outcome`.
+    pub fn decide(
+        &mut self,
+        request: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        now: Instant,
+    ) -> Decision {
+        let p = self.policy.inner();
+        let elapsed = now.saturating_duration_since(self.started);
+        let class = p.classifier.classify(request, outcome);
+        self.report.push(AttemptRecord {
+            status: outcome.status(),
+            failure: outcome.failure(),
+            class,
+            delay: None,
+            delay_source: None,
+            elapsed,
+        });
+        let is_response = matches!(outcome, Outcome::Response { .. });
+
+        match class {
+            Class::Transient => {}
+            Class::Success if is_response => return self.stop(request, StopReason::Success, true),
+            _ => return self.stop(request, StopReason::Permanent, is_response),
+        }
+        if p.deadline.is_some_and(|d| elapsed >= d) {
+            return self.stop(request, StopReason::Deadline, is_response);
+        }
+        if !self.idempotent && !p.retry_non_idempotent && !provably_unprocessed(outcome) {
+            return self.stop(request, StopReason::NotIdempotent, is_response);
+        }
+        if !self.replayable {
+            return self.stop(request, StopReason::BodyNotReplayable, is_response);
+        }
+        if self.report.retries() >= p.max_retries {
+            return self.stop(request, StopReason::MaxRetries, is_response);
+        }
+
+        let computed = self.backoff.next_delay();
+        let hint = match outcome {
+            Outcome::Response { headers, .. } => server_hint(headers, p.clock.now()),
+            Outcome::Error { .. } => None,
+        };
+        let (delay, source) = match hint {
+            Some(h) if h.delay > p.max_retry_after => match p.on_long_hint {
+                LongHint::UseBackoff => (computed, DelaySource::Backoff),
+                _ => {
+                    let reason = StopReason::RetryAfterTooLong { hint: h.delay };
+                    return self.stop(request, reason, is_response);
+                }
+            },
+            Some(h) => (h.delay, h.source),
+            None => (computed, DelaySource::Backoff),
+        };
+        if p.deadline
+            .is_some_and(|d| elapsed.saturating_add(delay) >= d)
+        {
+            return self.stop(request, StopReason::Deadline, is_response);
+        }
+
+        if let Some(last) = self.report.last_mut() {
+            last.delay = Some(delay);
+            last.delay_source = Some(source);
+        }
+        self.report.add_backoff(delay);
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            target: "http_resilience",
+            attempt = self.report.attempts(),
+            delay_ms = delay.as_millis() as u64,
+            source = source.as_str(),
+            reason = %Reason(outcome),
+            method = %request.method(),
+            host = request.host(),
+            path = request.path(),
+            "retrying request"
+        );
+        Decision::Retry { delay, source }
+    }
+
+    fn stop(
+        &mut self,
+        request: &RequestMeta<'_>,
+        reason: StopReason,
+        is_response: bool,
+    ) -> Decision {
+        self.report.set_stop(reason);
+        let gave_up = !matches!(reason, StopReason::Success | StopReason::Permanent);
+        #[cfg(feature = "tracing")]
+        if gave_up {
+            let last = self.report.last().copied();
+            tracing::warn!(
+                target: "http_resilience",
+                attempts = self.report.attempts(),
+                reason = reason.as_str(),
+                last_status = last.and_then(|r| r.status()).map(|s| s.as_u16()),
+                last_failure = last.and_then(|r| r.failure()).map(|k| k.as_str()),
+                method = %request.method(),
+                host = request.host(),
+                path = request.path(),
+                "giving up on request"
+            );
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = request;
+        let exhausted = matches!(
+            reason,
+            StopReason::MaxRetries | StopReason::RetryAfterTooLong { .. } | StopReason::Deadline
+        );
+        if !is_response || (exhausted && !self.policy.inner().return_last_response) {
+            debug_assert!(gave_up || !is_response || !exhausted);
+            Decision::Fail(reason)
+        } else {
+            Decision::Return
+        }
+    }
+}
+
+/// A refused connection never reached the server, and a 429 was refused
+/// before being acted on: both are safe to repeat whatever the method.
+fn provably_unprocessed(outcome: &Outcome<'_>) -> bool {
+    match outcome {
+        Outcome::Response { status, .. } => *status == StatusCode::TOO_MANY_REQUESTS,
+        Outcome::Error { kind, .. } => kind.request_not_sent(),
+    }
+}
+
+/// Adds a generated `Idempotency-Key` to a non-idempotent request that lacks
+/// one, if the policy asks for it. Adapters call this once, before the first
+/// attempt, so every attempt carries the same key.
+pub fn prepare_request(policy: &RetryPolicy, method: &Method, headers: &mut HeaderMap) {
+    if policy.auto_idempotency_key()
+        && !is_idempotent_method(method)
+        && !headers.contains_key(IDEMPOTENCY_KEY)
+    {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let key = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        if let Ok(value) = HeaderValue::from_str(key) {
+            headers.insert(IDEMPOTENCY_KEY, value);
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+struct Reason<'a>(&'a Outcome<'a>);
+
+#[cfg(feature = "tracing")]
+impl std::fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Outcome::Response { status, .. } => write!(f, "status {}", status.as_u16()),
+            Outcome::Error { kind, .. } => f.write_str(kind.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FailureKind, Jitter};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    const NONE: &[(&str, &str)] = &[];
+
+    struct Case {
+        method: Method,
+        req_headers: Vec<(&'static str, &'static str)>,
+    }
+
+    fn policy() -> crate::RetryPolicyBuilder {
+        let fixed = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        RetryPolicy::builder()
+            .initial_backoff(Duration::from_millis(5))
+            .max_backoff(Duration::from_millis(20))
+            .jitter(Jitter::None)
+            .wall_clock(move || fixed)
+    }
+
+    fn run(
+        policy: &RetryPolicy,
+        case: &Case,
+        outcomes: &[Result<(u16, &[(&'static str, &'static str)]), FailureKind>],
+    ) -> (Vec<Decision>, RetryReport) {
+        let mut headers = HeaderMap::new();
+        for (k, v) in &case.req_headers {
+            headers.insert(*k, HeaderValue::from_static(v));
+        }
+        let meta = RequestMeta::new(&case.method, "http", "h", "/p", &headers);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut state = RetryState::new(policy, &meta, now);
+        let mut out = vec![];
+        let err = std::io::Error::other("x");
+        for o in outcomes {
+            let mut h = HeaderMap::new();
+            let d = match o {
+                Ok((status, pairs)) => {
+                    for (k, v) in pairs.iter() {
+                        h.append(*k, HeaderValue::from_static(v));
+                    }
+                    let outcome = Outcome::Response {
+                        status: StatusCode::from_u16(*status).unwrap(),
+                        headers: &h,
+                    };
+                    state.decide(&meta, &outcome, now)
+                }
+                Err(kind) => state.decide(
+                    &meta,
+                    &Outcome::Error {
+                        kind: *kind,
+                        error: &err,
+                    },
+                    now,
+                ),
+            };
+            out.push(d);
+            match d {
+                Decision::Retry { delay, .. } => now += delay,
+                _ => break,
+            }
+        }
+        (out, state.take_report())
+    }
+
+    fn get() -> Case {
+        Case {
+            method: Method::GET,
+            req_headers: vec![],
+        }
+    }
+    fn post() -> Case {
+        Case {
+            method: Method::POST,
+            req_headers: vec![],
+        }
+    }
+
+    #[test]
+    fn exact_backoff_figures() {
+        let p = policy().build().unwrap();
+        let (d, report) = run(
+            &p,
+            &get(),
+            &[
+                Ok((503, NONE)),
+                Ok((503, NONE)),
+                Ok((503, NONE)),
+                Ok((200, NONE)),
+            ],
+        );
+        assert_eq!(d.last(), Some(&Decision::Return));
+        assert_eq!(report.retries(), 3);
+        assert_eq!(report.total_backoff(), Duration::from_millis(35));
+        assert_eq!(report.stop_reason(), Some(StopReason::Success));
+    }
+
+    #[test]
+    fn exhaustion_fails() {
+        let p = policy().max_retries(2).build().unwrap();
+        let (d, report) = run(&p, &get(), &[Ok((503, NONE)); 3]);
+        assert_eq!(d.last(), Some(&Decision::Fail(StopReason::MaxRetries)));
+        assert_eq!(report.attempts(), 3);
+        let p = policy()
+            .max_retries(2)
+            .return_last_response(true)
+            .build()
+            .unwrap();
+        let (d, _) = run(&p, &get(), &[Ok((503, NONE)); 3]);
+        assert_eq!(d.last(), Some(&Decision::Return));
+    }
+
+    #[test]
+    fn hints() {
+        let p = policy().build().unwrap();
+        let (d, _) = run(&p, &get(), &[Ok((503, &[("retry-after", "3")]))]);
+        assert_eq!(
+            d[0],
+            Decision::Retry {
+                delay: Duration::from_secs(3),
+                source: DelaySource::RetryAfter
+            }
+        );
+        let (d, _) = run(&p, &get(), &[Ok((429, &[("retry-after", "121")]))]);
+        assert_eq!(
+            d[0],
+            Decision::Fail(StopReason::RetryAfterTooLong {
+                hint: Duration::from_secs(121)
+            })
+        );
+        let p2 = policy().on_long_hint(LongHint::UseBackoff).build().unwrap();
+        let (d, _) = run(&p2, &get(), &[Ok((429, &[("retry-after", "121")]))]);
+        assert_eq!(
+            d[0],
+            Decision::Retry {
+                delay: Duration::from_millis(5),
+                source: DelaySource::Backoff
+            }
+        );
+        // GitHub primary limit: reset 30 s after the fixed clock
+        let (d, _) = run(
+            &p,
+            &get(),
+            &[Ok((
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1000030"),
+                ],
+            ))],
+        );
+        assert_eq!(
+            d[0],
+            Decision::Retry {
+                delay: Duration::from_secs(30),
+                source: DelaySource::RateLimitReset
+            }
+        );
+        let _ = SystemTime::now();
+    }
+
+    #[test]
+    fn deadline_is_never_overshot() {
+        let p = policy()
+            .deadline(Duration::from_millis(12))
+            .build()
+            .unwrap();
+        // 5 ms, then 10 ms would end at 15 > 12: stop at once.
+        let (d, report) = run(&p, &get(), &[Ok((503, NONE)), Ok((503, NONE))]);
+        assert_eq!(d[1], Decision::Fail(StopReason::Deadline));
+        assert_eq!(report.total_backoff(), Duration::from_millis(5));
+        let (d, _) = run(&p, &get(), &[Ok((503, &[("retry-after", "1")]))]);
+        assert_eq!(d[0], Decision::Fail(StopReason::Deadline));
+    }
+
+    #[test]
+    fn attempt_timeout_is_clamped_to_the_deadline() {
+        let p = policy()
+            .deadline(Duration::from_secs(10))
+            .attempt_timeout(Duration::from_secs(4))
+            .build()
+            .unwrap();
+        let headers = HeaderMap::new();
+        let meta = RequestMeta::new(&Method::GET, "http", "h", "/", &headers);
+        let t0 = Instant::now();
+        let state = RetryState::new(&p, &meta, t0);
+        assert_eq!(state.attempt_timeout(t0), Some(Duration::from_secs(4)));
+        assert_eq!(
+            state.attempt_timeout(t0 + Duration::from_secs(8)),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            state.attempt_timeout(t0 + Duration::from_secs(11)),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn idempotency_rules() {
+        let p = policy().build().unwrap();
+        // POST 503: may have been acted on, returned as is
+        let (d, r) = run(&p, &post(), &[Ok((503, NONE))]);
+        assert_eq!(d[0], Decision::Return);
+        assert_eq!(r.stop_reason(), Some(StopReason::NotIdempotent));
+        // POST reset: fails without retry
+        let (d, _) = run(&p, &post(), &[Err(FailureKind::ConnectionReset)]);
+        assert_eq!(d[0], Decision::Fail(StopReason::NotIdempotent));
+        // POST 429 and refused connection: safe
+        let (d, _) = run(&p, &post(), &[Ok((429, NONE))]);
+        assert!(matches!(d[0], Decision::Retry { .. }));
+        let (d, _) = run(&p, &post(), &[Err(FailureKind::Connect)]);
+        assert!(matches!(d[0], Decision::Retry { .. }));
+        // with a key, or opted in
+        let keyed = Case {
+            method: Method::POST,
+            req_headers: vec![("idempotency-key", "k")],
+        };
+        let (d, _) = run(&p, &keyed, &[Ok((503, NONE))]);
+        assert!(matches!(d[0], Decision::Retry { .. }));
+        let p2 = policy().retry_non_idempotent(true).build().unwrap();
+        let (d, _) = run(&p2, &post(), &[Ok((503, NONE))]);
+        assert!(matches!(d[0], Decision::Retry { .. }));
+    }
+
+    #[test]
+    fn permanent_and_errors() {
+        let p = policy().build().unwrap();
+        let (d, _) = run(&p, &get(), &[Ok((404, NONE))]);
+        assert_eq!(d[0], Decision::Return);
+        let (d, _) = run(&p, &get(), &[Err(FailureKind::Tls)]);
+        assert_eq!(d[0], Decision::Fail(StopReason::Permanent));
+        let (d, r) = run(&p, &get(), &[Err(FailureKind::Timeout); 4]);
+        assert_eq!(d[3], Decision::Fail(StopReason::MaxRetries));
+        assert_eq!(r.history()[0].failure(), Some(FailureKind::Timeout));
+    }
+
+    #[test]
+    fn auto_key_only_for_non_idempotent_without_one() {
+        let p = policy().auto_idempotency_key(true).build().unwrap();
+        let mut h = HeaderMap::new();
+        prepare_request(&p, &Method::GET, &mut h);
+        assert!(h.is_empty());
+        prepare_request(&p, &Method::POST, &mut h);
+        let key = h.get(IDEMPOTENCY_KEY).unwrap().clone();
+        assert_eq!(key.len(), 36);
+        prepare_request(&p, &Method::POST, &mut h);
+        assert_eq!(
+            h.get(IDEMPOTENCY_KEY),
+            Some(&key),
+            "an existing key is kept"
+        );
+        let mut h2 = HeaderMap::new();
+        prepare_request(&policy().build().unwrap(), &Method::POST, &mut h2);
+        assert!(h2.is_empty(), "off by default");
+    }
+}

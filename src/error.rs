@@ -1,0 +1,331 @@
+//! [`Error`]: why a request failed after the retry machinery gave up, with
+//! everything it knew.
+//!
+//! Nothing is lost: the [`RetryReport`] with every attempt, and the last
+//! response (status, headers, and the response itself with its unread
+//! body) or the last transport error as [`source()`](std::error::Error::source).
+//!
+//! | variant | [`code()`](Error::code) |
+//! |---|---|
+//! | [`Error::MaxRetriesExceeded`] | `MAX_RETRIES_EXCEEDED` |
+//! | [`Error::RetryAfterTooLong`] | `RETRY_AFTER_TOO_LONG` |
+//! | [`Error::DeadlineExceeded`] | `DEADLINE_EXCEEDED` |
+//! | [`Error::NotRetryable`] | `NOT_RETRYABLE` |
+//!
+//! Through `reqwest-middleware` it arrives as
+//! `reqwest_middleware::Error::Middleware`, from which it downcasts:
+//!
+//! ```
+//! # #[cfg(feature = "reqwest")]
+//! # async fn demo(client: reqwest_middleware::ClientWithMiddleware) {
+//! match client.get("http://127.0.0.1:1/").send().await {
+//!     Ok(response) => println!("{}", response.status()),
+//!     Err(reqwest_middleware::Error::Middleware(e)) => {
+//!         if let Ok(e) = e.downcast::<http_resilience::Error>() {
+//!             println!("{} after {} attempts", e.code(), e.report().attempts());
+//!             if let Some(last) = e.into_response::<reqwest::Response>() {
+//!                 println!("last body: {:?}", last.text().await);
+//!             }
+//!         }
+//!     }
+//!     Err(e) => println!("{e}"),
+//! }
+//! # }
+//! ```
+
+use std::any::Any;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+
+use crate::report::{RetryReport, StopReason};
+
+/// A boxed error, as `tower` uses.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The error of an attempt that ran out of time
+/// ([`attempt_timeout`](crate::RetryPolicyBuilder::attempt_timeout), or
+/// what was left of the deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptTimedOut {
+    /// The timeout that expired.
+    pub after: Duration,
+}
+
+impl fmt::Display for AttemptTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attempt timed out after {:?}", self.after)
+    }
+}
+
+impl std::error::Error for AttemptTimedOut {}
+
+/// Why a request failed once the adapter stopped retrying.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Every retry was used up on transient failures.
+    MaxRetriesExceeded(Box<Failure>),
+    /// The server asked for a wait above `max_retry_after`.
+    RetryAfterTooLong {
+        /// The wait the server asked for.
+        hint: Duration,
+        /// What was known when giving up.
+        failure: Box<Failure>,
+    },
+    /// The deadline would have been crossed by the next wait, or was
+    /// reached during an attempt.
+    DeadlineExceeded(Box<Failure>),
+    /// A transport error that was not retried: permanent (TLS, invalid
+    /// URL, ...), or transient on a request that could not safely be
+    /// repeated (see [`RetryReport::stop_reason`]).
+    NotRetryable(Box<Failure>),
+}
+
+/// The last outcome and the report, carried by every [`Error`].
+pub struct Failure {
+    report: RetryReport,
+    status: Option<StatusCode>,
+    headers: Option<HeaderMap>,
+    // The response is kept type-erased so that `Error` is one type for
+    // every client; `Mutex` keeps `Error: Sync` for response types that are
+    // only `Send`.
+    response: Mutex<Option<Box<dyn Any + Send>>>,
+    source: Option<BoxError>,
+}
+
+/// The last outcome, as adapters hand it over.
+pub(crate) enum Last<R> {
+    Response {
+        status: StatusCode,
+        headers: HeaderMap,
+        response: R,
+    },
+    Error(BoxError),
+}
+
+impl Failure {
+    pub(crate) fn new<R: Send + 'static>(report: RetryReport, last: Last<R>) -> Box<Failure> {
+        let (status, headers, response, source) = match last {
+            Last::Response {
+                status,
+                headers,
+                response,
+            } => (
+                Some(status),
+                Some(headers),
+                Some(Box::new(response) as Box<dyn Any + Send>),
+                None,
+            ),
+            Last::Error(e) => (None, None, None, Some(e)),
+        };
+        Box::new(Failure {
+            report,
+            status,
+            headers,
+            response: Mutex::new(response),
+            source,
+        })
+    }
+
+    /// The report of every attempt.
+    pub fn report(&self) -> &RetryReport {
+        &self.report
+    }
+    /// The last response's status, if the last attempt got a response.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+    /// The last response's headers, if the last attempt got a response.
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.headers.as_ref()
+    }
+    /// The last transport error, if the last attempt got no response.
+    pub fn last_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+
+    fn take_response<R: 'static>(&mut self) -> Option<R> {
+        let slot = self
+            .response
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot.take()?.downcast::<R>() {
+            Ok(r) => Some(*r),
+            Err(other) => {
+                *slot = Some(other);
+                None
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values are left out on purpose: they may hold credentials.
+        f.debug_struct("Failure")
+            .field("report", &self.report)
+            .field("status", &self.status)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Error {
+    /// A stable, machine-readable code (see the [module docs](self)).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::MaxRetriesExceeded(_) => "MAX_RETRIES_EXCEEDED",
+            Error::RetryAfterTooLong { .. } => "RETRY_AFTER_TOO_LONG",
+            Error::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
+            Error::NotRetryable(_) => "NOT_RETRYABLE",
+        }
+    }
+
+    /// The last outcome and report.
+    pub fn failure(&self) -> &Failure {
+        match self {
+            Error::MaxRetriesExceeded(f)
+            | Error::RetryAfterTooLong { failure: f, .. }
+            | Error::DeadlineExceeded(f)
+            | Error::NotRetryable(f) => f,
+        }
+    }
+
+    fn failure_mut(&mut self) -> &mut Failure {
+        match self {
+            Error::MaxRetriesExceeded(f)
+            | Error::RetryAfterTooLong { failure: f, .. }
+            | Error::DeadlineExceeded(f)
+            | Error::NotRetryable(f) => f,
+        }
+    }
+
+    /// The report of every attempt.
+    pub fn report(&self) -> &RetryReport {
+        self.failure().report()
+    }
+
+    /// The last response's status, if the last attempt got a response.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.failure().status()
+    }
+
+    /// The last response's headers, if the last attempt got a response.
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.failure().headers()
+    }
+
+    /// Takes the last response out of the error, body unread.
+    ///
+    /// `R` is the adapter's response type: `reqwest::Response` through
+    /// [`RetryMiddleware`](crate::RetryMiddleware), `http::Response<B>`
+    /// (the inner service's body type) through
+    /// [`RetryLayer`](crate::RetryLayer). `None` if there was no response,
+    /// it was already taken, or `R` is not its type.
+    pub fn take_response<R: 'static>(&mut self) -> Option<R> {
+        self.failure_mut().take_response()
+    }
+
+    /// Consumes the error, returning the last response (see
+    /// [`take_response`](Self::take_response)).
+    pub fn into_response<R: 'static>(mut self) -> Option<R> {
+        self.take_response()
+    }
+
+    pub(crate) fn from_stop<R: Send + 'static>(
+        reason: StopReason,
+        report: RetryReport,
+        last: Last<R>,
+    ) -> Error {
+        let failure = Failure::new(report, last);
+        match reason {
+            StopReason::MaxRetries => Error::MaxRetriesExceeded(failure),
+            StopReason::RetryAfterTooLong { hint } => Error::RetryAfterTooLong { hint, failure },
+            StopReason::Deadline => Error::DeadlineExceeded(failure),
+            _ => Error::NotRetryable(failure),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let failure = self.failure();
+        let report = failure.report();
+        match self {
+            Error::MaxRetriesExceeded(_) => {
+                write!(f, "gave up after {} retries", report.retries())?
+            }
+            Error::RetryAfterTooLong { hint, .. } => write!(
+                f,
+                "server asked to wait {hint:?}, more than the policy allows"
+            )?,
+            Error::DeadlineExceeded(_) => f.write_str("retry deadline exceeded")?,
+            Error::NotRetryable(_) => f.write_str("request failed and was not retried")?,
+        }
+        match (failure.status, &failure.source) {
+            (Some(status), _) => write!(f, "; last status {status}")?,
+            (None, Some(e)) => write!(f, "; last error: {e}")?,
+            (None, None) => {}
+        }
+        write!(f, " ({report})")
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.failure()
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_and_small() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+        assert!(std::mem::size_of::<Error>() <= 24);
+    }
+
+    #[test]
+    fn keeps_the_response_and_its_type() {
+        let report = RetryReport::new();
+        let last = Last::Response {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            headers: HeaderMap::new(),
+            response: String::from("body"),
+        };
+        let mut e = Error::from_stop(StopReason::MaxRetries, report, last);
+        assert_eq!(e.code(), "MAX_RETRIES_EXCEEDED");
+        assert_eq!(e.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            e.take_response::<u32>(),
+            None,
+            "wrong type leaves it in place"
+        );
+        assert_eq!(e.take_response::<String>().as_deref(), Some("body"));
+        assert_eq!(e.take_response::<String>(), None);
+    }
+
+    #[test]
+    fn chains_the_transport_error() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = Error::from_stop::<()>(
+            StopReason::Permanent,
+            RetryReport::new(),
+            Last::Error(Box::new(io)),
+        );
+        assert_eq!(e.code(), "NOT_RETRYABLE");
+        let src = e.source().unwrap();
+        assert!(src.downcast_ref::<std::io::Error>().is_some());
+        assert!(e.to_string().contains("last error"));
+    }
+}

@@ -1,0 +1,103 @@
+//! Correct, cheap retries for HTTP clients.
+//!
+//! `http-resilience` wraps an HTTP client so that the ordinary failures of
+//! calls to GitHub, LLM providers and git hosts (429 rate limits, 503s,
+//! 529 overloads, connection resets, hangs) are retried the way the HTTP
+//! standard and those services expect, and nothing else is:
+//!
+//! - **classification**: transient (408, 429, 5xx but 501/505, connection
+//!   errors, timeouts) against permanent (other 4xx, TLS, bad URLs), with
+//!   `x-should-retry`, `Idempotency-Key` 409s and GitHub's rate-limit 403s
+//!   understood; replaceable ([`Classify`]);
+//! - **jittered exponential backoff**, capped, reproducible with a seed
+//!   ([`Backoff`], [`Jitter`]);
+//! - **server hints**: `retry-after-ms`, `Retry-After` (seconds and all
+//!   three HTTP-date forms), `x-ratelimit-reset`; a hint above the cap stops
+//!   at once with `RETRY_AFTER_TOO_LONG` instead of a silent long sleep
+//!   ([`retry_after`]);
+//! - **HTTP semantics**: non-idempotent requests are retried only when the
+//!   server provably did not act on them, or when they carry an
+//!   `Idempotency-Key` (which the policy can add); a total deadline that is
+//!   never overshot; per-attempt timeouts;
+//! - **nothing lost**: when retries run out the [`Error`] says why
+//!   ([`Error::code`]) and keeps the full [`RetryReport`] and the last
+//!   response, body unread;
+//! - **one engine, two adapters**: a sans-IO decision core ([`engine`])
+//!   under a `tower` layer ([`RetryLayer`]) and a `reqwest-middleware`
+//!   middleware ([`RetryMiddleware`]).
+//!
+//! # With reqwest
+//!
+//! ```
+//! # #[cfg(feature = "reqwest")] {
+//! use std::time::Duration;
+//! use http_resilience::{RetryMiddleware, RetryPolicy};
+//!
+//! let policy = RetryPolicy::builder()
+//!     .max_retries(3)
+//!     .deadline(Duration::from_secs(30))
+//!     .build()
+//!     .expect("valid policy");
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(RetryMiddleware::new(policy))
+//!     .build();
+//! # let _ = client; }
+//! ```
+//!
+//! # With tower
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http_resilience::{RetryLayer, RetryPolicy};
+//!
+//! let inner = tower::service_fn(|_req: http::Request<String>| async {
+//!     Ok::<_, Infallible>(http::Response::new(String::from("ok")))
+//! });
+//! let service = tower::ServiceBuilder::new()
+//!     .layer(RetryLayer::new(RetryPolicy::default()))
+//!     .service(inner);
+//! # let _ = service;
+//! ```
+//!
+//! # Features
+//!
+//! - `reqwest` (default): [`RetryMiddleware`], for `reqwest` 0.13 through
+//!   `reqwest-middleware` 0.5.
+//! - `tracing` (default): one `INFO` event per retry and one `WARN` event
+//!   when giving up, under the target `http_resilience`, with the method,
+//!   host and path, never header values. Nothing for a request that succeeds
+//!   on its first attempt.
+//!
+//! # Time
+//!
+//! Waits use tokio's clock, so tests can run them with a paused clock.
+//! Wall-clock reads (HTTP-dates, epoch resets) go through
+//! [`RetryPolicyBuilder::wall_clock`], which tests can fix.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod adapter;
+pub mod backoff;
+pub mod classify;
+pub mod engine;
+pub mod error;
+pub mod layer;
+#[cfg(feature = "reqwest")]
+pub mod middleware;
+pub mod policy;
+pub mod report;
+pub mod retry_after;
+
+pub use backoff::{Backoff, Jitter};
+pub use classify::{Class, Classify, DefaultClassifier, FailureKind, Outcome, RequestMeta};
+pub use engine::{Decision, RetryState};
+pub use error::{AttemptTimedOut, BoxError, Error, Failure};
+pub use layer::{Retry, RetryLayer};
+#[cfg(feature = "reqwest")]
+pub use middleware::RetryMiddleware;
+pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
+pub use report::{AttemptRecord, RetryReport, StopReason};
+pub use retry_after::{DelaySource, WallClock};

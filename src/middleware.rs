@@ -1,0 +1,191 @@
+//! The `reqwest` adapter: [`RetryMiddleware`] for `reqwest-middleware`.
+//!
+//! Each attempt sends `Request::try_clone()` of the request down the rest
+//! of the middleware chain. A request whose body cannot be cloned (a
+//! stream) is sent once, as it is, and not retried; its report says
+//! [`StopReason::BodyNotReplayable`](crate::StopReason::BodyNotReplayable)
+//! if it failed transiently. The decision after each attempt is the shared
+//! [engine](crate::engine)'s.
+//!
+//! When the middleware gives up, the error is
+//! `reqwest_middleware::Error::Middleware` wrapping an
+//! [`http_resilience::Error`](crate::Error), which downcasts. Every response
+//! carries a [`RetryReport`](crate::RetryReport) in `Response::extensions()`.
+//!
+//! ```
+//! use http_resilience::{RetryMiddleware, RetryPolicy};
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(RetryMiddleware::new(RetryPolicy::default()))
+//!     .build();
+//! # let _ = client;
+//! ```
+
+use http::{Extensions, HeaderMap, Method, StatusCode};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next};
+use tokio::time::Instant;
+
+use crate::adapter::{HttpResponse, decide, finish};
+use crate::classify::{FailureKind, RequestMeta};
+use crate::engine::{Decision, RetryState, prepare_request};
+use crate::error::{AttemptTimedOut, BoxError};
+use crate::policy::RetryPolicy;
+
+/// A `reqwest-middleware` middleware that retries under a [`RetryPolicy`].
+#[derive(Debug, Clone, Default)]
+pub struct RetryMiddleware {
+    policy: RetryPolicy,
+}
+
+impl RetryMiddleware {
+    /// A middleware that retries under `policy`.
+    pub fn new(policy: RetryPolicy) -> Self {
+        RetryMiddleware { policy }
+    }
+    /// The policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+}
+
+impl HttpResponse for Response {
+    fn status(&self) -> StatusCode {
+        self.status()
+    }
+    fn headers(&self) -> &HeaderMap {
+        self.headers()
+    }
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        self.extensions_mut()
+    }
+}
+
+/// What the engine needs of a request that was sent away whole (its body
+/// could not be cloned).
+struct Sent {
+    method: Method,
+    url: reqwest::Url,
+    headers: HeaderMap,
+}
+
+fn meta_of<'a>(
+    method: &'a Method,
+    url: &'a reqwest::Url,
+    headers: &'a HeaderMap,
+) -> RequestMeta<'a> {
+    RequestMeta::new(
+        method,
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.path(),
+        headers,
+    )
+}
+
+#[async_trait::async_trait]
+impl Middleware for RetryMiddleware {
+    async fn handle(
+        &self,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let method = request.method().clone();
+        prepare_request(&self.policy, &method, request.headers_mut());
+        let mut engine = RetryState::new(
+            &self.policy,
+            &meta_of(request.method(), request.url(), request.headers()),
+            Instant::now().into_std(),
+        );
+        let mut request = Some(request);
+        let mut sent_whole: Option<Sent> = None;
+        loop {
+            let original = request.as_ref().expect("kept until sent whole");
+            let attempt = match original.try_clone() {
+                Some(clone) => clone,
+                None => {
+                    // A streaming body: send the original once; the engine
+                    // will not ask for another attempt.
+                    engine.set_replayable(false);
+                    sent_whole = Some(Sent {
+                        method: original.method().clone(),
+                        url: original.url().clone(),
+                        headers: original.headers().clone(),
+                    });
+                    request.take().expect("present")
+                }
+            };
+            let timeout = engine.attempt_timeout(Instant::now().into_std());
+            let send = next.clone().run(attempt, extensions);
+            let result = match timeout {
+                None => send.await.map_err(into_box),
+                Some(after) => match tokio::time::timeout(after, send).await {
+                    Ok(result) => result.map_err(into_box),
+                    Err(_elapsed) => Err(Box::new(AttemptTimedOut { after }) as BoxError),
+                },
+            };
+
+            let meta = match (&request, &sent_whole) {
+                (Some(r), _) => meta_of(r.method(), r.url(), r.headers()),
+                (None, Some(s)) => meta_of(&s.method, &s.url, &s.headers),
+                (None, None) => unreachable!("one of them is set"),
+            };
+            let decision = decide(
+                &mut engine,
+                &meta,
+                &result,
+                kind_of,
+                Instant::now().into_std(),
+            );
+            match decision {
+                Decision::Retry { delay, .. } => {
+                    drop(result);
+                    tokio::time::sleep(delay).await;
+                }
+                decision => {
+                    return finish(decision, &mut engine, result)
+                        .map_err(reqwest_middleware::Error::middleware);
+                }
+            }
+        }
+    }
+}
+
+fn into_box(error: reqwest_middleware::Error) -> BoxError {
+    match error {
+        reqwest_middleware::Error::Reqwest(e) => Box::new(e),
+        reqwest_middleware::Error::Middleware(e) => e.into(),
+    }
+}
+
+/// Maps reqwest's error flags first (they know connect from read), then the
+/// error's source chain.
+fn kind_of(error: &(dyn std::error::Error + 'static)) -> FailureKind {
+    let Some(e) = error.downcast_ref::<reqwest::Error>() else {
+        return FailureKind::from_error(error);
+    };
+    let chain = FailureKind::from_error(e);
+    if e.is_builder() {
+        FailureKind::InvalidRequest
+    } else if e.is_redirect() {
+        FailureKind::Redirect
+    } else if e.is_connect() {
+        // TLS handshakes fail as connect errors in reqwest.
+        if chain == FailureKind::Tls {
+            FailureKind::Tls
+        } else {
+            FailureKind::Connect
+        }
+    } else if e.is_timeout() {
+        FailureKind::Timeout
+    } else if e.is_decode() {
+        FailureKind::Decode
+    } else if chain != FailureKind::Other {
+        chain
+    } else if e.is_body() {
+        FailureKind::Body
+    } else {
+        FailureKind::Other
+    }
+}

@@ -1,0 +1,547 @@
+//! [`RetryPolicy`]: what to retry, how long to wait, and when to stop.
+//!
+//! Build one with [`RetryPolicy::builder`]; every setting has a documented
+//! default, and [`build`](RetryPolicyBuilder::build) validates them all,
+//! returning a [`ConfigError`] that names the first offending field.
+//!
+//! | setting | default |
+//! |---|---|
+//! | [`max_retries`](RetryPolicyBuilder::max_retries) | 3 |
+//! | [`initial_backoff`](RetryPolicyBuilder::initial_backoff) | 500 ms |
+//! | [`max_backoff`](RetryPolicyBuilder::max_backoff) | 30 s |
+//! | [`multiplier`](RetryPolicyBuilder::multiplier) | 2.0 |
+//! | [`jitter`](RetryPolicyBuilder::jitter) | [`Jitter::Full`] |
+//! | [`seed`](RetryPolicyBuilder::seed) | none (fresh randomness) |
+//! | [`max_retry_after`](RetryPolicyBuilder::max_retry_after) | 120 s |
+//! | [`on_long_hint`](RetryPolicyBuilder::on_long_hint) | [`LongHint::GiveUp`] |
+//! | [`deadline`](RetryPolicyBuilder::deadline) | none |
+//! | [`attempt_timeout`](RetryPolicyBuilder::attempt_timeout) | none |
+//! | [`retry_non_idempotent`](RetryPolicyBuilder::retry_non_idempotent) | false |
+//! | [`auto_idempotency_key`](RetryPolicyBuilder::auto_idempotency_key) | false |
+//! | [`return_last_response`](RetryPolicyBuilder::return_last_response) | false |
+//! | [`classifier`](RetryPolicyBuilder::classifier) | [`DefaultClassifier`] |
+//! | [`wall_clock`](RetryPolicyBuilder::wall_clock) | [`SystemClock`] |
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::backoff::{Backoff, Jitter, Schedule, mix_seed};
+use crate::classify::{Classify, DefaultClassifier};
+use crate::retry_after::{SystemClock, WallClock};
+
+/// The largest duration any setting accepts (365 days). Longer values are
+/// taken for "infinite" and rejected: they would overflow timers.
+pub const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// What to do when the server asks for a wait longer than
+/// [`max_retry_after`](RetryPolicyBuilder::max_retry_after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum LongHint {
+    /// Stop at once with [`Error::RetryAfterTooLong`](crate::Error::RetryAfterTooLong)
+    /// (what git and the OpenAI SDK do). The default.
+    #[default]
+    GiveUp,
+    /// Ignore the hint and wait the computed backoff instead (what the
+    /// Anthropic SDK does).
+    UseBackoff,
+}
+
+/// A retry policy: cheap to clone (one reference count), shared by every
+/// clone of a layer or middleware built from it.
+///
+/// ```
+/// use std::time::Duration;
+/// use http_resilience::{Jitter, RetryPolicy};
+///
+/// let policy = RetryPolicy::builder()
+///     .max_retries(5)
+///     .initial_backoff(Duration::from_millis(200))
+///     .jitter(Jitter::Equal)
+///     .deadline(Duration::from_secs(20))
+///     .build()?;
+/// assert_eq!(policy.max_retries(), 5);
+/// # Ok::<(), http_resilience::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct RetryPolicy {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) max_retries: u32,
+    pub(crate) schedule: Schedule,
+    pub(crate) seed: Option<u64>,
+    pub(crate) seed_counter: AtomicU64,
+    pub(crate) max_retry_after: Duration,
+    pub(crate) on_long_hint: LongHint,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) retry_non_idempotent: bool,
+    pub(crate) auto_idempotency_key: bool,
+    pub(crate) return_last_response: bool,
+    pub(crate) classifier: Arc<dyn Classify>,
+    pub(crate) clock: Arc<dyn WallClock>,
+}
+
+impl RetryPolicy {
+    /// A builder with every default (see the [module docs](self)).
+    pub fn builder() -> RetryPolicyBuilder {
+        RetryPolicyBuilder::default()
+    }
+
+    /// A policy that never retries (every other default kept): useful as a
+    /// per-request or per-endpoint override.
+    pub fn disabled() -> RetryPolicy {
+        RetryPolicy::builder()
+            .max_retries(0)
+            .build()
+            .expect("the defaults are valid")
+    }
+
+    /// How many retries after the first attempt.
+    pub fn max_retries(&self) -> u32 {
+        self.inner.max_retries
+    }
+    /// The first backoff delay, before jitter.
+    pub fn initial_backoff(&self) -> Duration {
+        self.inner.schedule.initial
+    }
+    /// The cap on every backoff delay.
+    pub fn max_backoff(&self) -> Duration {
+        self.inner.schedule.max
+    }
+    /// The growth factor between backoff delays.
+    pub fn multiplier(&self) -> f64 {
+        self.inner.schedule.multiplier
+    }
+    /// The jitter mode.
+    pub fn jitter(&self) -> Jitter {
+        self.inner.schedule.jitter
+    }
+    /// The seed, if jitter is reproducible.
+    pub fn seed(&self) -> Option<u64> {
+        self.inner.seed
+    }
+    /// The longest server-requested wait that is honoured.
+    pub fn max_retry_after(&self) -> Duration {
+        self.inner.max_retry_after
+    }
+    /// What happens to a longer server-requested wait.
+    pub fn on_long_hint(&self) -> LongHint {
+        self.inner.on_long_hint
+    }
+    /// The total time budget, first attempt to last, if any.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.inner.deadline
+    }
+    /// The timeout of each attempt, if any.
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.inner.attempt_timeout
+    }
+    /// Whether non-idempotent requests are retried after they may have
+    /// reached the server.
+    pub fn retry_non_idempotent(&self) -> bool {
+        self.inner.retry_non_idempotent
+    }
+    /// Whether non-idempotent requests get a generated `Idempotency-Key`.
+    pub fn auto_idempotency_key(&self) -> bool {
+        self.inner.auto_idempotency_key
+    }
+    /// Whether giving up on a response returns it instead of an error.
+    pub fn return_last_response(&self) -> bool {
+        self.inner.return_last_response
+    }
+
+    /// A fresh backoff schedule following this policy. With a
+    /// [`seed`](RetryPolicyBuilder::seed), the n-th backoff handed out by a
+    /// policy (and its clones) is the same on every run.
+    pub fn backoff(&self) -> Backoff {
+        let seed = self.inner.seed.map(|seed| {
+            let n = self.inner.seed_counter.fetch_add(1, Ordering::Relaxed);
+            mix_seed(seed, n)
+        });
+        Backoff::new(self.inner.schedule, seed)
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::builder()
+            .build()
+            .expect("the defaults are valid")
+    }
+}
+
+impl fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("RetryPolicy")
+            .field("max_retries", &i.max_retries)
+            .field("initial_backoff", &i.schedule.initial)
+            .field("max_backoff", &i.schedule.max)
+            .field("multiplier", &i.schedule.multiplier)
+            .field("jitter", &i.schedule.jitter)
+            .field("seed", &i.seed)
+            .field("max_retry_after", &i.max_retry_after)
+            .field("on_long_hint", &i.on_long_hint)
+            .field("deadline", &i.deadline)
+            .field("attempt_timeout", &i.attempt_timeout)
+            .field("retry_non_idempotent", &i.retry_non_idempotent)
+            .field("auto_idempotency_key", &i.auto_idempotency_key)
+            .field("return_last_response", &i.return_last_response)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RetryPolicy`]; every setter documents its default.
+#[derive(Clone)]
+#[must_use]
+pub struct RetryPolicyBuilder {
+    max_retries: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    multiplier: f64,
+    jitter: Jitter,
+    seed: Option<u64>,
+    max_retry_after: Duration,
+    on_long_hint: LongHint,
+    deadline: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    retry_non_idempotent: bool,
+    auto_idempotency_key: bool,
+    return_last_response: bool,
+    classifier: Arc<dyn Classify>,
+    clock: Arc<dyn WallClock>,
+}
+
+impl Default for RetryPolicyBuilder {
+    fn default() -> Self {
+        RetryPolicyBuilder {
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: Jitter::Full,
+            seed: None,
+            max_retry_after: Duration::from_secs(120),
+            on_long_hint: LongHint::GiveUp,
+            deadline: None,
+            attempt_timeout: None,
+            retry_non_idempotent: false,
+            auto_idempotency_key: false,
+            return_last_response: false,
+            classifier: Arc::new(DefaultClassifier),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl fmt::Debug for RetryPolicyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryPolicyBuilder")
+            .field("max_retries", &self.max_retries)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("multiplier", &self.multiplier)
+            .field("jitter", &self.jitter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryPolicyBuilder {
+    /// Retries after the first attempt. Default 3 (4 attempts in all); 0
+    /// disables retries.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+    /// The first backoff delay, before jitter. Default 500 ms. Must be
+    /// positive and at most `max_backoff`.
+    pub fn initial_backoff(mut self, d: Duration) -> Self {
+        self.initial_backoff = d;
+        self
+    }
+    /// The cap on every backoff delay, jitter included. Default 30 s.
+    pub fn max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+    /// The growth factor between delays. Default 2.0. Must be finite and
+    /// at least 1.
+    pub fn multiplier(mut self, factor: f64) -> Self {
+        self.multiplier = factor;
+        self
+    }
+    /// The jitter mode. Default [`Jitter::Full`].
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+    /// Makes jitter reproducible: the n-th request through the policy gets
+    /// the same delays on every run, and different requests get different
+    /// sequences. Default: none (fresh randomness).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+    /// The longest server-requested wait (`Retry-After`, `retry-after-ms`,
+    /// rate-limit reset) that is honoured. Default 120 s, as the OpenAI SDK.
+    /// A longer hint is handled as [`on_long_hint`](Self::on_long_hint) says.
+    pub fn max_retry_after(mut self, d: Duration) -> Self {
+        self.max_retry_after = d;
+        self
+    }
+    /// What to do with a hint above `max_retry_after`. Default
+    /// [`LongHint::GiveUp`].
+    pub fn on_long_hint(mut self, what: LongHint) -> Self {
+        self.on_long_hint = what;
+        self
+    }
+    /// A total time budget from the start of the first attempt: a wait that
+    /// would cross it stops at once with
+    /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded), and each
+    /// attempt's timeout is clamped to what is left. Default: none.
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = Some(d);
+        self
+    }
+    /// A timeout for each attempt; a timed-out attempt counts as a transient
+    /// failure. Default: none.
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.attempt_timeout = Some(d);
+        self
+    }
+    /// Retry non-idempotent requests (POST, PATCH, ...) without an
+    /// `Idempotency-Key` even after they may have reached the server (5xx,
+    /// timeouts, resets). Default false: such requests are retried only when
+    /// the server provably did not act on them (connection refused, 429).
+    pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
+        self.retry_non_idempotent = yes;
+        self
+    }
+    /// Add a fresh `Idempotency-Key` (a UUID v4) to non-idempotent requests
+    /// that lack one, the same on every attempt, which makes them
+    /// retryable. Only useful with servers that honour the key. Default
+    /// false.
+    pub fn auto_idempotency_key(mut self, yes: bool) -> Self {
+        self.auto_idempotency_key = yes;
+        self
+    }
+    /// When giving up on a response (retries exhausted, hint too long,
+    /// deadline), return that response (with its [`RetryReport`](crate::RetryReport)
+    /// in the extensions) instead of an [`Error`](crate::Error). Default false.
+    pub fn return_last_response(mut self, yes: bool) -> Self {
+        self.return_last_response = yes;
+        self
+    }
+    /// Replaces the [`DefaultClassifier`].
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        self.classifier = Arc::new(classifier);
+        self
+    }
+    /// The wall clock used for HTTP-dates and epoch resets. Default
+    /// [`SystemClock`]; tests can fix it with a closure.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// let fixed = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let policy = http_resilience::RetryPolicy::builder()
+    ///     .wall_clock(move || fixed)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = policy;
+    /// ```
+    pub fn wall_clock(mut self, clock: impl WallClock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Validates the settings. Fields are checked in a fixed order and the
+    /// first problem is reported, so the error is deterministic.
+    pub fn build(self) -> Result<RetryPolicy, ConfigError> {
+        positive("initial_backoff", self.initial_backoff)?;
+        positive("max_backoff", self.max_backoff)?;
+        if self.initial_backoff > self.max_backoff {
+            return Err(ConfigError::new(
+                "initial_backoff",
+                format!(
+                    "must not exceed max_backoff ({:?} > {:?})",
+                    self.initial_backoff, self.max_backoff
+                ),
+            ));
+        }
+        if !self.multiplier.is_finite() {
+            return Err(ConfigError::new(
+                "multiplier",
+                format!("must be a finite number (got {})", self.multiplier),
+            ));
+        }
+        if self.multiplier < 1.0 {
+            return Err(ConfigError::new(
+                "multiplier",
+                format!("must be at least 1 (got {})", self.multiplier),
+            ));
+        }
+        positive("max_retry_after", self.max_retry_after)?;
+        if let Some(d) = self.deadline {
+            positive("deadline", d)?;
+        }
+        if let Some(d) = self.attempt_timeout {
+            positive("attempt_timeout", d)?;
+        }
+        Ok(RetryPolicy {
+            inner: Arc::new(Inner {
+                max_retries: self.max_retries,
+                schedule: Schedule {
+                    initial: self.initial_backoff,
+                    max: self.max_backoff,
+                    multiplier: self.multiplier,
+                    jitter: self.jitter,
+                },
+                seed: self.seed,
+                seed_counter: AtomicU64::new(0),
+                max_retry_after: self.max_retry_after,
+                on_long_hint: self.on_long_hint,
+                deadline: self.deadline,
+                attempt_timeout: self.attempt_timeout,
+                retry_non_idempotent: self.retry_non_idempotent,
+                auto_idempotency_key: self.auto_idempotency_key,
+                return_last_response: self.return_last_response,
+                classifier: self.classifier,
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+fn positive(field: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::new(field, "must be greater than zero".into()));
+    }
+    if d > MAX_SETTING {
+        return Err(ConfigError::new(
+            field,
+            format!("must be at most 365 days (got {d:?}); infinite values are not accepted"),
+        ));
+    }
+    Ok(())
+}
+
+/// An invalid policy setting: which field, and why.
+///
+/// ```
+/// use std::time::Duration;
+/// let err = http_resilience::RetryPolicy::builder()
+///     .multiplier(0.5)
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.field(), "multiplier");
+/// assert_eq!(err.code(), "INVALID_CONFIG");
+/// assert_eq!(err.to_string(), "invalid retry policy: `multiplier` must be at least 1 (got 0.5)");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, reason: String) -> Self {
+        ConfigError { field, reason }
+    }
+    /// The offending field, as named by its builder setter.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+    /// Why the value was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+    /// A stable code: `INVALID_CONFIG`.
+    pub fn code(&self) -> &'static str {
+        "INVALID_CONFIG"
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid retry policy: `{}` {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.max_retries(), 3);
+        assert_eq!(p.initial_backoff(), Duration::from_millis(500));
+        assert_eq!(p.max_backoff(), Duration::from_secs(30));
+        assert_eq!(p.multiplier(), 2.0);
+        assert_eq!(p.jitter(), Jitter::Full);
+        assert_eq!(p.seed(), None);
+        assert_eq!(p.max_retry_after(), Duration::from_secs(120));
+        assert_eq!(p.deadline(), None);
+        assert_eq!(p.attempt_timeout(), None);
+        assert!(!p.retry_non_idempotent());
+        assert!(!p.auto_idempotency_key());
+        assert!(!p.return_last_response());
+        assert_eq!(RetryPolicy::disabled().max_retries(), 0);
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_field() {
+        let b = RetryPolicy::builder;
+        let cases: Vec<(RetryPolicyBuilder, &str)> = vec![
+            (b().initial_backoff(Duration::ZERO), "initial_backoff"),
+            (b().max_backoff(Duration::ZERO), "max_backoff"),
+            (b().max_backoff(Duration::MAX), "max_backoff"),
+            (
+                b().initial_backoff(Duration::from_secs(2))
+                    .max_backoff(Duration::from_secs(1)),
+                "initial_backoff",
+            ),
+            (b().multiplier(f64::NAN), "multiplier"),
+            (b().multiplier(f64::INFINITY), "multiplier"),
+            (b().multiplier(0.99), "multiplier"),
+            (b().max_retry_after(Duration::ZERO), "max_retry_after"),
+            (b().deadline(Duration::ZERO), "deadline"),
+            (b().attempt_timeout(Duration::ZERO), "attempt_timeout"),
+            (b().attempt_timeout(Duration::MAX), "attempt_timeout"),
+        ];
+        for (builder, field) in cases {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+            assert!(err.to_string().contains(field));
+        }
+        // deterministic: the first field in order is reported
+        let err = b()
+            .multiplier(f64::NAN)
+            .initial_backoff(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "initial_backoff");
+    }
+
+    #[test]
+    fn seeded_backoffs_are_reproducible_per_request() {
+        let make = || RetryPolicy::builder().seed(42).build().unwrap();
+        let (p1, p2) = (make(), make());
+        let run1: Vec<Vec<Duration>> = (0..3).map(|_| p1.backoff().take(4).collect()).collect();
+        let run2: Vec<Vec<Duration>> = (0..3).map(|_| p2.backoff().take(4).collect()).collect();
+        assert_eq!(run1, run2);
+        assert_ne!(run1[0], run1[1]);
+        assert_ne!(run1[1], run1[2]);
+    }
+}

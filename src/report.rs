@@ -1,0 +1,266 @@
+//! [`RetryReport`]: what happened to one request, attempt by attempt.
+//!
+//! A report is inserted into the extensions of every response that passes
+//! through the adapters, and carried by every [`Error`](crate::Error).
+//!
+//! ```
+//! # async fn demo(client: reqwest_middleware::ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
+//! use http_resilience::RetryReport;
+//! let response = client.get("http://127.0.0.1:8080/").send().await?;
+//! if let Some(report) = response.extensions().get::<RetryReport>() {
+//!     println!("{} attempts, waited {:?}", report.attempts(), report.total_backoff());
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::classify::{Class, FailureKind};
+use crate::retry_after::DelaySource;
+
+/// One attempt: its outcome and the wait chosen after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) failure: Option<FailureKind>,
+    pub(crate) class: Class,
+    pub(crate) delay: Option<Duration>,
+    pub(crate) delay_source: Option<DelaySource>,
+    pub(crate) elapsed: Duration,
+}
+
+impl AttemptRecord {
+    /// The response status, if a response arrived.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+    /// The transport failure, if no response arrived.
+    pub fn failure(&self) -> Option<FailureKind> {
+        self.failure
+    }
+    /// How the attempt was classified.
+    pub fn class(&self) -> Class {
+        self.class
+    }
+    /// The wait chosen after this attempt, if it was retried.
+    pub fn delay(&self) -> Option<Duration> {
+        self.delay
+    }
+    /// Where [`delay`](Self::delay) came from.
+    pub fn delay_source(&self) -> Option<DelaySource> {
+        self.delay_source
+    }
+    /// Time from the start of the first attempt to the end of this one.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+}
+
+impl fmt::Display for AttemptRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.status, self.failure) {
+            (Some(s), _) => write!(f, "{}", s.as_u16())?,
+            (None, Some(k)) => f.write_str(k.as_str())?,
+            (None, None) => f.write_str("?")?,
+        }
+        if let (Some(d), Some(src)) = (self.delay, self.delay_source) {
+            write!(f, " -> wait {d:?} ({src})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the adapter stopped trying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The last attempt succeeded.
+    Success,
+    /// The last outcome was permanent (including `x-should-retry: false`).
+    Permanent,
+    /// The outcome was transient, but the request is not idempotent and may
+    /// have reached the server.
+    NotIdempotent,
+    /// The outcome was transient, but the request body cannot be replayed
+    /// (a stream).
+    BodyNotReplayable,
+    /// `max_retries` retries were made.
+    MaxRetries,
+    /// The server asked for a wait above `max_retry_after`.
+    RetryAfterTooLong {
+        /// The wait the server asked for.
+        hint: Duration,
+    },
+    /// The next wait (or attempt) would cross the deadline.
+    Deadline,
+}
+
+impl StopReason {
+    /// A stable snake_case name.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            StopReason::Success => "success",
+            StopReason::Permanent => "permanent",
+            StopReason::NotIdempotent => "not_idempotent",
+            StopReason::BodyNotReplayable => "body_not_replayable",
+            StopReason::MaxRetries => "max_retries",
+            StopReason::RetryAfterTooLong { .. } => "retry_after_too_long",
+            StopReason::Deadline => "deadline",
+        }
+    }
+}
+
+/// The history stays inline for the common single attempt, so a request
+/// that succeeds at once allocates nothing for its report.
+#[derive(Clone, PartialEq, Eq)]
+enum History {
+    Empty,
+    One(AttemptRecord),
+    Many(Vec<AttemptRecord>),
+}
+
+/// What happened to one request: attempts, waits and why it stopped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RetryReport {
+    history: History,
+    total_backoff: Duration,
+    stop: Option<StopReason>,
+}
+
+impl RetryReport {
+    pub(crate) fn new() -> Self {
+        RetryReport {
+            history: History::Empty,
+            total_backoff: Duration::ZERO,
+            stop: None,
+        }
+    }
+
+    pub(crate) fn push(&mut self, record: AttemptRecord) {
+        self.history = match std::mem::replace(&mut self.history, History::Empty) {
+            History::Empty => History::One(record),
+            History::One(first) => {
+                let mut v = Vec::with_capacity(4);
+                v.push(first);
+                v.push(record);
+                History::Many(v)
+            }
+            History::Many(mut v) => {
+                v.push(record);
+                History::Many(v)
+            }
+        };
+    }
+
+    pub(crate) fn last_mut(&mut self) -> Option<&mut AttemptRecord> {
+        match &mut self.history {
+            History::Empty => None,
+            History::One(r) => Some(r),
+            History::Many(v) => v.last_mut(),
+        }
+    }
+
+    pub(crate) fn add_backoff(&mut self, d: Duration) {
+        self.total_backoff = self.total_backoff.saturating_add(d);
+    }
+
+    pub(crate) fn set_stop(&mut self, stop: StopReason) {
+        self.stop = Some(stop);
+    }
+
+    /// Attempts made, the first included.
+    pub fn attempts(&self) -> u32 {
+        self.history().len() as u32
+    }
+    /// Retries made (attempts after the first).
+    pub fn retries(&self) -> u32 {
+        self.attempts().saturating_sub(1)
+    }
+    /// The sum of the waits between attempts.
+    pub fn total_backoff(&self) -> Duration {
+        self.total_backoff
+    }
+    /// Every attempt, in order.
+    pub fn history(&self) -> &[AttemptRecord] {
+        match &self.history {
+            History::Empty => &[],
+            History::One(r) => std::slice::from_ref(r),
+            History::Many(v) => v,
+        }
+    }
+    /// The last attempt.
+    pub fn last(&self) -> Option<&AttemptRecord> {
+        self.history().last()
+    }
+    /// Why the adapter stopped, once it has.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop
+    }
+}
+
+impl fmt::Debug for RetryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryReport")
+            .field("attempts", &self.attempts())
+            .field("total_backoff", &self.total_backoff)
+            .field("stop", &self.stop)
+            .field("history", &self.history())
+            .finish()
+    }
+}
+
+/// `3 attempts [503 -> wait 1s (retry_after), 503 -> wait 1.2s (backoff), 200]`
+impl fmt::Display for RetryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.attempts();
+        write!(f, "{n} attempt{} [", if n == 1 { "" } else { "s" })?;
+        for (i, r) in self.history().iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{r}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(status: u16) -> AttemptRecord {
+        AttemptRecord {
+            status: StatusCode::from_u16(status).ok(),
+            failure: None,
+            class: Class::Transient,
+            delay: None,
+            delay_source: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn history_grows_from_inline() {
+        let mut r = RetryReport::new();
+        assert_eq!(r.attempts(), 0);
+        r.push(rec(503));
+        assert_eq!(r.attempts(), 1);
+        assert_eq!(r.retries(), 0);
+        r.last_mut().unwrap().delay = Some(Duration::from_secs(1));
+        r.last_mut().unwrap().delay_source = Some(DelaySource::RetryAfter);
+        r.push(rec(200));
+        assert_eq!(r.attempts(), 2);
+        assert_eq!(r.retries(), 1);
+        assert_eq!(
+            r.history()[0].status(),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
+        assert_eq!(
+            r.to_string(),
+            "2 attempts [503 -> wait 1s (retry_after), 200]"
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! Server delay hints: `retry-after-ms`, `Retry-After` and rate-limit
+//! reset headers.
+//!
+//! | header | form | note |
+//! |---|---|---|
+//! | `retry-after-ms` | milliseconds, optionally fractional (`1500`, `12.5`) | sent by OpenAI and Anthropic; wins when valid |
+//! | `Retry-After` | `delay-seconds` (`1*DIGIT`) or an HTTP-date (IMF-fixdate, RFC 850, asctime) | RFC 9110 §10.2.3 |
+//! | `x-ratelimit-reset` | epoch seconds | only when `x-ratelimit-remaining: 0` (GitHub) |
+//!
+//! The first *valid, positive* hint in that order is used. Invalid values
+//! (`-1`, `+1`, `1.5` seconds, `soon`, `nan`, `inf`, the empty string,
+//! numbers too large to represent, impossible dates) are ignored, never a
+//! panic; a zero hint or a date in the past means "no hint" and the
+//! computed backoff is used. When several `Retry-After` headers are present,
+//! the first wins.
+//!
+//! HTTP-dates and epoch seconds are compared to a wall clock passed in by
+//! the caller, so they can be tested against a fixed time.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use http_resilience::retry_after::{parse_retry_after, parse_retry_after_ms};
+//!
+//! let now = httpdate::parse_http_date("Mon, 03 Jun 2019 11:00:00 GMT").unwrap();
+//! assert_eq!(parse_retry_after(b"120", now), Some(Duration::from_secs(120)));
+//! assert_eq!(
+//!     parse_retry_after(b"Mon, 03 Jun 2019 11:30:12 GMT", now),
+//!     Some(Duration::from_secs(1812))
+//! );
+//! assert_eq!(parse_retry_after(b"soon", now), None);
+//! assert_eq!(parse_retry_after_ms(b"1500"), Some(Duration::from_millis(1500)));
+//! ```
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+
+use crate::classify::{rate_limit_exhausted, trim_ows};
+
+/// Where the wait before a retry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DelaySource {
+    /// The policy's computed backoff.
+    Backoff,
+    /// The `Retry-After` header.
+    RetryAfter,
+    /// The `retry-after-ms` header.
+    RetryAfterMs,
+    /// A rate-limit reset header (`x-ratelimit-reset`).
+    RateLimitReset,
+}
+
+impl DelaySource {
+    /// A stable snake_case name: `backoff`, `retry_after`, `retry_after_ms`,
+    /// `rate_limit_reset`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DelaySource::Backoff => "backoff",
+            DelaySource::RetryAfter => "retry_after",
+            DelaySource::RetryAfterMs => "retry_after_ms",
+            DelaySource::RateLimitReset => "rate_limit_reset",
+        }
+    }
+}
+
+impl std::fmt::Display for DelaySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A wait the server asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hint {
+    /// How long to wait (always positive).
+    pub delay: Duration,
+    /// Which header said so.
+    pub source: DelaySource,
+}
+
+/// A source of wall-clock time, for HTTP-dates and epoch-second resets.
+///
+/// Implemented for `Fn() -> SystemTime` closures, so a fixed clock is
+/// `move || fixed_time`.
+pub trait WallClock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+}
+
+impl<F> WallClock for F
+where
+    F: Fn() -> SystemTime + Send + Sync + 'static,
+{
+    fn now(&self) -> SystemTime {
+        self()
+    }
+}
+
+/// The system's clock ([`SystemTime::now`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// The longest hint this parser represents; anything larger is treated as
+/// invalid (a 30-digit number, the year 100000). Far above any sensible
+/// `max_retry_after`, so a huge but valid hint still reads as "too long".
+const MAX_HINT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parses one `Retry-After` value: delay-seconds or an HTTP-date.
+///
+/// Returns `None` for an invalid value, `Some(ZERO)` for `0` or a date that
+/// is not in the future.
+pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
+    let value = trim_ows(value);
+    if value.is_empty() {
+        return None;
+    }
+    if value.iter().all(u8::is_ascii_digit) {
+        return parse_digits(value)
+            .map(Duration::from_secs)
+            .filter(|d| *d <= MAX_HINT);
+    }
+    let text = std::str::from_utf8(value).ok()?;
+    let date = httpdate::parse_http_date(text).ok()?;
+    Some(until(date, now))
+}
+
+/// Parses one `retry-after-ms` value: non-negative milliseconds, with an
+/// optional fraction (`"1500"`, `"12.5"`). Signs, exponents, `inf` and
+/// `nan` are invalid.
+pub fn parse_retry_after_ms(value: &[u8]) -> Option<Duration> {
+    let value = trim_ows(value);
+    let mut dots = 0;
+    let mut digits = 0;
+    for &b in value {
+        match b {
+            b'0'..=b'9' => digits += 1,
+            b'.' => dots += 1,
+            _ => return None,
+        }
+    }
+    if digits == 0 || dots > 1 || digits > 20 {
+        return None;
+    }
+    let text = std::str::from_utf8(value).ok()?;
+    let ms: f64 = text.parse().ok()?;
+    let delay = Duration::try_from_secs_f64(ms / 1000.0).ok()?;
+    (delay <= MAX_HINT).then_some(delay)
+}
+
+/// Parses an epoch-seconds reset time (`x-ratelimit-reset`) into the wait
+/// from `now`: `Some(ZERO)` when the reset is not in the future.
+pub fn parse_epoch_reset(value: &[u8], now: SystemTime) -> Option<Duration> {
+    let value = trim_ows(value);
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let secs = parse_digits(value)?;
+    let at = UNIX_EPOCH.checked_add(Duration::from_secs(secs))?;
+    let wait = until(at, now);
+    (wait <= MAX_HINT).then_some(wait)
+}
+
+/// The hint a response carries, if any: the first valid, positive one of
+/// `retry-after-ms`, `Retry-After` and (with `x-ratelimit-remaining: 0`)
+/// `x-ratelimit-reset`.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use http::HeaderMap;
+/// use http_resilience::retry_after::{server_hint, DelaySource};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("retry-after", "2".parse().unwrap());
+/// headers.insert("retry-after-ms", "1500".parse().unwrap());
+/// let hint = server_hint(&headers, SystemTime::now()).unwrap();
+/// assert_eq!(hint.delay, Duration::from_millis(1500));
+/// assert_eq!(hint.source, DelaySource::RetryAfterMs);
+/// ```
+pub fn server_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
+    let positive = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+    if let Some(delay) = positive(
+        headers
+            .get("retry-after-ms")
+            .and_then(|v| parse_retry_after_ms(v.as_bytes())),
+    ) {
+        return Some(Hint {
+            delay,
+            source: DelaySource::RetryAfterMs,
+        });
+    }
+    if let Some(delay) = positive(
+        headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| parse_retry_after(v.as_bytes(), now)),
+    ) {
+        return Some(Hint {
+            delay,
+            source: DelaySource::RetryAfter,
+        });
+    }
+    let reset = || {
+        headers
+            .get("x-ratelimit-reset")
+            .and_then(|v| parse_epoch_reset(v.as_bytes(), now))
+    };
+    positive(rate_limit_exhausted(headers).then(reset).flatten()).map(|delay| Hint {
+        delay,
+        source: DelaySource::RateLimitReset,
+    })
+}
+
+fn parse_digits(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &b| {
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+fn until(at: SystemTime, now: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn at(date: &str) -> SystemTime {
+        httpdate::parse_http_date(date).unwrap()
+    }
+
+    #[test]
+    fn urllib3_cases() {
+        let now = at("Mon, 03 Jun 2019 11:00:00 GMT");
+        assert_eq!(parse_retry_after(b"0", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(b"1000", now),
+            Some(Duration::from_secs(1000))
+        );
+        assert_eq!(
+            parse_retry_after(b"\t42 ", now),
+            Some(Duration::from_secs(42))
+        );
+        for bad in ["-1", "+1", "1.0", "²", "1.5", "soon", "nan", "inf", ""] {
+            assert_eq!(parse_retry_after(bad.as_bytes(), now), None, "{bad:?}");
+        }
+        for date in [
+            "Mon, 03 Jun 2019 11:30:12 GMT",
+            "Monday, 03-Jun-19 11:30:12 GMT",
+            "Mon Jun  3 11:30:12 2019",
+        ] {
+            assert_eq!(
+                parse_retry_after(date.as_bytes(), now),
+                Some(Duration::from_secs(1812)),
+                "{date}"
+            );
+        }
+    }
+
+    #[test]
+    fn go_retryablehttp_cases() {
+        let now = at("Fri, 31 Dec 1999 23:59:57 GMT");
+        assert_eq!(parse_retry_after(b"2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(b"Fri, 31 Dec 1999 23:59:59 GMT", now),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse_retry_after(b"Fri, 31 Dec 1999 23:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        for bad in ["", "-2", "Fri, 32 Dec 1999 23:59:59 GMT", "badbadbad"] {
+            assert_eq!(parse_retry_after(bad.as_bytes(), now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn openai_cases() {
+        let now = SystemTime::now();
+        let thirty = "123456789012345678901234567890";
+        assert_eq!(parse_retry_after(thirty.as_bytes(), now), None);
+        assert_eq!(parse_retry_after_ms(thirty.as_bytes()), None);
+        assert_eq!(
+            parse_retry_after(b"Mon, 01 Jan 100000 00:00:00 GMT", now),
+            None
+        );
+        for bad in [
+            "inf", "nan", "NaN", "", "-5", "+5", "1e3", "1.2.3", ".", "0x10",
+        ] {
+            assert_eq!(parse_retry_after_ms(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_retry_after_ms(b"12.5"),
+            Some(Duration::from_micros(12_500))
+        );
+        assert_eq!(parse_retry_after_ms(b"0"), Some(Duration::ZERO));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn precedence() {
+        let now = at("Fri, 31 Dec 1999 23:59:57 GMT");
+        let hint = |pairs| server_hint(&headers(pairs), now);
+        assert_eq!(
+            hint(&[("retry-after-ms", "1500"), ("retry-after", "2")]),
+            Some(Hint {
+                delay: Duration::from_millis(1500),
+                source: DelaySource::RetryAfterMs
+            })
+        );
+        // invalid ms falls through to Retry-After
+        assert_eq!(
+            hint(&[("retry-after-ms", "soon"), ("retry-after", "2")]).map(|h| h.source),
+            Some(DelaySource::RetryAfter)
+        );
+        // two Retry-After headers: the first wins
+        assert_eq!(
+            hint(&[("retry-after", "2"), ("retry-after", "3")]).map(|h| h.delay),
+            Some(Duration::from_secs(2))
+        );
+        // zero and past mean no hint
+        assert_eq!(hint(&[("retry-after", "0")]), None);
+        assert_eq!(
+            hint(&[("retry-after", "Fri, 31 Dec 1999 23:00:00 GMT")]),
+            None
+        );
+        // reset only counts when remaining is 0: 946684800 is 2000-01-01T00:00:00Z
+        assert_eq!(hint(&[("x-ratelimit-reset", "946684800")]), None);
+        assert_eq!(
+            hint(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "946684800")
+            ]),
+            Some(Hint {
+                delay: Duration::from_secs(3),
+                source: DelaySource::RateLimitReset
+            })
+        );
+        assert_eq!(
+            hint(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")]),
+            None
+        );
+    }
+}
