@@ -1,0 +1,1023 @@
+//! One table of behaviours, run through both adapters (the reqwest
+//! middleware and the tower layer over hyper-util's client) against a real
+//! scripted server on loopback, under tokio's paused clock: waits are
+//! asserted to the millisecond and no test sleeps for real.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt, Full};
+use http_resilience::{
+    DelaySource, Error, FailureKind, Jitter, RetryLayer, RetryMiddleware, RetryPolicy,
+    RetryPolicyBuilder, RetryReport, StopReason,
+};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use support::{Server, Step, fixed_now, refused_addr};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Via {
+    Reqwest,
+    Tower,
+}
+const BOTH: [Via; 2] = [Via::Reqwest, Via::Tower];
+
+/// A request to send.
+#[derive(Clone, Debug)]
+struct Req {
+    method: Method,
+    headers: Vec<(&'static str, &'static str)>,
+    body: &'static str,
+    /// reqwest only: send the body as a non-clonable stream.
+    streaming: bool,
+}
+
+fn get() -> Req {
+    Req {
+        method: Method::GET,
+        headers: vec![],
+        body: "",
+        streaming: false,
+    }
+}
+fn post() -> Req {
+    Req {
+        method: Method::POST,
+        body: "payload",
+        ..get()
+    }
+}
+fn keyed_post() -> Req {
+    Req {
+        headers: vec![("idempotency-key", "key-123")],
+        ..post()
+    }
+}
+
+/// What came back, whichever the adapter.
+#[derive(Debug)]
+struct Got {
+    status: Option<u16>,
+    body: Option<String>,
+    report: RetryReport,
+    code: Option<&'static str>,
+    error: Option<Error>,
+    elapsed: Duration,
+}
+
+impl Got {
+    fn waits(&self) -> Vec<(Duration, DelaySource)> {
+        self.report
+            .history()
+            .iter()
+            .filter_map(|r| Some((r.delay()?, r.delay_source()?)))
+            .collect()
+    }
+}
+
+/// A deterministic base policy: no jitter, 100 ms doubling to 1 s, and the
+/// fixed wall clock the server writes its dates with.
+fn base() -> RetryPolicyBuilder {
+    RetryPolicy::builder()
+        .initial_backoff(Duration::from_millis(100))
+        .max_backoff(Duration::from_secs(1))
+        .jitter(Jitter::None)
+        .wall_clock(fixed_now)
+}
+
+async fn send(via: Via, policy: RetryPolicy, url: &str, req: &Req) -> Got {
+    let start = Instant::now();
+    let mut got = match via {
+        Via::Reqwest => send_reqwest(policy, url, req).await,
+        Via::Tower => send_tower(policy, url, req).await,
+    };
+    got.elapsed = start.elapsed();
+    got
+}
+
+async fn send_reqwest(policy: RetryPolicy, url: &str, req: &Req) -> Got {
+    let client = reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder().no_proxy().build().unwrap(),
+    )
+    .with(RetryMiddleware::new(policy))
+    .build();
+    let mut builder = client.request(req.method.clone(), url);
+    for (k, v) in &req.headers {
+        builder = builder.header(*k, *v);
+    }
+    builder = if req.streaming {
+        builder.body(reqwest::Body::wrap(Full::new(Bytes::from_static(
+            req.body.as_bytes(),
+        ))))
+    } else {
+        builder.body(req.body)
+    };
+    match builder.send().await {
+        Ok(response) => {
+            let report = response.extensions().get::<RetryReport>().cloned().unwrap();
+            Got {
+                status: Some(response.status().as_u16()),
+                body: Some(response.text().await.unwrap()),
+                report,
+                code: None,
+                error: None,
+                elapsed: Duration::ZERO,
+            }
+        }
+        Err(reqwest_middleware::Error::Middleware(e)) => {
+            let mut error = e.downcast::<Error>().expect("an http_resilience::Error");
+            let body = match error.take_response::<reqwest::Response>() {
+                Some(r) => Some(r.text().await.unwrap()),
+                None => None,
+            };
+            Got {
+                status: None,
+                body,
+                report: error.report().clone(),
+                code: Some(error.code()),
+                error: Some(error),
+                elapsed: Duration::ZERO,
+            }
+        }
+        Err(other) => panic!("every failure should be wrapped: {other:?}"),
+    }
+}
+
+type TowerBody = hyper::body::Incoming;
+
+async fn send_tower(policy: RetryPolicy, url: &str, req: &Req) -> Got {
+    assert!(!req.streaming, "tower bodies must be Clone");
+    let client = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut svc = RetryLayer::new(policy).layer(client);
+    let mut request = http::Request::builder().method(req.method.clone()).uri(url);
+    for (k, v) in &req.headers {
+        request = request.header(*k, *v);
+    }
+    let request = request
+        .body(Full::new(Bytes::from_static(req.body.as_bytes())))
+        .unwrap();
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    match svc.call(request).await {
+        Ok(response) => {
+            let report = response.extensions().get::<RetryReport>().cloned().unwrap();
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            Got {
+                status: Some(status),
+                body: Some(String::from_utf8(body.to_vec()).unwrap()),
+                report,
+                code: None,
+                error: None,
+                elapsed: Duration::ZERO,
+            }
+        }
+        Err(mut error) => {
+            let body = match error.take_response::<http::Response<TowerBody>>() {
+                Some(r) => {
+                    let bytes = r.into_body().collect().await.unwrap().to_bytes();
+                    Some(String::from_utf8(bytes.to_vec()).unwrap())
+                }
+                None => None,
+            };
+            Got {
+                status: None,
+                body,
+                report: error.report().clone(),
+                code: Some(error.code()),
+                error: Some(error),
+                elapsed: Duration::ZERO,
+            }
+        }
+    }
+}
+
+/// One row of the table.
+struct Row {
+    name: &'static str,
+    policy: fn() -> RetryPolicyBuilder,
+    req: fn() -> Req,
+    script: Vec<Step>,
+    /// Final status (Ok), or error code.
+    expect: Expect,
+    attempts: u32,
+    waits: Vec<(u64, DelaySource)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Status(u16),
+    Code(&'static str),
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn http_date(after: Duration) -> String {
+    httpdate::fmt_http_date(fixed_now() + after)
+}
+
+fn rows() -> Vec<Row> {
+    use DelaySource::*;
+    use Expect::*;
+    let row = |name, script: Vec<Step>, expect, attempts, waits: Vec<(u64, DelaySource)>| Row {
+        name,
+        policy: base,
+        req: get,
+        script,
+        expect,
+        attempts,
+        waits,
+    };
+    let mut rows = vec![
+        row(
+            "success at once",
+            vec![Step::status(200)],
+            Status(200),
+            1,
+            vec![],
+        ),
+        row(
+            "recovers after two 503s",
+            vec![Step::status(503), Step::status(503), Step::status(200)],
+            Status(200),
+            3,
+            vec![(100, Backoff), (200, Backoff)],
+        ),
+        row(
+            "redirect status is success",
+            vec![Step::body(304, "")],
+            Status(304),
+            1,
+            vec![],
+        ),
+    ];
+    for s in [408u16, 429, 500, 502, 503, 504, 529] {
+        rows.push(row(
+            "transient status",
+            vec![Step::status(s), Step::status(200)],
+            Status(200),
+            2,
+            vec![(100, Backoff)],
+        ));
+    }
+    for s in [400u16, 401, 403, 404, 409, 410, 422, 451, 501, 505] {
+        rows.push(row(
+            "permanent status",
+            vec![Step::status(s), Step::status(200)],
+            Status(s),
+            1,
+            vec![],
+        ));
+    }
+    rows.extend([
+        Row {
+            req: keyed_post,
+            ..row(
+                "409 with Idempotency-Key is in progress",
+                vec![Step::status(409), Step::status(201)],
+                Status(201),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        row(
+            "GitHub primary rate limit waits for the reset",
+            vec![
+                Step::with(
+                    403,
+                    &[
+                        ("x-ratelimit-remaining", "0"),
+                        ("x-ratelimit-reset", "1700000030"),
+                    ],
+                ),
+                Step::status(200),
+            ],
+            Status(200),
+            2,
+            vec![(30_000, RateLimitReset)],
+        ),
+        row(
+            "Retry-After seconds",
+            vec![Step::with(503, &[("retry-after", "2")]), Step::status(200)],
+            Status(200),
+            2,
+            vec![(2000, RetryAfter)],
+        ),
+        row(
+            "retry-after-ms wins over Retry-After",
+            vec![
+                Step::with(429, &[("retry-after", "2"), ("retry-after-ms", "1500")]),
+                Step::status(200),
+            ],
+            Status(200),
+            2,
+            vec![(1500, RetryAfterMs)],
+        ),
+        row(
+            "two Retry-After headers: the first wins",
+            vec![
+                Step::with(503, &[("retry-after", "2"), ("retry-after", "3")]),
+                Step::status(200),
+            ],
+            Status(200),
+            2,
+            vec![(2000, RetryAfter)],
+        ),
+        row(
+            "Retry-After past date uses the backoff",
+            vec![
+                Step::with(503, &[("retry-after", "Tue, 14 Nov 2023 22:00:00 GMT")]),
+                Step::status(200),
+            ],
+            Status(200),
+            2,
+            vec![(100, Backoff)],
+        ),
+        row(
+            "Retry-After zero uses the backoff",
+            vec![Step::with(503, &[("retry-after", "0")]), Step::status(200)],
+            Status(200),
+            2,
+            vec![(100, Backoff)],
+        ),
+        row(
+            "Retry-After above the cap gives up at once",
+            vec![Step::with(503, &[("retry-after", "121")])],
+            Code("RETRY_AFTER_TOO_LONG"),
+            1,
+            vec![],
+        ),
+        row(
+            "x-should-retry: false overrides a 503",
+            vec![
+                Step::with(503, &[("x-should-retry", "false")]),
+                Step::status(200),
+            ],
+            Status(503),
+            1,
+            vec![],
+        ),
+        row(
+            "x-should-retry: true overrides a 400",
+            vec![
+                Step::with(400, &[("x-should-retry", "true")]),
+                Step::status(200),
+            ],
+            Status(200),
+            2,
+            vec![(100, Backoff)],
+        ),
+        row(
+            "exhaustion gives MAX_RETRIES_EXCEEDED",
+            vec![Step::body(503, "maintenance")],
+            Code("MAX_RETRIES_EXCEEDED"),
+            4,
+            vec![(100, Backoff), (200, Backoff), (400, Backoff)],
+        ),
+        Row {
+            policy: || base().return_last_response(true),
+            ..row(
+                "exhaustion can return the last response",
+                vec![Step::body(503, "maintenance")],
+                Status(503),
+                4,
+                vec![(100, Backoff), (200, Backoff), (400, Backoff)],
+            )
+        },
+        Row {
+            policy: || base().deadline(ms(250)),
+            ..row(
+                "a wait that would cross the deadline stops at once",
+                vec![Step::status(503)],
+                Code("DEADLINE_EXCEEDED"),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        Row {
+            policy: || base().initial_backoff(ms(5)).max_backoff(ms(20)),
+            ..row(
+                "exact backoff figures: 5, 10, 20 ms",
+                vec![
+                    Step::status(503),
+                    Step::status(503),
+                    Step::status(503),
+                    Step::status(200),
+                ],
+                Status(200),
+                4,
+                vec![(5, Backoff), (10, Backoff), (20, Backoff)],
+            )
+        },
+        Row {
+            req: post,
+            ..row(
+                "POST 503 without a key is not retried",
+                vec![Step::status(503), Step::status(200)],
+                Status(503),
+                1,
+                vec![],
+            )
+        },
+        Row {
+            req: post,
+            ..row(
+                "POST 429 is retried: the server did not act on it",
+                vec![Step::status(429), Step::status(200)],
+                Status(200),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        Row {
+            req: keyed_post,
+            ..row(
+                "POST with Idempotency-Key is retried",
+                vec![Step::status(503), Step::status(200)],
+                Status(200),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        Row {
+            req: post,
+            policy: || base().retry_non_idempotent(true),
+            ..row(
+                "POST is retried when the policy opts in",
+                vec![Step::status(503), Step::status(200)],
+                Status(200),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        Row {
+            req: post,
+            policy: || base().auto_idempotency_key(true),
+            ..row(
+                "POST gets an automatic Idempotency-Key",
+                vec![Step::status(503), Step::status(503), Step::status(200)],
+                Status(200),
+                3,
+                vec![(100, Backoff), (200, Backoff)],
+            )
+        },
+        row(
+            "connection reset is retried",
+            vec![Step::Reset, Step::status(200)],
+            Status(200),
+            2,
+            vec![(100, Backoff)],
+        ),
+        row(
+            "server closing before a response is retried",
+            vec![Step::Close, Step::status(200)],
+            Status(200),
+            2,
+            vec![(100, Backoff)],
+        ),
+        Row {
+            req: post,
+            ..row(
+                "POST reset is not retried",
+                vec![Step::Reset, Step::status(200)],
+                Code("NOT_RETRYABLE"),
+                1,
+                vec![],
+            )
+        },
+        Row {
+            policy: || base().attempt_timeout(Duration::from_secs(1)),
+            ..row(
+                "a hanging attempt times out and is retried",
+                vec![Step::Hang, Step::status(200)],
+                Status(200),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        Row {
+            policy: || {
+                base()
+                    .attempt_timeout(Duration::from_secs(1))
+                    .max_retries(1)
+            },
+            ..row(
+                "hanging every time exhausts",
+                vec![Step::Hang],
+                Code("MAX_RETRIES_EXCEEDED"),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        Row {
+            policy: || base().deadline(Duration::from_secs(2)),
+            ..row(
+                "the deadline bounds a hanging attempt",
+                vec![Step::Hang],
+                Code("DEADLINE_EXCEEDED"),
+                1,
+                vec![],
+            )
+        },
+    ]);
+    // Retry-After as an HTTP-date in its three forms (fixed clock: the
+    // server's date is 3 s after the policy's "now").
+    let imf = http_date(Duration::from_secs(3));
+    assert_eq!(imf, "Tue, 14 Nov 2023 22:13:23 GMT");
+    for date in [
+        "Tue, 14 Nov 2023 22:13:23 GMT",
+        "Tuesday, 14-Nov-23 22:13:23 GMT",
+        "Tue Nov 14 22:13:23 2023",
+    ] {
+        rows.push(row(
+            "Retry-After HTTP-date",
+            vec![Step::with(503, &[("retry-after", date)]), Step::status(200)],
+            Status(200),
+            2,
+            vec![(3000, RetryAfter)],
+        ));
+    }
+    let thirty_digits = "123456789012345678901234567890";
+    for bad in [
+        "-1",
+        "+1",
+        "1.5",
+        "soon",
+        "nan",
+        "",
+        thirty_digits,
+        "Fri, 32 Dec 1999 23:59:59 GMT",
+    ] {
+        rows.push(row(
+            "invalid Retry-After falls back to the backoff",
+            vec![Step::with(503, &[("retry-after", bad)]), Step::status(200)],
+            Status(200),
+            2,
+            vec![(100, Backoff)],
+        ));
+    }
+    rows
+}
+
+#[tokio::test(start_paused = true)]
+async fn behaviour_table_through_both_adapters() {
+    let server = Server::start().await;
+    let rows = rows();
+    let mut failures = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        for via in BOTH {
+            let path = format!("/row{i}/{via:?}");
+            server.script(&path, row.script.clone());
+            let policy = (row.policy)().build().unwrap();
+            let req = (row.req)();
+            let got = send(via, policy, &server.url(&path), &req).await;
+            let seen = server.seen(&path);
+            let label = format!("row {i} {:?} via {via:?}", row.name);
+
+            let outcome = match got.code {
+                Some(code) => Expect::Code(code),
+                None => Expect::Status(got.status.unwrap()),
+            };
+            let waits: Vec<(u64, DelaySource)> = got
+                .waits()
+                .into_iter()
+                .map(|(d, s)| (d.as_millis() as u64, s))
+                .collect();
+            let mut problems = vec![];
+            if outcome != row.expect {
+                problems.push(format!("outcome {outcome:?}, expected {:?}", row.expect));
+            }
+            if got.report.attempts() != row.attempts {
+                problems.push(format!(
+                    "report says {} attempts, expected {}",
+                    got.report.attempts(),
+                    row.attempts
+                ));
+            }
+            if seen.len() as u32 != row.attempts {
+                problems.push(format!(
+                    "server saw {} attempts, expected {}",
+                    seen.len(),
+                    row.attempts
+                ));
+            }
+            if waits != row.waits {
+                problems.push(format!("waits {waits:?}, expected {:?}", row.waits));
+            }
+            let total: u64 = row.waits.iter().map(|(ms, _)| ms).sum();
+            if got.report.total_backoff() != ms(total) {
+                problems.push(format!("total_backoff {:?}", got.report.total_backoff()));
+            }
+            // The gaps between attempts at the server are exactly the waits
+            // (plus a timeout for a hanging attempt): paused clock.
+            for (n, pair) in seen.windows(2).enumerate() {
+                let gap = pair[1].at - pair[0].at;
+                let wait = ms(row.waits.get(n).map_or(0, |w| w.0));
+                let timeout = (row.policy)()
+                    .build()
+                    .unwrap()
+                    .attempt_timeout()
+                    .filter(|_| matches!(row.script.get(n), Some(Step::Hang)))
+                    .unwrap_or_default();
+                if gap != wait + timeout {
+                    problems.push(format!(
+                        "gap {n} was {gap:?}, expected {:?}",
+                        wait + timeout
+                    ));
+                }
+            }
+            // Nothing lost: the body of the last response is readable, from
+            // the response or from inside the error.
+            let last_step = &row.script[(seen.len().max(1) - 1).min(row.script.len() - 1)];
+            if let Step::Respond { body, .. } = last_step {
+                if got.body.as_deref() != Some(body.as_str()) {
+                    problems.push(format!("body {:?}, expected {body:?}", got.body));
+                }
+            }
+            // The same body and Idempotency-Key arrive on every attempt.
+            for s in &seen {
+                if s.body != req.body.as_bytes() {
+                    problems.push(format!(
+                        "attempt body {:?}",
+                        String::from_utf8_lossy(&s.body)
+                    ));
+                }
+                if s.header("idempotency-key") != seen[0].header("idempotency-key") {
+                    problems.push("Idempotency-Key changed between attempts".into());
+                }
+            }
+            if !problems.is_empty() {
+                failures.push(format!("{label}: {}", problems.join("; ")));
+            }
+        }
+    }
+    println!(
+        "behaviour table: {} rows x 2 adapters, {} failed",
+        rows.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhaustion_keeps_the_last_response_and_history() {
+    let server = Server::start().await;
+    for via in BOTH {
+        let path = format!("/down/{via:?}");
+        server.script(
+            &path,
+            vec![
+                Step::with(503, &[("x-request-id", "abc")]),
+                Step::body(503, "still down"),
+            ],
+        );
+        let got = send(
+            via,
+            base().max_retries(2).build().unwrap(),
+            &server.url(&path),
+            &get(),
+        )
+        .await;
+        let error = got.error.expect("an error");
+        assert_eq!(error.code(), "MAX_RETRIES_EXCEEDED", "{via:?}");
+        assert_eq!(got.body.as_deref(), Some("still down"), "{via:?}");
+        assert_eq!(error.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
+        assert!(error.headers().unwrap().contains_key("content-length"));
+        let report = error.report();
+        assert_eq!(report.attempts(), 3);
+        assert_eq!(report.retries(), 2);
+        assert_eq!(report.stop_reason(), Some(StopReason::MaxRetries));
+        assert!(
+            report
+                .history()
+                .iter()
+                .all(|r| r.status() == Some(http::StatusCode::SERVICE_UNAVAILABLE))
+        );
+        assert_eq!(got.elapsed, ms(300), "{via:?}: waits 100 + 200 ms");
+        let text = error.to_string();
+        assert!(text.contains("gave up after 2 retries"), "{text}");
+        assert!(text.contains("503"), "{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_too_long_carries_the_hint() {
+    let server = Server::start().await;
+    for via in BOTH {
+        let path = format!("/slow/{via:?}");
+        server.script(&path, vec![Step::with(429, &[("retry-after", "3600")])]);
+        let got = send(via, base().build().unwrap(), &server.url(&path), &get()).await;
+        match got.error {
+            Some(Error::RetryAfterTooLong { hint, .. }) => {
+                assert_eq!(hint, Duration::from_secs(3600))
+            }
+            other => panic!("{via:?}: {other:?}"),
+        }
+        assert_eq!(got.elapsed, Duration::ZERO, "{via:?}: no sleep at all");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn automatic_idempotency_key_is_a_uuid_kept_across_attempts() {
+    let server = Server::start().await;
+    for via in BOTH {
+        let path = format!("/auto/{via:?}");
+        server.script(
+            &path,
+            vec![Step::status(503), Step::status(503), Step::status(201)],
+        );
+        let policy = base().auto_idempotency_key(true).build().unwrap();
+        let got = send(via, policy, &server.url(&path), &post()).await;
+        assert_eq!(got.status, Some(201));
+        let seen = server.seen(&path);
+        assert_eq!(seen.len(), 3);
+        let key = seen[0]
+            .header("idempotency-key")
+            .expect("a key")
+            .to_string();
+        assert!(uuid_like(&key), "{key}");
+        assert!(
+            seen.iter()
+                .all(|s| s.header("idempotency-key") == Some(key.as_str()))
+        );
+        // A caller's own key is kept as it is.
+        let path = format!("/own/{via:?}");
+        server.script(&path, vec![Step::status(503), Step::status(201)]);
+        let policy = base().auto_idempotency_key(true).build().unwrap();
+        send(via, policy, &server.url(&path), &keyed_post()).await;
+        assert!(
+            server
+                .seen(&path)
+                .iter()
+                .all(|s| s.header("idempotency-key") == Some("key-123"))
+        );
+    }
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36
+        && s.chars().enumerate().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+#[tokio::test(start_paused = true)]
+async fn connection_refused_is_retried_for_any_method() {
+    let addr = refused_addr().await;
+    let url = format!("http://{addr}/");
+    for via in BOTH {
+        for req in [get(), post()] {
+            let got = send(via, base().max_retries(2).build().unwrap(), &url, &req).await;
+            let error = got.error.expect("an error");
+            assert_eq!(
+                error.code(),
+                "MAX_RETRIES_EXCEEDED",
+                "{via:?} {}",
+                req.method
+            );
+            assert_eq!(error.report().attempts(), 3);
+            assert!(
+                error
+                    .report()
+                    .history()
+                    .iter()
+                    .all(|r| r.failure() == Some(FailureKind::Connect)),
+                "{:?}",
+                error.report()
+            );
+            assert!(
+                std::error::Error::source(&error).is_some(),
+                "the transport error is chained"
+            );
+            assert_eq!(got.elapsed, ms(300));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hanging_attempt_is_recorded_as_a_timeout() {
+    let server = Server::start().await;
+    for via in BOTH {
+        let path = format!("/hang/{via:?}");
+        server.script(&path, vec![Step::Hang, Step::status(200)]);
+        let policy = base()
+            .attempt_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.status, Some(200));
+        assert_eq!(
+            got.report.history()[0].failure(),
+            Some(FailureKind::Timeout)
+        );
+        assert_eq!(got.elapsed, Duration::from_secs(5) + ms(100), "{via:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn streaming_body_is_sent_once_and_not_retried() {
+    let server = Server::start().await;
+    server.script("/stream", vec![Step::status(503), Step::status(200)]);
+    let req = Req {
+        method: Method::PUT,
+        streaming: true,
+        body: "streamed",
+        ..get()
+    };
+    let got = send(
+        Via::Reqwest,
+        base().build().unwrap(),
+        &server.url("/stream"),
+        &req,
+    )
+    .await;
+    assert_eq!(got.status, Some(503), "returned as it is, no error");
+    assert_eq!(got.report.attempts(), 1);
+    assert_eq!(
+        got.report.stop_reason(),
+        Some(StopReason::BodyNotReplayable)
+    );
+    let seen = server.seen("/stream");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, b"streamed");
+    // A streaming body that succeeds is untouched.
+    server.script("/stream-ok", vec![Step::status(200)]);
+    let got = send(
+        Via::Reqwest,
+        base().build().unwrap(),
+        &server.url("/stream-ok"),
+        &req,
+    )
+    .await;
+    assert_eq!(got.status, Some(200));
+    assert_eq!(got.report.stop_reason(), Some(StopReason::Success));
+}
+
+#[tokio::test(start_paused = true)]
+async fn seeded_jitter_is_reproducible_through_both_adapters() {
+    let server = Server::start().await;
+    let mut runs = Vec::new();
+    for via in BOTH {
+        // Two fresh policies with the same seed, two requests each.
+        let mut waits = Vec::new();
+        for _run in 0..2 {
+            let policy = RetryPolicy::builder()
+                .seed(7)
+                .initial_backoff(ms(100))
+                .build()
+                .unwrap();
+            let mut per_request = Vec::new();
+            for n in 0..2 {
+                let path = format!("/seed/{via:?}/{}/{n}", waits.len());
+                server.script(
+                    &path,
+                    vec![Step::status(503), Step::status(503), Step::status(200)],
+                );
+                let got = send(via, policy.clone(), &server.url(&path), &get()).await;
+                per_request.push(got.waits());
+            }
+            waits.push(per_request);
+        }
+        assert_eq!(waits[0], waits[1], "{via:?}: same seed, same delays");
+        assert_ne!(waits[0][0], waits[0][1], "{via:?}: requests differ");
+        runs.push(waits);
+    }
+    assert_eq!(runs[0], runs[1], "both adapters draw the same sequence");
+}
+
+/// Captures what the crate logs, as text.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tracing_one_event_per_retry_and_no_secrets() {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let _guard = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish()
+        .set_default();
+    let server = Server::start().await;
+    for via in BOTH {
+        let secret_req = Req {
+            headers: vec![
+                ("authorization", "Bearer secret-token"),
+                ("cookie", "session=secret-cookie"),
+                ("x-api-key", "secret-key"),
+            ],
+            ..get()
+        };
+        let path = format!("/ok/{via:?}");
+        server.script(&path, vec![Step::status(200)]);
+        send(
+            via,
+            base().build().unwrap(),
+            &server.url(&path),
+            &secret_req,
+        )
+        .await;
+        let logs = captured.take();
+        assert!(
+            !logs.contains("http_resilience"),
+            "{via:?}: nothing for a first-attempt success: {logs}"
+        );
+
+        let path = format!("/flaky/{via:?}");
+        server.script(&path, vec![Step::status(503)]);
+        send(
+            via,
+            base().max_retries(2).build().unwrap(),
+            &server.url(&path),
+            &secret_req,
+        )
+        .await;
+        let logs = captured.take();
+        let ours: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("http_resilience"))
+            .collect();
+        let retries = ours
+            .iter()
+            .filter(|l| l.contains("retrying request"))
+            .count();
+        let give_ups = ours
+            .iter()
+            .filter(|l| l.contains("giving up on request"))
+            .count();
+        assert_eq!((retries, give_ups), (2, 1), "{via:?}: {ours:#?}");
+        let first = ours[0];
+        for field in [
+            "attempt=1",
+            "delay_ms=100",
+            "source=\"backoff\"",
+            "reason=status 503",
+            "method=GET",
+            "host=\"127.0.0.1\"",
+            &format!("path=\"{path}\""),
+        ] {
+            assert!(first.contains(field), "{via:?}: {field} missing in {first}");
+        }
+        assert!(ours.last().unwrap().contains("reason=\"max_retries\""));
+        for secret in ["secret-token", "secret-cookie", "secret-key", "Bearer"] {
+            assert!(!logs.contains(secret), "{via:?}: {secret} leaked: {logs}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_and_reports_never_show_credentials() {
+    let server = Server::start().await;
+    for via in BOTH {
+        let path = format!("/creds/{via:?}");
+        server.script(&path, vec![Step::status(503)]);
+        let req = Req {
+            headers: vec![
+                ("authorization", "Bearer secret-token"),
+                ("proxy-authorization", "Basic secret-proxy"),
+                ("cookie", "session=secret-cookie"),
+            ],
+            ..get()
+        };
+        let got = send(
+            via,
+            base().max_retries(1).build().unwrap(),
+            &server.url(&path),
+            &req,
+        )
+        .await;
+        let error = got.error.unwrap();
+        let shown = format!("{error} {error:?} {:?} {}", error.report(), error.report());
+        for secret in ["secret-token", "secret-proxy", "secret-cookie"] {
+            assert!(!shown.contains(secret), "{via:?}: {shown}");
+        }
+    }
+}
