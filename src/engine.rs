@@ -292,6 +292,9 @@ mod tests {
 
     const NONE: &[(&str, &str)] = &[];
 
+    /// A response (status and headers) or a transport failure.
+    type Scripted = Result<(u16, &'static [(&'static str, &'static str)]), FailureKind>;
+
     struct Case {
         method: Method,
         req_headers: Vec<(&'static str, &'static str)>,
@@ -309,7 +312,7 @@ mod tests {
     fn run(
         policy: &RetryPolicy,
         case: &Case,
-        outcomes: &[Result<(u16, &[(&'static str, &'static str)]), FailureKind>],
+        outcomes: &[Scripted],
     ) -> (Vec<Decision>, RetryReport) {
         let mut headers = HeaderMap::new();
         for (k, v) in &case.req_headers {

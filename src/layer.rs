@@ -9,7 +9,7 @@
 //!
 //! The service's error type is [`Error`]; the inner service's errors are
 //! carried as its [`source()`](std::error::Error::source). Every response
-//! carries a [`RetryReport`](crate::RetryReport) in its extensions.
+//! carries a [`RetryReport`] in its extensions.
 //!
 //! ```
 //! use std::convert::Infallible;

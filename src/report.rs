@@ -4,11 +4,15 @@
 //! through the adapters, and carried by every [`Error`](crate::Error).
 //!
 //! ```
+//! # #[cfg(feature = "reqwest")]
 //! # async fn demo(client: reqwest_middleware::ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
 //! use http_resilience::RetryReport;
 //! let response = client.get("http://127.0.0.1:8080/").send().await?;
 //! if let Some(report) = response.extensions().get::<RetryReport>() {
 //!     println!("{} attempts, waited {:?}", report.attempts(), report.total_backoff());
+//!     for attempt in report.history() {
+//!         println!("{attempt}"); // e.g. "503 -> wait 1s (retry_after)"
+//!     }
 //! }
 //! # Ok(()) }
 //! ```

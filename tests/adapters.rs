@@ -635,10 +635,10 @@ async fn behaviour_table_through_both_adapters() {
             // Nothing lost: the body of the last response is readable, from
             // the response or from inside the error.
             let last_step = &row.script[(seen.len().max(1) - 1).min(row.script.len() - 1)];
-            if let Step::Respond { body, .. } = last_step {
-                if got.body.as_deref() != Some(body.as_str()) {
-                    problems.push(format!("body {:?}, expected {body:?}", got.body));
-                }
+            if let Step::Respond { body, .. } = last_step
+                && got.body.as_deref() != Some(body.as_str())
+            {
+                problems.push(format!("body {:?}, expected {body:?}", got.body));
             }
             // The same body and Idempotency-Key arrive on every attempt.
             for s in &seen {
