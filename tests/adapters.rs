@@ -1021,3 +1021,49 @@ async fn errors_and_reports_never_show_credentials() {
         }
     }
 }
+
+/// Retries 404s under `/jobs/` (a job not visible yet) and otherwise does
+/// the default.
+struct EventuallyVisible;
+
+impl http_resilience::Classify for EventuallyVisible {
+    fn classify(
+        &self,
+        request: &http_resilience::RequestMeta<'_>,
+        outcome: &http_resilience::Outcome<'_>,
+    ) -> http_resilience::Class {
+        if outcome.status() == Some(http::StatusCode::NOT_FOUND)
+            && request.path().starts_with("/jobs/")
+        {
+            return http_resilience::Class::Transient;
+        }
+        http_resilience::DefaultClassifier.classify(request, outcome)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_classifier_replaces_the_default() {
+    let server = Server::start().await;
+    for via in BOTH {
+        let policy = base().classifier(EventuallyVisible).build().unwrap();
+        let job = format!("/jobs/{via:?}");
+        server.script(
+            &job,
+            vec![Step::status(404), Step::status(404), Step::status(200)],
+        );
+        let got = send(via, policy.clone(), &server.url(&job), &get()).await;
+        assert_eq!(
+            (got.status, got.report.attempts()),
+            (Some(200), 3),
+            "{via:?}"
+        );
+        let other = format!("/other/{via:?}");
+        server.script(&other, vec![Step::status(404), Step::status(200)]);
+        let got = send(via, policy, &server.url(&other), &get()).await;
+        assert_eq!(
+            (got.status, got.report.attempts()),
+            (Some(404), 1),
+            "{via:?}"
+        );
+    }
+}
