@@ -1,0 +1,195 @@
+//! The clients under test: the reqwest middleware and the tower layer over
+//! hyper-util's client, behind one `send` so that every behaviour runs
+//! through both.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt, Full};
+use http_resilience::{
+    DelaySource, Error, Jitter, RetryLayer, RetryMiddleware, RetryPolicy, RetryPolicyBuilder,
+    RetryReport,
+};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::fixed_now;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Via {
+    Reqwest,
+    Tower,
+}
+pub const BOTH: [Via; 2] = [Via::Reqwest, Via::Tower];
+
+/// A request to send.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub method: Method,
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: &'static str,
+    /// reqwest only: send the body as a non-clonable stream.
+    pub streaming: bool,
+}
+
+pub fn get() -> Req {
+    Req {
+        method: Method::GET,
+        headers: vec![],
+        body: "",
+        streaming: false,
+    }
+}
+pub fn post() -> Req {
+    Req {
+        method: Method::POST,
+        body: "payload",
+        ..get()
+    }
+}
+pub fn keyed_post() -> Req {
+    Req {
+        headers: vec![("idempotency-key", "key-123")],
+        ..post()
+    }
+}
+
+/// What came back, whichever the adapter.
+#[derive(Debug)]
+pub struct Got {
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    pub report: RetryReport,
+    pub code: Option<&'static str>,
+    pub error: Option<Error>,
+    pub elapsed: Duration,
+}
+
+impl Got {
+    pub fn waits(&self) -> Vec<(Duration, DelaySource)> {
+        self.report
+            .history()
+            .iter()
+            .filter_map(|r| Some((r.delay()?, r.delay_source()?)))
+            .collect()
+    }
+}
+
+/// A deterministic base policy: no jitter, 100 ms doubling to 1 s, and the
+/// fixed wall clock the server writes its dates with.
+pub fn base() -> RetryPolicyBuilder {
+    RetryPolicy::builder()
+        .initial_backoff(Duration::from_millis(100))
+        .max_backoff(Duration::from_secs(1))
+        .jitter(Jitter::None)
+        .wall_clock(fixed_now)
+}
+
+pub async fn send(via: Via, policy: RetryPolicy, url: &str, req: &Req) -> Got {
+    let start = Instant::now();
+    let mut got = match via {
+        Via::Reqwest => send_reqwest(policy, url, req).await,
+        Via::Tower => send_tower(policy, url, req).await,
+    };
+    got.elapsed = start.elapsed();
+    got
+}
+
+async fn send_reqwest(policy: RetryPolicy, url: &str, req: &Req) -> Got {
+    let client = reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder().no_proxy().build().unwrap(),
+    )
+    .with(RetryMiddleware::new(policy))
+    .build();
+    let mut builder = client.request(req.method.clone(), url);
+    for (k, v) in &req.headers {
+        builder = builder.header(*k, *v);
+    }
+    builder = if req.streaming {
+        builder.body(reqwest::Body::wrap(Full::new(Bytes::from_static(
+            req.body.as_bytes(),
+        ))))
+    } else {
+        builder.body(req.body)
+    };
+    match builder.send().await {
+        Ok(response) => {
+            let report = response.extensions().get::<RetryReport>().cloned().unwrap();
+            Got {
+                status: Some(response.status().as_u16()),
+                body: Some(response.text().await.unwrap()),
+                report,
+                code: None,
+                error: None,
+                elapsed: Duration::ZERO,
+            }
+        }
+        Err(reqwest_middleware::Error::Middleware(e)) => {
+            let mut error = e.downcast::<Error>().expect("an http_resilience::Error");
+            let body = match error.take_response::<reqwest::Response>() {
+                Some(r) => Some(r.text().await.unwrap()),
+                None => None,
+            };
+            Got {
+                status: None,
+                body,
+                report: error.report().clone(),
+                code: Some(error.code()),
+                error: Some(error),
+                elapsed: Duration::ZERO,
+            }
+        }
+        Err(other) => panic!("every failure should be wrapped: {other:?}"),
+    }
+}
+
+type TowerBody = hyper::body::Incoming;
+
+async fn send_tower(policy: RetryPolicy, url: &str, req: &Req) -> Got {
+    assert!(!req.streaming, "tower bodies must be Clone");
+    let client = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut svc = RetryLayer::new(policy).layer(client);
+    let mut request = http::Request::builder().method(req.method.clone()).uri(url);
+    for (k, v) in &req.headers {
+        request = request.header(*k, *v);
+    }
+    let request = request
+        .body(Full::new(Bytes::from_static(req.body.as_bytes())))
+        .unwrap();
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    match svc.call(request).await {
+        Ok(response) => {
+            let report = response.extensions().get::<RetryReport>().cloned().unwrap();
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            Got {
+                status: Some(status),
+                body: Some(String::from_utf8(body.to_vec()).unwrap()),
+                report,
+                code: None,
+                error: None,
+                elapsed: Duration::ZERO,
+            }
+        }
+        Err(mut error) => {
+            let body = match error.take_response::<http::Response<TowerBody>>() {
+                Some(r) => {
+                    let bytes = r.into_body().collect().await.unwrap().to_bytes();
+                    Some(String::from_utf8(bytes.to_vec()).unwrap())
+                }
+                None => None,
+            };
+            Got {
+                status: None,
+                body,
+                report: error.report().clone(),
+                code: Some(error.code()),
+                error: Some(error),
+                elapsed: Duration::ZERO,
+            }
+        }
+    }
+}
