@@ -71,7 +71,13 @@ impl fmt::Display for AttemptRecord {
             (None, None) => f.write_str("?")?,
         }
         if let (Some(d), Some(src)) = (self.delay, self.delay_source) {
-            write!(f, " -> wait {d:?} ({src})")?;
+            // Whole milliseconds read better than jitter's nanoseconds.
+            let shown = if d >= Duration::from_millis(1) {
+                Duration::from_millis(d.as_millis() as u64)
+            } else {
+                d
+            };
+            write!(f, " -> wait {shown:?} ({src})")?;
         }
         Ok(())
     }
@@ -256,15 +262,18 @@ mod tests {
         r.last_mut().unwrap().delay = Some(Duration::from_secs(1));
         r.last_mut().unwrap().delay_source = Some(DelaySource::RetryAfter);
         r.push(rec(200));
-        assert_eq!(r.attempts(), 2);
-        assert_eq!(r.retries(), 1);
+        r.last_mut().unwrap().delay = Some(Duration::from_nanos(86_123_456));
+        r.last_mut().unwrap().delay_source = Some(DelaySource::Backoff);
+        r.push(rec(200));
+        assert_eq!(r.attempts(), 3);
+        assert_eq!(r.retries(), 2);
         assert_eq!(
             r.history()[0].status(),
             Some(StatusCode::SERVICE_UNAVAILABLE)
         );
         assert_eq!(
             r.to_string(),
-            "2 attempts [503 -> wait 1s (retry_after), 200]"
+            "3 attempts [503 -> wait 1s (retry_after), 200 -> wait 86ms (backoff), 200]"
         );
     }
 }
