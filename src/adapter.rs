@@ -10,7 +10,7 @@ use http::{Extensions, HeaderMap, StatusCode};
 use crate::classify::{FailureKind, Outcome, RequestMeta};
 use crate::engine::{Decision, RetryState};
 use crate::error::{BoxError, Error, Last};
-use crate::report::StopReason;
+use crate::report::{RetryReport, StopReason};
 
 /// A client's response type, as far as the adapters need it.
 pub(crate) trait HttpResponse: Send + 'static {
@@ -92,12 +92,8 @@ pub(crate) fn finish<R: HttpResponse>(
     }
 }
 
-/// An error raised before any attempt could be made (the inner service was
-/// not ready).
-pub(crate) fn before_any_attempt(engine: &mut RetryState, error: BoxError) -> Error {
-    Error::from_stop::<()>(
-        StopReason::Permanent,
-        engine.take_report(),
-        Last::Error(error),
-    )
+/// The inner service failed to become ready (before the first attempt, or
+/// before a retry): not retried, reported with what is known so far.
+pub(crate) fn not_ready(report: RetryReport, error: BoxError) -> Error {
+    Error::from_stop::<()>(StopReason::Permanent, report, Last::Error(error))
 }

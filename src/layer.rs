@@ -39,12 +39,12 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, Timeout};
 use tower::{Layer, Service};
 
-use crate::adapter::{before_any_attempt, decide, finish};
+use crate::adapter::{decide, finish, not_ready};
 use crate::classify::{FailureKind, RequestMeta};
 use crate::engine::{Decision, RetryState, prepare_request};
-use crate::error::{AttemptTimedOut, BoxError, Error, Last};
+use crate::error::{AttemptTimedOut, BoxError, Error};
 use crate::policy::RetryPolicy;
-use crate::report::{RetryReport, StopReason};
+use crate::report::RetryReport;
 
 /// Applies a [`RetryPolicy`] to a tower service.
 #[derive(Debug, Clone, Default)]
@@ -102,7 +102,9 @@ where
     type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx).map_err(|e| not_ready(e.into()))
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| not_ready(RetryReport::new(), e.into()))
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
@@ -112,12 +114,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let method = request.method().clone();
         prepare_request(&self.policy, &method, request.headers_mut());
-        let state = RetryState::new(
-            &self.policy,
-            &RequestMeta::from_http(&request),
-            Instant::now().into_std(),
-        );
-        let timeout = state.attempt_timeout(Instant::now().into_std());
+        let now = Instant::now().into_std();
+        let state = RetryState::new(&self.policy, &RequestMeta::from_http(&request), now);
+        let timeout = state.attempt_timeout(now);
         let fut = inner.call(request.clone());
         ResponseFuture {
             state: State::start(fut, timeout),
@@ -200,7 +199,8 @@ where
                 }
                 StateProj::Ready => {
                     if let Err(e) = ready!(this.inner.poll_ready(cx)) {
-                        return Poll::Ready(Err(before_any_attempt(this.engine, e.into())));
+                        let report = this.engine.take_report();
+                        return Poll::Ready(Err(not_ready(report, e.into())));
                     }
                     let timeout = this.engine.attempt_timeout(Instant::now().into_std());
                     let fut = this.inner.call(this.request.clone());
@@ -227,8 +227,4 @@ where
             return Poll::Ready(finish(decision, this.engine, result));
         }
     }
-}
-
-fn not_ready(e: BoxError) -> Error {
-    Error::from_stop::<()>(StopReason::Permanent, RetryReport::new(), Last::Error(e))
 }

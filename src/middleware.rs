@@ -139,7 +139,9 @@ impl Middleware for RetryMiddleware {
                 Instant::now().into_std(),
             );
             match decision {
-                Decision::Retry { delay, .. } => {
+                // The engine never retries a request sent whole; the guard
+                // keeps that from ever reaching the `expect` above.
+                Decision::Retry { delay, .. } if request.is_some() => {
                     drop(result);
                     tokio::time::sleep(delay).await;
                 }
