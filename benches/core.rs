@@ -1,1 +1,103 @@
-fn main(){}
+//! The cost of the sans-IO decision core: one `RetryState::new` plus one
+//! `decide`, for a success, a 503 with `Retry-After: 2` (header parse plus
+//! backoff draw) and a transport error; and `parse_retry_after` on its two
+//! forms.
+//!
+//! `cargo bench --bench core`; with `QUICK=1` (or `-- --quick`) it runs in
+//! a few seconds.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_resilience::retry_after::parse_retry_after;
+use http_resilience::{Decision, FailureKind, Outcome, RequestMeta, RetryPolicy, RetryState};
+
+fn decide(c: &mut Criterion) {
+    // The default policy: full jitter from fresh randomness, system clock.
+    let policy = RetryPolicy::default();
+    let req_headers = HeaderMap::new();
+    let meta = RequestMeta::new(
+        &Method::GET,
+        "https",
+        "api.example.com",
+        "/v1/items",
+        &req_headers,
+    );
+    let t0 = Instant::now();
+
+    let empty = HeaderMap::new();
+    let ok = Outcome::Response {
+        status: StatusCode::OK,
+        headers: &empty,
+    };
+    let mut retry_after = HeaderMap::new();
+    retry_after.insert(http::header::RETRY_AFTER, HeaderValue::from_static("2"));
+    let unavailable = Outcome::Response {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        headers: &retry_after,
+    };
+    let io_error = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+    let reset = Outcome::Error {
+        kind: FailureKind::ConnectionReset,
+        error: &io_error,
+    };
+
+    // Sanity: each case takes the path it is meant to measure.
+    let once =
+        |outcome: &Outcome<'_>| RetryState::new(&policy, &meta, t0).decide(&meta, outcome, t0);
+    assert_eq!(once(&ok), Decision::Return);
+    assert!(matches!(
+        once(&unavailable),
+        Decision::Retry { delay, .. } if delay == Duration::from_secs(2)
+    ));
+    assert!(matches!(once(&reset), Decision::Retry { .. }));
+
+    let mut group = c.benchmark_group("decide");
+    for (name, outcome) in [
+        ("200_success", &ok),
+        ("503_retry_after_2", &unavailable),
+        ("connection_reset", &reset),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut state = RetryState::new(black_box(&policy), black_box(&meta), t0);
+                black_box(state.decide(&meta, black_box(outcome), black_box(t0)))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn parse(c: &mut Criterion) {
+    let now = SystemTime::now();
+    let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
+    let mut group = c.benchmark_group("parse_retry_after");
+    group.bench_function("imf_fixdate", |b| {
+        b.iter(|| parse_retry_after(black_box(date.as_bytes()), black_box(now)))
+    });
+    group.bench_function("seconds_120", |b| {
+        b.iter(|| parse_retry_after(black_box(b"120"), black_box(now)))
+    });
+    group.finish();
+}
+
+/// `QUICK` set: short warm-up and measurement, few samples.
+fn config() -> Criterion {
+    let c = Criterion::default();
+    if std::env::var_os("QUICK").is_some() {
+        c.warm_up_time(Duration::from_millis(200))
+            .measurement_time(Duration::from_millis(500))
+            .sample_size(10)
+    } else {
+        c
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = decide, parse
+}
+criterion_main!(benches);

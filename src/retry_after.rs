@@ -107,9 +107,12 @@ impl WallClock for SystemClock {
     }
 }
 
-/// The longest hint this parser represents; anything larger is treated as
-/// invalid (a 30-digit number, the year 100000). Far above any sensible
-/// `max_retry_after`, so a huge but valid hint still reads as "too long".
+/// The largest number-based hint (delay-seconds, milliseconds, epoch
+/// reset) taken as a real instruction: 100 years. Larger numbers (a
+/// 30-digit value) are what overflowing or garbled input looks like, so they
+/// are invalid and the backoff is used. An HTTP-date is always a real date
+/// and gives its real distance, however far; the engine then refuses a wait
+/// that long (`RETRY_AFTER_TOO_LONG`).
 const MAX_HINT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Parses one `Retry-After` value: delay-seconds or an HTTP-date.
@@ -132,20 +135,26 @@ pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
 }
 
 /// Parses one `retry-after-ms` value: non-negative milliseconds, with an
-/// optional fraction (`"1500"`, `"12.5"`). Signs, exponents, `inf` and
-/// `nan` are invalid.
+/// optional fraction (`"1500"`, `"12.5"`, also `".5"` and `"1."`). Signs,
+/// exponents, `inf`, `nan` and more than 20 significant integer digits are
+/// invalid.
 pub fn parse_retry_after_ms(value: &[u8]) -> Option<Duration> {
     let value = trim_ows(value);
-    let mut dots = 0;
-    let mut digits = 0;
+    let (mut dots, mut digits, mut significant) = (0, 0, 0);
     for &b in value {
         match b {
-            b'0'..=b'9' => digits += 1,
+            b'0'..=b'9' => {
+                digits += 1;
+                // Integer digits after leading zeros: bounds the magnitude.
+                if dots == 0 && (significant > 0 || b != b'0') {
+                    significant += 1;
+                }
+            }
             b'.' => dots += 1,
             _ => return None,
         }
     }
-    if digits == 0 || dots > 1 || digits > 20 {
+    if digits == 0 || dots > 1 || significant > 20 {
         return None;
     }
     let text = std::str::from_utf8(value).ok()?;
@@ -300,6 +309,14 @@ mod tests {
             Some(Duration::from_micros(12_500))
         );
         assert_eq!(parse_retry_after_ms(b"0"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after_ms(b"000000000000000000001500"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_retry_after_ms(b".5"),
+            Some(Duration::from_micros(500))
+        );
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

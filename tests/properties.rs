@@ -1,0 +1,1210 @@
+//! Property tests of the sans-IO core (no network, no timers):
+//!
+//! - the backoff schedule (cap, exact un-jittered schedule, jitter ranges,
+//!   seeded reproducibility, `reset`);
+//! - `RetryPolicyBuilder::build` validation against a model of the rules;
+//! - the server-hint parsers against simple reference models, and that they
+//!   never panic;
+//! - the engine: a total deadline is never crossed by a wait, `max_retries`
+//!   is respected, per-attempt timeouts are clamped to what is left, and
+//!   (with `Jitter::None`) every decision equals a reference model.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::TestCaseError;
+
+use http_resilience::policy::MAX_SETTING;
+use http_resilience::retry_after::{
+    parse_epoch_reset, parse_retry_after, parse_retry_after_ms, server_hint,
+};
+use http_resilience::{
+    Decision, DelaySource, FailureKind, Jitter, LongHint, Outcome, RequestMeta, RetryPolicy,
+    RetryPolicyBuilder, RetryState, StopReason,
+};
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+/// The parsers' documented upper bound for a hint (100 years).
+const MAX_HINT_SECS: u64 = 100 * 365 * 24 * 3600;
+const MAX_HINT: Duration = Duration::from_secs(MAX_HINT_SECS);
+/// 9999-12-31T23:59:59Z, the last second an HTTP-date can name.
+const MAX_HTTP_DATE_SECS: u64 = 253_402_300_799;
+/// Around 2023-11: a "now" for header maps whose values are near it.
+const NOW_BASE_SECS: u64 = 1_700_000_000;
+
+/// 256 cases per property; no regression files are written (a failure
+/// prints its minimal input, which is what to keep).
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(256)
+    }
+}
+
+// ---------------------------------------------------------------------
+// Shared strategies and models
+// ---------------------------------------------------------------------
+
+fn jitter() -> impl Strategy<Value = Jitter> {
+    prop_oneof![
+        Just(Jitter::None),
+        Just(Jitter::Full),
+        Just(Jitter::Equal),
+        Just(Jitter::Decorrelated),
+    ]
+}
+
+/// A duration in `[lo_ns, hi_ns]`, mostly log-uniform (so that every scale
+/// from nanoseconds to hours is exercised), with the bounds themselves.
+fn duration_between(lo_ns: u64, hi_ns: u64) -> impl Strategy<Value = Duration> {
+    assert!(0 < lo_ns && lo_ns <= hi_ns);
+    prop_oneof![
+        1 => Just(Duration::from_nanos(lo_ns)),
+        1 => Just(Duration::from_nanos(hi_ns)),
+        2 => (lo_ns..=hi_ns).prop_map(Duration::from_nanos),
+        6 => (0.0f64..=1.0).prop_map(move |t| {
+            let (lo, hi) = (lo_ns as f64, hi_ns as f64);
+            let ns = (lo * (hi / lo).powf(t)).round() as u64;
+            Duration::from_nanos(ns.clamp(lo_ns, hi_ns))
+        }),
+    ]
+}
+
+/// Valid multipliers: 1.0..=10.0, with 1.0, 2.0, 10.0 and values just above 1.
+fn multiplier() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        Just(1.0),
+        Just(2.0),
+        Just(10.0),
+        1.0f64..=1.01,
+        1.0f64..=10.0,
+    ]
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    initial: Duration,
+    max: Duration,
+    multiplier: f64,
+    jitter: Jitter,
+    seed: Option<u64>,
+}
+
+impl Schedule {
+    fn builder(&self) -> RetryPolicyBuilder {
+        let b = RetryPolicy::builder()
+            .initial_backoff(self.initial)
+            .max_backoff(self.max)
+            .multiplier(self.multiplier)
+            .jitter(self.jitter);
+        match self.seed {
+            Some(seed) => b.seed(seed),
+            None => b,
+        }
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.builder().build().expect("a valid schedule")
+    }
+
+    /// The same schedule without jitter: its delays are the bases.
+    fn unjittered(&self) -> RetryPolicy {
+        Schedule {
+            jitter: Jitter::None,
+            ..*self
+        }
+        .policy()
+    }
+}
+
+/// initial in 1ns..=10s, max in initial..=1h (sometimes equal), every jitter.
+fn schedule(seed: impl Strategy<Value = Option<u64>>) -> impl Strategy<Value = Schedule> {
+    (
+        duration_between(1, 10 * NS_PER_SEC),
+        duration_between(1, 3600 * NS_PER_SEC),
+        prop::bool::weighted(0.15),
+        multiplier(),
+        jitter(),
+        seed,
+    )
+        .prop_map(|(a, b, equal, multiplier, jitter, seed)| {
+            let initial = a.min(b);
+            let max = if equal { initial } else { a.max(b) };
+            Schedule {
+                initial,
+                max,
+                multiplier,
+                jitter,
+                seed,
+            }
+        })
+}
+
+/// The reference schedule: `min(initial * multiplier^n, max)` in exact-ish
+/// floating point, before rounding to nanoseconds.
+fn model_base_ns(s: &Schedule, n: u64) -> f64 {
+    let x = s.initial.as_nanos() as f64 * s.multiplier.powf(n as f64);
+    x.min(s.max.as_nanos() as f64)
+}
+
+/// How far the crate's delay may be from the model: half a nanosecond of
+/// rounding plus the float error of `powi`/`powf` (about `n` ulps), which is
+/// far below 1 ns for n <= 200 at the scales tested.
+fn base_tolerance_ns(model_ns: f64, n: u64) -> f64 {
+    1.0 + (model_ns * n as f64 * 2.5e-16).floor()
+}
+
+fn nanos_since_epoch(t: SystemTime) -> i128 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+/// `max(0, at - now)` for instants given as nanoseconds since the epoch.
+fn wait_ns(at_ns: i128, now: SystemTime) -> i128 {
+    (at_ns - nanos_since_epoch(now)).max(0)
+}
+
+fn ns_to_duration(ns: i128) -> Duration {
+    let ns = u128::try_from(ns).expect("non-negative");
+    Duration::new(
+        (ns / u128::from(NS_PER_SEC)) as u64,
+        (ns % u128::from(NS_PER_SEC)) as u32,
+    )
+}
+
+/// A wall-clock "now": anywhere an HTTP-date can name (with nanoseconds),
+/// the epoch itself, or before it.
+fn wall_now() -> impl Strategy<Value = SystemTime> {
+    prop_oneof![
+        6 => (0..=MAX_HTTP_DATE_SECS + 1000, 0..NS_PER_SEC as u32)
+            .prop_map(|(s, n)| UNIX_EPOCH + Duration::new(s, n)),
+        3 => (-10_000_000i64..=10_000_000, 0..NS_PER_SEC as u32).prop_map(|(off, n)| {
+            UNIX_EPOCH + Duration::new(NOW_BASE_SECS.saturating_add_signed(off), n)
+        }),
+        1 => Just(UNIX_EPOCH),
+        1 => (1u64..=10_000_000_000, 0..NS_PER_SEC as u32)
+            .prop_map(|(s, n)| UNIX_EPOCH - Duration::new(s, n)),
+    ]
+}
+
+/// Optional white space (space and tab), as RFC 9110 allows around values.
+fn ows() -> impl Strategy<Value = String> {
+    "[ \t]{0,3}"
+}
+
+/// The three HTTP-date forms of a second: IMF-fixdate (via `httpdate`),
+/// asctime, and RFC 850 (only for 1970..=2069, its two-digit years).
+fn date_forms(secs: u64) -> Vec<String> {
+    let imf = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+    // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let (wd, day, mon, year, time) = (
+        &imf[0..3],
+        &imf[5..7],
+        &imf[8..11],
+        &imf[12..16],
+        &imf[17..25],
+    );
+    let day_n: u32 = day.parse().expect("day");
+    let year_n: u32 = year.parse().expect("year");
+    let mut forms = vec![imf.clone(), format!("{wd} {mon} {day_n:>2} {time} {year}")];
+    if (1970..2070).contains(&year_n) {
+        let full = match wd {
+            "Mon" => "Monday",
+            "Tue" => "Tuesday",
+            "Wed" => "Wednesday",
+            "Thu" => "Thursday",
+            "Fri" => "Friday",
+            "Sat" => "Saturday",
+            "Sun" => "Sunday",
+            other => panic!("weekday {other}"),
+        };
+        forms.push(format!(
+            "{full}, {day}-{mon}-{:02} {time} GMT",
+            year_n % 100
+        ));
+    }
+    forms
+}
+
+/// Numeric-looking values that every parser must refuse: signs, exponents,
+/// letters (never an HTTP-date), non-ASCII digits, the empty string.
+fn invalid_number() -> impl Strategy<Value = String> {
+    let core = || "[0-9]{1,8}(\\.[0-9]{1,3})?";
+    prop_oneof![
+        (core(), "[+-]").prop_map(|(c, s)| format!("{s}{c}")),
+        (core(), "[eE][+-]?[0-9]{1,3}").prop_map(|(c, e)| format!("{c}{e}")),
+        (core(), "[a-zA-Z]{1,4}").prop_map(|(c, l)| format!("{c}{l}")),
+        (core(), "[a-zA-Z]{1,4}").prop_map(|(c, l)| format!("{l}{c}")),
+        (core(), "[a-zA-Z]", any::<Index>()).prop_map(|(c, l, at)| {
+            let at = at.index(c.len() + 1);
+            format!("{}{l}{}", &c[..at], &c[at..])
+        }),
+        core().prop_map(|c| format!("0x{c}")),
+        prop::sample::select(vec![
+            "",
+            " ",
+            "\t",
+            " \t ",
+            "inf",
+            "-inf",
+            "+inf",
+            "nan",
+            "NaN",
+            "infinity",
+            "Infinity",
+            "e",
+            "E5",
+            ".",
+            "-",
+            "+",
+            "-0",
+            "+0",
+            "1e3",
+            "1E-3",
+            "0x10",
+            "soon",
+            "\u{b2}",
+            "\u{661}\u{662}",
+            "\u{ff15}",
+            "1\u{b2}",
+            "12\u{a0}",
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+// ---------------------------------------------------------------------
+// Backoff
+// ---------------------------------------------------------------------
+
+/// Checks one drawn delay `d` (the `n`-th since the start or last reset)
+/// against its jitter's range. `base` is the crate's un-jittered delay for
+/// the same `n`, `prev` the previous delay of this backoff (or `initial`).
+fn check_delay(
+    s: &Schedule,
+    n: u64,
+    d: Duration,
+    base: Duration,
+    prev: Duration,
+) -> Result<(), TestCaseError> {
+    prop_assert!(d <= s.max, "delay {d:?} > max_backoff {:?} at n={n}", s.max);
+    let model = model_base_ns(s, n);
+    let tol = base_tolerance_ns(model, n);
+    prop_assert!(
+        (base.as_nanos() as f64 - model).abs() <= tol,
+        "base {base:?} at n={n}, model {model} ns"
+    );
+    match s.jitter {
+        Jitter::None => prop_assert_eq!(d, base),
+        Jitter::Full => prop_assert!(d <= base, "full: {d:?} > base {base:?}"),
+        Jitter::Equal => prop_assert!(
+            d >= base / 2 && d <= base,
+            "equal: {d:?} outside [{:?}, {base:?}]",
+            base / 2
+        ),
+        Jitter::Decorrelated => {
+            let high = prev.saturating_mul(3).max(s.initial).min(s.max);
+            prop_assert!(
+                d >= s.initial && d <= high + Duration::from_nanos(1),
+                "decorrelated: {d:?} outside [{:?}, {high:?}] (prev {prev:?})",
+                s.initial
+            );
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Every delay is capped, follows its jitter's range and (with no
+    /// jitter) the exact capped exponential schedule, also after thousands
+    /// of draws; `reset` starts the schedule over.
+    #[test]
+    fn backoff_delays_follow_the_schedule(
+        s in schedule(proptest::option::of(any::<u64>())),
+        skip in prop_oneof![3 => Just(0usize), 1 => 0usize..=5_000],
+        draws in 1usize..=200,
+        after_reset in 1usize..=20,
+    ) {
+        let policy = s.policy();
+        let plain = s.unjittered();
+        let (mut b, mut bases) = (policy.backoff(), plain.backoff());
+        let mut prev = s.initial;
+        let mut prev_base = Duration::ZERO;
+        for i in 0..skip + draws {
+            let n = i as u64;
+            let (d, base) = (b.next().expect("endless"), bases.next_delay());
+            prop_assert!(base >= prev_base, "no-jitter schedule decreased at n={n}");
+            check_delay(&s, n, d, base, prev)?;
+            prop_assert_eq!(b.retries(), i as u32 + 1);
+            prev = d;
+            prev_base = base;
+        }
+        b.reset();
+        bases.reset();
+        prop_assert_eq!(b.retries(), 0);
+        let mut prev = s.initial;
+        for i in 0..after_reset {
+            let (d, base) = (b.next_delay(), bases.next_delay());
+            if i == 0 {
+                prop_assert_eq!(base, s.initial, "the first base is initial_backoff");
+            }
+            check_delay(&s, i as u64, d, base, prev)?;
+            prev = d;
+        }
+    }
+
+    /// With a seed, the n-th backoff of a policy is the same for two policies
+    /// built alike; consecutive backoffs of one policy differ (when there is
+    /// room for randomness).
+    #[test]
+    fn seeded_backoffs_are_reproducible_and_distinct(
+        s in schedule(any::<u64>().prop_map(Some)),
+        draws in 16usize..=64,
+    ) {
+        let (p1, p2) = (s.policy(), s.policy());
+        let run = |p: &RetryPolicy| -> Vec<Vec<Duration>> {
+            (0..3).map(|_| p.backoff().take(draws).collect()).collect()
+        };
+        let (r1, r2) = (run(&p1), run(&p2));
+        prop_assert_eq!(&r1, &r2);
+        let room = s.initial >= Duration::from_micros(1)
+            && s.max >= s.initial.saturating_mul(4);
+        if s.jitter != Jitter::None && room {
+            prop_assert_ne!(&r1[0], &r1[1]);
+            prop_assert_ne!(&r1[1], &r1[2]);
+            prop_assert_ne!(&r1[0], &r1[2]);
+        }
+        if s.jitter == Jitter::None {
+            prop_assert_eq!(&r1[0], &r1[1]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Builder validation
+// ---------------------------------------------------------------------
+
+fn any_duration() -> impl Strategy<Value = Duration> {
+    let max_ns = MAX_SETTING.as_nanos() as u64;
+    prop_oneof![
+        Just(Duration::ZERO),
+        Just(Duration::from_nanos(1)),
+        Just(MAX_SETTING),
+        Just(MAX_SETTING - Duration::from_nanos(1)),
+        Just(MAX_SETTING + Duration::from_nanos(1)),
+        Just(Duration::MAX),
+        (any::<u64>(), 0..NS_PER_SEC as u32).prop_map(|(s, n)| Duration::new(s, n)),
+        (0..=2 * max_ns).prop_map(Duration::from_nanos),
+        duration_between(1, 2 * max_ns),
+        duration_between(1, 2 * max_ns),
+    ]
+}
+
+fn any_multiplier() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>(),
+        prop::sample::select(vec![
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1.0,
+            f64::from_bits(1.0f64.to_bits() - 1),
+            f64::from_bits(1.0f64.to_bits() + 1),
+            -1.0,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            f64::EPSILON,
+            1e300,
+        ]),
+        -10.0f64..10.0,
+        0.9f64..1.1,
+        1.0f64..1e300,
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct BuilderCase {
+    initial: Duration,
+    max: Duration,
+    multiplier: f64,
+    max_retry_after: Duration,
+    deadline: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    max_retries: u32,
+    jitter: Jitter,
+    seed: Option<u64>,
+}
+
+fn builder_case() -> impl Strategy<Value = BuilderCase> {
+    (
+        (any_duration(), any_duration(), any::<bool>()),
+        any_multiplier(),
+        prop_oneof![Just(Duration::from_secs(120)), any_duration()],
+        proptest::option::of(any_duration()),
+        proptest::option::of(any_duration()),
+        any::<u32>(),
+        jitter(),
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (initial, max, ordered),
+                multiplier,
+                max_retry_after,
+                deadline,
+                attempt_timeout,
+                max_retries,
+                jitter,
+                seed,
+            )| {
+                // Half the time, order the pair so that valid policies are common.
+                let (initial, max) = if ordered {
+                    (initial.min(max), initial.max(max))
+                } else {
+                    (initial, max)
+                };
+                BuilderCase {
+                    initial,
+                    max,
+                    multiplier,
+                    max_retry_after,
+                    deadline,
+                    attempt_timeout,
+                    max_retries,
+                    jitter,
+                    seed,
+                }
+            },
+        )
+}
+
+/// The validation rules, in their documented order.
+fn expected_error_field(c: &BuilderCase) -> Option<&'static str> {
+    let ok = |d: Duration| !d.is_zero() && d <= MAX_SETTING;
+    if !ok(c.initial) {
+        return Some("initial_backoff");
+    }
+    if !ok(c.max) {
+        return Some("max_backoff");
+    }
+    if c.initial > c.max {
+        return Some("initial_backoff");
+    }
+    if !(c.multiplier.is_finite() && c.multiplier >= 1.0) {
+        return Some("multiplier");
+    }
+    if !ok(c.max_retry_after) {
+        return Some("max_retry_after");
+    }
+    if c.deadline.is_some_and(|d| !ok(d)) {
+        return Some("deadline");
+    }
+    if c.attempt_timeout.is_some_and(|d| !ok(d)) {
+        return Some("attempt_timeout");
+    }
+    None
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `build` never panics, accepts exactly the valid settings and names
+    /// the first offending field; an accepted policy keeps every setting and
+    /// its backoff stays capped even at the extremes (365 days, huge
+    /// multipliers).
+    #[test]
+    fn build_validates_like_the_model(c in builder_case()) {
+        let mut b = RetryPolicy::builder()
+            .initial_backoff(c.initial)
+            .max_backoff(c.max)
+            .multiplier(c.multiplier)
+            .max_retry_after(c.max_retry_after)
+            .max_retries(c.max_retries)
+            .jitter(c.jitter);
+        if let Some(d) = c.deadline {
+            b = b.deadline(d);
+        }
+        if let Some(d) = c.attempt_timeout {
+            b = b.attempt_timeout(d);
+        }
+        if let Some(seed) = c.seed {
+            b = b.seed(seed);
+        }
+        match (b.build(), expected_error_field(&c)) {
+            (Ok(p), None) => {
+                prop_assert_eq!(p.initial_backoff(), c.initial);
+                prop_assert_eq!(p.max_backoff(), c.max);
+                prop_assert_eq!(p.multiplier().to_bits(), c.multiplier.to_bits());
+                prop_assert_eq!(p.max_retry_after(), c.max_retry_after);
+                prop_assert_eq!(p.deadline(), c.deadline);
+                prop_assert_eq!(p.attempt_timeout(), c.attempt_timeout);
+                prop_assert_eq!(p.max_retries(), c.max_retries);
+                prop_assert_eq!(p.jitter(), c.jitter);
+                prop_assert_eq!(p.seed(), c.seed);
+                let mut prev = Duration::ZERO;
+                for d in p.backoff().take(64) {
+                    prop_assert!(d <= c.max, "{d:?} > {:?}", c.max);
+                    if c.jitter == Jitter::None {
+                        prop_assert!(d >= prev, "{d:?} < {prev:?}");
+                    }
+                    prev = d;
+                }
+            }
+            (Err(e), Some(field)) => {
+                prop_assert_eq!(e.field(), field, "{}", e);
+                prop_assert_eq!(e.code(), "INVALID_CONFIG");
+                prop_assert!(e.to_string().contains(field), "{}", e);
+            }
+            (Ok(p), Some(field)) => {
+                prop_assert!(false, "accepted, expected an error on {field}: {p:?}");
+            }
+            (Err(e), None) => prop_assert!(false, "refused a valid policy: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Server-hint parsers
+// ---------------------------------------------------------------------
+
+/// Valid strings with a few bytes overwritten, or truncated: these reach
+/// deep into the date and number parsers.
+fn near_miss() -> impl Strategy<Value = Vec<u8>> {
+    let base = prop_oneof![
+        (0..=MAX_HTTP_DATE_SECS, any::<Index>()).prop_map(|(s, i)| {
+            let forms = date_forms(s);
+            i.get(&forms).clone().into_bytes()
+        }),
+        any::<u64>().prop_map(|n| n.to_string().into_bytes()),
+        (any::<u64>(), "[0-9]{1,4}").prop_map(|(n, f)| format!("{n}.{f}").into_bytes()),
+    ];
+    let edit = prop_oneof![
+        (any::<Index>(), any::<u8>()).prop_map(|(i, b)| (i, Some(b))),
+        any::<Index>().prop_map(|i| (i, None)),
+    ];
+    (base, proptest::collection::vec(edit, 0..4)).prop_map(|(mut bytes, edits)| {
+        for (at, byte) in edits {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = at.index(bytes.len());
+            match byte {
+                Some(b) => bytes[at] = b,
+                None => bytes.truncate(at),
+            }
+        }
+        bytes
+    })
+}
+
+fn any_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..48),
+        any::<String>().prop_map(String::into_bytes),
+        near_miss(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// No input makes a parser panic, and whatever they return is within
+    /// their documented bounds.
+    #[test]
+    fn parsers_never_panic(value in any_bytes(), now in wall_now()) {
+        let _ = parse_retry_after(&value, now);
+        if let Some(d) = parse_retry_after_ms(&value) {
+            prop_assert!(d <= MAX_HINT, "{d:?}");
+        }
+        if let Some(d) = parse_epoch_reset(&value, now) {
+            prop_assert!(d <= MAX_HINT, "{d:?}");
+        }
+        if let Ok(v) = HeaderValue::from_bytes(&value) {
+            for name in ["retry-after-ms", "retry-after", "x-ratelimit-reset"] {
+                let mut headers = HeaderMap::new();
+                headers.insert(HeaderName::from_static(name), v.clone());
+                headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+                if let Some(hint) = server_hint(&headers, now) {
+                    prop_assert!(!hint.delay.is_zero());
+                }
+            }
+        }
+    }
+
+    /// Decimal seconds: `Retry-After` reads them as a delay (up to 100
+    /// years), `x-ratelimit-reset` as an epoch time, `retry-after-ms` as
+    /// milliseconds; leading zeros and surrounding spaces/tabs are fine.
+    #[test]
+    fn decimal_seconds_parse_like_the_model(
+        n in prop_oneof![
+            4 => 0u64..=1_000,
+            4 => 0..=MAX_HINT_SECS,
+            1 => Just(MAX_HINT_SECS),
+            1 => Just(MAX_HINT_SECS + 1),
+            2 => any::<u64>(),
+            1 => Just(u64::MAX),
+        ],
+        zeros in prop_oneof![3 => Just(0usize), 1 => 1usize..=3],
+        pre in ows(),
+        post in ows(),
+        now in wall_now(),
+    ) {
+        let digits = format!("{}{n}", "0".repeat(zeros));
+        let text = format!("{pre}{digits}{post}");
+        let bytes = text.as_bytes();
+
+        let want = (n <= MAX_HINT_SECS).then(|| Duration::from_secs(n));
+        prop_assert_eq!(parse_retry_after(bytes, now), want, "{:?}", text);
+
+        let wait = wait_ns(i128::from(n) * i128::from(NS_PER_SEC), now);
+        let want = (wait <= MAX_HINT.as_nanos() as i128).then(|| ns_to_duration(wait));
+        prop_assert_eq!(parse_epoch_reset(bytes, now), want, "{:?} at {:?}", text, now);
+
+        if digits.len() <= 20 {
+            check_ms(&text, u128::from(n) * 1_000_000)?;
+        }
+    }
+
+    /// A number too large for a u64 is refused, never wrapped.
+    #[test]
+    fn huge_numbers_are_refused(digits in "[1-9][0-9]{20,40}", now in wall_now()) {
+        let b = digits.as_bytes();
+        prop_assert_eq!(parse_retry_after(b, now), None);
+        prop_assert_eq!(parse_epoch_reset(b, now), None);
+        prop_assert_eq!(parse_retry_after_ms(b), None);
+    }
+
+    /// Epoch resets near now, or 100 years (the bound) away: the wait is
+    /// `max(0, reset - now)`, refused above the bound.
+    #[test]
+    fn epoch_resets_near_now_and_at_the_bound(
+        (at, now) in prop_oneof![
+            (-3_000_000i64..=3_000_000, -1_000_000i64..=1_000_000, 0..NS_PER_SEC as u32).prop_map(
+                |(offset, now_offset, ns)| (
+                    NOW_BASE_SECS.saturating_add_signed(offset),
+                    UNIX_EPOCH + Duration::new(NOW_BASE_SECS.saturating_add_signed(now_offset), ns),
+                )
+            ),
+            (0..=10_000_000_000u64, -2i64..=2, prop_oneof![Just(0u32), 0..NS_PER_SEC as u32]).prop_map(
+                |(now_secs, delta, ns)| (
+                    (now_secs + MAX_HINT_SECS).saturating_add_signed(delta),
+                    UNIX_EPOCH + Duration::new(now_secs, ns),
+                )
+            ),
+        ],
+    ) {
+        let wait = wait_ns(i128::from(at) * i128::from(NS_PER_SEC), now);
+        let want = (wait <= MAX_HINT.as_nanos() as i128).then(|| ns_to_duration(wait));
+        prop_assert_eq!(parse_epoch_reset(at.to_string().as_bytes(), now), want);
+    }
+
+    /// Every HTTP-date form of any second from 1970 to 9999 reads as
+    /// `max(0, date - now)`.
+    #[test]
+    fn http_dates_parse_like_the_model(
+        (date, now) in prop_oneof![
+            (0..=MAX_HTTP_DATE_SECS, wall_now()),
+            (0..=MAX_HTTP_DATE_SECS, -100_000i64..=100_000, 0..NS_PER_SEC as u32).prop_map(
+                |(date, off, ns)| {
+                    let secs = date.saturating_add_signed(off);
+                    (date, UNIX_EPOCH + Duration::new(secs, ns))
+                }
+            ),
+        ],
+        form in any::<Index>(),
+        pre in ows(),
+        post in ows(),
+    ) {
+        let forms = date_forms(date);
+        let text = format!("{pre}{}{post}", form.get(&forms));
+        let want = ns_to_duration(wait_ns(i128::from(date) * i128::from(NS_PER_SEC), now));
+        prop_assert_eq!(parse_retry_after(text.as_bytes(), now), Some(want), "{:?} at {:?}", text, now);
+    }
+
+    /// Fractional milliseconds (up to 3 decimals) read as the right duration
+    /// within 1 µs, up to 100 years.
+    #[test]
+    fn fractional_millis_parse_like_the_model(
+        int in prop_oneof![
+            3 => 0u64..=100_000,
+            3 => 0..=MAX_HINT_SECS * 1000,
+            1 => (MAX_HINT_SECS * 1000 - 2)..=(MAX_HINT_SECS * 1000 + 2),
+            1 => 0..=10_000_000_000_000_000u64,
+        ],
+        frac in "[0-9]{0,3}",
+        pre in ows(),
+        post in ows(),
+    ) {
+        let text = if frac.is_empty() {
+            format!("{pre}{int}{post}")
+        } else {
+            format!("{pre}{int}.{frac}{post}")
+        };
+        let frac_ns = if frac.is_empty() {
+            0
+        } else {
+            let padded = format!("{frac:0<3}");
+            padded.parse::<u128>().expect("digits") * 1_000
+        };
+        check_ms(&text, u128::from(int) * 1_000_000 + frac_ns)?;
+    }
+
+    /// Signs, exponents, letters, non-ASCII digits and empty values are
+    /// refused by every parser (and fractions by the seconds parsers).
+    #[test]
+    fn malformed_numbers_are_refused(
+        value in invalid_number(),
+        fraction in "[0-9]{1,6}\\.[0-9]{0,3}",
+        pre in ows(),
+        post in ows(),
+        now in wall_now(),
+    ) {
+        let text = format!("{pre}{value}{post}");
+        let b = text.as_bytes();
+        prop_assert_eq!(parse_retry_after(b, now), None, "{:?}", text);
+        prop_assert_eq!(parse_retry_after_ms(b), None, "{:?}", text);
+        prop_assert_eq!(parse_epoch_reset(b, now), None, "{:?}", text);
+        let text = format!("{pre}{fraction}{post}");
+        let b = text.as_bytes();
+        prop_assert_eq!(parse_retry_after(b, now), None, "{:?}", text);
+        prop_assert_eq!(parse_epoch_reset(b, now), None, "{:?}", text);
+    }
+}
+
+/// `parse_retry_after_ms(text)` against the exact value in nanoseconds:
+/// within 1 µs when at most 100 years (minus 1 µs), `None` when above
+/// (plus 1 µs); either is fine within 1 µs of the bound.
+fn check_ms(text: &str, exact_ns: u128) -> Result<(), TestCaseError> {
+    const TOL: u128 = 1_000;
+    let got = parse_retry_after_ms(text.as_bytes());
+    let bound = MAX_HINT.as_nanos();
+    match got {
+        Some(d) => {
+            prop_assert!(
+                exact_ns <= bound + TOL,
+                "{text:?} -> {d:?}, above the bound"
+            );
+            prop_assert!(
+                d.as_nanos().abs_diff(exact_ns) <= TOL,
+                "{text:?} -> {d:?}, want {exact_ns} ns"
+            );
+        }
+        None => prop_assert!(
+            exact_ns + TOL > bound,
+            "{text:?} -> None, want {exact_ns} ns"
+        ),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// server_hint: precedence
+// ---------------------------------------------------------------------
+
+const HINT_HEADERS: &[&str] = &[
+    "retry-after-ms",
+    "retry-after",
+    "Retry-After",
+    "x-ratelimit-remaining",
+    "X-RateLimit-Remaining",
+    "x-ratelimit-reset",
+    "x-should-retry",
+    "x-other",
+];
+
+fn hint_value() -> impl Strategy<Value = Vec<u8>> {
+    let around = -2_000_000i64..=2_000_000;
+    prop_oneof![
+        (0u64..=400).prop_map(|n| n.to_string().into_bytes()),
+        (0u64..=400_000, "[0-9]{0,3}").prop_map(|(n, f)| {
+            if f.is_empty() {
+                n.to_string().into_bytes()
+            } else {
+                format!("{n}.{f}").into_bytes()
+            }
+        }),
+        (around.clone(), any::<Index>()).prop_map(|(off, i)| {
+            let forms = date_forms(NOW_BASE_SECS.saturating_add_signed(off));
+            i.get(&forms).clone().into_bytes()
+        }),
+        around.prop_map(|off| NOW_BASE_SECS
+            .saturating_add_signed(off)
+            .to_string()
+            .into_bytes()),
+        prop::sample::select(vec!["0", " 0 ", "\t0", "00", "1", ""])
+            .prop_map(|s| s.as_bytes().to_vec()),
+        invalid_number().prop_map(String::into_bytes),
+        proptest::collection::vec(any::<u8>(), 0..24),
+    ]
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `server_hint` picks the first valid positive hint of
+    /// `retry-after-ms`, `Retry-After` (its first value) and, with
+    /// `x-ratelimit-remaining: 0`, `x-ratelimit-reset`.
+    #[test]
+    fn server_hint_follows_the_precedence(
+        pairs in proptest::collection::vec(
+            (prop::sample::select(HINT_HEADERS), hint_value()),
+            0..8,
+        ),
+        now_offset in -1_000_000i64..=1_000_000,
+        now_ns in 0..NS_PER_SEC as u32,
+    ) {
+        let now = UNIX_EPOCH + Duration::new(NOW_BASE_SECS.saturating_add_signed(now_offset), now_ns);
+        let mut headers = HeaderMap::new();
+        for (name, value) in &pairs {
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                let name = HeaderName::from_bytes(name.as_bytes()).expect("valid name");
+                headers.append(name, value);
+            }
+        }
+        let first = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+        let positive = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+        let want = if let Some(d) = positive(first("retry-after-ms").and_then(parse_retry_after_ms)) {
+            Some((d, DelaySource::RetryAfterMs))
+        } else if let Some(d) = positive(first("retry-after").and_then(|v| parse_retry_after(v, now))) {
+            Some((d, DelaySource::RetryAfter))
+        } else if first("x-ratelimit-remaining").is_some_and(|v| trim_ows(v) == b"0") {
+            positive(first("x-ratelimit-reset").and_then(|v| parse_epoch_reset(v, now)))
+                .map(|d| (d, DelaySource::RateLimitReset))
+        } else {
+            None
+        };
+        let got = server_hint(&headers, now).map(|h| (h.delay, h.source));
+        prop_assert_eq!(got, want, "{:?}", headers);
+    }
+}
+
+// ---------------------------------------------------------------------
+// Engine: deadline, max_retries, attempt timeouts
+// ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A transient status, with an optional `retry-after` in seconds.
+    Status(u16, Option<u64>),
+    /// A transient transport error.
+    Error(FailureKind),
+}
+
+#[derive(Debug, Clone)]
+struct EngineCase {
+    schedule: Schedule,
+    max_retries: u32,
+    deadline: Duration,
+    attempt_timeout: Option<Duration>,
+    max_retry_after: Duration,
+    on_long_hint: LongHint,
+    /// Whether attempts end by their timeout (as an adapter enforces), or
+    /// may overrun it (a slow adapter, a clock jump).
+    respect_timeouts: bool,
+    steps: Vec<(Step, Duration)>,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let hint = proptest::option::of(prop_oneof![0u64..=3, 0u64..=300]);
+    prop_oneof![
+        3 => (prop::sample::select(vec![503u16, 429, 500, 502, 504, 408, 529]), hint)
+            .prop_map(|(s, h)| Step::Status(s, h)),
+        1 => prop::sample::select(vec![
+            FailureKind::Connect,
+            FailureKind::Timeout,
+            FailureKind::ConnectionReset,
+            FailureKind::ConnectionClosed,
+        ])
+        .prop_map(Step::Error),
+    ]
+}
+
+/// How the deadline is drawn: at any scale, on round figures, or exactly
+/// where the `j`-th wait would end (to probe the boundary).
+#[derive(Debug, Clone, Copy)]
+enum DeadlineKind {
+    Any(Duration),
+    Secs(u64),
+    Initials(u32),
+    Boundary(usize),
+}
+
+/// The end of the `j`-th wait if every wait before it were the hint or the
+/// un-jittered base (exact with `Jitter::None`, and for hints).
+fn boundary(
+    s: &Schedule,
+    max_retry_after: Duration,
+    steps: &[(Step, Duration)],
+    j: usize,
+) -> Duration {
+    let mut bases = s.unjittered().backoff();
+    let mut t = Duration::ZERO;
+    for (i, &(step, attempt)) in steps.iter().enumerate() {
+        t += attempt;
+        let base = bases.next_delay();
+        let wait = match step {
+            Step::Status(_, Some(h)) if h > 0 && Duration::from_secs(h) <= max_retry_after => {
+                Duration::from_secs(h)
+            }
+            _ => base,
+        };
+        t += wait;
+        if i == j {
+            break;
+        }
+    }
+    t.max(Duration::from_nanos(1))
+}
+
+fn engine_case() -> impl Strategy<Value = EngineCase> {
+    let schedule = schedule(proptest::option::of(any::<u64>())).prop_map(|mut s| {
+        if !matches!(s.jitter, Jitter::None | Jitter::Full) {
+            s.jitter = Jitter::Full;
+        }
+        s
+    });
+    let deadline = prop_oneof![
+        2 => duration_between(1_000, 600 * NS_PER_SEC).prop_map(DeadlineKind::Any),
+        1 => (1u64..=10).prop_map(DeadlineKind::Secs),
+        1 => (1u32..=20).prop_map(DeadlineKind::Initials),
+        3 => (0usize..4).prop_map(DeadlineKind::Boundary),
+    ];
+    let attempt = prop_oneof![
+        2 => Just(Duration::ZERO),
+        1 => (1u64..=3).prop_map(Duration::from_secs),
+        3 => duration_between(1, 600 * NS_PER_SEC),
+    ];
+    (
+        schedule,
+        0u32..=12,
+        deadline,
+        proptest::option::of(duration_between(1, 600 * NS_PER_SEC)),
+        prop_oneof![
+            Just(Duration::from_secs(120)),
+            (1u64..=4).prop_map(Duration::from_secs),
+            duration_between(1, 600 * NS_PER_SEC)
+        ],
+        prop_oneof![Just(LongHint::GiveUp), Just(LongHint::UseBackoff)],
+        any::<bool>(),
+        proptest::collection::vec((step(), attempt), 1..=16),
+    )
+        .prop_map(
+            |(
+                schedule,
+                max_retries,
+                deadline,
+                attempt_timeout,
+                max_retry_after,
+                on_long_hint,
+                respect_timeouts,
+                steps,
+            )| {
+                let deadline = match deadline {
+                    DeadlineKind::Any(d) => d,
+                    DeadlineKind::Secs(k) => Duration::from_secs(k),
+                    DeadlineKind::Initials(k) => schedule.initial * k,
+                    DeadlineKind::Boundary(j) => boundary(&schedule, max_retry_after, &steps, j),
+                };
+                EngineCase {
+                    schedule,
+                    max_retries,
+                    deadline,
+                    attempt_timeout,
+                    max_retry_after,
+                    on_long_hint,
+                    respect_timeouts,
+                    steps,
+                }
+            },
+        )
+}
+
+fn run_engine(c: &EngineCase) -> Result<(), TestCaseError> {
+    let fixed = UNIX_EPOCH + Duration::from_secs(NOW_BASE_SECS);
+    let mut b = c
+        .schedule
+        .builder()
+        .max_retries(c.max_retries)
+        .deadline(c.deadline)
+        .max_retry_after(c.max_retry_after)
+        .on_long_hint(c.on_long_hint)
+        .wall_clock(move || fixed);
+    if let Some(t) = c.attempt_timeout {
+        b = b.attempt_timeout(t);
+    }
+    let policy = b.build().expect("valid policy");
+    // The same schedule without jitter: the bases, drawn in step with the
+    // engine's own backoff.
+    let mut bases = c.schedule.unjittered().backoff();
+
+    let req_headers = HeaderMap::new();
+    let meta = RequestMeta::new(&Method::GET, "http", "h", "/", &req_headers);
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut state = RetryState::new(&policy, &meta, t0);
+    let io_error = std::io::Error::other("transient");
+    let (mut attempts, mut retries, mut waited) = (0u32, 0u32, Duration::ZERO);
+    let d = c.deadline;
+
+    for &(step, attempt) in &c.steps {
+        // Before the attempt: its timeout never exceeds what is left.
+        let left = d.saturating_sub(now - t0);
+        let timeout = state.attempt_timeout(now);
+        prop_assert!(
+            timeout.is_some_and(|t| t <= left),
+            "{timeout:?} > left {left:?}"
+        );
+        let want = c.attempt_timeout.map_or(left, |a| a.min(left));
+        prop_assert_eq!(timeout, Some(want));
+        let attempt = match (c.respect_timeouts, timeout) {
+            (true, Some(t)) => attempt.min(t),
+            _ => attempt,
+        };
+        now += attempt;
+        let elapsed = now - t0;
+
+        let mut headers = HeaderMap::new();
+        let (outcome, hint) = match step {
+            Step::Status(status, hint) => {
+                if let Some(secs) = hint {
+                    headers.insert("retry-after", HeaderValue::from(secs));
+                }
+                let status = StatusCode::from_u16(status).expect("status");
+                let hint = hint.filter(|&s| s > 0).map(Duration::from_secs);
+                (
+                    Outcome::Response {
+                        status,
+                        headers: &headers,
+                    },
+                    hint,
+                )
+            }
+            Step::Error(kind) => (
+                Outcome::Error {
+                    kind,
+                    error: &io_error,
+                },
+                None,
+            ),
+        };
+        let decision = state.decide(&meta, &outcome, now);
+        attempts += 1;
+
+        // The invariants.
+        let retries_before = retries;
+        if let Decision::Retry { delay, .. } = decision {
+            prop_assert!(
+                elapsed + delay < d,
+                "a wait crosses the deadline: {elapsed:?} + {delay:?} >= {d:?}"
+            );
+            retries += 1;
+            prop_assert!(
+                retries <= c.max_retries,
+                "{retries} retries > {}",
+                c.max_retries
+            );
+        }
+
+        // The model, check by check (see the engine's module docs).
+        if elapsed >= d {
+            prop_assert_eq!(decision, Decision::Fail(StopReason::Deadline));
+            break;
+        }
+        if retries_before >= c.max_retries {
+            prop_assert_eq!(decision, Decision::Fail(StopReason::MaxRetries));
+            break;
+        }
+        let base = bases.next_delay();
+        let chosen = match hint {
+            Some(h) if h > c.max_retry_after => match c.on_long_hint {
+                LongHint::GiveUp => {
+                    let reason = StopReason::RetryAfterTooLong { hint: h };
+                    prop_assert_eq!(decision, Decision::Fail(reason));
+                    break;
+                }
+                _ => None,
+            },
+            Some(h) => Some((h, DelaySource::RetryAfter)),
+            None => None,
+        };
+        let exact = match chosen {
+            Some(w) => Some(w),
+            None if c.schedule.jitter == Jitter::None => Some((base, DelaySource::Backoff)),
+            None => None,
+        };
+        match exact {
+            Some((wait, source)) => {
+                if elapsed + wait >= d {
+                    prop_assert_eq!(decision, Decision::Fail(StopReason::Deadline));
+                    break;
+                }
+                prop_assert_eq!(
+                    decision,
+                    Decision::Retry {
+                        delay: wait,
+                        source
+                    }
+                );
+            }
+            None => match decision {
+                // Full jitter: somewhere in [0, base].
+                Decision::Retry { delay, source } => {
+                    prop_assert_eq!(source, DelaySource::Backoff);
+                    prop_assert!(delay <= base, "{delay:?} > base {base:?}");
+                }
+                Decision::Fail(StopReason::Deadline) => {
+                    prop_assert!(
+                        elapsed + base >= d,
+                        "stopped for the deadline though even the base fits: {elapsed:?} + {base:?} < {d:?}"
+                    );
+                    break;
+                }
+                other => prop_assert!(false, "unexpected {other:?}"),
+            },
+        }
+        if let Decision::Retry { delay, .. } = decision {
+            waited += delay;
+            now += delay;
+        }
+    }
+    let report = state.report();
+    prop_assert_eq!(report.attempts(), attempts);
+    prop_assert_eq!(report.total_backoff(), waited);
+    let left = d.saturating_sub(now - t0);
+    prop_assert!(state.attempt_timeout(now).is_some_and(|t| t <= left));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Whatever the outcomes, hints and attempt durations: no wait crosses
+    /// the deadline, at most `max_retries` retries happen, each attempt's
+    /// timeout fits in what is left, and every decision is the one the
+    /// documented checks call for.
+    #[test]
+    fn engine_never_waits_past_the_deadline(c in engine_case()) {
+        run_engine(&c)?;
+    }
+}
