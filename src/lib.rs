@@ -86,6 +86,7 @@ pub mod engine;
 pub mod error;
 pub mod layer;
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod middleware;
 pub mod policy;
 pub mod report;
@@ -97,6 +98,7 @@ pub use engine::{Decision, RetryState};
 pub use error::{AttemptTimedOut, BoxError, Error, Failure};
 pub use layer::{Retry, RetryLayer};
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use middleware::RetryMiddleware;
 pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 pub use report::{AttemptRecord, RetryReport, StopReason};
