@@ -787,3 +787,26 @@ async fn a_custom_classifier_replaces_the_default() {
         );
     }
 }
+
+#[test]
+fn futures_and_services_are_send_and_cloneable() {
+    fn send<T: Send>(_: &T) {}
+    fn clone_send_sync<T: Clone + Send + Sync>() {}
+    clone_send_sync::<RetryPolicy>();
+    clone_send_sync::<http_resilience::RetryLayer>();
+    clone_send_sync::<http_resilience::RetryMiddleware>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    use tower::{Layer, Service};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut svc = http_resilience::RetryLayer::new(RetryPolicy::default()).layer(client);
+    let svc2 = svc.clone();
+    let future = svc.call(http::Request::new(http_body_util::Full::default()));
+    // A spawned task can own the future (it is never polled here).
+    send(&future);
+    send(&svc2);
+}
