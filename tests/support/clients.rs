@@ -69,6 +69,29 @@ pub struct Got {
 }
 
 impl Got {
+    fn ok(status: u16, body: String, report: RetryReport) -> Got {
+        Got {
+            status: Some(status),
+            body: Some(body),
+            report,
+            code: None,
+            error: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// `body`: the last response's, taken out of the error.
+    fn failed(error: Error, body: Option<String>) -> Got {
+        Got {
+            status: None,
+            body,
+            report: error.report().clone(),
+            code: Some(error.code()),
+            error: Some(error),
+            elapsed: Duration::ZERO,
+        }
+    }
+
     pub fn waits(&self) -> Vec<(Duration, DelaySource)> {
         self.report
             .history()
@@ -118,14 +141,8 @@ async fn send_reqwest(policy: RetryPolicy, url: &str, req: &Req) -> Got {
     match builder.send().await {
         Ok(response) => {
             let report = response.extensions().get::<RetryReport>().cloned().unwrap();
-            Got {
-                status: Some(response.status().as_u16()),
-                body: Some(response.text().await.unwrap()),
-                report,
-                code: None,
-                error: None,
-                elapsed: Duration::ZERO,
-            }
+            let status = response.status().as_u16();
+            Got::ok(status, response.text().await.unwrap(), report)
         }
         Err(reqwest_middleware::Error::Middleware(e)) => {
             let mut error = e.downcast::<Error>().expect("an http_resilience::Error");
@@ -133,14 +150,7 @@ async fn send_reqwest(policy: RetryPolicy, url: &str, req: &Req) -> Got {
                 Some(r) => Some(r.text().await.unwrap()),
                 None => None,
             };
-            Got {
-                status: None,
-                body,
-                report: error.report().clone(),
-                code: Some(error.code()),
-                error: Some(error),
-                elapsed: Duration::ZERO,
-            }
+            Got::failed(error, body)
         }
         Err(other) => panic!("every failure should be wrapped: {other:?}"),
     }
@@ -165,14 +175,7 @@ async fn send_tower(policy: RetryPolicy, url: &str, req: &Req) -> Got {
             let report = response.extensions().get::<RetryReport>().cloned().unwrap();
             let status = response.status().as_u16();
             let body = response.into_body().collect().await.unwrap().to_bytes();
-            Got {
-                status: Some(status),
-                body: Some(String::from_utf8(body.to_vec()).unwrap()),
-                report,
-                code: None,
-                error: None,
-                elapsed: Duration::ZERO,
-            }
+            Got::ok(status, String::from_utf8(body.to_vec()).unwrap(), report)
         }
         Err(mut error) => {
             let body = match error.take_response::<http::Response<TowerBody>>() {
@@ -182,14 +185,7 @@ async fn send_tower(policy: RetryPolicy, url: &str, req: &Req) -> Got {
                 }
                 None => None,
             };
-            Got {
-                status: None,
-                body,
-                report: error.report().clone(),
-                code: Some(error.code()),
-                error: Some(error),
-                elapsed: Duration::ZERO,
-            }
+            Got::failed(error, body)
         }
     }
 }
