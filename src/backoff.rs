@@ -100,17 +100,6 @@ fn nanos_to_duration(nanos: f64) -> Duration {
     Duration::from_nanos(nanos.round() as u64)
 }
 
-/// Where a backoff's randomness comes from.
-#[derive(Debug, Clone)]
-enum Randomness {
-    /// Not drawn yet: seeded lazily so that a request that never retries
-    /// never touches a random source.
-    Lazy {
-        seed: Option<u64>,
-    },
-    Ready(SmallRng),
-}
-
 /// An endless iterator of backoff delays, with [`reset`](Backoff::reset).
 ///
 /// Get one from [`RetryPolicy::backoff`](crate::RetryPolicy::backoff); take
@@ -123,7 +112,11 @@ pub struct Backoff {
     schedule: Schedule,
     retry: u32,
     prev: Duration,
-    rng: Randomness,
+    /// The per-request seed, if jitter is reproducible.
+    seed: Option<u64>,
+    /// Drawn lazily, so that a request that never retries never touches a
+    /// random source.
+    rng: Option<SmallRng>,
 }
 
 impl Backoff {
@@ -132,7 +125,8 @@ impl Backoff {
             schedule,
             retry: 0,
             prev: schedule.initial,
-            rng: Randomness::Lazy { seed },
+            seed,
+            rng: None,
         }
     }
 
@@ -176,20 +170,10 @@ impl Backoff {
 
     /// A uniform float in `[0, 1)`.
     fn unit(&mut self) -> f64 {
-        let rng = match &mut self.rng {
-            Randomness::Ready(rng) => rng,
-            Randomness::Lazy { seed } => {
-                let rng = match *seed {
-                    Some(seed) => SmallRng::seed_from_u64(seed),
-                    None => SmallRng::seed_from_u64(rand::rng().next_u64()),
-                };
-                self.rng = Randomness::Ready(rng);
-                match &mut self.rng {
-                    Randomness::Ready(rng) => rng,
-                    Randomness::Lazy { .. } => unreachable!("just set"),
-                }
-            }
-        };
+        let seed = self.seed;
+        let rng = self.rng.get_or_insert_with(|| {
+            SmallRng::seed_from_u64(seed.unwrap_or_else(|| rand::rng().next_u64()))
+        });
         rng.random::<f64>()
     }
 }
