@@ -215,9 +215,8 @@ impl RetryState {
         is_response: bool,
     ) -> Decision {
         self.report.set_stop(reason);
-        let gave_up = !matches!(reason, StopReason::Success | StopReason::Permanent);
         #[cfg(feature = "tracing")]
-        if gave_up {
+        if !matches!(reason, StopReason::Success | StopReason::Permanent) {
             let last = self.report.last().copied();
             tracing::warn!(
                 target: "http_resilience",
@@ -238,7 +237,6 @@ impl RetryState {
             StopReason::MaxRetries | StopReason::RetryAfterTooLong { .. } | StopReason::Deadline
         );
         if !is_response || (exhausted && !self.policy.inner().return_last_response) {
-            debug_assert!(gave_up || !is_response || !exhausted);
             Decision::Fail(reason)
         } else {
             Decision::Return
