@@ -28,16 +28,10 @@ fn decide(c: &mut Criterion) {
     let t0 = Instant::now();
 
     let empty = HeaderMap::new();
-    let ok = Outcome::Response {
-        status: StatusCode::OK,
-        headers: &empty,
-    };
+    let ok = Outcome::response(StatusCode::OK, &empty);
     let mut retry_after = HeaderMap::new();
     retry_after.insert(http::header::RETRY_AFTER, HeaderValue::from_static("2"));
-    let unavailable = Outcome::Response {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        headers: &retry_after,
-    };
+    let unavailable = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &retry_after);
     let io_error = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
     let reset = Outcome::Error {
         kind: FailureKind::ConnectionReset,

@@ -31,12 +31,27 @@ impl<B: Send + 'static> HttpResponse for http::Response<B> {
     }
 }
 
-/// Hands one attempt's result to the engine. `kind_of` maps the client's
-/// transport errors.
+/// How many bytes of this attempt's response body the engine wants to see
+/// before deciding (0 for none, or for a transport error).
+pub(crate) fn body_to_inspect<R: HttpResponse>(
+    engine: &RetryState,
+    request: &RequestMeta<'_>,
+    result: &Result<R, BoxError>,
+) -> usize {
+    match result {
+        Ok(response) => engine.body_to_inspect(request, response.status(), response.headers()),
+        Err(_) => 0,
+    }
+}
+
+/// Hands one attempt's result (and the inspected start of its body, if
+/// [`body_to_inspect`] asked for it) to the engine. `kind_of` maps the
+/// client's transport errors.
 pub(crate) fn decide<R: HttpResponse>(
     engine: &mut RetryState,
     request: &RequestMeta<'_>,
     result: &Result<R, BoxError>,
+    body: Option<&[u8]>,
     kind_of: impl FnOnce(&(dyn StdError + 'static)) -> FailureKind,
     now: Instant,
 ) -> Decision {
@@ -46,6 +61,7 @@ pub(crate) fn decide<R: HttpResponse>(
             &Outcome::Response {
                 status: response.status(),
                 headers: response.headers(),
+                body,
             },
             now,
         ),

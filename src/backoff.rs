@@ -37,13 +37,15 @@
 //! assert_eq!(backoff.next(), Some(Duration::from_millis(100)));
 //! ```
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt, SeedableRng};
 
 /// How randomness is mixed into each delay. See the [module docs](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
 pub enum Jitter {
     /// No randomness: exactly the exponential schedule.
@@ -55,17 +57,71 @@ pub enum Jitter {
     Equal,
     /// `min(max_backoff, uniform in [initial_backoff, 3 * previous delay])`.
     Decorrelated,
+    /// `d` multiplied by a factor uniform in `[min_factor, 1]`: the OpenAI
+    /// and Anthropic SDKs use `min_factor = 0.75` (`d * (1 - 0.25 * rand)`).
+    /// `min_factor` must lie in `[0, 1]`; the builder checks it.
+    Scaled {
+        /// The smallest factor, in `[0, 1]`.
+        min_factor: f64,
+    },
 }
 
 impl Jitter {
-    /// A stable lowercase name: `none`, `full`, `equal`, `decorrelated`.
+    /// A stable lowercase name: `none`, `full`, `equal`, `decorrelated`,
+    /// `scaled`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Jitter::None => "none",
             Jitter::Full => "full",
             Jitter::Equal => "equal",
             Jitter::Decorrelated => "decorrelated",
+            Jitter::Scaled { .. } => "scaled",
         }
+    }
+}
+
+impl fmt::Display for Jitter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Jitter::Scaled { min_factor } => write!(f, "scaled:{min_factor}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// Parses the names of [`Jitter::as_str`]; `scaled` takes its factor after
+/// a colon, as [`Display`](fmt::Display) writes it.
+///
+/// ```
+/// use http_resilience::Jitter;
+/// assert_eq!("full".parse::<Jitter>(), Ok(Jitter::Full));
+/// assert_eq!("scaled:0.75".parse::<Jitter>(), Ok(Jitter::Scaled { min_factor: 0.75 }));
+/// assert!("scaled:2".parse::<Jitter>().is_err());
+/// ```
+impl FromStr for Jitter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Jitter, String> {
+        Ok(match s {
+            "none" => Jitter::None,
+            "full" => Jitter::Full,
+            "equal" => Jitter::Equal,
+            "decorrelated" => Jitter::Decorrelated,
+            _ => {
+                let factor = s.strip_prefix("scaled:").ok_or_else(|| {
+                    format!(
+                        "unknown jitter `{s}` (expected none, full, equal, decorrelated or scaled:<factor>)"
+                    )
+                })?;
+                let min_factor: f64 = factor
+                    .parse()
+                    .map_err(|_| format!("`{factor}` is not a number"))?;
+                if !(0.0..=1.0).contains(&min_factor) {
+                    return Err(format!("the factor must lie in [0, 1] (got {factor})"));
+                }
+                Jitter::Scaled { min_factor }
+            }
+        })
     }
 }
 
@@ -155,6 +211,9 @@ impl Backoff {
                 let half = base / 2;
                 half + (base - half).mul_f64(self.unit())
             }
+            Jitter::Scaled { min_factor } => {
+                base.mul_f64(min_factor + (1.0 - min_factor) * self.unit())
+            }
             Jitter::Decorrelated => {
                 let low = s.initial.as_nanos() as f64;
                 let high = (self.prev.as_nanos() as f64 * 3.0).max(low);
@@ -232,7 +291,8 @@ mod tests {
 
     #[test]
     fn jitters_stay_in_their_ranges() {
-        for jitter in [Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
+        let scaled = Jitter::Scaled { min_factor: 0.75 };
+        for jitter in [Jitter::Full, Jitter::Equal, Jitter::Decorrelated, scaled] {
             let mut b = Backoff::new(schedule(jitter), Some(7));
             for n in 0..200u32 {
                 let base = schedule(Jitter::None).base(n);
@@ -242,6 +302,7 @@ mod tests {
                     Jitter::Full => assert!(d <= base),
                     Jitter::Equal => assert!(d >= base / 2 && d <= base),
                     Jitter::Decorrelated => assert!(d >= Duration::from_millis(5)),
+                    Jitter::Scaled { .. } => assert!(d >= base.mul_f64(0.75) && d <= base),
                     Jitter::None => unreachable!(),
                 }
             }

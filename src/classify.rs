@@ -26,8 +26,11 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::time::SystemTime;
 
 use http::{HeaderMap, Method, StatusCode};
+
+use crate::retry_after::{Hint, server_hint};
 
 /// The header that makes a non-idempotent request safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -318,6 +321,10 @@ pub enum Outcome<'a> {
         status: StatusCode,
         /// Its headers.
         headers: &'a HeaderMap,
+        /// The start of its body, when the classifier asked to see it
+        /// ([`Classify::inspect_body`]); `None` otherwise. The caller still
+        /// receives the whole body.
+        body: Option<&'a [u8]>,
     },
     /// No response: a transport error.
     Error {
@@ -328,7 +335,32 @@ pub enum Outcome<'a> {
     },
 }
 
-impl Outcome<'_> {
+impl<'a> Outcome<'a> {
+    /// A response outcome without a body prefix.
+    pub fn response(status: StatusCode, headers: &'a HeaderMap) -> Self {
+        Outcome::Response {
+            status,
+            headers,
+            body: None,
+        }
+    }
+
+    /// The response headers, if any.
+    pub fn headers(&self) -> Option<&'a HeaderMap> {
+        match self {
+            Outcome::Response { headers, .. } => Some(headers),
+            Outcome::Error { .. } => None,
+        }
+    }
+
+    /// The inspected start of the response body, if any.
+    pub fn body(&self) -> Option<&'a [u8]> {
+        match self {
+            Outcome::Response { body, .. } => *body,
+            Outcome::Error { .. } => None,
+        }
+    }
+
     /// The response status, if any.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
@@ -367,7 +399,55 @@ impl Outcome<'_> {
 pub trait Classify: Send + Sync + 'static {
     /// Classifies one outcome of `request`.
     fn classify(&self, request: &RequestMeta<'_>, outcome: &Outcome<'_>) -> Class;
+
+    /// Whether `request` may be retried at all, whatever its method.
+    ///
+    /// `None` (the default) leaves it to the HTTP rule: idempotent methods
+    /// and requests with an `Idempotency-Key` are retried, others only if the
+    /// policy opts in. `Some(true)` marks a request safe to repeat (git's
+    /// read-only `POST .../git-upload-pack`); `Some(false)` forbids any
+    /// retry of it, even with a key or an opt-in (git's push).
+    fn retry_safety(&self, request: &RequestMeta<'_>) -> Option<bool> {
+        let _ = request;
+        None
+    }
+
+    /// How many bytes of this response's body the classifier needs to see
+    /// before it can decide; `0` (the default) for none. At most
+    /// [`MAX_INSPECTED_BODY`] is read. The adapters read that prefix, pass it
+    /// as the `body` of [`Outcome::Response`], and still hand the whole body to the
+    /// caller.
+    fn inspect_body(
+        &self,
+        request: &RequestMeta<'_>,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> usize {
+        let _ = (request, status, headers);
+        0
+    }
+
+    /// The wait the server asked for before the next attempt, if any.
+    ///
+    /// `now` is the wall-clock time (for HTTP-dates and epoch resets) and
+    /// `retries` the number of retries already made. The default reads
+    /// `retry-after-ms`, `Retry-After` and `x-ratelimit-reset` (see
+    /// [`server_hint`](crate::retry_after::server_hint)). Presets override
+    /// it with their provider's rules.
+    fn hint(
+        &self,
+        request: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        now: SystemTime,
+        retries: u32,
+    ) -> Option<Hint> {
+        let _ = (request, retries);
+        server_hint(outcome.headers()?, now)
+    }
 }
+
+/// The most body bytes a classifier can ask to inspect: 64 KiB.
+pub const MAX_INSPECTED_BODY: usize = 64 * 1024;
 
 /// The default rules (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, Default)]
@@ -376,7 +456,9 @@ pub struct DefaultClassifier;
 impl Classify for DefaultClassifier {
     fn classify(&self, request: &RequestMeta<'_>, outcome: &Outcome<'_>) -> Class {
         match *outcome {
-            Outcome::Response { status, headers } => classify_status(request, status, headers),
+            Outcome::Response {
+                status, headers, ..
+            } => classify_status(request, status, headers),
             Outcome::Error { kind, .. } => classify_failure(kind),
         }
     }
@@ -472,10 +554,7 @@ mod tests {
         let status = StatusCode::from_u16(status).unwrap();
         DefaultClassifier.classify(
             &meta(&Method::GET, req_headers),
-            &Outcome::Response {
-                status,
-                headers: &headers,
-            },
+            &Outcome::response(status, &headers),
         )
     }
 

@@ -32,7 +32,7 @@
 //! let request = RequestMeta::new(&Method::GET, "https", "example.com", "/", &headers);
 //! let mut state = RetryState::new(&policy, &request, Instant::now());
 //! let response_headers = HeaderMap::new();
-//! let outcome = Outcome::Response { status: StatusCode::SERVICE_UNAVAILABLE, headers: &response_headers };
+//! let outcome = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &response_headers);
 //! match state.decide(&request, &outcome, Instant::now()) {
 //!     Decision::Retry { delay, source } => println!("wait {delay:?} ({source})"),
 //!     Decision::Return => println!("hand the response over"),
@@ -46,10 +46,12 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::backoff::Backoff;
-use crate::classify::{Class, IDEMPOTENCY_KEY, Outcome, RequestMeta, is_idempotent_method};
+use crate::classify::{
+    Class, IDEMPOTENCY_KEY, MAX_INSPECTED_BODY, Outcome, RequestMeta, is_idempotent_method,
+};
 use crate::policy::{LongHint, RetryPolicy};
 use crate::report::{AttemptRecord, RetryReport, StopReason};
-use crate::retry_after::{DelaySource, server_hint};
+use crate::retry_after::DelaySource;
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +77,7 @@ pub struct RetryState {
     policy: RetryPolicy,
     backoff: Backoff,
     started: Instant,
-    idempotent: bool,
+    safety: Safety,
     replayable: bool,
     report: RetryReport,
 }
@@ -84,11 +86,25 @@ impl RetryState {
     /// Starts the state of one request; `now` is the start of its first
     /// attempt (the deadline counts from it).
     pub fn new(policy: &RetryPolicy, request: &RequestMeta<'_>, now: Instant) -> RetryState {
+        RetryState::with_policy(policy.clone(), request, now)
+    }
+
+    /// [`new`](Self::new), taking the policy by value.
+    pub(crate) fn with_policy(
+        policy: RetryPolicy,
+        request: &RequestMeta<'_>,
+        now: Instant,
+    ) -> RetryState {
         RetryState {
             backoff: policy.backoff(),
-            policy: policy.clone(),
             started: now,
-            idempotent: request.is_idempotent(),
+            safety: match policy.inner().classifier.retry_safety(request) {
+                Some(true) => Safety::Safe,
+                Some(false) => Safety::Never,
+                None if request.is_idempotent() => Safety::Safe,
+                None => Safety::Unsafe,
+            },
+            policy,
             replayable: true,
             report: RetryReport::new(),
         }
@@ -116,6 +132,24 @@ impl RetryState {
             (Some(a), Some(l)) => Some(a.min(l)),
             (a, l) => a.or(l),
         }
+    }
+
+    /// How many bytes of this response's body the policy's classifier needs
+    /// to see before [`decide`](Self::decide) (at most
+    /// [`MAX_INSPECTED_BODY`]); `0` for none, the usual case. An adapter
+    /// reads that prefix, passes it as the outcome's `body`, and hands the
+    /// caller the whole body.
+    pub fn body_to_inspect(
+        &self,
+        request: &RequestMeta<'_>,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> usize {
+        self.policy
+            .inner()
+            .classifier
+            .inspect_body(request, status, headers)
+            .min(MAX_INSPECTED_BODY)
     }
 
     /// The report so far.
@@ -156,7 +190,12 @@ impl RetryState {
         if p.deadline.is_some_and(|d| elapsed >= d) {
             return self.stop(request, StopReason::Deadline, is_response);
         }
-        if !self.idempotent && !p.retry_non_idempotent && !provably_unprocessed(outcome) {
+        let forbidden = match self.safety {
+            Safety::Safe => false,
+            Safety::Unsafe => !p.retry_non_idempotent && !provably_unprocessed(outcome),
+            Safety::Never => true,
+        };
+        if forbidden {
             return self.stop(request, StopReason::NotIdempotent, is_response);
         }
         if !self.replayable {
@@ -168,7 +207,10 @@ impl RetryState {
 
         let computed = self.backoff.next_delay();
         let hint = match outcome {
-            Outcome::Response { headers, .. } => server_hint(headers, p.clock.now()),
+            Outcome::Response { .. } => {
+                p.classifier
+                    .hint(request, outcome, p.clock.now(), self.report.retries())
+            }
             Outcome::Error { .. } => None,
         };
         let (delay, source) = match hint {
@@ -242,6 +284,18 @@ impl RetryState {
             Decision::Return
         }
     }
+}
+
+/// Whether the request may be repeated.
+#[derive(Debug, Clone, Copy)]
+enum Safety {
+    /// Idempotent, keyed, or declared safe by the classifier.
+    Safe,
+    /// Retried only if the policy opts in or the server provably did not
+    /// act on it.
+    Unsafe,
+    /// Declared never retryable by the classifier.
+    Never,
 }
 
 /// A refused connection never reached the server, and a 429 was refused
@@ -329,10 +383,7 @@ mod tests {
                     for (k, v) in pairs.iter() {
                         h.append(*k, HeaderValue::from_static(v));
                     }
-                    let outcome = Outcome::Response {
-                        status: StatusCode::from_u16(*status).unwrap(),
-                        headers: &h,
-                    };
+                    let outcome = Outcome::response(StatusCode::from_u16(*status).unwrap(), &h);
                     state.decide(&meta, &outcome, now)
                 }
                 Err(kind) => state.decide(

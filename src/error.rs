@@ -222,8 +222,9 @@ impl Error {
     /// Takes the last response out of the error, body unread.
     ///
     /// `R` is the adapter's response type: `reqwest::Response` through
-    /// [`RetryMiddleware`](crate::RetryMiddleware), `http::Response<B>`
-    /// (the inner service's body type) through
+    /// [`RetryMiddleware`](crate::RetryMiddleware),
+    /// `http::Response<ResponseBody<B>>` (with `B` the inner service's body
+    /// type, see [`ResponseBody`](crate::ResponseBody)) through
     /// [`RetryLayer`](crate::RetryLayer). `None` if there was no response,
     /// it was already taken, or `R` is not its type.
     pub fn take_response<R: 'static>(&mut self) -> Option<R> {

@@ -2,14 +2,21 @@
 //!
 //! It wraps any `tower::Service<http::Request<B>, Response = http::Response<R>>`
 //! whose request body `B` is `Clone` (`Full<Bytes>`, `String`, `Bytes`,
-//! ...), such as hyper-util's client. Each attempt sends a clone of the
-//! request; the decision after each attempt is the shared
-//! [engine](crate::engine)'s, so this adapter only moves requests,
-//! responses and timers.
+//! ...) and whose response body `R` is an [`http_body::Body`] of [`Bytes`](bytes::Bytes),
+//! such as hyper-util's client. Each attempt sends a clone of the request;
+//! the decision after each attempt is the shared [engine](crate::engine)'s,
+//! so this adapter only moves requests, responses and timers.
+//!
+//! It takes a single [`RetryPolicy`] or per-endpoint policies
+//! ([`EndpointPolicies`]); a [`RetryPolicy`] in a request's extensions
+//! overrides both for that request.
 //!
 //! The service's error type is [`Error`]; the inner service's errors are
 //! carried as its [`source()`](std::error::Error::source). Every response
-//! carries a [`RetryReport`] in its extensions.
+//! carries a [`RetryReport`] in its extensions. Response bodies come back as
+//! [`ResponseBody<R>`](ResponseBody): `R` itself, unless a preset's
+//! classifier read the start of it (GitHub's 403s), in which case those
+//! bytes are replayed before the rest.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -20,7 +27,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), http_resilience::Error> {
 //! let inner = tower::service_fn(|_req: Request<String>| async {
-//!     Ok::<_, Infallible>(Response::new("hello"))
+//!     Ok::<_, Infallible>(Response::new(String::from("hello")))
 //! });
 //! let mut svc = RetryLayer::new(RetryPolicy::default()).layer(inner);
 //! let response = svc.call(Request::new(String::new())).await?;
@@ -39,23 +46,33 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, Timeout};
 use tower::{Layer, Service};
 
-use crate::adapter::{decide, finish, not_ready};
+use bytes::Bytes;
+use http_body::Body;
+
+use crate::adapter::{body_to_inspect, decide, finish, not_ready};
+use crate::body::{Inspect, ResponseBody};
 use crate::classify::{FailureKind, RequestMeta};
+use crate::endpoint::EndpointPolicies;
 use crate::engine::{Decision, RetryState, prepare_request};
 use crate::error::{AttemptTimedOut, BoxError, Error};
+#[cfg(doc)]
 use crate::policy::RetryPolicy;
 use crate::report::RetryReport;
 
-/// Applies a [`RetryPolicy`] to a tower service.
+/// Applies a [`RetryPolicy`], or per-endpoint [`EndpointPolicies`], to a
+/// tower service.
 #[derive(Debug, Clone, Default)]
 pub struct RetryLayer {
-    policy: RetryPolicy,
+    policies: EndpointPolicies,
 }
 
 impl RetryLayer {
-    /// A layer that retries under `policy`.
-    pub fn new(policy: RetryPolicy) -> Self {
-        RetryLayer { policy }
+    /// A layer that retries under `policies`: a single [`RetryPolicy`], or
+    /// an [`EndpointPolicies`] set.
+    pub fn new(policies: impl Into<EndpointPolicies>) -> Self {
+        RetryLayer {
+            policies: policies.into(),
+        }
     }
 }
 
@@ -63,30 +80,33 @@ impl<S> Layer<S> for RetryLayer {
     type Service = Retry<S>;
 
     fn layer(&self, inner: S) -> Retry<S> {
-        Retry::new(inner, self.policy.clone())
+        Retry::new(inner, self.policies.clone())
     }
 }
 
-/// A tower service that retries `S` under a [`RetryPolicy`]. Made by
-/// [`RetryLayer`].
+/// A tower service that retries `S` under a [`RetryPolicy`] or
+/// [`EndpointPolicies`]. Made by [`RetryLayer`].
 #[derive(Debug, Clone)]
 pub struct Retry<S> {
     inner: S,
-    policy: RetryPolicy,
+    policies: EndpointPolicies,
 }
 
 impl<S> Retry<S> {
     /// Wraps `inner`.
-    pub fn new(inner: S, policy: RetryPolicy) -> Self {
-        Retry { inner, policy }
+    pub fn new(inner: S, policies: impl Into<EndpointPolicies>) -> Self {
+        Retry {
+            inner,
+            policies: policies.into(),
+        }
     }
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
-    /// The policy.
-    pub fn policy(&self) -> &RetryPolicy {
-        &self.policy
+    /// The policies.
+    pub fn policies(&self) -> &EndpointPolicies {
+        &self.policies
     }
 }
 
@@ -95,11 +115,12 @@ where
     S: Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
-    R: Send + 'static,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Send,
 {
-    type Response = Response<R>;
+    type Response = Response<ResponseBody<R>>;
     type Error = Error;
-    type Future = ResponseFuture<S, B>;
+    type Future = ResponseFuture<S, B, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner
@@ -112,10 +133,14 @@ where
         // (the same dance as tower's own `Retry`).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let policy = self
+            .policies
+            .select_with(request.extensions(), &RequestMeta::from_http(&request))
+            .clone();
         let method = request.method().clone();
-        prepare_request(&self.policy, &method, request.headers_mut());
+        prepare_request(&policy, &method, request.headers_mut());
         let now = Instant::now().into_std();
-        let state = RetryState::new(&self.policy, &RequestMeta::from_http(&request), now);
+        let state = RetryState::with_policy(policy, &RequestMeta::from_http(&request), now);
         let timeout = state.attempt_timeout(now);
         let fut = inner.call(request.clone());
         ResponseFuture {
@@ -129,15 +154,19 @@ where
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, R>
+    where
+        R: Body,
+    {
         Calling { #[pin] fut: F },
         CallingWithTimeout { #[pin] fut: Timeout<F>, after: Duration },
+        Inspecting { parts: Option<http::response::Parts>, inspect: Inspect<R> },
         Sleeping { #[pin] sleep: Sleep },
         Ready,
     }
 }
 
-impl<F: Future> State<F> {
+impl<F: Future, R: Body> State<F, R> {
     fn start(fut: F, timeout: Option<Duration>) -> Self {
         match timeout {
             Some(after) => State::CallingWithTimeout {
@@ -151,21 +180,23 @@ impl<F: Future> State<F> {
 
 pin_project! {
     /// The future of [`Retry`].
-    pub struct ResponseFuture<S, B>
+    pub struct ResponseFuture<S, B, R>
     where
         S: Service<Request<B>>,
+        R: Body,
     {
         #[pin]
-        state: State<S::Future>,
+        state: State<S::Future, R>,
         inner: S,
         request: Request<B>,
         engine: RetryState,
     }
 }
 
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
+impl<S, B, R> fmt::Debug for ResponseFuture<S, B, R>
 where
     S: Service<Request<B>>,
+    R: Body,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
@@ -174,24 +205,49 @@ where
     }
 }
 
-impl<S, B, R> Future for ResponseFuture<S, B>
+/// One attempt's result: fresh from the inner service, or with the start
+/// of its body read for the classifier.
+enum Attempt<R: Body> {
+    Fresh(Result<Response<R>, BoxError>),
+    Inspected(Response<ResponseBody<R>>, Vec<u8>),
+}
+
+impl<S, B, R> Future for ResponseFuture<S, B, R>
 where
     S: Service<Request<B>, Response = Response<R>>,
     S::Error: Into<BoxError>,
     B: Clone,
-    R: Send + 'static,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Send,
 {
-    type Output = Result<Response<R>, Error>;
+    type Output = Result<Response<ResponseBody<R>>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let result: Result<Response<R>, BoxError> = match this.state.as_mut().project() {
-                StateProj::Calling { fut } => ready!(fut.poll(cx)).map_err(Into::into),
-                StateProj::CallingWithTimeout { fut, after } => match ready!(fut.poll(cx)) {
-                    Ok(result) => result.map_err(Into::into),
-                    Err(_elapsed) => Err(Box::new(AttemptTimedOut { after: *after }) as BoxError),
-                },
+            let attempt = match this.state.as_mut().project() {
+                StateProj::Calling { fut } => {
+                    Attempt::Fresh(ready!(fut.poll(cx)).map_err(Into::into))
+                }
+                StateProj::CallingWithTimeout { fut, after } => {
+                    Attempt::Fresh(match ready!(fut.poll(cx)) {
+                        Ok(result) => result.map_err(Into::into),
+                        Err(_elapsed) => {
+                            Err(Box::new(AttemptTimedOut { after: *after }) as BoxError)
+                        }
+                    })
+                }
+                StateProj::Inspecting { parts, inspect } => {
+                    let (prefix, replay) = ready!(Pin::new(inspect).poll(cx));
+                    let Some(parts) = parts.take() else {
+                        // Polled again after completing: a caller bug.
+                        return Poll::Pending;
+                    };
+                    Attempt::Inspected(
+                        Response::from_parts(parts, ResponseBody::replay(replay)),
+                        prefix,
+                    )
+                }
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.poll(cx));
                     this.state.set(State::Ready);
@@ -210,10 +266,28 @@ where
             };
 
             let meta = RequestMeta::from_http(this.request);
+            let (result, prefix) = match attempt {
+                Attempt::Fresh(result) => {
+                    let wanted = body_to_inspect(this.engine, &meta, &result);
+                    match result {
+                        Ok(response) if wanted > 0 => {
+                            let (parts, body) = response.into_parts();
+                            this.state.set(State::Inspecting {
+                                parts: Some(parts),
+                                inspect: Inspect::new(body, wanted),
+                            });
+                            continue;
+                        }
+                        result => (result.map(|r| r.map(ResponseBody::new)), None),
+                    }
+                }
+                Attempt::Inspected(response, prefix) => (Ok(response), Some(prefix)),
+            };
             let decision = decide(
                 this.engine,
                 &meta,
                 &result,
+                prefix.as_deref(),
                 FailureKind::from_error,
                 Instant::now().into_std(),
             );

@@ -81,7 +81,9 @@
 
 mod adapter;
 pub mod backoff;
+pub mod body;
 pub mod classify;
+pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod layer;
@@ -89,11 +91,16 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod middleware;
 pub mod policy;
+pub mod presets;
 pub mod report;
 pub mod retry_after;
 
 pub use backoff::{Backoff, Jitter};
-pub use classify::{Class, Classify, DefaultClassifier, FailureKind, Outcome, RequestMeta};
+pub use body::ResponseBody;
+pub use classify::{
+    Class, Classify, DefaultClassifier, FailureKind, MAX_INSPECTED_BODY, Outcome, RequestMeta,
+};
+pub use endpoint::{EndpointPolicies, EndpointPoliciesBuilder, Route};
 pub use engine::{Decision, RetryState};
 pub use error::{AttemptTimedOut, BoxError, Error, Failure};
 pub use layer::{Retry, RetryLayer};
@@ -101,5 +108,6 @@ pub use layer::{Retry, RetryLayer};
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use middleware::RetryMiddleware;
 pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
+pub use presets::Preset;
 pub use report::{AttemptRecord, RetryReport, StopReason};
 pub use retry_after::{DelaySource, WallClock};

@@ -26,26 +26,48 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
-use crate::adapter::{HttpResponse, decide, finish};
+use crate::adapter::{HttpResponse, body_to_inspect, decide, finish};
+use crate::body::{Inspect, ResponseBody};
 use crate::classify::{FailureKind, RequestMeta};
+use crate::endpoint::EndpointPolicies;
 use crate::engine::{Decision, RetryState, prepare_request};
 use crate::error::{AttemptTimedOut, BoxError};
+#[cfg(doc)]
 use crate::policy::RetryPolicy;
 
-/// A `reqwest-middleware` middleware that retries under a [`RetryPolicy`].
+/// A `reqwest-middleware` middleware that retries under a [`RetryPolicy`],
+/// or under per-endpoint policies ([`EndpointPolicies`]).
+///
+/// A [`RetryPolicy`] put in a request's extensions
+/// (`RequestBuilder::with_extension`) overrides both for that request:
+///
+/// ```
+/// use http_resilience::{EndpointPolicies, RetryMiddleware, RetryPolicy};
+///
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(RetryMiddleware::new(EndpointPolicies::well_known()))
+///     .build();
+/// let request = client
+///     .get("https://api.github.com/rate_limit")
+///     .with_extension(RetryPolicy::disabled());
+/// # let _ = request;
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct RetryMiddleware {
-    policy: RetryPolicy,
+    policies: EndpointPolicies,
 }
 
 impl RetryMiddleware {
-    /// A middleware that retries under `policy`.
-    pub fn new(policy: RetryPolicy) -> Self {
-        RetryMiddleware { policy }
+    /// A middleware that retries under `policies`: a single
+    /// [`RetryPolicy`], or an [`EndpointPolicies`] set.
+    pub fn new(policies: impl Into<EndpointPolicies>) -> Self {
+        RetryMiddleware {
+            policies: policies.into(),
+        }
     }
-    /// The policy.
-    pub fn policy(&self) -> &RetryPolicy {
-        &self.policy
+    /// The policies.
+    pub fn policies(&self) -> &EndpointPolicies {
+        &self.policies
     }
 }
 
@@ -91,10 +113,17 @@ impl Middleware for RetryMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
+        let policy = self
+            .policies
+            .select_with(
+                extensions,
+                &meta_of(request.method(), request.url(), request.headers()),
+            )
+            .clone();
         let method = request.method().clone();
-        prepare_request(&self.policy, &method, request.headers_mut());
-        let mut engine = RetryState::new(
-            &self.policy,
+        prepare_request(&policy, &method, request.headers_mut());
+        let mut engine = RetryState::with_policy(
+            policy,
             &meta_of(request.method(), request.url(), request.headers()),
             Instant::now().into_std(),
         );
@@ -118,7 +147,7 @@ impl Middleware for RetryMiddleware {
             };
             let timeout = engine.attempt_timeout(Instant::now().into_std());
             let send = next.clone().run(attempt, extensions);
-            let result = match timeout {
+            let mut result = match timeout {
                 None => send.await.map_err(into_box),
                 Some(after) => match tokio::time::timeout(after, send).await {
                     Ok(result) => result.map_err(into_box),
@@ -131,10 +160,20 @@ impl Middleware for RetryMiddleware {
                 (None, Some(s)) => meta_of(&s.method, &s.url, &s.headers),
                 (None, None) => unreachable!("one of them is set"),
             };
+            let mut prefix = None;
+            let wanted = body_to_inspect(&engine, &meta, &result);
+            if wanted > 0
+                && let Ok(response) = result
+            {
+                let (start, response) = inspect(response, wanted).await;
+                prefix = Some(start);
+                result = Ok(response);
+            }
             let decision = decide(
                 &mut engine,
                 &meta,
                 &result,
+                prefix.as_deref(),
                 kind_of,
                 Instant::now().into_std(),
             );
@@ -152,6 +191,27 @@ impl Middleware for RetryMiddleware {
             }
         }
     }
+}
+
+/// Reads the start of a response's body for the classifier, and rebuilds
+/// the response so that the caller still reads the whole body (and the
+/// same URL, status, headers and extensions).
+async fn inspect(response: Response, limit: usize) -> (Vec<u8>, Response) {
+    use reqwest::ResponseBuilderExt;
+
+    let url = response.url().clone();
+    let (mut parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+    let (prefix, replay) = Inspect::new(body, limit).await;
+    // `reqwest` keeps the URL in a private extension that only its
+    // response builder can set.
+    if let Ok(carrier) = http::Response::builder().url(url).body(()) {
+        parts.extensions.extend(carrier.into_parts().0.extensions);
+    }
+    let body = reqwest::Body::wrap(ResponseBody::replay(replay));
+    (
+        prefix,
+        Response::from(http::Response::from_parts(parts, body)),
+    )
 }
 
 fn into_box(error: reqwest_middleware::Error) -> BoxError {

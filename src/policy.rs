@@ -22,6 +22,7 @@
 //! | [`classifier`](RetryPolicyBuilder::classifier) | [`DefaultClassifier`] |
 //! | [`wall_clock`](RetryPolicyBuilder::wall_clock) | [`SystemClock`] |
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use crate::backoff::{Backoff, Jitter, Schedule, mix_seed};
 use crate::classify::{Classify, DefaultClassifier};
+use crate::presets::Preset;
 use crate::retry_after::{SystemClock, WallClock};
 
 /// The largest duration any setting accepts (365 days). Longer values are
@@ -83,6 +85,7 @@ pub(crate) struct Inner {
     pub(crate) auto_idempotency_key: bool,
     pub(crate) return_last_response: bool,
     pub(crate) classifier: Arc<dyn Classify>,
+    pub(crate) preset: Option<Preset>,
     pub(crate) clock: Arc<dyn WallClock>,
 }
 
@@ -166,6 +169,12 @@ impl RetryPolicy {
         Backoff::new(self.inner.schedule, seed)
     }
 
+    /// The preset whose rules this policy classifies with, if any (see
+    /// [`Preset`]); `None` for the default rules or a custom classifier.
+    pub fn preset(&self) -> Option<Preset> {
+        self.inner.preset
+    }
+
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
@@ -196,6 +205,10 @@ impl fmt::Debug for RetryPolicy {
             .field("retry_non_idempotent", &i.retry_non_idempotent)
             .field("auto_idempotency_key", &i.auto_idempotency_key)
             .field("return_last_response", &i.return_last_response)
+            .field(
+                "rules",
+                &i.preset.map_or("default or custom", Preset::as_str),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +231,7 @@ pub struct RetryPolicyBuilder {
     auto_idempotency_key: bool,
     return_last_response: bool,
     classifier: Arc<dyn Classify>,
+    preset: Option<Preset>,
     clock: Arc<dyn WallClock>,
 }
 
@@ -238,6 +252,7 @@ impl Default for RetryPolicyBuilder {
             auto_idempotency_key: false,
             return_last_response: false,
             classifier: Arc::new(DefaultClassifier),
+            preset: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -341,9 +356,19 @@ impl RetryPolicyBuilder {
         self.return_last_response = yes;
         self
     }
-    /// Replaces the [`DefaultClassifier`].
+    /// Replaces the classifier: the [`DefaultClassifier`], or a
+    /// [preset](crate::presets)'s rules (the policy then no longer reports
+    /// that [`preset`](RetryPolicy::preset)).
     pub fn classifier(mut self, classifier: impl Classify) -> Self {
         self.classifier = Arc::new(classifier);
+        self.preset = None;
+        self
+    }
+
+    /// A preset's classifier, remembered by name.
+    pub(crate) fn rules(mut self, preset: Preset, rules: impl Classify) -> Self {
+        self.classifier = Arc::new(rules);
+        self.preset = Some(preset);
         self
     }
     /// The wall clock used for HTTP-dates and epoch resets. Default
@@ -389,6 +414,14 @@ impl RetryPolicyBuilder {
                 format!("must be at least 1 (got {})", self.multiplier),
             ));
         }
+        if let Jitter::Scaled { min_factor } = self.jitter
+            && !(0.0..=1.0).contains(&min_factor)
+        {
+            return Err(ConfigError::new(
+                "jitter",
+                format!("the scaled factor must lie in [0, 1] (got {min_factor})"),
+            ));
+        }
         positive("max_retry_after", self.max_retry_after)?;
         if let Some(d) = self.deadline {
             positive("deadline", d)?;
@@ -415,6 +448,7 @@ impl RetryPolicyBuilder {
                 auto_idempotency_key: self.auto_idempotency_key,
                 return_last_response: self.return_last_response,
                 classifier: self.classifier,
+                preset: self.preset,
                 clock: self.clock,
             }),
         })
@@ -448,17 +482,21 @@ fn positive(field: &'static str, d: Duration) -> Result<(), ConfigError> {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    field: &'static str,
+    field: Cow<'static, str>,
     reason: String,
 }
 
 impl ConfigError {
-    fn new(field: &'static str, reason: String) -> Self {
-        ConfigError { field, reason }
+    pub(crate) fn new(field: impl Into<Cow<'static, str>>, reason: String) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason,
+        }
     }
-    /// The offending field, as named by its builder setter.
-    pub fn field(&self) -> &'static str {
-        self.field
+    /// The offending field: its builder setter's name, or for a
+    /// configuration file its key path (`endpoints[1].initial_backoff`).
+    pub fn field(&self) -> &str {
+        &self.field
     }
     /// Why the value was refused.
     pub fn reason(&self) -> &str {
@@ -472,7 +510,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid retry policy: `{}` {}", self.field, self.reason)
+        if self.field.is_empty() {
+            write!(f, "invalid retry policy: {}", self.reason)
+        } else {
+            write!(f, "invalid retry policy: `{}` {}", self.field, self.reason)
+        }
     }
 }
 

@@ -49,17 +49,21 @@ pub enum DelaySource {
     RetryAfterMs,
     /// A rate-limit reset header (`x-ratelimit-reset`).
     RateLimitReset,
+    /// A provider's documented rule rather than a header, such as GitHub's
+    /// "wait at least one minute" after a secondary rate limit.
+    ProviderRule,
 }
 
 impl DelaySource {
     /// A stable snake_case name: `backoff`, `retry_after`, `retry_after_ms`,
-    /// `rate_limit_reset`.
+    /// `rate_limit_reset`, `provider_rule`.
     pub const fn as_str(self) -> &'static str {
         match self {
             DelaySource::Backoff => "backoff",
             DelaySource::RetryAfter => "retry_after",
             DelaySource::RetryAfterMs => "retry_after_ms",
             DelaySource::RateLimitReset => "rate_limit_reset",
+            DelaySource::ProviderRule => "provider_rule",
         }
     }
 }

@@ -1096,6 +1096,7 @@ fn run_engine(c: &EngineCase) -> Result<(), TestCaseError> {
                     Outcome::Response {
                         status,
                         headers: &headers,
+                        body: None,
                     },
                     hint,
                 )

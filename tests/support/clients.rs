@@ -156,7 +156,7 @@ async fn send_reqwest(policy: RetryPolicy, url: &str, req: &Req) -> Got {
     }
 }
 
-type TowerBody = hyper::body::Incoming;
+type TowerBody = http_resilience::ResponseBody<hyper::body::Incoming>;
 
 async fn send_tower(policy: RetryPolicy, url: &str, req: &Req) -> Got {
     assert!(!req.streaming, "tower bodies must be Clone");

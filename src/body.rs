@@ -1,0 +1,260 @@
+//! Reading the start of a response body for a classifier, without taking
+//! the body away from the caller.
+//!
+//! Some decisions need the body: GitHub tells a secondary rate limit from a
+//! permission error only in the message of a 403. When a policy's
+//! classifier asks for it ([`Classify::inspect_body`](crate::Classify::inspect_body)),
+//! an adapter reads at most [`MAX_INSPECTED_BODY`](crate::MAX_INSPECTED_BODY)
+//! bytes of the body, hands them to the engine, and returns a
+//! [`ResponseBody`] that replays those bytes and then the rest of the
+//! stream. Nothing is lost, and at most 64 KiB (plus the one chunk that
+//! crosses the limit) is held in memory.
+//!
+//! Responses whose body is not inspected (all of them, unless a preset such
+//! as [`RetryPolicy::github`](crate::RetryPolicy::github) asks) pass through
+//! untouched, at no cost.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// The body of a response returned by the tower [`Retry`](crate::Retry)
+    /// service: the inner service's body, as it was, or (after a
+    /// classifier inspected its start) the inspected bytes followed by the
+    /// rest of the stream.
+    ///
+    /// It is an [`http_body::Body`] with the same data and error types as
+    /// the inner body; read it as usual (for example with
+    /// `http_body_util::BodyExt::collect`).
+    pub struct ResponseBody<B: Body> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B: Body> {
+        Plain { #[pin] inner: B },
+        Replay { replay: Replay<B> },
+    }
+}
+
+/// An inspected body: the chunks read so far, then whatever the stream had
+/// not yet delivered.
+pub(crate) struct Replay<B: Body> {
+    chunks: VecDeque<Bytes>,
+    /// A non-data frame (trailers) or an error met while reading the prefix.
+    pending: Option<Result<Frame<Bytes>, B::Error>>,
+    /// The stream had ended while reading the prefix.
+    ended: bool,
+    rest: Pin<Box<B>>,
+}
+
+impl<B: Body> ResponseBody<B> {
+    /// Wraps a body that was not inspected.
+    pub fn new(inner: B) -> Self {
+        ResponseBody {
+            kind: Kind::Plain { inner },
+        }
+    }
+
+    pub(crate) fn replay(replay: Replay<B>) -> Self {
+        ResponseBody {
+            kind: Kind::Replay { replay },
+        }
+    }
+
+    /// `true` if a classifier read the start of this body (it is replayed
+    /// from memory, then streamed).
+    pub fn is_inspected(&self) -> bool {
+        matches!(self.kind, Kind::Replay { .. })
+    }
+}
+
+impl<B: Body> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inspected", &self.is_inspected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Plain { inner } => inner.poll_frame(cx),
+            KindProj::Replay { replay } => replay.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Plain { inner } => inner.is_end_stream(),
+            Kind::Replay { replay } => replay.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Plain { inner } => inner.size_hint(),
+            Kind::Replay { replay } => replay.size_hint(),
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Replay<B> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if let Some(frame) = self.pending.take() {
+            return Poll::Ready(Some(frame));
+        }
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        self.rest.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+            && self.pending.is_none()
+            && (self.ended || self.rest.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self.chunks.iter().map(|c| c.len() as u64).sum();
+        if self.ended {
+            return SizeHint::with_exact(buffered);
+        }
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(buffered));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(buffered));
+        }
+        hint
+    }
+}
+
+/// Reads up to `limit` bytes from the start of a body. Resolves to the
+/// contiguous prefix (exactly `min(limit, body length)` bytes, for the
+/// classifier) and the [`Replay`] that gives the caller the whole body.
+pub(crate) struct Inspect<B: Body> {
+    replay: Option<Replay<B>>,
+    prefix: Vec<u8>,
+    limit: usize,
+}
+
+impl<B: Body> Inspect<B> {
+    pub(crate) fn new(body: B, limit: usize) -> Self {
+        Inspect {
+            replay: Some(Replay {
+                chunks: VecDeque::new(),
+                pending: None,
+                ended: false,
+                rest: Box::pin(body),
+            }),
+            prefix: Vec::new(),
+            limit,
+        }
+    }
+}
+
+// Nothing in `Inspect` is structurally pinned (the body is boxed).
+impl<B: Body> Unpin for Inspect<B> {}
+
+impl<B: Body<Data = Bytes>> Future for Inspect<B> {
+    type Output = (Vec<u8>, Replay<B>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(replay) = this.replay.as_mut() else {
+            // Polled after completion: a bug in the caller; never panic.
+            return Poll::Pending;
+        };
+        while this.prefix.len() < this.limit && !replay.ended && replay.pending.is_none() {
+            match replay.rest.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => replay.ended = true,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let room = this.limit - this.prefix.len();
+                        this.prefix.extend_from_slice(&data[..data.len().min(room)]);
+                        if !data.is_empty() {
+                            replay.chunks.push_back(data);
+                        }
+                    }
+                    Err(frame) => replay.pending = Some(Ok(frame)),
+                },
+                Poll::Ready(Some(Err(e))) => replay.pending = Some(Err(e)),
+            }
+        }
+        let prefix = std::mem::take(&mut this.prefix);
+        match this.replay.take() {
+            Some(replay) => Poll::Ready((prefix, replay)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::convert::Infallible;
+
+    /// A body delivered in the given chunks.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+        }
+    }
+
+    fn chunks(parts: &[&'static [u8]]) -> Chunks {
+        Chunks(parts.iter().map(|p| Bytes::from_static(p)).collect())
+    }
+
+    #[tokio::test]
+    async fn prefix_is_bounded_and_the_whole_body_is_replayed() {
+        let body = chunks(&[b"hello ", b"secondary rate ", b"limit exceeded"]);
+        let (prefix, replay) = Inspect::new(body, 10).await;
+        assert_eq!(prefix, b"hello seco");
+        let all = ResponseBody::replay(replay)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&all[..], b"hello secondary rate limit exceeded");
+    }
+
+    #[tokio::test]
+    async fn short_bodies_are_read_whole() {
+        let (prefix, replay) = Inspect::new(chunks(&[b"abc"]), 64).await;
+        assert_eq!(prefix, b"abc");
+        let body = ResponseBody::replay(replay);
+        assert_eq!(body.size_hint().exact(), Some(3));
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abc");
+    }
+}

@@ -1,0 +1,543 @@
+//! Provider presets: ready-made policies that follow what GitHub, OpenAI,
+//! Anthropic and git document (or what their official clients do).
+//!
+//! | preset | constructor | follows |
+//! |---|---|---|
+//! | [`Preset::GitHub`] | [`RetryPolicy::github`] | GitHub REST API docs ("Rate limits for the REST API", "Best practices": primary and secondary limits) and octokit's retry and throttling plugins |
+//! | [`Preset::OpenAi`] | [`RetryPolicy::openai`] | the official OpenAI SDKs (`openai-python` `_base_client.py`) |
+//! | [`Preset::Anthropic`] | [`RetryPolicy::anthropic`] | the official Anthropic SDKs (`anthropic-sdk-python` `_base_client.py`), and Anthropic's "Errors" page for 529 |
+//! | [`Preset::Git`] | [`RetryPolicy::git`] | git's `http.maxRetries` / `http.maxRetryTime` (`http.c`) and the smart HTTP protocol (`gitprotocol-http`) |
+//!
+//! Each constructor documents its settings and rules. To change a setting
+//! but keep a preset's rules, start from [`Preset::builder`]:
+//!
+//! ```
+//! use http_resilience::{Preset, RetryPolicy};
+//! let policy = Preset::GitHub.builder().max_retries(5).build()?;
+//! assert_eq!(policy.max_retries(), 5);
+//! assert_eq!(policy.preset(), Some(Preset::GitHub));
+//! # Ok::<(), http_resilience::ConfigError>(())
+//! ```
+//!
+//! [`EndpointPolicies::well_known`](crate::EndpointPolicies::well_known)
+//! maps the providers' hosts to these presets.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+
+use crate::backoff::Jitter;
+use crate::classify::{
+    Class, Classify, DefaultClassifier, MAX_INSPECTED_BODY, Outcome, RequestMeta, classify_failure,
+    rate_limit_exhausted, should_retry_header,
+};
+use crate::policy::{LongHint, RetryPolicy, RetryPolicyBuilder};
+use crate::retry_after::{
+    DelaySource, Hint, parse_epoch_reset, parse_retry_after, parse_retry_after_ms,
+};
+
+/// A named provider preset. See the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Preset {
+    /// GitHub's REST API ([`RetryPolicy::github`]).
+    GitHub,
+    /// OpenAI's API ([`RetryPolicy::openai`]).
+    OpenAi,
+    /// Anthropic's API ([`RetryPolicy::anthropic`]).
+    Anthropic,
+    /// git's smart HTTP protocol ([`RetryPolicy::git`]).
+    Git,
+}
+
+impl Preset {
+    /// Every preset, in a stable order.
+    pub const ALL: [Preset; 4] = [
+        Preset::GitHub,
+        Preset::OpenAi,
+        Preset::Anthropic,
+        Preset::Git,
+    ];
+
+    /// The stable name used in configuration files: `github`, `openai`,
+    /// `anthropic`, `git`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Preset::GitHub => "github",
+            Preset::OpenAi => "openai",
+            Preset::Anthropic => "anthropic",
+            Preset::Git => "git",
+        }
+    }
+
+    /// A builder holding this preset's settings and rules, to override
+    /// some of them.
+    pub fn builder(self) -> RetryPolicyBuilder {
+        let b = RetryPolicy::builder();
+        match self {
+            Preset::GitHub => b
+                .max_retries(3)
+                .initial_backoff(Duration::from_secs(1))
+                .max_backoff(Duration::from_secs(60))
+                .max_retry_after(Duration::from_secs(300))
+                .on_long_hint(LongHint::GiveUp)
+                .rules(Preset::GitHub, GitHubRules),
+            Preset::OpenAi => llm(b)
+                .max_retry_after(Duration::from_secs(120))
+                .on_long_hint(LongHint::GiveUp)
+                .rules(Preset::OpenAi, LlmRules),
+            Preset::Anthropic => llm(b)
+                .max_retry_after(Duration::from_secs(60))
+                .on_long_hint(LongHint::UseBackoff)
+                .rules(Preset::Anthropic, LlmRules),
+            Preset::Git => b
+                .max_retries(3)
+                .initial_backoff(Duration::from_secs(1))
+                .max_backoff(Duration::from_secs(30))
+                .max_retry_after(Duration::from_secs(300))
+                .on_long_hint(LongHint::GiveUp)
+                .rules(Preset::Git, GitRules),
+        }
+    }
+
+    /// The preset's policy with its defaults.
+    pub fn policy(self) -> RetryPolicy {
+        self.builder().build().expect("presets are valid")
+    }
+}
+
+fn llm(b: RetryPolicyBuilder) -> RetryPolicyBuilder {
+    b.max_retries(2)
+        .initial_backoff(Duration::from_millis(500))
+        .max_backoff(Duration::from_secs(8))
+        .multiplier(2.0)
+        .jitter(Jitter::Scaled { min_factor: 0.75 })
+        .retry_non_idempotent(true)
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses [`Preset::as_str`] names.
+///
+/// ```
+/// use http_resilience::Preset;
+/// assert_eq!("anthropic".parse::<Preset>(), Ok(Preset::Anthropic));
+/// assert!("gitlab".parse::<Preset>().is_err());
+/// ```
+impl FromStr for Preset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Preset, String> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown preset `{s}` (expected github, openai, anthropic or git)")
+            })
+    }
+}
+
+impl RetryPolicy {
+    /// GitHub's REST API.
+    ///
+    /// - **Primary rate limit**: a 403 or 429 with `x-ratelimit-remaining: 0`
+    ///   waits until `x-ratelimit-reset` (epoch seconds) plus one second, as
+    ///   octokit does; a reset already past falls back to the backoff.
+    /// - **Secondary rate limit**: a 403 or 429 with `retry-after` waits
+    ///   that long; a 403 whose body mentions a "secondary rate limit", or a
+    ///   429 without hints, waits at least 60 s, doubling on each repeat
+    ///   (60, 120, 240 s). To see the message, the first 64 KiB of such a
+    ///   403's body are read; the caller still receives the whole body.
+    /// - **Permanent**: every other 403 (for example "Resource not accessible
+    ///   by integration"), and 400, 401, 404, 410, 422, 451 (octokit's
+    ///   `doNotRetry` list).
+    /// - **Retried**: 5xx except 501/505, 408, and connection errors, for
+    ///   idempotent requests (or ones with an `Idempotency-Key`).
+    /// - Settings: 3 retries, backoff 1 s doubling to 60 s with full jitter;
+    ///   a wait above 5 minutes (a primary reset far ahead) fails at once
+    ///   with `RETRY_AFTER_TOO_LONG`, carrying the wait, rather than
+    ///   sleeping silently.
+    ///
+    /// Sources: docs.github.com, "Rate limits for the REST API" and "Best
+    /// practices for using the REST API"; octokit `plugin-retry` and
+    /// `plugin-throttling`.
+    ///
+    /// ```
+    /// let policy = http_resilience::RetryPolicy::github();
+    /// assert_eq!(policy.max_retries(), 3);
+    /// ```
+    pub fn github() -> RetryPolicy {
+        Preset::GitHub.policy()
+    }
+
+    /// OpenAI's API, as the official SDK retries it.
+    ///
+    /// - Retries 408, 409, 429, every 5xx, timeouts and connection errors,
+    ///   for every method, POST included (`retry_non_idempotent`).
+    /// - `x-should-retry: true|false` wins over the status rule.
+    /// - Waits `retry-after-ms`, else `Retry-After` (seconds or HTTP-date);
+    ///   a hint above 120 s is not waited for: the request fails at once
+    ///   with `RETRY_AFTER_TOO_LONG`.
+    /// - Backoff: 0.5 s doubling to 8 s, each wait multiplied by a random
+    ///   factor in \[0.75, 1\] ([`Jitter::Scaled`]); 2 retries.
+    ///
+    /// Source: `openai-python`, `_base_client.py` (`_should_retry`,
+    /// `_calculate_retry_timeout`) and `_constants.py`.
+    ///
+    /// ```
+    /// let policy = http_resilience::RetryPolicy::openai();
+    /// assert_eq!(policy.max_retries(), 2);
+    /// assert!(policy.retry_non_idempotent());
+    /// ```
+    pub fn openai() -> RetryPolicy {
+        Preset::OpenAi.policy()
+    }
+
+    /// Anthropic's API, as the official SDK retries it.
+    ///
+    /// The same rules as [`RetryPolicy::openai`], with 529 (`overloaded_error`)
+    /// retried explicitly, and a hint above 60 s ignored in favour of the
+    /// backoff ([`LongHint::UseBackoff`]), as the SDK does.
+    ///
+    /// Source: `anthropic-sdk-python`, `_base_client.py`; Anthropic's
+    /// "Errors" documentation (529 overloaded).
+    ///
+    /// ```
+    /// let policy = http_resilience::RetryPolicy::anthropic();
+    /// assert_eq!(policy.max_retry_after(), std::time::Duration::from_secs(60));
+    /// ```
+    pub fn anthropic() -> RetryPolicy {
+        Preset::Anthropic.policy()
+    }
+
+    /// git's smart HTTP protocol.
+    ///
+    /// - `GET .../info/refs` and `POST .../git-upload-pack` (a fetch, which
+    ///   changes nothing on the server) are retried; `POST
+    ///   .../git-receive-pack` (a push) never is, not even after a refused
+    ///   connection.
+    /// - 429 and 5xx (but 501/505) and connection errors are retried; 429
+    ///   honours `Retry-After`.
+    /// - A wait above 300 s fails at once with `RETRY_AFTER_TOO_LONG`, like
+    ///   git's `http.maxRetryTime`.
+    /// - Settings: 3 retries, backoff 1 s doubling to 30 s with full jitter.
+    ///
+    /// Source: git `http.c` (`http.maxRetries`, `http.maxRetryTime`) and
+    /// `gitprotocol-http`.
+    ///
+    /// ```
+    /// let policy = http_resilience::RetryPolicy::git();
+    /// assert_eq!(policy.max_retry_after(), std::time::Duration::from_secs(300));
+    /// ```
+    pub fn git() -> RetryPolicy {
+        Preset::Git.policy()
+    }
+}
+
+/// GitHub REST rules (see [`RetryPolicy::github`]).
+#[derive(Debug, Clone, Copy)]
+struct GitHubRules;
+
+/// The statuses GitHub uses for rate limits.
+fn rate_limit_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 403 | 429)
+}
+
+fn mentions_secondary_limit(body: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"secondary rate limit";
+    body.windows(NEEDLE.len())
+        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
+}
+
+/// GitHub's minimum wait after a secondary rate limit.
+const SECONDARY_MINIMUM: Duration = Duration::from_secs(60);
+
+impl Classify for GitHubRules {
+    fn classify(&self, request: &RequestMeta<'_>, outcome: &Outcome<'_>) -> Class {
+        match *outcome {
+            Outcome::Response {
+                status,
+                headers,
+                body,
+            } if rate_limit_status(status) => {
+                let limited = status == StatusCode::TOO_MANY_REQUESTS
+                    || rate_limit_exhausted(headers)
+                    || headers.contains_key(http::header::RETRY_AFTER)
+                    || body.is_some_and(mentions_secondary_limit);
+                if limited {
+                    Class::Transient
+                } else {
+                    Class::Permanent
+                }
+            }
+            _ => DefaultClassifier.classify(request, outcome),
+        }
+    }
+
+    fn inspect_body(&self, _: &RequestMeta<'_>, status: StatusCode, headers: &HeaderMap) -> usize {
+        // Only a 403 without any rate-limit header is ambiguous; a 429 is a
+        // rate limit whatever its body says.
+        if status == StatusCode::FORBIDDEN
+            && !rate_limit_exhausted(headers)
+            && !headers.contains_key(http::header::RETRY_AFTER)
+        {
+            MAX_INSPECTED_BODY
+        } else {
+            0
+        }
+    }
+
+    fn hint(
+        &self,
+        _: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        now: SystemTime,
+        retries: u32,
+    ) -> Option<Hint> {
+        let Outcome::Response {
+            status, headers, ..
+        } = *outcome
+        else {
+            return None;
+        };
+        let retry_after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| parse_retry_after(v.as_bytes(), now))
+            .filter(|d| !d.is_zero());
+        if let Some(delay) = retry_after {
+            return Some(Hint {
+                delay,
+                source: DelaySource::RetryAfter,
+            });
+        }
+        if !rate_limit_status(status) {
+            return None;
+        }
+        if rate_limit_exhausted(headers) {
+            // Primary limit: until the reset, plus one second (octokit); a
+            // reset already past leaves the wait to the backoff.
+            let until = headers
+                .get("x-ratelimit-reset")
+                .and_then(|v| parse_epoch_reset(v.as_bytes(), now))
+                .filter(|d| !d.is_zero())?;
+            return Some(Hint {
+                delay: until.saturating_add(Duration::from_secs(1)),
+                source: DelaySource::RateLimitReset,
+            });
+        }
+        // Secondary limit without a hint: at least a minute, doubling.
+        Some(Hint {
+            delay: SECONDARY_MINIMUM.saturating_mul(1u32 << retries.min(16)),
+            source: DelaySource::ProviderRule,
+        })
+    }
+}
+
+/// OpenAI and Anthropic SDK rules (see [`RetryPolicy::openai`]).
+#[derive(Debug, Clone, Copy)]
+struct LlmRules;
+
+impl Classify for LlmRules {
+    fn classify(&self, _: &RequestMeta<'_>, outcome: &Outcome<'_>) -> Class {
+        match *outcome {
+            Outcome::Response {
+                status, headers, ..
+            } => {
+                if status.as_u16() < 400 {
+                    return Class::Success;
+                }
+                let retry = should_retry_header(headers)
+                    .unwrap_or(matches!(status.as_u16(), 408 | 409 | 429 | 529 | 500..=599));
+                if retry {
+                    Class::Transient
+                } else {
+                    Class::Permanent
+                }
+            }
+            Outcome::Error { kind, .. } => classify_failure(kind),
+        }
+    }
+
+    fn hint(
+        &self,
+        _: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        now: SystemTime,
+        _: u32,
+    ) -> Option<Hint> {
+        let headers = outcome.headers()?;
+        // The SDKs read only these two; a zero hint means "use the backoff".
+        let ms = headers
+            .get("retry-after-ms")
+            .and_then(|v| parse_retry_after_ms(v.as_bytes()))
+            .filter(|d| !d.is_zero())
+            .map(|delay| Hint {
+                delay,
+                source: DelaySource::RetryAfterMs,
+            });
+        ms.or_else(|| {
+            headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| parse_retry_after(v.as_bytes(), now))
+                .filter(|d| !d.is_zero())
+                .map(|delay| Hint {
+                    delay,
+                    source: DelaySource::RetryAfter,
+                })
+        })
+    }
+}
+
+/// git smart HTTP rules (see [`RetryPolicy::git`]).
+#[derive(Debug, Clone, Copy)]
+struct GitRules;
+
+impl Classify for GitRules {
+    fn classify(&self, request: &RequestMeta<'_>, outcome: &Outcome<'_>) -> Class {
+        DefaultClassifier.classify(request, outcome)
+    }
+
+    fn retry_safety(&self, request: &RequestMeta<'_>) -> Option<bool> {
+        let path = request.path();
+        if path.ends_with("/git-receive-pack") {
+            Some(false)
+        } else if path.ends_with("/git-upload-pack") || path.ends_with("/info/refs") {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderValue, Method};
+    use std::time::UNIX_EPOCH;
+
+    fn response(
+        rules: &dyn Classify,
+        status: u16,
+        headers: &[(&'static str, &'static str)],
+        body: Option<&[u8]>,
+    ) -> (Class, Option<Hint>) {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        let req_headers = HeaderMap::new();
+        let req = RequestMeta::new(&Method::GET, "https", "api.github.com", "/x", &req_headers);
+        let outcome = Outcome::Response {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: &h,
+            body,
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        (
+            rules.classify(&req, &outcome),
+            rules.hint(&req, &outcome, now, 1),
+        )
+    }
+
+    #[test]
+    fn github_rules() {
+        let secs = |s| Some(Duration::from_secs(s));
+        type Row = (
+            u16,
+            &'static [(&'static str, &'static str)],
+            Option<&'static [u8]>,
+            Class,
+            Option<Duration>,
+        );
+        let cases: &[Row] = &[
+            (
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1700000030"),
+                ],
+                None,
+                Class::Transient,
+                secs(31),
+            ),
+            (
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1699999990"),
+                ],
+                None,
+                Class::Transient,
+                None,
+            ),
+            (
+                403,
+                &[("retry-after", "5")],
+                None,
+                Class::Transient,
+                secs(5),
+            ),
+            (
+                403,
+                &[],
+                Some(b"{\"message\":\"You have exceeded a Secondary Rate Limit\"}"),
+                Class::Transient,
+                secs(120),
+            ),
+            (
+                403,
+                &[],
+                Some(b"{\"message\":\"Resource not accessible by integration\"}"),
+                Class::Permanent,
+                secs(120),
+            ),
+            (429, &[], None, Class::Transient, secs(120)),
+            (422, &[], None, Class::Permanent, None),
+            (502, &[], None, Class::Transient, None),
+        ];
+        for (status, headers, body, class, delay) in cases {
+            let (c, h) = response(&GitHubRules, *status, headers, *body);
+            assert_eq!(c, *class, "{status} {headers:?}");
+            assert_eq!(h.map(|h| h.delay), *delay, "{status} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn llm_rules() {
+        for (status, headers, class) in [
+            (409, &[][..], Class::Transient),
+            (529, &[], Class::Transient),
+            (501, &[], Class::Transient),
+            (400, &[("x-should-retry", "true")], Class::Transient),
+            (503, &[("x-should-retry", "false")], Class::Permanent),
+            (404, &[], Class::Permanent),
+        ] {
+            assert_eq!(
+                response(&LlmRules, status, headers, None).0,
+                class,
+                "{status}"
+            );
+        }
+        let (_, hint) = response(
+            &LlmRules,
+            429,
+            &[("retry-after-ms", "1500"), ("retry-after", "2")],
+            None,
+        );
+        assert_eq!(hint.unwrap().delay, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn preset_names_round_trip() {
+        for p in Preset::ALL {
+            assert_eq!(p.as_str().parse::<Preset>(), Ok(p));
+            assert_eq!(p.policy().preset(), Some(p));
+        }
+    }
+}
