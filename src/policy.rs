@@ -95,11 +95,14 @@ impl RetryPolicy {
         RetryPolicyBuilder::default()
     }
 
-    /// A policy that never retries (every other default kept): useful as a
-    /// per-request or per-endpoint override.
+    /// A policy that never retries: every response comes back as it is
+    /// (`max_retries(0)` with `return_last_response(true)`), and a transport
+    /// error as an [`Error`](crate::Error). Useful as a per-request or
+    /// per-endpoint override.
     pub fn disabled() -> RetryPolicy {
         RetryPolicy::builder()
             .max_retries(0)
+            .return_last_response(true)
             .build()
             .expect("the defaults are valid")
     }

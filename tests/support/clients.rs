@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::Method;
 use http_body_util::{BodyExt, Full};
 use http_resilience::{
-    DelaySource, Error, Jitter, RetryLayer, RetryMiddleware, RetryPolicy, RetryPolicyBuilder,
-    RetryReport,
+    DelaySource, EndpointPolicies, Error, Jitter, RetryLayer, RetryMiddleware, RetryPolicy,
+    RetryPolicyBuilder, RetryReport,
 };
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
@@ -33,6 +33,8 @@ pub struct Req {
     pub body: &'static str,
     /// reqwest only: send the body as a non-clonable stream.
     pub streaming: bool,
+    /// A per-request policy, put in the request's extensions.
+    pub policy: Option<RetryPolicy>,
 }
 
 pub fn get() -> Req {
@@ -41,6 +43,7 @@ pub fn get() -> Req {
         headers: vec![],
         body: "",
         streaming: false,
+        policy: None,
     }
 }
 pub fn post() -> Req {
@@ -111,7 +114,9 @@ pub fn base() -> RetryPolicyBuilder {
         .wall_clock(fixed_now)
 }
 
-pub async fn send(via: Via, policy: RetryPolicy, url: &str, req: &Req) -> Got {
+/// Sends `req` through `via` under `policy` (a policy or an endpoint set).
+pub async fn send(via: Via, policy: impl Into<EndpointPolicies>, url: &str, req: &Req) -> Got {
+    let policy = policy.into();
     let start = Instant::now();
     let mut got = match via {
         Via::Reqwest => send_reqwest(policy, url, req).await,
@@ -121,7 +126,7 @@ pub async fn send(via: Via, policy: RetryPolicy, url: &str, req: &Req) -> Got {
     got
 }
 
-async fn send_reqwest(policy: RetryPolicy, url: &str, req: &Req) -> Got {
+async fn send_reqwest(policy: EndpointPolicies, url: &str, req: &Req) -> Got {
     let client = reqwest_middleware::ClientBuilder::new(
         reqwest::Client::builder().no_proxy().build().unwrap(),
     )
@@ -130,6 +135,9 @@ async fn send_reqwest(policy: RetryPolicy, url: &str, req: &Req) -> Got {
     let mut builder = client.request(req.method.clone(), url);
     for (k, v) in &req.headers {
         builder = builder.header(*k, *v);
+    }
+    if let Some(policy) = &req.policy {
+        builder = builder.with_extension(policy.clone());
     }
     builder = if req.streaming {
         builder.body(reqwest::Body::wrap(Full::new(Bytes::from_static(
@@ -158,7 +166,7 @@ async fn send_reqwest(policy: RetryPolicy, url: &str, req: &Req) -> Got {
 
 type TowerBody = http_resilience::ResponseBody<hyper::body::Incoming>;
 
-async fn send_tower(policy: RetryPolicy, url: &str, req: &Req) -> Got {
+async fn send_tower(policy: EndpointPolicies, url: &str, req: &Req) -> Got {
     assert!(!req.streaming, "tower bodies must be Clone");
     let client = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut svc = RetryLayer::new(policy).layer(client);
@@ -166,9 +174,12 @@ async fn send_tower(policy: RetryPolicy, url: &str, req: &Req) -> Got {
     for (k, v) in &req.headers {
         request = request.header(*k, *v);
     }
-    let request = request
+    let mut request = request
         .body(Full::new(Bytes::from_static(req.body.as_bytes())))
         .unwrap();
+    if let Some(policy) = &req.policy {
+        request.extensions_mut().insert(policy.clone());
+    }
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
     match svc.call(request).await {
         Ok(response) => {
