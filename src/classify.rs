@@ -432,7 +432,7 @@ pub trait Classify: Send + Sync + 'static {
     /// `now` is the wall-clock time (for HTTP-dates and epoch resets) and
     /// `retries` the number of retries already made. The default reads
     /// `retry-after-ms`, `Retry-After` and `x-ratelimit-reset` (see
-    /// [`server_hint`](crate::retry_after::server_hint)). Presets override
+    /// [`server_hint`]). Presets override
     /// it with their provider's rules.
     fn hint(
         &self,

@@ -2,7 +2,7 @@
 //!
 //! It wraps any `tower::Service<http::Request<B>, Response = http::Response<R>>`
 //! whose request body `B` is `Clone` (`Full<Bytes>`, `String`, `Bytes`,
-//! ...) and whose response body `R` is an [`http_body::Body`] of [`Bytes`](bytes::Bytes),
+//! ...) and whose response body `R` is an [`http_body::Body`] of `Bytes`,
 //! such as hyper-util's client. Each attempt sends a clone of the request;
 //! the decision after each attempt is the shared [engine](crate::engine)'s,
 //! so this adapter only moves requests, responses and timers.

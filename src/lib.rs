@@ -24,7 +24,13 @@
 //!   response, body unread;
 //! - **one engine, two adapters**: a sans-IO decision core ([`engine`])
 //!   under a `tower` layer ([`RetryLayer`]) and a `reqwest-middleware`
-//!   middleware ([`RetryMiddleware`]).
+//!   middleware ([`RetryMiddleware`]);
+//! - **per-endpoint policies and provider presets**: [`EndpointPolicies`]
+//!   routes requests to policies by scheme, host, path and method, and
+//!   [`presets`] follow what GitHub, OpenAI, Anthropic and git document
+//!   ([`RetryPolicy::github`], [`RetryPolicy::openai`],
+//!   [`RetryPolicy::anthropic`], [`RetryPolicy::git`],
+//!   [`EndpointPolicies::well_known`]).
 //!
 //! # With reqwest
 //!
