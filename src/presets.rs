@@ -35,7 +35,7 @@ use crate::classify::{
 };
 use crate::policy::{LongHint, RetryPolicy, RetryPolicyBuilder};
 use crate::retry_after::{
-    DelaySource, Hint, parse_epoch_reset, parse_retry_after, parse_retry_after_ms,
+    DelaySource, Hint, rate_limit_reset_hint, retry_after_hint, retry_after_ms_hint,
 };
 
 /// A named provider preset. See the [module docs](self).
@@ -306,15 +306,8 @@ impl Classify for GitHubRules {
         else {
             return None;
         };
-        let retry_after = headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| parse_retry_after(v.as_bytes(), now))
-            .filter(|d| !d.is_zero());
-        if let Some(delay) = retry_after {
-            return Some(Hint {
-                delay,
-                source: DelaySource::RetryAfter,
-            });
+        if let Some(hint) = retry_after_hint(headers, now) {
+            return Some(hint);
         }
         if !rate_limit_status(status) {
             return None;
@@ -322,13 +315,9 @@ impl Classify for GitHubRules {
         if rate_limit_exhausted(headers) {
             // Primary limit: until the reset, plus one second (octokit); a
             // reset already past leaves the wait to the backoff.
-            let until = headers
-                .get("x-ratelimit-reset")
-                .and_then(|v| parse_epoch_reset(v.as_bytes(), now))
-                .filter(|d| !d.is_zero())?;
-            return Some(Hint {
-                delay: until.saturating_add(Duration::from_secs(1)),
-                source: DelaySource::RateLimitReset,
+            return rate_limit_reset_hint(headers, now).map(|hint| Hint {
+                delay: hint.delay.saturating_add(Duration::from_secs(1)),
+                ..hint
             });
         }
         // Secondary limit without a hint: at least a minute, doubling.
@@ -373,24 +362,7 @@ impl Classify for LlmRules {
     ) -> Option<Hint> {
         let headers = outcome.headers()?;
         // The SDKs read only these two; a zero hint means "use the backoff".
-        let ms = headers
-            .get("retry-after-ms")
-            .and_then(|v| parse_retry_after_ms(v.as_bytes()))
-            .filter(|d| !d.is_zero())
-            .map(|delay| Hint {
-                delay,
-                source: DelaySource::RetryAfterMs,
-            });
-        ms.or_else(|| {
-            headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| parse_retry_after(v.as_bytes(), now))
-                .filter(|d| !d.is_zero())
-                .map(|delay| Hint {
-                    delay,
-                    source: DelaySource::RetryAfter,
-                })
-        })
+        retry_after_ms_hint(headers).or_else(|| retry_after_hint(headers, now))
     }
 }
 

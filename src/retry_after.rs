@@ -197,36 +197,39 @@ pub fn parse_epoch_reset(value: &[u8], now: SystemTime) -> Option<Duration> {
 /// assert_eq!(hint.source, DelaySource::RetryAfterMs);
 /// ```
 pub fn server_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
-    let positive = |d: Option<Duration>| d.filter(|d| !d.is_zero());
-    if let Some(delay) = positive(
-        headers
-            .get("retry-after-ms")
-            .and_then(|v| parse_retry_after_ms(v.as_bytes())),
-    ) {
-        return Some(Hint {
-            delay,
-            source: DelaySource::RetryAfterMs,
-        });
+    retry_after_ms_hint(headers)
+        .or_else(|| retry_after_hint(headers, now))
+        .or_else(|| rate_limit_reset_hint(headers, now))
+}
+
+/// A positive `retry-after-ms` hint, if the header is valid.
+pub fn retry_after_ms_hint(headers: &HeaderMap) -> Option<Hint> {
+    let delay = parse_retry_after_ms(headers.get("retry-after-ms")?.as_bytes())?;
+    positive(delay, DelaySource::RetryAfterMs)
+}
+
+/// A positive `Retry-After` hint (seconds or an HTTP-date after `now`), if
+/// the header is valid.
+pub fn retry_after_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
+    let value = headers.get(http::header::RETRY_AFTER)?;
+    positive(
+        parse_retry_after(value.as_bytes(), now)?,
+        DelaySource::RetryAfter,
+    )
+}
+
+/// The wait until `x-ratelimit-reset` (epoch seconds), only when
+/// `x-ratelimit-remaining` is `0` and the reset is after `now`.
+pub fn rate_limit_reset_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
+    if !rate_limit_exhausted(headers) {
+        return None;
     }
-    if let Some(delay) = positive(
-        headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| parse_retry_after(v.as_bytes(), now)),
-    ) {
-        return Some(Hint {
-            delay,
-            source: DelaySource::RetryAfter,
-        });
-    }
-    let reset = || {
-        headers
-            .get("x-ratelimit-reset")
-            .and_then(|v| parse_epoch_reset(v.as_bytes(), now))
-    };
-    positive(rate_limit_exhausted(headers).then(reset).flatten()).map(|delay| Hint {
-        delay,
-        source: DelaySource::RateLimitReset,
-    })
+    let delay = parse_epoch_reset(headers.get("x-ratelimit-reset")?.as_bytes(), now)?;
+    positive(delay, DelaySource::RateLimitReset)
+}
+
+fn positive(delay: Duration, source: DelaySource) -> Option<Hint> {
+    (!delay.is_zero()).then_some(Hint { delay, source })
 }
 
 fn parse_digits(digits: &[u8]) -> Option<u64> {
