@@ -75,6 +75,10 @@
 //! initial_backoff = "250ms"
 //! ```
 //!
+//! Each route's `policy` is a policy table as above, starting from the
+//! builder's defaults (or its `preset`): it does not inherit `[default]`,
+//! so a route reads the same wherever it is moved.
+//!
 //! The same in JSON: `{"well_known": true, "default": {...}, "routes":
 //! [{"host": ..., "policy": {...}}]}`. Route semantics are those of
 //! [`Route`] and [`EndpointPolicies`].
