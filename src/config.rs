@@ -97,11 +97,13 @@
 //!     max_retries = 6
 //!     deadline = "10s"
 //! "#)?;
-//! let headers = HeaderMap::new();
-//! let get = |host: &str| RequestMeta::new(&Method::GET, "https", host, "/", &headers);
-//! assert_eq!(set.select(&get("db.internal.example")).max_retries(), 6);
-//! assert_eq!(set.select(&get("api.github.com")).preset(), Some(Preset::GitHub));
-//! assert_eq!(set.select(&get("example.org")).max_retries(), 2);
+//! let policy_for = |host: &str| {
+//!     let headers = HeaderMap::new();
+//!     set.select(&RequestMeta::new(&Method::GET, "https", host, "/", &headers)).clone()
+//! };
+//! assert_eq!(policy_for("db.internal.example").max_retries(), 6);
+//! assert_eq!(policy_for("api.github.com").preset(), Some(Preset::GitHub));
+//! assert_eq!(policy_for("example.org").max_retries(), 2);
 //! # Ok::<(), http_resilience::ConfigError>(())
 //! ```
 //!

@@ -69,7 +69,7 @@
 //!   on its first attempt.
 //! - `serde`: [`RetryPolicy`] and [`EndpointPolicies`] from TOML or JSON
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
-//!   base and errors that name the key path; see [`config`](crate::config).
+//!   base and errors that name the key path; see [`config`].
 //!
 //! # Time
 //!
