@@ -4,7 +4,9 @@
 //! - [`RetryPolicy::from_toml_str`], [`RetryPolicy::from_json_str`] and
 //!   [`RetryPolicy::from_path`] read one policy;
 //! - [`EndpointPolicies::from_toml_str`], [`EndpointPolicies::from_json_str`]
-//!   and [`EndpointPolicies::from_path`] read a set of per-endpoint policies.
+//!   and [`EndpointPolicies::from_path`] read a set of per-endpoint policies;
+//! - both implement [`serde::Deserialize`], to sit inside an application's
+//!   own configuration (any serde format), with the same keys and checks.
 //!
 //! # A policy
 //!
@@ -245,6 +247,56 @@ impl EndpointPolicies {
             Format::Toml => EndpointPolicies::from_toml_str(&text),
             Format::Json => EndpointPolicies::from_json_str(&text),
         }
+    }
+}
+
+/// Reads a policy table inside a larger configuration, with the same keys
+/// and checks as [`RetryPolicy::from_toml_str`]. A value the builder
+/// refuses becomes the format's error, saying which key (the format's own
+/// path, if it tracks one, stops at the policy).
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct AppConfig {
+///     name: String,
+///     retry: http_resilience::RetryPolicy,
+/// }
+///
+/// let app: AppConfig = toml::from_str(r#"
+///     name = "indexer"
+///     [retry]
+///     preset = "github"
+///     max_retries = 6
+/// "#).unwrap();
+/// assert_eq!(app.retry.max_retries(), 6);
+///
+/// let err = toml::from_str::<AppConfig>("name = \"x\"\nretry = { multiplier = 0.5 }")
+///     .err()
+///     .unwrap();
+/// assert!(err.message().contains("`multiplier` must be at least 1"));
+/// ```
+impl<'de> Deserialize<'de> for RetryPolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spec = Table::<PolicySpec>::deserialize(deserializer)?.0;
+        spec.build("").map_err(|e| de::Error::custom(inline(&e)))
+    }
+}
+
+/// Reads an endpoint set inside a larger configuration, with the same
+/// shape and checks as [`EndpointPolicies::from_toml_str`].
+impl<'de> Deserialize<'de> for EndpointPolicies {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spec = Table::<EndpointsSpec>::deserialize(deserializer)?.0;
+        spec.build().map_err(|e| de::Error::custom(inline(&e)))
+    }
+}
+
+/// A [`ConfigError`] as one message inside another format's error.
+fn inline(e: &ConfigError) -> String {
+    if e.field().is_empty() {
+        e.reason().to_owned()
+    } else {
+        format!("`{}` {}", e.field(), e.reason())
     }
 }
 

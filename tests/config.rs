@@ -1131,3 +1131,63 @@ fn never_panics_on_odd_input() {
         Duration::from_nanos(1)
     );
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppConfig {
+    name: String,
+    retry: RetryPolicy,
+    endpoints: EndpointPolicies,
+}
+
+#[test]
+fn policies_and_sets_deserialize_inside_an_applications_own_config() {
+    let json =
+        format!(r#"{{"name": "indexer", "retry": {EVERY_SETTING_JSON}, "endpoints": {SET_JSON}}}"#);
+    let app: AppConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(app.name, "indexer");
+    assert_eq!(dbg(&app.retry), dbg(&every_setting_built()));
+    assert_eq!(dbg(&app.endpoints), dbg(&set_built()));
+
+    let toml = format!(
+        "name = \"indexer\"\n[retry]\n{EVERY_SETTING_TOML}\n[endpoints]\nwell_known = true\n[[endpoints.routes]]\nhost = \"a.example\"\npolicy = {{ preset = \"git\" }}"
+    );
+    let app: AppConfig = toml::from_str(&toml).unwrap();
+    assert_eq!(dbg(&app.retry), dbg(&every_setting_built()));
+    assert_eq!(
+        select(&app.endpoints, Method::GET, "https://a.example/").preset(),
+        Some(Preset::Git)
+    );
+
+    // the same checks, the message naming the key inside the policy or set
+    let cases = [
+        (
+            r#"{"name": "x", "retry": {"multiplier": 0.5}, "endpoints": {}}"#,
+            "`multiplier` must be at least 1",
+        ),
+        (
+            r#"{"name": "x", "retry": {"jitter": "fuzzy"}, "endpoints": {}}"#,
+            "unknown jitter `fuzzy`",
+        ),
+        (
+            r#"{"name": "x", "retry": {"retries": 1}, "endpoints": {}}"#,
+            "unknown field `retries`",
+        ),
+        (
+            r#"{"name": "x", "retry": [], "endpoints": {}}"#,
+            "expected a table",
+        ),
+        (
+            r#"{"name": "x", "retry": {}, "endpoints": {"routes": [{"host": "a b", "policy": {}}]}}"#,
+            "`routes[0].host` `a b` is not a host name",
+        ),
+        (
+            r#"{"name": "x", "retry": {}, "endpoints": {"routes": [{"policy": {"deadline": "0s"}}]}}"#,
+            "`routes[0].policy.deadline` must be greater than zero",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = serde_json::from_str::<AppConfig>(text).err().unwrap();
+        assert!(err.to_string().contains(want), "{text}: {err}");
+    }
+}
