@@ -1123,6 +1123,14 @@ fn never_panics_on_odd_input() {
         let _ = EndpointPolicies::from_toml_str(text);
         let _ = EndpointPolicies::from_json_str(text);
     }
+    // deep nesting is refused by the parsers' depth limits, not by a stack
+    // overflow
+    let deep_toml = format!("seed = {}", "[".repeat(100_000));
+    let deep_json = format!("{{\"seed\": {}", "[".repeat(100_000));
+    assert!(RetryPolicy::from_toml_str(&deep_toml).is_err());
+    assert!(RetryPolicy::from_json_str(&deep_json).is_err());
+    assert!(EndpointPolicies::from_toml_str(&deep_toml).is_err());
+    assert!(EndpointPolicies::from_json_str(&deep_json).is_err());
     // a one-nanosecond backoff is valid, as with the builder
     assert_eq!(
         RetryPolicy::from_toml_str("initial_backoff = \"1ns\"")
