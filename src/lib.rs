@@ -73,6 +73,9 @@
 //!   when giving up, under the target `http_resilience`, with the method,
 //!   host and path, never header values. Nothing for a request that succeeds
 //!   on its first attempt.
+//! - `serde`: [`RetryPolicy`] and [`EndpointPolicies`] from TOML or JSON
+//!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
+//!   base and errors that name the key path; see [`config`].
 //!
 //! # Time
 //!
@@ -89,6 +92,9 @@ mod adapter;
 pub mod backoff;
 pub mod body;
 pub mod classify;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod config;
 pub mod endpoint;
 pub mod engine;
 pub mod error;

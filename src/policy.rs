@@ -497,7 +497,7 @@ impl ConfigError {
         }
     }
     /// The offending field: its builder setter's name, or for a
-    /// configuration file its key path (`endpoints[1].initial_backoff`).
+    /// configuration file its key path (`routes[1].policy.initial_backoff`).
     pub fn field(&self) -> &str {
         &self.field
     }

@@ -1,0 +1,721 @@
+//! Policies and endpoint sets from configuration files (TOML or JSON), with
+//! the `serde` feature.
+//!
+//! - [`RetryPolicy::from_toml_str`], [`RetryPolicy::from_json_str`] and
+//!   [`RetryPolicy::from_path`] read one policy;
+//! - [`EndpointPolicies::from_toml_str`], [`EndpointPolicies::from_json_str`]
+//!   and [`EndpointPolicies::from_path`] read a set of per-endpoint policies;
+//! - both implement [`serde::Deserialize`], to sit inside an application's
+//!   own configuration (any serde format), with the same keys and checks.
+//!
+//! # A policy
+//!
+//! Every key is optional; a key left out keeps the builder's default (see
+//! the [`policy`](crate::policy) module), or the preset's value when
+//! `preset` names one:
+//!
+//! | key | value | builder setting |
+//! |---|---|---|
+//! | `preset` | `"github"`, `"openai"`, `"anthropic"` or `"git"`: the base, whatever the key's place in the table | [`Preset::builder`](crate::Preset::builder) |
+//! | `max_retries` | integer ≥ 0 | [`max_retries`](crate::RetryPolicyBuilder::max_retries) |
+//! | `initial_backoff` | duration | [`initial_backoff`](crate::RetryPolicyBuilder::initial_backoff) |
+//! | `max_backoff` | duration | [`max_backoff`](crate::RetryPolicyBuilder::max_backoff) |
+//! | `multiplier` | number ≥ 1 | [`multiplier`](crate::RetryPolicyBuilder::multiplier) |
+//! | `jitter` | `"none"`, `"full"`, `"equal"`, `"decorrelated"`, `"scaled:0.75"` | [`jitter`](crate::RetryPolicyBuilder::jitter) |
+//! | `seed` | integer in [0, 2⁶⁴) | [`seed`](crate::RetryPolicyBuilder::seed) |
+//! | `max_retry_after` | duration | [`max_retry_after`](crate::RetryPolicyBuilder::max_retry_after) |
+//! | `on_long_hint` | `"give_up"` or `"use_backoff"` | [`on_long_hint`](crate::RetryPolicyBuilder::on_long_hint) |
+//! | `deadline` | duration | [`deadline`](crate::RetryPolicyBuilder::deadline) |
+//! | `attempt_timeout` | duration | [`attempt_timeout`](crate::RetryPolicyBuilder::attempt_timeout) |
+//! | `retry_non_idempotent` | boolean | [`retry_non_idempotent`](crate::RetryPolicyBuilder::retry_non_idempotent) |
+//! | `auto_idempotency_key` | boolean | [`auto_idempotency_key`](crate::RetryPolicyBuilder::auto_idempotency_key) |
+//! | `return_last_response` | boolean | [`return_last_response`](crate::RetryPolicyBuilder::return_last_response) |
+//!
+//! A **duration** is a string in [`humantime`]'s format: `"500ms"`, `"2m"`,
+//! `"1h"`, `"1m 30s"`. Bare numbers are refused (seconds or milliseconds?).
+//! The classifier and the wall clock cannot be set from a file (a preset
+//! brings its classifier).
+//!
+//! ```
+//! use std::time::Duration;
+//! use http_resilience::{Preset, RetryPolicy};
+//!
+//! let policy = RetryPolicy::from_toml_str(r#"
+//!     preset = "github"
+//!     max_retries = 5
+//!     deadline = "2m"
+//! "#)?;
+//! assert_eq!(policy.preset(), Some(Preset::GitHub));
+//! assert_eq!(policy.max_retries(), 5);
+//! assert_eq!(policy.initial_backoff(), Duration::from_secs(1)); // the preset's
+//! assert_eq!(policy.deadline(), Some(Duration::from_secs(120)));
+//! # Ok::<(), http_resilience::ConfigError>(())
+//! ```
+//!
+//! # An endpoint set
+//!
+//! ```toml
+//! # Optional: append the routes of EndpointPolicies::well_known() after the
+//! # file's own (so the file's routes win). Default false.
+//! well_known = true
+//!
+//! # Optional: the policy for requests no route matches (a policy table as
+//! # above). Default: RetryPolicy::default().
+//! [default]
+//! max_retries = 2
+//!
+//! # Routes, tried in order; the first that matches wins. Every match key is
+//! # optional (one left out matches anything); `policy` is required.
+//! [[routes]]
+//! host = "*.internal.example"   # exact, or *.domain for any subdomain
+//! scheme = "https"
+//! path_prefix = "/v1/"          # or path_glob = "**/info/refs", not both
+//! methods = ["GET", "PUT"]      # HTTP methods, case-sensitive
+//! [routes.policy]
+//! preset = "github"
+//! max_retries = 5
+//! initial_backoff = "250ms"
+//! ```
+//!
+//! Each route's `policy` is a policy table as above, starting from the
+//! builder's defaults (or its `preset`): it does not inherit `[default]`,
+//! so a route reads the same wherever it is moved.
+//!
+//! The same in JSON: `{"well_known": true, "default": {...}, "routes":
+//! [{"host": ..., "policy": {...}}]}`. Route semantics are those of
+//! [`Route`] and [`EndpointPolicies`].
+//!
+//! ```
+//! use http::{HeaderMap, Method};
+//! use http_resilience::{EndpointPolicies, Preset, RequestMeta};
+//!
+//! let set = EndpointPolicies::from_toml_str(r#"
+//!     well_known = true
+//!     [default]
+//!     max_retries = 2
+//!     [[routes]]
+//!     host = "*.internal.example"
+//!     [routes.policy]
+//!     max_retries = 6
+//!     deadline = "10s"
+//! "#)?;
+//! let policy_for = |host: &str| {
+//!     let headers = HeaderMap::new();
+//!     set.select(&RequestMeta::new(&Method::GET, "https", host, "/", &headers)).clone()
+//! };
+//! assert_eq!(policy_for("db.internal.example").max_retries(), 6);
+//! assert_eq!(policy_for("api.github.com").preset(), Some(Preset::GitHub));
+//! assert_eq!(policy_for("example.org").max_retries(), 2);
+//! # Ok::<(), http_resilience::ConfigError>(())
+//! ```
+//!
+//! # Errors
+//!
+//! Loading is all or nothing: it returns a [`Result`], so a file with any
+//! problem yields no policy at all, never one with some settings applied.
+//! The [`ConfigError`] (code `INVALID_CONFIG`) names the key path in
+//! [`field`](ConfigError::field) (`routes[1].policy.initial_backoff`,
+//! `routes[0].methods[2]`, `default.jitter`) and says why in
+//! [`reason`](ConfigError::reason):
+//!
+//! - a syntax error: the position (line and column) and the parser's
+//!   message; the field is the path reached, often empty;
+//! - an unknown key (at any depth), a value of the wrong type, a duration,
+//!   jitter, preset, `on_long_hint` or method that does not parse: the
+//!   key's path, and the message with its position;
+//! - a value the builder refuses (a zero or over-365-day duration,
+//!   `multiplier` below 1, `initial_backoff` above `max_backoff`): the
+//!   builder's own message ([`RetryPolicyBuilder::build`](crate::RetryPolicyBuilder::build)),
+//!   under the key path of the policy (`routes[1].policy.multiplier`);
+//! - a route the set refuses (a bad host or glob; both `path_prefix` and
+//!   `path_glob`; a `path_prefix` not starting with `/`; an empty
+//!   `methods` list; a malformed scheme): `routes[n].<key>`.
+//!
+//! Checks run in a fixed order, and the first problem is reported: the
+//! whole file's syntax and types, then the default policy, then each route
+//! in order (its scheme, path and methods, then its policy), then every
+//! route's host and glob.
+//!
+//! ```
+//! use http_resilience::RetryPolicy;
+//!
+//! let err = RetryPolicy::from_toml_str("multiplier = 0.5").unwrap_err();
+//! assert_eq!(err.field(), "multiplier");
+//! assert_eq!(err.reason(), "must be at least 1 (got 0.5)");
+//!
+//! let err = RetryPolicy::from_json_str(r#"{"initial_backof": "1s"}"#).unwrap_err();
+//! assert_eq!(err.field(), "initial_backof");
+//! assert!(err.reason().starts_with("unknown field `initial_backof`"));
+//! ```
+
+use std::fmt::{self, Write as _};
+use std::marker::PhantomData;
+use std::path::Path;
+use std::time::Duration;
+
+use http::Method;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::backoff::Jitter;
+use crate::endpoint::{EndpointPolicies, Route};
+use crate::policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
+use crate::presets::Preset;
+
+impl RetryPolicy {
+    /// Reads a policy from TOML (see the [`config`](crate::config) module for
+    /// the keys). All or nothing: any problem is an error naming the key.
+    ///
+    /// ```
+    /// let policy = http_resilience::RetryPolicy::from_toml_str(r#"
+    ///     max_retries = 4
+    ///     jitter = "scaled:0.75"
+    /// "#)?;
+    /// assert_eq!(policy.max_retries(), 4);
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn from_toml_str(toml: &str) -> Result<RetryPolicy, ConfigError> {
+        parse_toml::<Table<PolicySpec>>(toml)?.0.build("")
+    }
+
+    /// Reads a policy from JSON (the same keys as
+    /// [`from_toml_str`](Self::from_toml_str)).
+    ///
+    /// ```
+    /// let policy = http_resilience::RetryPolicy::from_json_str(
+    ///     r#"{"preset": "openai", "deadline": "30s"}"#,
+    /// )?;
+    /// assert_eq!(policy.max_retries(), 2);
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn from_json_str(json: &str) -> Result<RetryPolicy, ConfigError> {
+        parse_json::<Table<PolicySpec>>(json)?.0.build("")
+    }
+
+    /// Reads a policy from a `.toml` or `.json` file (chosen by the
+    /// extension, case-insensitive). An unreadable file or another
+    /// extension is an error with an empty field.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<RetryPolicy, ConfigError> {
+        let (format, text) = read(path.as_ref())?;
+        match format {
+            Format::Toml => RetryPolicy::from_toml_str(&text),
+            Format::Json => RetryPolicy::from_json_str(&text),
+        }
+    }
+}
+
+impl EndpointPolicies {
+    /// Reads an endpoint set from TOML (see the [`config`](crate::config)
+    /// module for the shape). All or nothing: any problem is an error
+    /// naming the key.
+    ///
+    /// ```
+    /// let set = http_resilience::EndpointPolicies::from_toml_str(r#"
+    ///     [[routes]]
+    ///     host = "uploads.example.com"
+    ///     methods = ["POST"]
+    ///     policy = { max_retries = 0 }
+    /// "#)?;
+    /// assert_eq!(set.routes().len(), 1);
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn from_toml_str(toml: &str) -> Result<EndpointPolicies, ConfigError> {
+        parse_toml::<Table<EndpointsSpec>>(toml)?.0.build()
+    }
+
+    /// Reads an endpoint set from JSON (the same shape as
+    /// [`from_toml_str`](Self::from_toml_str)).
+    ///
+    /// ```
+    /// let set = http_resilience::EndpointPolicies::from_json_str(r#"{
+    ///     "well_known": true,
+    ///     "routes": [{"host": "*.example.com", "policy": {"preset": "git"}}]
+    /// }"#)?;
+    /// assert_eq!(set.routes().len(), 1 + http_resilience::EndpointPolicies::well_known().routes().len());
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn from_json_str(json: &str) -> Result<EndpointPolicies, ConfigError> {
+        parse_json::<Table<EndpointsSpec>>(json)?.0.build()
+    }
+
+    /// Reads an endpoint set from a `.toml` or `.json` file (chosen by the
+    /// extension, case-insensitive). An unreadable file or another
+    /// extension is an error with an empty field.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<EndpointPolicies, ConfigError> {
+        let (format, text) = read(path.as_ref())?;
+        match format {
+            Format::Toml => EndpointPolicies::from_toml_str(&text),
+            Format::Json => EndpointPolicies::from_json_str(&text),
+        }
+    }
+}
+
+/// Reads a policy table inside a larger configuration, with the same keys
+/// and checks as [`RetryPolicy::from_toml_str`]. A value the builder
+/// refuses becomes the format's error, saying which key (the format's own
+/// path, if it tracks one, stops at the policy).
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct AppConfig {
+///     name: String,
+///     retry: http_resilience::RetryPolicy,
+/// }
+///
+/// let app: AppConfig = toml::from_str(r#"
+///     name = "indexer"
+///     [retry]
+///     preset = "github"
+///     max_retries = 6
+/// "#).unwrap();
+/// assert_eq!(app.retry.max_retries(), 6);
+///
+/// let err = toml::from_str::<AppConfig>("name = \"x\"\nretry = { multiplier = 0.5 }")
+///     .err()
+///     .unwrap();
+/// assert!(err.message().contains("`multiplier` must be at least 1"));
+/// ```
+impl<'de> Deserialize<'de> for RetryPolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spec = Table::<PolicySpec>::deserialize(deserializer)?.0;
+        spec.build("").map_err(|e| de::Error::custom(inline(&e)))
+    }
+}
+
+/// Reads an endpoint set inside a larger configuration, with the same
+/// shape and checks as [`EndpointPolicies::from_toml_str`].
+impl<'de> Deserialize<'de> for EndpointPolicies {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spec = Table::<EndpointsSpec>::deserialize(deserializer)?.0;
+        spec.build().map_err(|e| de::Error::custom(inline(&e)))
+    }
+}
+
+/// A [`ConfigError`] as one message inside another format's error.
+fn inline(e: &ConfigError) -> String {
+    if e.field().is_empty() {
+        e.reason().to_owned()
+    } else {
+        format!("`{}` {}", e.field(), e.reason())
+    }
+}
+
+enum Format {
+    Toml,
+    Json,
+}
+
+fn read(path: &Path) -> Result<(Format, String), ConfigError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let format = match ext.as_deref() {
+        Some("toml") => Format::Toml,
+        Some("json") => Format::Json,
+        _ => {
+            return Err(ConfigError::new(
+                "",
+                format!(
+                    "`{}`: unknown file extension (expected .toml or .json)",
+                    path.display()
+                ),
+            ));
+        }
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", format!("cannot read `{}`: {e}", path.display())))?;
+    Ok((format, text))
+}
+
+/// The key path serde_path_to_error reports, or "" for the document itself.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    let path = path.to_string();
+    if path == "." { String::new() } else { path }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Reads a whole TOML document; any error names the key path reached.
+fn parse_toml<T: de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let located = |e: &toml::de::Error| {
+        let mut reason = e.message().trim().replace('\n', "; ");
+        if let Some(span) = e.span() {
+            let (line, column) = position(text, span.start);
+            let _ = write!(reason, " (line {line}, column {column})");
+        }
+        reason
+    };
+    let de = toml::de::Deserializer::parse(text)
+        .map_err(|e| ConfigError::new("", format!("TOML syntax error: {}", located(&e))))?;
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| ConfigError::new(key_path(e.path()), located(e.inner())))
+}
+
+/// Reads a whole JSON document; any error names the key path reached.
+fn parse_json<T: de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| json_error(key_path(e.path()), e.inner()))?;
+    de.end().map_err(|e| json_error(String::new(), &e))?;
+    Ok(value)
+}
+
+fn json_error(field: String, err: &serde_json::Error) -> ConfigError {
+    // serde_json's message ends with " at line L column C" when it knows
+    // the position; say it as the TOML errors do.
+    let full = err.to_string();
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    let message = full.strip_suffix(&suffix).unwrap_or(&full);
+    let (field, mut reason) = match err.classify() {
+        serde_json::error::Category::Data => (field, message.to_owned()),
+        // The path reached can end in an unnamed `?`: the position says more.
+        _ => (String::new(), format!("JSON syntax error: {message}")),
+    };
+    if err.line() > 0 {
+        let _ = write!(
+            reason,
+            " (line {}, column {})",
+            err.line(),
+            err.column().max(1)
+        );
+    }
+    ConfigError::new(field, reason)
+}
+
+/// A policy table, every key optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySpec {
+    preset: Option<Word<Preset>>,
+    max_retries: Option<u32>,
+    initial_backoff: Option<Word<Duration>>,
+    max_backoff: Option<Word<Duration>>,
+    multiplier: Option<f64>,
+    jitter: Option<Word<Jitter>>,
+    seed: Option<u64>,
+    max_retry_after: Option<Word<Duration>>,
+    on_long_hint: Option<Word<LongHint>>,
+    deadline: Option<Word<Duration>>,
+    attempt_timeout: Option<Word<Duration>>,
+    retry_non_idempotent: Option<bool>,
+    auto_idempotency_key: Option<bool>,
+    return_last_response: Option<bool>,
+}
+
+impl PolicySpec {
+    /// The builder's own validation; its field is put under `at`.
+    fn build(self, at: &str) -> Result<RetryPolicy, ConfigError> {
+        fn set<T>(
+            b: RetryPolicyBuilder,
+            value: Option<T>,
+            f: fn(RetryPolicyBuilder, T) -> RetryPolicyBuilder,
+        ) -> RetryPolicyBuilder {
+            match value {
+                Some(v) => f(b, v),
+                None => b,
+            }
+        }
+        let word = |w: Option<Word<Duration>>| w.map(|w| w.0);
+        let mut b = match self.preset {
+            Some(Word(preset)) => preset.builder(),
+            None => RetryPolicy::builder(),
+        };
+        b = set(b, self.max_retries, RetryPolicyBuilder::max_retries);
+        b = set(
+            b,
+            word(self.initial_backoff),
+            RetryPolicyBuilder::initial_backoff,
+        );
+        b = set(b, word(self.max_backoff), RetryPolicyBuilder::max_backoff);
+        b = set(b, self.multiplier, RetryPolicyBuilder::multiplier);
+        b = set(b, self.jitter.map(|w| w.0), RetryPolicyBuilder::jitter);
+        b = set(b, self.seed, RetryPolicyBuilder::seed);
+        b = set(
+            b,
+            word(self.max_retry_after),
+            RetryPolicyBuilder::max_retry_after,
+        );
+        b = set(
+            b,
+            self.on_long_hint.map(|w| w.0),
+            RetryPolicyBuilder::on_long_hint,
+        );
+        b = set(b, word(self.deadline), RetryPolicyBuilder::deadline);
+        b = set(
+            b,
+            word(self.attempt_timeout),
+            RetryPolicyBuilder::attempt_timeout,
+        );
+        b = set(
+            b,
+            self.retry_non_idempotent,
+            RetryPolicyBuilder::retry_non_idempotent,
+        );
+        b = set(
+            b,
+            self.auto_idempotency_key,
+            RetryPolicyBuilder::auto_idempotency_key,
+        );
+        b = set(
+            b,
+            self.return_last_response,
+            RetryPolicyBuilder::return_last_response,
+        );
+        b.build().map_err(|e| under(at, &e))
+    }
+}
+
+/// `e` with its field put under the key path `at`.
+fn under(at: &str, e: &ConfigError) -> ConfigError {
+    let field = match (at.is_empty(), e.field().is_empty()) {
+        (true, _) => e.field().to_owned(),
+        (false, true) => at.to_owned(),
+        (false, false) => format!("{at}.{}", e.field()),
+    };
+    ConfigError::new(field, e.reason().to_owned())
+}
+
+/// An endpoint set document.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointsSpec {
+    #[serde(default)]
+    well_known: bool,
+    default: Option<Table<PolicySpec>>,
+    #[serde(default)]
+    routes: Vec<Table<RouteSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSpec {
+    host: Option<String>,
+    scheme: Option<String>,
+    path_prefix: Option<String>,
+    path_glob: Option<String>,
+    methods: Option<Vec<Word<Method>>>,
+    policy: Table<PolicySpec>,
+}
+
+impl RouteSpec {
+    fn build(self, n: usize) -> Result<(Route, RetryPolicy), ConfigError> {
+        let at = |key: &str, reason: String| ConfigError::new(format!("routes[{n}].{key}"), reason);
+        let mut route = Route::any();
+        if let Some(host) = self.host {
+            // Checked (with the glob) when the set is built.
+            route = route.and_host(host);
+        }
+        if let Some(scheme) = self.scheme {
+            let mut bytes = scheme.bytes();
+            let valid = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+                && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+            if !valid {
+                return Err(at(
+                    "scheme",
+                    format!("`{scheme}` is not a URL scheme (write `https`, not `https://`)"),
+                ));
+            }
+            route = route.scheme(scheme);
+        }
+        match (self.path_prefix, self.path_glob) {
+            (Some(_), Some(_)) => {
+                return Err(at(
+                    "path_glob",
+                    "set either path_prefix or path_glob, not both".into(),
+                ));
+            }
+            (Some(prefix), None) => {
+                if !prefix.starts_with('/') {
+                    return Err(at(
+                        "path_prefix",
+                        format!("`{prefix}` must start with `/` (paths always do)"),
+                    ));
+                }
+                route = route.path_prefix(prefix);
+            }
+            (None, Some(glob)) => route = route.path_glob(glob),
+            (None, None) => {}
+        }
+        if let Some(methods) = self.methods {
+            if methods.is_empty() {
+                return Err(at(
+                    "methods",
+                    "lists no method (leave the key out to match every method)".into(),
+                ));
+            }
+            route = route.methods(methods.into_iter().map(|m| m.0));
+        }
+        let policy = self.policy.0.build(&format!("routes[{n}].policy"))?;
+        Ok((route, policy))
+    }
+}
+
+impl EndpointsSpec {
+    fn build(self) -> Result<EndpointPolicies, ConfigError> {
+        let mut builder = EndpointPolicies::builder();
+        if let Some(default) = self.default {
+            builder = builder.default_policy(default.0.build("default")?);
+        }
+        for (n, spec) in self.routes.into_iter().enumerate() {
+            let (route, policy) = spec.0.build(n)?;
+            builder = builder.route(route, policy);
+        }
+        if self.well_known {
+            builder = builder.well_known();
+        }
+        builder.build().map_err(|e| {
+            // The set names a glob problem `routes[n].path`: in a file that
+            // is `path_glob` (prefixes cannot fail). The well-known routes,
+            // after the file's, are valid.
+            match e.field().strip_suffix(".path") {
+                Some(route) => ConfigError::new(format!("{route}.path_glob"), e.reason().into()),
+                None => e,
+            }
+        })
+    }
+}
+
+/// A struct read from a table only: serde's derived structs also accept a
+/// sequence of their fields in order, which no configuration means.
+struct Table<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Table<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table (a JSON object)")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Table<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Table)
+            }
+        }
+        deserializer.deserialize_map(V(PhantomData))
+    }
+}
+
+/// A value written as a string and parsed by [`Parse`].
+struct Word<T>(T);
+
+trait Parse: Sized {
+    /// What serde says it expected when the type is wrong.
+    const EXPECTING: &'static str;
+    fn parse(s: &str) -> Result<Self, String>;
+}
+
+impl Parse for Duration {
+    const EXPECTING: &'static str = r#"a duration such as "500ms", "2m" or "1h""#;
+    fn parse(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s).map_err(|e| {
+            format!(r#"`{s}` is not a duration ({e}); write e.g. "500ms", "2m" or "1h""#)
+        })
+    }
+}
+
+impl Parse for Jitter {
+    const EXPECTING: &'static str =
+        r#"a jitter: "none", "full", "equal", "decorrelated" or "scaled:<factor>""#;
+    fn parse(s: &str) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl Parse for Preset {
+    const EXPECTING: &'static str = r#"a preset: "github", "openai", "anthropic" or "git""#;
+    fn parse(s: &str) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl Parse for LongHint {
+    const EXPECTING: &'static str = r#""give_up" or "use_backoff""#;
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "give_up" => Ok(LongHint::GiveUp),
+            "use_backoff" => Ok(LongHint::UseBackoff),
+            _ => Err(format!(
+                "unknown on_long_hint `{s}` (expected give_up or use_backoff)"
+            )),
+        }
+    }
+}
+
+impl Parse for Method {
+    const EXPECTING: &'static str = r#"an HTTP method such as "GET""#;
+    fn parse(s: &str) -> Result<Self, String> {
+        let method =
+            Method::from_bytes(s.as_bytes()).map_err(|_| format!("`{s}` is not an HTTP method"))?;
+        // Methods are case-sensitive: `get` is not GET and would never
+        // match a real GET, so say so rather than accept a dead rule.
+        let upper = s.to_ascii_uppercase();
+        if upper != s && STANDARD.iter().any(|m| m.as_str() == upper) {
+            return Err(format!(
+                "`{s}` is not `{upper}`: methods are case-sensitive"
+            ));
+        }
+        Ok(method)
+    }
+}
+
+const STANDARD: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::CONNECT,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::PATCH,
+];
+
+impl<'de, T: Parse> Deserialize<'de> for Word<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<T: Parse> Visitor<'_> for V<T> {
+            type Value = Word<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(T::EXPECTING)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Word<T>, E> {
+                T::parse(s).map(Word).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(V(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_count_lines_and_characters() {
+        assert_eq!(position("", 0), (1, 1));
+        assert_eq!(position("ab\ncé\nx", 6), (2, 3));
+        assert_eq!(position("ab\ncé\nx", 7), (3, 1));
+        assert_eq!(position("é", 1), (1, 1)); // inside a character
+        assert_eq!(position("abc", 99), (1, 4));
+    }
+
+    #[test]
+    fn method_case_is_checked_only_for_standard_methods() {
+        assert_eq!(Method::parse("GET"), Ok(Method::GET));
+        assert!(Method::parse("get").unwrap_err().contains("case-sensitive"));
+        assert_eq!(Method::parse("PROPFIND").unwrap().as_str(), "PROPFIND");
+        assert_eq!(Method::parse("propfind").unwrap().as_str(), "propfind");
+        assert!(Method::parse("G ET").is_err());
+    }
+}

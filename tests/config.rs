@@ -1,0 +1,1201 @@
+//! Policies and endpoint sets from configuration files (the `serde`
+//! feature): valid TOML and JSON give exactly what the builder gives, and
+//! each class of bad input gives its own error, naming the key path.
+//!
+//! `RetryPolicy` has no `PartialEq` (its classifier cannot be compared), so
+//! policies are compared through `Debug`, which prints every setting and the
+//! preset whose rules it uses.
+
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Uri};
+use http_resilience::{
+    ConfigError, EndpointPolicies, Jitter, LongHint, Preset, RequestMeta, RetryPolicy, Route,
+};
+
+fn dbg<T: std::fmt::Debug>(value: &T) -> String {
+    format!("{value:?}")
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+const EVERY_SETTING_TOML: &str = r#"
+max_retries = 6
+initial_backoff = "250ms"
+max_backoff = "1m 30s"
+multiplier = 1.5
+jitter = "scaled:0.6"
+seed = 18446744073709551615
+max_retry_after = "10m"
+on_long_hint = "use_backoff"
+deadline = "2h"
+attempt_timeout = "45s"
+retry_non_idempotent = true
+auto_idempotency_key = true
+return_last_response = true
+"#;
+
+const EVERY_SETTING_JSON: &str = r#"{
+    "max_retries": 6,
+    "initial_backoff": "250ms",
+    "max_backoff": "1m 30s",
+    "multiplier": 1.5,
+    "jitter": "scaled:0.6",
+    "seed": 18446744073709551615,
+    "max_retry_after": "10m",
+    "on_long_hint": "use_backoff",
+    "deadline": "2h",
+    "attempt_timeout": "45s",
+    "retry_non_idempotent": true,
+    "auto_idempotency_key": true,
+    "return_last_response": true
+}"#;
+
+fn every_setting_built() -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_retries(6)
+        .initial_backoff(ms(250))
+        .max_backoff(secs(90))
+        .multiplier(1.5)
+        .jitter(Jitter::Scaled { min_factor: 0.6 })
+        .seed(u64::MAX)
+        .max_retry_after(secs(600))
+        .on_long_hint(LongHint::UseBackoff)
+        .deadline(secs(7200))
+        .attempt_timeout(secs(45))
+        .retry_non_idempotent(true)
+        .auto_idempotency_key(true)
+        .return_last_response(true)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn every_setting_loads_from_toml_and_json_as_the_builder_sets_it() {
+    let built = every_setting_built();
+    let from_toml = RetryPolicy::from_toml_str(EVERY_SETTING_TOML).unwrap();
+    let from_json = RetryPolicy::from_json_str(EVERY_SETTING_JSON).unwrap();
+    assert_eq!(dbg(&from_toml), dbg(&built));
+    assert_eq!(dbg(&from_json), dbg(&built));
+    // and not by accident of Debug: the values themselves
+    assert_eq!(from_toml.max_retries(), 6);
+    assert_eq!(from_toml.initial_backoff(), ms(250));
+    assert_eq!(from_toml.max_backoff(), secs(90));
+    assert_eq!(from_toml.multiplier(), 1.5);
+    assert_eq!(from_toml.jitter(), Jitter::Scaled { min_factor: 0.6 });
+    assert_eq!(from_toml.seed(), Some(u64::MAX));
+    assert_eq!(from_toml.max_retry_after(), secs(600));
+    assert_eq!(from_toml.on_long_hint(), LongHint::UseBackoff);
+    assert_eq!(from_toml.deadline(), Some(secs(7200)));
+    assert_eq!(from_toml.attempt_timeout(), Some(secs(45)));
+    assert!(from_toml.retry_non_idempotent());
+    assert!(from_toml.auto_idempotency_key());
+    assert!(from_toml.return_last_response());
+    assert_eq!(from_toml.preset(), None);
+    // the same seed gives the same jitter as the builder's policy
+    let a: Vec<Duration> = from_json.backoff().take(5).collect();
+    let b: Vec<Duration> = built.backoff().take(5).collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn an_empty_file_is_the_default_policy() {
+    let default = dbg(&RetryPolicy::default());
+    assert_eq!(dbg(&RetryPolicy::from_toml_str("").unwrap()), default);
+    assert_eq!(
+        dbg(&RetryPolicy::from_toml_str("# nothing\n").unwrap()),
+        default
+    );
+    assert_eq!(dbg(&RetryPolicy::from_json_str("{}").unwrap()), default);
+    // JSON null leaves a setting at its default
+    let p = RetryPolicy::from_json_str(r#"{"deadline": null, "seed": null}"#).unwrap();
+    assert_eq!(dbg(&p), default);
+}
+
+#[test]
+fn every_jitter_and_long_hint_name_loads() {
+    let jitters = [
+        ("none", Jitter::None),
+        ("full", Jitter::Full),
+        ("equal", Jitter::Equal),
+        ("decorrelated", Jitter::Decorrelated),
+        ("scaled:0", Jitter::Scaled { min_factor: 0.0 }),
+        ("scaled:0.75", Jitter::Scaled { min_factor: 0.75 }),
+        ("scaled:1", Jitter::Scaled { min_factor: 1.0 }),
+    ];
+    for (name, jitter) in jitters {
+        let p = RetryPolicy::from_toml_str(&format!("jitter = {name:?}")).unwrap();
+        assert_eq!(p.jitter(), jitter, "{name}");
+        let p = RetryPolicy::from_json_str(&format!(r#"{{"jitter": {name:?}}}"#)).unwrap();
+        assert_eq!(p.jitter(), jitter, "{name}");
+    }
+    for (name, hint) in [
+        ("give_up", LongHint::GiveUp),
+        ("use_backoff", LongHint::UseBackoff),
+    ] {
+        let p = RetryPolicy::from_toml_str(&format!("on_long_hint = {name:?}")).unwrap();
+        assert_eq!(p.on_long_hint(), hint, "{name}");
+    }
+    // an integer multiplier is a number too
+    assert_eq!(
+        RetryPolicy::from_toml_str("multiplier = 3")
+            .unwrap()
+            .multiplier(),
+        3.0
+    );
+}
+
+#[test]
+fn a_preset_is_a_base_that_the_other_keys_override() {
+    for preset in Preset::ALL {
+        let name = preset.as_str();
+        // alone: exactly the preset
+        let alone = RetryPolicy::from_toml_str(&format!("preset = {name:?}")).unwrap();
+        assert_eq!(dbg(&alone), dbg(&preset.policy()), "{name}");
+        assert_eq!(alone.preset(), Some(preset));
+
+        // with overrides, whichever comes first in the file
+        let want = preset
+            .builder()
+            .max_retries(7)
+            .initial_backoff(ms(100))
+            .deadline(secs(60))
+            .build()
+            .unwrap();
+        let after = format!(
+            "preset = {name:?}\nmax_retries = 7\ninitial_backoff = \"100ms\"\ndeadline = \"1m\""
+        );
+        let before = format!(
+            "max_retries = 7\ninitial_backoff = \"100ms\"\ndeadline = \"1m\"\npreset = {name:?}"
+        );
+        let json = format!(
+            r#"{{"max_retries": 7, "preset": {name:?}, "initial_backoff": "100ms", "deadline": "60s"}}"#
+        );
+        for loaded in [
+            RetryPolicy::from_toml_str(&after).unwrap(),
+            RetryPolicy::from_toml_str(&before).unwrap(),
+            RetryPolicy::from_json_str(&json).unwrap(),
+        ] {
+            assert_eq!(dbg(&loaded), dbg(&want), "{name}");
+            assert_eq!(
+                loaded.preset(),
+                Some(preset),
+                "{name}: keeps the preset's rules"
+            );
+        }
+    }
+    // the preset's own settings stay where not overridden
+    let p = RetryPolicy::from_toml_str("preset = \"anthropic\"\nmax_retries = 9").unwrap();
+    assert_eq!(p.on_long_hint(), LongHint::UseBackoff);
+    assert_eq!(p.max_retry_after(), secs(60));
+    assert_eq!(p.jitter(), Jitter::Scaled { min_factor: 0.75 });
+}
+
+const SET_TOML: &str = r#"
+well_known = true
+
+[default]
+max_retries = 1
+deadline = "30s"
+
+[[routes]]
+host = "api.github.com"
+path_prefix = "/graphql"
+methods = ["POST"]
+[routes.policy]
+preset = "github"
+retry_non_idempotent = true
+
+[[routes]]
+host = "*.internal.example"
+scheme = "https"
+[routes.policy]
+max_retries = 5
+initial_backoff = "250ms"
+jitter = "equal"
+
+[[routes]]
+path_glob = "/repos/*/raw"
+policy = { max_retries = 0 }
+"#;
+
+const SET_JSON: &str = r#"{
+    "well_known": true,
+    "default": {"max_retries": 1, "deadline": "30s"},
+    "routes": [
+        {
+            "host": "api.github.com",
+            "path_prefix": "/graphql",
+            "methods": ["POST"],
+            "policy": {"preset": "github", "retry_non_idempotent": true}
+        },
+        {
+            "host": "*.internal.example",
+            "scheme": "https",
+            "policy": {"max_retries": 5, "initial_backoff": "250ms", "jitter": "equal"}
+        },
+        {"path_glob": "/repos/*/raw", "policy": {"max_retries": 0}}
+    ]
+}"#;
+
+fn set_built() -> EndpointPolicies {
+    EndpointPolicies::builder()
+        .route(
+            Route::host("api.github.com")
+                .path_prefix("/graphql")
+                .methods([Method::POST]),
+            Preset::GitHub
+                .builder()
+                .retry_non_idempotent(true)
+                .build()
+                .unwrap(),
+        )
+        .route(
+            Route::host("*.internal.example").scheme("https"),
+            RetryPolicy::builder()
+                .max_retries(5)
+                .initial_backoff(ms(250))
+                .jitter(Jitter::Equal)
+                .build()
+                .unwrap(),
+        )
+        .route(
+            Route::any().path_glob("/repos/*/raw"),
+            RetryPolicy::disabled(),
+        )
+        .well_known()
+        .default_policy(
+            RetryPolicy::builder()
+                .max_retries(1)
+                .deadline(secs(30))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn select(set: &EndpointPolicies, method: Method, url: &str) -> RetryPolicy {
+    let uri: Uri = url.parse().unwrap();
+    let headers = HeaderMap::new();
+    let request = RequestMeta::new(
+        &method,
+        uri.scheme_str().unwrap(),
+        uri.host().unwrap(),
+        uri.path(),
+        &headers,
+    );
+    set.select(&request).clone()
+}
+
+#[test]
+fn an_endpoint_set_loads_from_toml_and_json_as_the_builder_builds_it() {
+    let built = set_built();
+    let from_toml = EndpointPolicies::from_toml_str(SET_TOML).unwrap();
+    let from_json = EndpointPolicies::from_json_str(SET_JSON).unwrap();
+    // Debug prints every route and every policy, in order, and the default
+    assert_eq!(dbg(&from_toml), dbg(&built));
+    assert_eq!(dbg(&from_json), dbg(&built));
+    assert_eq!(
+        from_toml.routes().len(),
+        3 + EndpointPolicies::well_known().routes().len()
+    );
+}
+
+#[test]
+fn an_endpoint_set_selects_the_expected_policy_for_each_request() {
+    let set = EndpointPolicies::from_toml_str(SET_TOML).unwrap();
+    let graphql = Preset::GitHub
+        .builder()
+        .retry_non_idempotent(true)
+        .build()
+        .unwrap();
+    let internal = RetryPolicy::builder()
+        .max_retries(5)
+        .initial_backoff(ms(250))
+        .jitter(Jitter::Equal)
+        .build()
+        .unwrap();
+    let default = RetryPolicy::builder()
+        .max_retries(1)
+        .deadline(secs(30))
+        .build()
+        .unwrap();
+    let cases = [
+        // the file's route wins over the well-known api.github.com route
+        (
+            Method::POST,
+            "https://api.github.com/graphql",
+            dbg(&graphql),
+        ),
+        // ... only where it matches: elsewhere the well-known route applies
+        (
+            Method::GET,
+            "https://api.github.com/graphql",
+            dbg(&RetryPolicy::github()),
+        ),
+        (
+            Method::GET,
+            "https://api.github.com/repos/o/r",
+            dbg(&RetryPolicy::github()),
+        ),
+        (
+            Method::GET,
+            "https://github.com/o/r.git/info/refs",
+            dbg(&RetryPolicy::git()),
+        ),
+        (
+            Method::POST,
+            "https://api.openai.com/v1/responses",
+            dbg(&RetryPolicy::openai()),
+        ),
+        (
+            Method::POST,
+            "https://api.anthropic.com/v1/messages",
+            dbg(&RetryPolicy::anthropic()),
+        ),
+        (Method::GET, "https://db.internal.example/x", dbg(&internal)),
+        (
+            Method::GET,
+            "https://A.B.Internal.Example/x",
+            dbg(&internal),
+        ),
+        // scheme must match
+        (Method::GET, "http://db.internal.example/x", dbg(&default)),
+        // the wildcard does not match the bare domain
+        (Method::GET, "https://internal.example/x", dbg(&default)),
+        // the host-less glob route, on any host
+        (
+            Method::GET,
+            "https://example.org/repos/x/raw",
+            dbg(&RetryPolicy::disabled()),
+        ),
+        (
+            Method::GET,
+            "https://example.org/repos/x/y/raw",
+            dbg(&default),
+        ),
+        (Method::GET, "https://example.org/", dbg(&default)),
+    ];
+    for (method, url, want) in cases {
+        assert_eq!(
+            dbg(&select(&set, method.clone(), url)),
+            want,
+            "{method} {url}"
+        );
+    }
+}
+
+#[test]
+fn without_well_known_only_the_files_routes_apply() {
+    let set = EndpointPolicies::from_toml_str(
+        "[[routes]]\nhost = \"a.example\"\npolicy = { max_retries = 8 }",
+    )
+    .unwrap();
+    assert_eq!(set.routes().len(), 1);
+    assert_eq!(
+        select(&set, Method::GET, "https://a.example/").max_retries(),
+        8
+    );
+    // no [default]: the default policy
+    assert_eq!(
+        dbg(&select(&set, Method::GET, "https://api.github.com/")),
+        dbg(&RetryPolicy::default())
+    );
+    let empty = EndpointPolicies::from_json_str("{}").unwrap();
+    assert_eq!(dbg(&empty), dbg(&EndpointPolicies::default()));
+}
+
+#[test]
+fn a_routes_policy_starts_from_the_builder_defaults_not_from_default() {
+    let set = EndpointPolicies::from_toml_str(
+        "[default]\nmax_retries = 1\n[[routes]]\nhost = \"a.example\"\n[routes.policy]\ndeadline = \"5s\"",
+    )
+    .unwrap();
+    let p = select(&set, Method::GET, "https://a.example/");
+    assert_eq!(p.max_retries(), 3);
+    assert_eq!(p.deadline(), Some(secs(5)));
+}
+
+#[test]
+fn the_example_file_loads_and_selects_what_its_comments_say() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let set = EndpointPolicies::from_path(format!("{dir}/examples/policies.toml")).unwrap();
+    let github = select(&set, Method::GET, "https://api.github.com/repos/o/r");
+    assert_eq!(github.preset(), Some(Preset::GitHub));
+    assert_eq!(github.max_retries(), 5);
+    assert_eq!(github.max_retry_after(), secs(900));
+    let upload = select(&set, Method::POST, "https://uploads.github.com/x");
+    assert_eq!(upload.max_retries(), 0);
+    let openai = select(&set, Method::POST, "https://api.openai.com/v1/responses");
+    assert_eq!(
+        (openai.preset(), openai.max_retries()),
+        (Some(Preset::OpenAi), 3)
+    );
+    let git = select(
+        &set,
+        Method::GET,
+        "https://git.internal.example/t.git/info/refs",
+    );
+    assert_eq!(git.preset(), Some(Preset::Git));
+    let internal = select(&set, Method::POST, "https://billing.internal.example/i");
+    assert!(internal.auto_idempotency_key());
+    assert_eq!(internal.jitter(), Jitter::Decorrelated);
+    let anthropic = select(&set, Method::POST, "https://api.anthropic.com/v1/messages");
+    assert_eq!(anthropic.preset(), Some(Preset::Anthropic));
+    let other = select(&set, Method::GET, "https://example.org/");
+    assert_eq!(other.attempt_timeout(), Some(secs(10)));
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "http-resilience-config-{name}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn from_path_chooses_the_format_by_extension() {
+    let dir = TempDir::new("from-path");
+    let write = |name: &str, text: &str| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let built = dbg(&every_setting_built());
+    let toml = write("policy.toml", EVERY_SETTING_TOML);
+    let json = write("policy.JSON", EVERY_SETTING_JSON);
+    assert_eq!(dbg(&RetryPolicy::from_path(&toml).unwrap()), built);
+    assert_eq!(dbg(&RetryPolicy::from_path(&json).unwrap()), built);
+    let set_toml = write("set.toml", SET_TOML);
+    let set_json = write("set.json", SET_JSON);
+    assert_eq!(
+        dbg(&EndpointPolicies::from_path(&set_toml).unwrap()),
+        dbg(&set_built())
+    );
+    assert_eq!(
+        dbg(&EndpointPolicies::from_path(&set_json).unwrap()),
+        dbg(&set_built())
+    );
+
+    // JSON text in a .toml file is read as TOML, and refused
+    let wrong = write("wrong.toml", EVERY_SETTING_JSON);
+    let err = RetryPolicy::from_path(&wrong).unwrap_err();
+    assert!(err.reason().starts_with("TOML syntax error"), "{err}");
+
+    let yaml = write("policy.yaml", "max_retries: 3");
+    let err = RetryPolicy::from_path(&yaml).unwrap_err();
+    assert_eq!(err.field(), "");
+    assert!(err.reason().contains("unknown file extension"), "{err}");
+    let err = EndpointPolicies::from_path(dir.0.join("missing.toml")).unwrap_err();
+    assert_eq!(err.field(), "");
+    assert!(err.reason().starts_with("cannot read"), "{err}");
+    assert_eq!(err.code(), "INVALID_CONFIG");
+}
+
+#[derive(Clone, Copy)]
+enum Fmt {
+    Toml,
+    Json,
+}
+
+fn policy_err(format: Fmt, text: &str) -> ConfigError {
+    match format {
+        Fmt::Toml => RetryPolicy::from_toml_str(text).unwrap_err(),
+        Fmt::Json => RetryPolicy::from_json_str(text).unwrap_err(),
+    }
+}
+
+fn set_err(format: Fmt, text: &str) -> ConfigError {
+    match format {
+        Fmt::Toml => EndpointPolicies::from_toml_str(text).unwrap_err(),
+        Fmt::Json => EndpointPolicies::from_json_str(text).unwrap_err(),
+    }
+}
+
+fn check(what: &str, err: &ConfigError, field: &str, reason: &str) {
+    assert_eq!(err.field(), field, "{what}: {err}");
+    assert!(
+        err.reason().contains(reason),
+        "{what}: reason {:?} lacks {reason:?}",
+        err.reason()
+    );
+    assert_eq!(err.code(), "INVALID_CONFIG", "{what}");
+    if !field.is_empty() {
+        assert!(
+            err.to_string().contains(&format!("`{field}`")),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[test]
+fn each_bad_policy_value_names_its_key_and_reason() {
+    use Fmt::{Json, Toml};
+    let cases: &[(&str, Fmt, &str, &str, &str)] = &[
+        // (what, format, input, field, part of the reason)
+        (
+            "unknown key",
+            Toml,
+            "max_retires = 3",
+            "max_retires",
+            "unknown field `max_retires`",
+        ),
+        (
+            "unknown key",
+            Json,
+            r#"{"max_retires": 3}"#,
+            "max_retires",
+            "unknown field `max_retires`",
+        ),
+        (
+            "unknown key lists the known",
+            Toml,
+            "retries = 3",
+            "retries",
+            "expected one of `preset`, `max_retries`",
+        ),
+        (
+            "wrong type",
+            Toml,
+            "max_retries = \"3\"",
+            "max_retries",
+            "invalid type: string \"3\", expected u32",
+        ),
+        (
+            "wrong type",
+            Json,
+            r#"{"retry_non_idempotent": "yes"}"#,
+            "retry_non_idempotent",
+            "expected a boolean",
+        ),
+        (
+            "negative count",
+            Toml,
+            "max_retries = -1",
+            "max_retries",
+            "invalid value: integer `-1`",
+        ),
+        (
+            "count too large",
+            Json,
+            r#"{"max_retries": 4294967296}"#,
+            "max_retries",
+            "expected u32",
+        ),
+        (
+            "bare number duration",
+            Toml,
+            "deadline = 30",
+            "deadline",
+            r#"expected a duration such as "500ms""#,
+        ),
+        (
+            "unknown unit",
+            Toml,
+            "initial_backoff = \"5 parsecs\"",
+            "initial_backoff",
+            "`5 parsecs` is not a duration (unknown time unit \"parsecs\"",
+        ),
+        (
+            "negative duration",
+            Json,
+            r#"{"initial_backoff": "-1s"}"#,
+            "initial_backoff",
+            "`-1s` is not a duration",
+        ),
+        (
+            "overflowing duration",
+            Toml,
+            "deadline = \"99999999999999999999999s\"",
+            "deadline",
+            "is not a duration",
+        ),
+        (
+            "zero duration",
+            Toml,
+            "attempt_timeout = \"0s\"",
+            "attempt_timeout",
+            "must be greater than zero",
+        ),
+        (
+            "zero duration",
+            Json,
+            r#"{"max_backoff": "0ms"}"#,
+            "max_backoff",
+            "must be greater than zero",
+        ),
+        (
+            "too long a duration",
+            Toml,
+            "max_retry_after = \"400days\"",
+            "max_retry_after",
+            "must be at most 365 days",
+        ),
+        (
+            "initial above max",
+            Toml,
+            "initial_backoff = \"1m\"\nmax_backoff = \"30s\"",
+            "initial_backoff",
+            "must not exceed max_backoff",
+        ),
+        (
+            "initial above a preset's max",
+            Toml,
+            "preset = \"openai\"\ninitial_backoff = \"10s\"",
+            "initial_backoff",
+            "must not exceed max_backoff (10s > 8s)",
+        ),
+        (
+            "multiplier below 1",
+            Toml,
+            "multiplier = 0.5",
+            "multiplier",
+            "must be at least 1 (got 0.5)",
+        ),
+        (
+            "multiplier below 1",
+            Json,
+            r#"{"multiplier": 0}"#,
+            "multiplier",
+            "must be at least 1",
+        ),
+        (
+            "multiplier not finite",
+            Toml,
+            "multiplier = inf",
+            "multiplier",
+            "must be a finite number",
+        ),
+        (
+            "multiplier not finite",
+            Toml,
+            "multiplier = nan",
+            "multiplier",
+            "must be a finite number",
+        ),
+        (
+            "unknown jitter",
+            Toml,
+            "jitter = \"fuzzy\"",
+            "jitter",
+            "unknown jitter `fuzzy`",
+        ),
+        (
+            "scaled factor out of range",
+            Toml,
+            "jitter = \"scaled:1.5\"",
+            "jitter",
+            "must lie in [0, 1] (got 1.5)",
+        ),
+        (
+            "scaled factor not a number",
+            Json,
+            r#"{"jitter": "scaled:x"}"#,
+            "jitter",
+            "`x` is not a number",
+        ),
+        (
+            "jitter not a string",
+            Toml,
+            "jitter = 1",
+            "jitter",
+            "expected a jitter",
+        ),
+        (
+            "unknown preset",
+            Toml,
+            "preset = \"gitlab\"",
+            "preset",
+            "unknown preset `gitlab` (expected github, openai, anthropic or git)",
+        ),
+        (
+            "preset case",
+            Json,
+            r#"{"preset": "GitHub"}"#,
+            "preset",
+            "unknown preset `GitHub`",
+        ),
+        (
+            "unknown long hint",
+            Toml,
+            "on_long_hint = \"wait\"",
+            "on_long_hint",
+            "unknown on_long_hint `wait`",
+        ),
+        ("negative seed", Toml, "seed = -1", "seed", "expected u64"),
+        ("not a table", Json, "[1, 2]", "", "expected a table"),
+        ("not a table", Json, "3", "", "expected a table"),
+        (
+            "duplicate key",
+            Json,
+            r#"{"max_retries": 1, "max_retries": 2}"#,
+            "",
+            "duplicate field `max_retries`",
+        ),
+        (
+            "TOML syntax",
+            Toml,
+            "max_retries = 3\ninitial_backoff = \"1s",
+            "",
+            "TOML syntax error",
+        ),
+        (
+            "TOML syntax position",
+            Toml,
+            "max_retries = 3\ninitial_backoff = \"1s",
+            "",
+            "(line 2, column 22)",
+        ),
+        (
+            "TOML duplicate key",
+            Toml,
+            "max_retries = 3\nmax_retries = 4",
+            "",
+            "(line 2, column 1)",
+        ),
+        (
+            "JSON syntax",
+            Json,
+            "{\"max_retries\": 3,\n}",
+            "",
+            "JSON syntax error",
+        ),
+        (
+            "JSON syntax position",
+            Json,
+            "{\"max_retries\": 3,\n}",
+            "",
+            "(line 2, column 1)",
+        ),
+        (
+            "JSON trailing text",
+            Json,
+            "{} {}",
+            "",
+            "trailing characters",
+        ),
+        ("JSON empty", Json, "", "", "EOF while parsing"),
+    ];
+    for &(what, format, input, field, reason) in cases {
+        check(what, &policy_err(format, input), field, reason);
+    }
+}
+
+#[test]
+fn positions_point_at_the_offending_value() {
+    let err = RetryPolicy::from_toml_str("max_retries = 3\n\ndeadline = \"soon\"").unwrap_err();
+    assert_eq!(err.field(), "deadline");
+    assert!(err.reason().ends_with("(line 3, column 12)"), "{err}");
+    let err = RetryPolicy::from_json_str("{\n  \"deadline\": 5\n}").unwrap_err();
+    assert_eq!(err.field(), "deadline");
+    assert!(err.reason().contains("(line 2, column"), "{err}");
+}
+
+#[test]
+fn each_bad_endpoint_set_names_its_key_and_reason() {
+    use Fmt::{Json, Toml};
+    let route = |body: &str| format!("[[routes]]\n{body}\n");
+    let cases: Vec<(&str, Fmt, String, &str, &str)> = vec![
+        (
+            "unknown top-level key",
+            Toml,
+            "[defaults]\nmax_retries = 1".into(),
+            "defaults",
+            "unknown field `defaults`, expected one of `well_known`, `default`, `routes`",
+        ),
+        (
+            "unknown route key",
+            Toml,
+            route("hosts = \"a\"\npolicy = {}"),
+            "routes[0].hosts",
+            "unknown field `hosts`",
+        ),
+        (
+            "unknown nested key",
+            Toml,
+            route("host = \"a\"\n[routes.policy]\nmax_retries = 1\nbogus = 2"),
+            "routes[0].policy.bogus",
+            "unknown field `bogus`",
+        ),
+        (
+            "unknown nested key",
+            Json,
+            r#"{"routes": [{"policy": {}}, {"policy": {"x": 1}}]}"#.into(),
+            "routes[1].policy.x",
+            "unknown field `x`",
+        ),
+        (
+            "unknown key in default",
+            Json,
+            r#"{"default": {"max_retry": 1}}"#.into(),
+            "default.max_retry",
+            "unknown field `max_retry`",
+        ),
+        (
+            "missing policy",
+            Toml,
+            route("host = \"a\""),
+            "routes[0]",
+            "missing field `policy`",
+        ),
+        (
+            "wrong type",
+            Toml,
+            "well_known = \"yes\"".into(),
+            "well_known",
+            "expected a boolean",
+        ),
+        (
+            "routes not a list",
+            Json,
+            r#"{"routes": {"host": "a"}}"#.into(),
+            "routes",
+            "expected a sequence",
+        ),
+        (
+            "route not a table",
+            Json,
+            r#"{"routes": ["a"]}"#.into(),
+            "routes[0]",
+            "expected a table",
+        ),
+        (
+            "policy not a table",
+            Toml,
+            route("policy = \"github\""),
+            "routes[0].policy",
+            "expected a table",
+        ),
+        (
+            "bad duration in a route",
+            Toml,
+            format!(
+                "{}{}",
+                route("policy = {}"),
+                route("policy = { deadline = \"-1s\" }")
+            ),
+            "routes[1].policy.deadline",
+            "`-1s` is not a duration",
+        ),
+        (
+            "builder refusal in a route",
+            Toml,
+            format!(
+                "{}{}",
+                route("policy = {}"),
+                route("[routes.policy]\ninitial_backoff = \"0s\"")
+            ),
+            "routes[1].policy.initial_backoff",
+            "must be greater than zero",
+        ),
+        (
+            "builder refusal in a route",
+            Json,
+            r#"{"routes": [{"policy": {"multiplier": 0.5}}]}"#.into(),
+            "routes[0].policy.multiplier",
+            "must be at least 1 (got 0.5)",
+        ),
+        (
+            "builder refusal in default",
+            Toml,
+            "[default]\nmax_backoff = \"500days\"".into(),
+            "default.max_backoff",
+            "must be at most 365 days",
+        ),
+        (
+            "unknown preset in a route",
+            Toml,
+            route("policy = { preset = \"gitlab\" }"),
+            "routes[0].policy.preset",
+            "unknown preset `gitlab`",
+        ),
+        (
+            "bad scaled factor in a route",
+            Json,
+            r#"{"routes": [{"policy": {"jitter": "scaled:-0.1"}}]}"#.into(),
+            "routes[0].policy.jitter",
+            "must lie in [0, 1]",
+        ),
+        (
+            "bad host",
+            Toml,
+            format!(
+                "{}{}",
+                route("host = \"ok.example\"\npolicy = {}"),
+                route("host = \"bad host\"\npolicy = {}")
+            ),
+            "routes[1].host",
+            "`bad host` is not a host name",
+        ),
+        (
+            "bad wildcard",
+            Json,
+            r#"{"routes": [{"host": "*.", "policy": {}}]}"#.into(),
+            "routes[0].host",
+            "is not a host name or a `*.domain` wildcard",
+        ),
+        (
+            "host not a string",
+            Toml,
+            route("host = 3\npolicy = {}"),
+            "routes[0].host",
+            "expected a string",
+        ),
+        (
+            "bad glob",
+            Toml,
+            route("path_glob = \"/a/[b\"\npolicy = {}"),
+            "routes[0].path_glob",
+            "`/a/[b` is not a valid glob",
+        ),
+        (
+            "prefix and glob",
+            Toml,
+            route("path_prefix = \"/a\"\npath_glob = \"/b/*\"\npolicy = {}"),
+            "routes[0].path_glob",
+            "either path_prefix or path_glob, not both",
+        ),
+        (
+            "relative prefix",
+            Toml,
+            route("path_prefix = \"v1/\"\npolicy = {}"),
+            "routes[0].path_prefix",
+            "must start with `/`",
+        ),
+        (
+            "bad method",
+            Toml,
+            route("methods = [\"GET\", \"G ET\"]\npolicy = {}"),
+            "routes[0].methods[1]",
+            "`G ET` is not an HTTP method",
+        ),
+        (
+            "lowercase method",
+            Json,
+            r#"{"routes": [{"methods": ["get"], "policy": {}}]}"#.into(),
+            "routes[0].methods[0]",
+            "`get` is not `GET`: methods are case-sensitive",
+        ),
+        (
+            "methods not a list",
+            Toml,
+            route("methods = \"GET\"\npolicy = {}"),
+            "routes[0].methods",
+            "expected a sequence",
+        ),
+        (
+            "no methods",
+            Toml,
+            route("methods = []\npolicy = {}"),
+            "routes[0].methods",
+            "lists no method",
+        ),
+        (
+            "scheme with separator",
+            Toml,
+            route("scheme = \"https://\"\npolicy = {}"),
+            "routes[0].scheme",
+            "is not a URL scheme",
+        ),
+        (
+            "empty scheme",
+            Json,
+            r#"{"routes": [{"scheme": "", "policy": {}}]}"#.into(),
+            "routes[0].scheme",
+            "is not a URL scheme",
+        ),
+        (
+            "TOML syntax",
+            Toml,
+            "[[routes]\nhost = \"a\"".into(),
+            "",
+            "TOML syntax error",
+        ),
+        (
+            "TOML syntax position",
+            Toml,
+            "well_known = true\n[[routes]]\nhost = \"a\" policy = {}".into(),
+            "",
+            "(line 3, column",
+        ),
+        (
+            "JSON syntax",
+            Json,
+            r#"{"routes": [}"#.into(),
+            "",
+            "JSON syntax error",
+        ),
+    ];
+    for (what, format, input, field, reason) in cases {
+        check(what, &set_err(format, &input), field, reason);
+    }
+}
+
+#[test]
+fn errors_come_in_a_fixed_order() {
+    // types anywhere in the file come before any value check
+    let err = EndpointPolicies::from_toml_str(
+        "[default]\nmultiplier = 0.5\n[[routes]]\npolicy = { max_retries = \"x\" }",
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "routes[0].policy.max_retries");
+    // then the default policy, then the routes in order
+    let err = EndpointPolicies::from_toml_str(
+        "[[routes]]\npolicy = { multiplier = 0.1 }\n[default]\nmultiplier = 0.5",
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "default.multiplier");
+    // within a route: its own keys, then its policy
+    let err = EndpointPolicies::from_toml_str(
+        "[[routes]]\npath_prefix = \"x\"\npolicy = { multiplier = 0.1 }",
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "routes[0].path_prefix");
+    // hosts and globs last, as the set's builder checks them
+    let err = EndpointPolicies::from_toml_str(
+        "[[routes]]\nhost = \"bad host\"\npolicy = {}\n[[routes]]\npolicy = { multiplier = 0.1 }",
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "routes[1].policy.multiplier");
+    // and the builder's own order within a policy
+    let err = RetryPolicy::from_toml_str("multiplier = 0.5\ninitial_backoff = \"0s\"").unwrap_err();
+    assert_eq!(err.field(), "initial_backoff");
+}
+
+#[test]
+fn nothing_is_half_applied() {
+    // A file whose last setting is bad yields no policy at all: the only
+    // way to get a value is a file without problems.
+    let good_then_bad = "max_retries = 9\ndeadline = \"1m\"\njitter = \"fuzzy\"";
+    assert!(RetryPolicy::from_toml_str(good_then_bad).is_err());
+    let good_routes_then_bad = r#"{"routes": [
+        {"host": "a.example", "policy": {"max_retries": 9}},
+        {"host": "b.example", "policy": {"max_retries": 9}},
+        {"host": "c example", "policy": {}}
+    ]}"#;
+    let err = EndpointPolicies::from_json_str(good_routes_then_bad).unwrap_err();
+    assert_eq!(err.field(), "routes[2].host");
+}
+
+#[test]
+fn never_panics_on_odd_input() {
+    let odd = [
+        "\u{0}",
+        "é = 1",
+        "[routes]\nhost = 1",
+        "routes = 5",
+        "[[routes]]\n[[routes.policy]]",
+        "max_retries = 1e400",
+        "multiplier = 1e400",
+        "deadline = \"\"",
+        "deadline = \"1\"",
+        "deadline = \"é\"",
+        "initial_backoff = \"1ns\"",
+        "{\"routes\": [{\"host\": \"\", \"policy\": {}}]}",
+        "{\"routes\": [{\"path_glob\": \"***\", \"policy\": {}}]}",
+        "{\"routes\": [{\"path_glob\": \"[\", \"policy\": {}}]}",
+        "[[[",
+        "{{{",
+    ];
+    for text in odd {
+        let _ = RetryPolicy::from_toml_str(text);
+        let _ = RetryPolicy::from_json_str(text);
+        let _ = EndpointPolicies::from_toml_str(text);
+        let _ = EndpointPolicies::from_json_str(text);
+    }
+    // deep nesting is refused by the parsers' depth limits, not by a stack
+    // overflow
+    let deep_toml = format!("seed = {}", "[".repeat(100_000));
+    let deep_json = format!("{{\"seed\": {}", "[".repeat(100_000));
+    assert!(RetryPolicy::from_toml_str(&deep_toml).is_err());
+    assert!(RetryPolicy::from_json_str(&deep_json).is_err());
+    assert!(EndpointPolicies::from_toml_str(&deep_toml).is_err());
+    assert!(EndpointPolicies::from_json_str(&deep_json).is_err());
+    // a one-nanosecond backoff is valid, as with the builder
+    assert_eq!(
+        RetryPolicy::from_toml_str("initial_backoff = \"1ns\"")
+            .unwrap()
+            .initial_backoff(),
+        Duration::from_nanos(1)
+    );
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppConfig {
+    name: String,
+    retry: RetryPolicy,
+    endpoints: EndpointPolicies,
+}
+
+#[test]
+fn policies_and_sets_deserialize_inside_an_applications_own_config() {
+    let json =
+        format!(r#"{{"name": "indexer", "retry": {EVERY_SETTING_JSON}, "endpoints": {SET_JSON}}}"#);
+    let app: AppConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(app.name, "indexer");
+    assert_eq!(dbg(&app.retry), dbg(&every_setting_built()));
+    assert_eq!(dbg(&app.endpoints), dbg(&set_built()));
+
+    let toml = format!(
+        "name = \"indexer\"\n[retry]\n{EVERY_SETTING_TOML}\n[endpoints]\nwell_known = true\n[[endpoints.routes]]\nhost = \"a.example\"\npolicy = {{ preset = \"git\" }}"
+    );
+    let app: AppConfig = toml::from_str(&toml).unwrap();
+    assert_eq!(dbg(&app.retry), dbg(&every_setting_built()));
+    assert_eq!(
+        select(&app.endpoints, Method::GET, "https://a.example/").preset(),
+        Some(Preset::Git)
+    );
+
+    // the same checks, the message naming the key inside the policy or set
+    let cases = [
+        (
+            r#"{"name": "x", "retry": {"multiplier": 0.5}, "endpoints": {}}"#,
+            "`multiplier` must be at least 1",
+        ),
+        (
+            r#"{"name": "x", "retry": {"jitter": "fuzzy"}, "endpoints": {}}"#,
+            "unknown jitter `fuzzy`",
+        ),
+        (
+            r#"{"name": "x", "retry": {"retries": 1}, "endpoints": {}}"#,
+            "unknown field `retries`",
+        ),
+        (
+            r#"{"name": "x", "retry": [], "endpoints": {}}"#,
+            "expected a table",
+        ),
+        (
+            r#"{"name": "x", "retry": {}, "endpoints": {"routes": [{"host": "a b", "policy": {}}]}}"#,
+            "`routes[0].host` `a b` is not a host name",
+        ),
+        (
+            r#"{"name": "x", "retry": {}, "endpoints": {"routes": [{"policy": {"deadline": "0s"}}]}}"#,
+            "`routes[0].policy.deadline` must be greater than zero",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = serde_json::from_str::<AppConfig>(text).err().unwrap();
+        assert!(err.to_string().contains(want), "{text}: {err}");
+    }
+}
