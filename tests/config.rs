@@ -222,7 +222,7 @@ jitter = "equal"
 
 [[routes]]
 path_glob = "/repos/*/raw"
-policy = { max_retries = 0 }
+policy = { max_retries = 0, return_last_response = true }
 "#;
 
 const SET_JSON: &str = r#"{
@@ -240,7 +240,7 @@ const SET_JSON: &str = r#"{
             "scheme": "https",
             "policy": {"max_retries": 5, "initial_backoff": "250ms", "jitter": "equal"}
         },
-        {"path_glob": "/repos/*/raw", "policy": {"max_retries": 0}}
+        {"path_glob": "/repos/*/raw", "policy": {"max_retries": 0, "return_last_response": true}}
     ]
 }"#;
 
