@@ -1,0 +1,223 @@
+//! Soak: 100,000 GETs at concurrency 64 through the reqwest middleware
+//! against the fault server on loopback, with 20 % of attempts failing
+//! transiently (three in four a 503, one in four a reset before any
+//! response), chosen by a seeded coin toss per attempt.
+//!
+//! Ignored by default (it takes real time and wants a release build); run
+//! it with `scripts/soak`. It stops by itself: a bounded number of requests
+//! and a time limit on the whole run.
+//!
+//! It asserts that:
+//! - every request is accounted for (a 200, or an `Error` whose code is
+//!   `MAX_RETRIES_EXCEEDED`; nothing else), and the attempts the server saw
+//!   equal the attempts the reports counted;
+//! - the success ratio matches `1 - p^(retries+1)` within five standard
+//!   deviations of the binomial count;
+//! - resident memory and open file descriptors at the end are no higher
+//!   than at 10 % of the run, beyond a small allowance.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http_resilience::{Error, Jitter, RetryMiddleware, RetryPolicy, RetryReport};
+use support::{Server, Step};
+
+const REQUESTS: usize = 100_000;
+const CONCURRENCY: usize = 64;
+const P_FAIL: f64 = 0.2;
+const MAX_RETRIES: u32 = 2;
+const TIME_LIMIT: Duration = Duration::from_secs(600);
+
+/// Resident set size in KiB, from /proc/self/status.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Open file descriptors, from /proc/self/fd.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Tally {
+    done: AtomicUsize,
+    ok: AtomicUsize,
+    gave_up: AtomicUsize,
+    unexpected: AtomicUsize,
+    attempts: AtomicU64,
+    /// (RSS KiB, fds) at 10 %.
+    at_tenth: std::sync::Mutex<Option<(u64, usize)>>,
+}
+
+#[test]
+#[ignore = "soak: real time and a release build; run scripts/soak"]
+fn soak_100k_requests_with_20_percent_transient_failures() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(TIME_LIMIT, run())
+            .await
+            .expect("the soak must finish within its time limit")
+    });
+}
+
+async fn run() {
+    let server = Server::start().await;
+    server.set_recording(false);
+    let fail = Step::chance(0.25, 7, Step::Reset, Step::status(503));
+    server.script(
+        "/soak",
+        vec![Step::chance(P_FAIL, 42, fail, Step::body(200, "ok"))],
+    );
+    let url = server.url("/soak");
+
+    let policy = RetryPolicy::builder()
+        .max_retries(MAX_RETRIES)
+        .initial_backoff(Duration::from_millis(1))
+        .max_backoff(Duration::from_millis(2))
+        .jitter(Jitter::Full)
+        .attempt_timeout(Duration::from_secs(10))
+        .deadline(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder().no_proxy().build().unwrap(),
+    )
+    .with(RetryMiddleware::new(policy))
+    .build();
+
+    let (rss_start, fds_start) = (rss_kib(), open_fds());
+    let started = std::time::Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let tally = Arc::new(Tally::default());
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (client, url, next, tally) = (client.clone(), url.clone(), next.clone(), tally.clone());
+        workers.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
+                let report = match client.get(&url).send().await {
+                    Ok(response) => {
+                        let report = response.extensions().get::<RetryReport>().cloned();
+                        let good = response.status() == 200
+                            && response.text().await.is_ok_and(|b| b == "ok");
+                        if good {
+                            tally.ok.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            tally.unexpected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        report
+                    }
+                    Err(reqwest_middleware::Error::Middleware(e)) => match e.downcast::<Error>() {
+                        Ok(e) if e.code() == "MAX_RETRIES_EXCEEDED" => {
+                            tally.gave_up.fetch_add(1, Ordering::Relaxed);
+                            Some(e.report().clone())
+                        }
+                        Ok(e) => {
+                            eprintln!("unexpected error: {e}");
+                            tally.unexpected.fetch_add(1, Ordering::Relaxed);
+                            Some(e.report().clone())
+                        }
+                        Err(e) => {
+                            eprintln!("unexpected error: {e}");
+                            tally.unexpected.fetch_add(1, Ordering::Relaxed);
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        eprintln!("unexpected error: {e}");
+                        tally.unexpected.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                };
+                if let Some(r) = report {
+                    tally
+                        .attempts
+                        .fetch_add(u64::from(r.attempts()), Ordering::Relaxed);
+                }
+                let done = tally.done.fetch_add(1, Ordering::Relaxed) + 1;
+                if done == REQUESTS / 10 {
+                    *tally.at_tenth.lock().unwrap() = Some((rss_kib(), open_fds()));
+                }
+            }
+        });
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined.expect("a worker panicked");
+    }
+    let elapsed = started.elapsed();
+    let (rss_end, fds_end) = (rss_kib(), open_fds());
+    let (rss_tenth, fds_tenth) = tally.at_tenth.lock().unwrap().expect("sampled at 10 %");
+
+    let done = tally.done.load(Ordering::Relaxed);
+    let ok = tally.ok.load(Ordering::Relaxed);
+    let gave_up = tally.gave_up.load(Ordering::Relaxed);
+    let unexpected = tally.unexpected.load(Ordering::Relaxed);
+    let attempts = tally.attempts.load(Ordering::Relaxed);
+    let served = server.total() as u64;
+
+    let q = P_FAIL.powi(MAX_RETRIES as i32 + 1);
+    let expected_ratio = 1.0 - q;
+    let ratio = ok as f64 / done as f64;
+    let sigma_count = (REQUESTS as f64 * q * (1.0 - q)).sqrt();
+    let expected_failures = REQUESTS as f64 * q;
+    let tolerance = 5.0 * sigma_count;
+
+    println!("soak figures");
+    println!("  requests            {done} (ok {ok}, gave up {gave_up}, unexpected {unexpected})");
+    println!(
+        "  attempts            {attempts} by the reports, {served} by the server ({:.4} per request; expected {:.4})",
+        attempts as f64 / done as f64,
+        1.0 + P_FAIL + P_FAIL * P_FAIL
+    );
+    println!(
+        "  success ratio       {ratio:.5} (expected {expected_ratio:.5}; failures {gave_up} vs {expected_failures:.0} +/- {tolerance:.0})"
+    );
+    println!(
+        "  time                {:.1} s ({:.0} requests/s, concurrency {CONCURRENCY})",
+        elapsed.as_secs_f64(),
+        done as f64 / elapsed.as_secs_f64()
+    );
+    println!("  RSS KiB             start {rss_start}, at 10% {rss_tenth}, end {rss_end}");
+    println!("  open fds            start {fds_start}, at 10% {fds_tenth}, end {fds_end}");
+
+    assert_eq!(done, REQUESTS, "every request accounted for");
+    assert_eq!(
+        ok + gave_up,
+        REQUESTS,
+        "only successes and MAX_RETRIES_EXCEEDED"
+    );
+    assert_eq!(unexpected, 0);
+    assert_eq!(
+        attempts, served,
+        "the server saw exactly the attempts reported"
+    );
+    assert!(
+        (gave_up as f64 - expected_failures).abs() <= tolerance,
+        "failures {gave_up}, expected {expected_failures:.0} +/- {tolerance:.0}"
+    );
+    // Flat: at most 25 % (or 8 MiB, whichever is more) above the 10 % mark.
+    let allowance = (rss_tenth / 4).max(8 * 1024);
+    assert!(
+        rss_end <= rss_tenth + allowance,
+        "RSS grew from {rss_tenth} KiB to {rss_end} KiB"
+    );
+    assert!(
+        fds_end <= fds_tenth + 8,
+        "open fds grew from {fds_tenth} to {fds_end}"
+    );
+}
