@@ -33,7 +33,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use http::Method;
-use http_resilience::{DelaySource, RetryPolicyBuilder};
+use http_resilience::{DelaySource, FailureKind, RetryPolicyBuilder};
 use support::clients::{BOTH, Got, Req, Via, base, get, keyed_post, post, send};
 use support::{Server, Step};
 
@@ -66,6 +66,15 @@ struct Fault {
     name: &'static str,
     step: Step,
     effect: Effect,
+    /// How the report records the faulty attempt.
+    first: First,
+}
+
+/// The first attempt's record: a status, or a transport failure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum First {
+    Status(u16),
+    Failure(FailureKind),
 }
 
 fn faults() -> Vec<Fault> {
@@ -74,16 +83,19 @@ fn faults() -> Vec<Fault> {
             name: "503 + body",
             step: Step::body(503, "down for maintenance"),
             effect: Effect::Transient(503),
+            first: First::Status(503),
         },
         Fault {
             name: "429 Retry-After: 1",
             step: Step::with(429, &[("retry-after", "1")]),
             effect: Effect::RateLimited,
+            first: First::Status(429),
         },
         Fault {
             name: "503 Retry-After: 1 day",
             step: Step::with(503, &[("retry-after", "86400")]),
             effect: Effect::TooLong,
+            first: First::Status(503),
         },
         Fault {
             name: "garbage hint values",
@@ -98,41 +110,49 @@ fn faults() -> Vec<Fault> {
                 "bad hints",
             ),
             effect: Effect::Transient(503),
+            first: First::Status(503),
         },
         Fault {
             name: "reset before response",
             step: Step::Reset,
             effect: Effect::Dropped,
+            first: First::Failure(FailureKind::ConnectionReset),
         },
         Fault {
             name: "close before response",
             step: Step::Close,
             effect: Effect::Dropped,
+            first: First::Failure(FailureKind::ConnectionClosed),
         },
         Fault {
             name: "hang",
             step: Step::Hang,
             effect: Effect::TimedOut,
+            first: First::Failure(FailureKind::Timeout),
         },
         Fault {
             name: "trickle head (100ms/B)",
             step: Step::trickle_head(200, ms(100)),
             effect: Effect::TimedOut,
+            first: First::Failure(FailureKind::Timeout),
         },
         Fault {
             name: "head, reset mid-body",
             step: Step::head_then_reset(200, 100, "partial"),
             effect: Effect::LateBody { body_fails: true },
+            first: First::Status(200),
         },
         Fault {
             name: "trickle body (50ms/B)",
             step: Step::trickle_body(200, "slow body", ms(50)),
             effect: Effect::LateBody { body_fails: false },
+            first: First::Status(200),
         },
         Fault {
             name: "malformed header (NUL)",
             step: Step::raw_headers(503, &[b"x-broken: a\x00b"], "x"),
             effect: Effect::Unparseable,
+            first: First::Failure(FailureKind::Decode),
         },
     ]
 }
@@ -309,6 +329,30 @@ fn check(
         .collect();
     if waits != want_waits {
         let _ = write!(errs, "waits {waits:?}, want {want_waits:?}; ");
+    }
+    // The server's clock agrees: attempts that fail at once are spaced by
+    // exactly the waits (a timed-out attempt adds its timeout).
+    let took = match fault.effect {
+        Effect::TimedOut => Duration::from_secs(1),
+        _ => Duration::ZERO,
+    };
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].at - w[0].at).collect();
+    let want_gaps: Vec<Duration> = want_waits.iter().map(|(d, _)| *d + took).collect();
+    if seen.len() == attempts && gaps != want_gaps {
+        let _ = write!(errs, "server-side gaps {gaps:?}, want {want_gaps:?}; ");
+    }
+    // The first attempt is recorded as the fault it was.
+    let first = got
+        .report
+        .history()
+        .first()
+        .map(|r| match (r.status(), r.failure()) {
+            (Some(s), _) => First::Status(s.as_u16()),
+            (None, Some(k)) => First::Failure(k),
+            (None, None) => First::Status(0),
+        });
+    if first != Some(fault.first) {
+        let _ = write!(errs, "first attempt {first:?}, want {:?}; ", fault.first);
     }
     // Every attempt: same method, the whole body, the same key.
     let keys: Vec<Option<&str>> = seen.iter().map(|s| s.header("idempotency-key")).collect();
