@@ -25,7 +25,13 @@ use std::time::Duration;
 use http_resilience::{Error, Jitter, RetryMiddleware, RetryPolicy, RetryReport};
 use support::{Server, Step};
 
-const REQUESTS: usize = 100_000;
+/// The number of requests; `SOAK_REQUESTS` overrides it.
+fn requests() -> usize {
+    std::env::var("SOAK_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000)
+}
 const CONCURRENCY: usize = 64;
 const P_FAIL: f64 = 0.2;
 const MAX_RETRIES: u32 = 2;
@@ -58,8 +64,11 @@ struct Tally {
     gave_up: AtomicUsize,
     unexpected: AtomicUsize,
     attempts: AtomicU64,
-    /// (RSS KiB, fds) at 10 %.
+    /// Most attempts any one request made.
+    most_attempts: AtomicU64,
+    /// (RSS KiB, fds) at 10 % and at 50 %.
     at_tenth: std::sync::Mutex<Option<(u64, usize)>>,
+    at_half: std::sync::Mutex<Option<(u64, usize)>>,
 }
 
 #[test]
@@ -77,6 +86,7 @@ fn soak_100k_requests_with_20_percent_transient_failures() {
 }
 
 async fn run() {
+    let requests = requests();
     let server = Server::start().await;
     server.set_recording(false);
     let fail = Step::chance(0.25, 7, Step::Reset, Step::status(503));
@@ -109,7 +119,7 @@ async fn run() {
     for _ in 0..CONCURRENCY {
         let (client, url, next, tally) = (client.clone(), url.clone(), next.clone(), tally.clone());
         workers.spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
                 let report = match client.get(&url).send().await {
                     Ok(response) => {
                         let report = response.extensions().get::<RetryReport>().cloned();
@@ -148,10 +158,16 @@ async fn run() {
                     tally
                         .attempts
                         .fetch_add(u64::from(r.attempts()), Ordering::Relaxed);
+                    tally
+                        .most_attempts
+                        .fetch_max(u64::from(r.attempts()), Ordering::Relaxed);
                 }
                 let done = tally.done.fetch_add(1, Ordering::Relaxed) + 1;
-                if done == REQUESTS / 10 {
+                if done == requests / 10 {
                     *tally.at_tenth.lock().unwrap() = Some((rss_kib(), open_fds()));
+                }
+                if done == requests / 2 {
+                    *tally.at_half.lock().unwrap() = Some((rss_kib(), open_fds()));
                 }
             }
         });
@@ -162,6 +178,8 @@ async fn run() {
     let elapsed = started.elapsed();
     let (rss_end, fds_end) = (rss_kib(), open_fds());
     let (rss_tenth, fds_tenth) = tally.at_tenth.lock().unwrap().expect("sampled at 10 %");
+    let (rss_half, fds_half) = tally.at_half.lock().unwrap().expect("sampled at 50 %");
+    let most_attempts = tally.most_attempts.load(Ordering::Relaxed);
 
     let done = tally.done.load(Ordering::Relaxed);
     let ok = tally.ok.load(Ordering::Relaxed);
@@ -173,8 +191,8 @@ async fn run() {
     let q = P_FAIL.powi(MAX_RETRIES as i32 + 1);
     let expected_ratio = 1.0 - q;
     let ratio = ok as f64 / done as f64;
-    let sigma_count = (REQUESTS as f64 * q * (1.0 - q)).sqrt();
-    let expected_failures = REQUESTS as f64 * q;
+    let sigma_count = (requests as f64 * q * (1.0 - q)).sqrt();
+    let expected_failures = requests as f64 * q;
     let tolerance = 5.0 * sigma_count;
 
     println!("soak figures");
@@ -184,6 +202,7 @@ async fn run() {
         attempts as f64 / done as f64,
         1.0 + P_FAIL + P_FAIL * P_FAIL
     );
+    println!("  most attempts       {most_attempts} for one request (max_retries {MAX_RETRIES})");
     println!(
         "  success ratio       {ratio:.5} (expected {expected_ratio:.5}; failures {gave_up} vs {expected_failures:.0} +/- {tolerance:.0})"
     );
@@ -192,13 +211,17 @@ async fn run() {
         elapsed.as_secs_f64(),
         done as f64 / elapsed.as_secs_f64()
     );
-    println!("  RSS KiB             start {rss_start}, at 10% {rss_tenth}, end {rss_end}");
-    println!("  open fds            start {fds_start}, at 10% {fds_tenth}, end {fds_end}");
+    println!(
+        "  RSS KiB             start {rss_start}, at 10% {rss_tenth}, at 50% {rss_half}, end {rss_end}"
+    );
+    println!(
+        "  open fds            start {fds_start}, at 10% {fds_tenth}, at 50% {fds_half}, end {fds_end}"
+    );
 
-    assert_eq!(done, REQUESTS, "every request accounted for");
+    assert_eq!(done, requests, "every request accounted for");
     assert_eq!(
         ok + gave_up,
-        REQUESTS,
+        requests,
         "only successes and MAX_RETRIES_EXCEEDED"
     );
     assert_eq!(unexpected, 0);
