@@ -404,3 +404,24 @@ async fn discarded_response_bodies_are_never_read() {
     assert_eq!(started.elapsed(), Duration::from_millis(300), "tower");
     assert_eq!(server.seen("/huge/tower").len(), 3);
 }
+
+/// Query strings carry API keys too (`?key=` for Google APIs): they stay
+/// out of errors. The path is kept: it says which call failed.
+#[tokio::test(start_paused = true)]
+async fn url_query_strings_never_appear_in_errors() {
+    logs();
+    let server = Server::start().await;
+    for via in BOTH {
+        let path = format!("/query?key=sekrit-query-{via:?}");
+        server.script(&path, vec![Step::Reset]);
+        let url = server.url(&path);
+        let got = send(via, base().max_retries(1).build().unwrap(), &url, &get()).await;
+        assert_eq!(got.code, Some("MAX_RETRIES_EXCEEDED"), "{via:?}");
+        assert_eq!(server.seen(&path).len(), 2, "{via:?}");
+        let text = printed(&got);
+        if via == Via::Reqwest {
+            assert!(text.contains("/query"), "{text}");
+        }
+        assert!(!text.contains(MARK), "{via:?}: the query leaked:\n{text}");
+    }
+}
