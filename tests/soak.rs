@@ -239,8 +239,11 @@ async fn run() {
         rss_end <= rss_tenth + allowance,
         "RSS grew from {rss_tenth} KiB to {rss_end} KiB"
     );
+    // Connections come and go with the resets; at most one per worker is
+    // open at a time on each side. A leak of even 1 % of the ~25,000
+    // failed attempts would be hundreds.
     assert!(
-        fds_end <= fds_tenth + 8,
+        fds_end <= fds_tenth + CONCURRENCY,
         "open fds grew from {fds_tenth} to {fds_end}"
     );
 }
