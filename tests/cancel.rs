@@ -139,6 +139,13 @@ impl Middleware for CountedMiddleware {
     }
 }
 
+fn in_flight_while_waiting(wait: Wait) -> usize {
+    match wait {
+        Wait::InFlight => 1,
+        Wait::Backoff | Wait::RetryAfter => 0,
+    }
+}
+
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
@@ -174,9 +181,16 @@ async fn dropping_a_waiting_request_leaves_nothing_behind() {
                     .with(CountedMiddleware(census.clone()))
                     .build();
                     let idle_holders = census.holders();
-                    let send = client.put(&url).body("some body").send();
-                    let dropped = tokio::time::timeout(Duration::from_millis(500), send).await;
-                    assert!(dropped.is_err(), "{context}: still waiting at 500 ms");
+                    let mut send = Box::pin(client.put(&url).body("some body").send());
+                    let waited = tokio::time::timeout(Duration::from_millis(500), &mut send).await;
+                    assert!(waited.is_err(), "{context}: still waiting at 500 ms");
+                    // While waiting: the attempt is in flight only if it hangs.
+                    assert_eq!(
+                        census.in_flight(),
+                        in_flight_while_waiting(wait),
+                        "{context}"
+                    );
+                    drop(send);
                     assert_eq!(census.in_flight(), 0, "{context}: attempt left in flight");
                     assert_eq!(census.holders(), idle_holders, "{context}: token kept");
                     drop(client);
@@ -194,8 +208,19 @@ async fn dropping_a_waiting_request_leaves_nothing_behind() {
                     let fut = svc.call(request);
                     assert!(census.holders() > idle_holders, "{context}: counting works");
                     assert!(body.copies() > 1, "{context}: counting works");
-                    let dropped = tokio::time::timeout(Duration::from_millis(500), fut).await;
-                    assert!(dropped.is_err(), "{context}: still waiting at 500 ms");
+                    let mut fut = Box::pin(fut);
+                    let waited = tokio::time::timeout(Duration::from_millis(500), &mut fut).await;
+                    assert!(waited.is_err(), "{context}: still waiting at 500 ms");
+                    assert_eq!(
+                        census.in_flight(),
+                        in_flight_while_waiting(wait),
+                        "{context}"
+                    );
+                    assert!(
+                        body.copies() >= 2,
+                        "{context}: the layer holds the original"
+                    );
+                    drop(fut);
                     assert_eq!(census.in_flight(), 0, "{context}: attempt left in flight");
                     assert_eq!(
                         census.holders(),
