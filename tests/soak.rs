@@ -239,11 +239,13 @@ async fn run() {
         rss_end <= rss_tenth + allowance,
         "RSS grew from {rss_tenth} KiB to {rss_end} KiB"
     );
-    // Connections come and go with the resets; at most one per worker is
-    // open at a time on each side. A leak of even 1 % of the ~25,000
-    // failed attempts would be hundreds.
+    // Connections come and go with the resets: each worker has its own
+    // and at most one more being torn down, on each side, so the count
+    // moves between samples but has a ceiling. A leak of even 1 % of the
+    // ~25,000 failed attempts would be hundreds above it.
+    let ceiling = fds_tenth.max(fds_start + 4 * CONCURRENCY);
     assert!(
-        fds_end <= fds_tenth + CONCURRENCY,
-        "open fds grew from {fds_tenth} to {fds_end}"
+        fds_end <= ceiling,
+        "open fds grew from {fds_tenth} to {fds_end} (ceiling {ceiling})"
     );
 }
