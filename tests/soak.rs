@@ -1,4 +1,5 @@
 //! Soak: 100,000 GETs at concurrency 64 through the reqwest middleware
+//! (and, in a second test, through the tower layer over hyper-util's client)
 //! against the fault server on loopback, with 20 % of attempts failing
 //! transiently (three in four a 503, one in four a reset before any
 //! response), chosen by a seeded coin toss per attempt.
@@ -22,8 +23,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http_resilience::{Error, Jitter, RetryMiddleware, RetryPolicy, RetryReport};
+use http_body_util::BodyExt;
+use http_resilience::{
+    Error, Jitter, Retry, RetryLayer, RetryMiddleware, RetryPolicy, RetryReport,
+};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use support::clients::{ReplayBody, Via};
 use support::{Server, Step};
+use tower::{Layer, Service};
 
 /// The number of requests; `SOAK_REQUESTS` overrides it.
 fn requests() -> usize {
@@ -74,18 +83,113 @@ struct Tally {
 #[test]
 #[ignore = "soak: real time and a release build; run scripts/soak"]
 fn soak_100k_requests_with_20_percent_transient_failures() {
+    soak(Via::Reqwest);
+}
+
+/// The same load through the tower layer over hyper-util's client.
+#[test]
+#[ignore = "soak: real time and a release build; run scripts/soak"]
+fn soak_through_the_tower_layer() {
+    soak(Via::Tower);
+}
+
+fn soak(via: Via) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        tokio::time::timeout(TIME_LIMIT, run())
+        tokio::time::timeout(TIME_LIMIT, run(via))
             .await
             .expect("the soak must finish within its time limit")
     });
 }
 
-async fn run() {
+type TowerClient = Retry<HyperClient<HttpConnector, ReplayBody>>;
+
+/// One worker's client.
+#[derive(Clone)]
+enum Sender {
+    Reqwest(reqwest_middleware::ClientWithMiddleware),
+    Tower(TowerClient),
+}
+
+enum Outcome {
+    Ok,
+    GaveUp,
+    Unexpected,
+}
+
+/// Sends one GET; the outcome and the report.
+async fn send_one(sender: &mut Sender, url: &str) -> (Outcome, Option<RetryReport>) {
+    match sender {
+        Sender::Reqwest(client) => match client.get(url).send().await {
+            Ok(response) => {
+                let report = response.extensions().get::<RetryReport>().cloned();
+                let good =
+                    response.status() == 200 && response.text().await.is_ok_and(|b| b == "ok");
+                (
+                    if good {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Unexpected
+                    },
+                    report,
+                )
+            }
+            Err(reqwest_middleware::Error::Middleware(e)) => match e.downcast::<Error>() {
+                Ok(e) => gave_up(&e),
+                Err(e) => {
+                    eprintln!("unexpected error: {e}");
+                    (Outcome::Unexpected, None)
+                }
+            },
+            Err(e) => {
+                eprintln!("unexpected error: {e}");
+                (Outcome::Unexpected, None)
+            }
+        },
+        Sender::Tower(svc) => {
+            let request = http::Request::get(url)
+                .body(ReplayBody::new("", false))
+                .unwrap();
+            if let Err(e) = std::future::poll_fn(|cx| svc.poll_ready(cx)).await {
+                return gave_up(&e);
+            }
+            match svc.call(request).await {
+                Ok(response) => {
+                    let report = response.extensions().get::<RetryReport>().cloned();
+                    let good = response.status() == 200
+                        && response
+                            .into_body()
+                            .collect()
+                            .await
+                            .is_ok_and(|b| b.to_bytes() == "ok");
+                    (
+                        if good {
+                            Outcome::Ok
+                        } else {
+                            Outcome::Unexpected
+                        },
+                        report,
+                    )
+                }
+                Err(e) => gave_up(&e),
+            }
+        }
+    }
+}
+
+fn gave_up(e: &Error) -> (Outcome, Option<RetryReport>) {
+    if e.code() == "MAX_RETRIES_EXCEEDED" {
+        (Outcome::GaveUp, Some(e.report().clone()))
+    } else {
+        eprintln!("unexpected error: {e}");
+        (Outcome::Unexpected, Some(e.report().clone()))
+    }
+}
+
+async fn run(via: Via) {
     let requests = requests();
     let server = Server::start().await;
     server.set_recording(false);
@@ -105,11 +209,19 @@ async fn run() {
         .deadline(Duration::from_secs(30))
         .build()
         .unwrap();
-    let client = reqwest_middleware::ClientBuilder::new(
-        reqwest::Client::builder().no_proxy().build().unwrap(),
-    )
-    .with(RetryMiddleware::new(policy))
-    .build();
+    let sender = match via {
+        Via::Reqwest => Sender::Reqwest(
+            reqwest_middleware::ClientBuilder::new(
+                reqwest::Client::builder().no_proxy().build().unwrap(),
+            )
+            .with(RetryMiddleware::new(policy))
+            .build(),
+        ),
+        Via::Tower => Sender::Tower(
+            RetryLayer::new(policy)
+                .layer(HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody>()),
+        ),
+    };
 
     let (rss_start, fds_start) = (rss_kib(), open_fds());
     let started = std::time::Instant::now();
@@ -117,43 +229,17 @@ async fn run() {
     let tally = Arc::new(Tally::default());
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENCY {
-        let (client, url, next, tally) = (client.clone(), url.clone(), next.clone(), tally.clone());
+        let (mut sender, url, next, tally) =
+            (sender.clone(), url.clone(), next.clone(), tally.clone());
         workers.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < requests {
-                let report = match client.get(&url).send().await {
-                    Ok(response) => {
-                        let report = response.extensions().get::<RetryReport>().cloned();
-                        let good = response.status() == 200
-                            && response.text().await.is_ok_and(|b| b == "ok");
-                        if good {
-                            tally.ok.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            tally.unexpected.fetch_add(1, Ordering::Relaxed);
-                        }
-                        report
-                    }
-                    Err(reqwest_middleware::Error::Middleware(e)) => match e.downcast::<Error>() {
-                        Ok(e) if e.code() == "MAX_RETRIES_EXCEEDED" => {
-                            tally.gave_up.fetch_add(1, Ordering::Relaxed);
-                            Some(e.report().clone())
-                        }
-                        Ok(e) => {
-                            eprintln!("unexpected error: {e}");
-                            tally.unexpected.fetch_add(1, Ordering::Relaxed);
-                            Some(e.report().clone())
-                        }
-                        Err(e) => {
-                            eprintln!("unexpected error: {e}");
-                            tally.unexpected.fetch_add(1, Ordering::Relaxed);
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        eprintln!("unexpected error: {e}");
-                        tally.unexpected.fetch_add(1, Ordering::Relaxed);
-                        None
-                    }
+                let (outcome, report) = send_one(&mut sender, &url).await;
+                let counter = match outcome {
+                    Outcome::Ok => &tally.ok,
+                    Outcome::GaveUp => &tally.gave_up,
+                    Outcome::Unexpected => &tally.unexpected,
                 };
+                counter.fetch_add(1, Ordering::Relaxed);
                 if let Some(r) = report {
                     tally
                         .attempts
@@ -195,7 +281,7 @@ async fn run() {
     let expected_failures = requests as f64 * q;
     let tolerance = 5.0 * sigma_count;
 
-    println!("soak figures");
+    println!("soak figures, {via:?}");
     println!("  requests            {done} (ok {ok}, gave up {gave_up}, unexpected {unexpected})");
     println!(
         "  attempts            {attempts} by the reports, {served} by the server ({:.4} per request; expected {:.4})",
