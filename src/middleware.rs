@@ -216,7 +216,14 @@ async fn inspect(response: Response, limit: usize) -> (Vec<u8>, Response) {
 
 fn into_box(error: reqwest_middleware::Error) -> BoxError {
     match error {
-        reqwest_middleware::Error::Reqwest(e) => Box::new(e),
+        reqwest_middleware::Error::Reqwest(mut e) => {
+            // reqwest prints the URL in its errors; a query string can hold
+            // an API key (`?key=`), so it is dropped (the path stays).
+            if let Some(url) = e.url_mut() {
+                url.set_query(None);
+            }
+            Box::new(e)
+        }
         reqwest_middleware::Error::Middleware(e) => e.into(),
     }
 }

@@ -2,11 +2,16 @@
 //! hyper-util's client, behind one `send` so that every behaviour runs
 //! through both.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use http_body_util::{BodyExt, Full};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use http_resilience::{
     DelaySource, EndpointPolicies, Error, Jitter, RetryLayer, RetryMiddleware, RetryPolicy,
     RetryPolicyBuilder, RetryReport,
@@ -31,7 +36,10 @@ pub struct Req {
     pub method: Method,
     pub headers: Vec<(&'static str, &'static str)>,
     pub body: &'static str,
-    /// reqwest only: send the body as a non-clonable stream.
+    /// Send the body as a stream of chunks of unknown length (chunked
+    /// transfer encoding). reqwest: a non-clonable `Body::wrap` stream, sent
+    /// once. tower: the body type must be `Clone`, so this is a
+    /// [`ReplayBody`] stream, which replays from its first chunk.
     pub streaming: bool,
     /// A per-request policy, put in the request's extensions.
     pub policy: Option<RetryPolicy>,
@@ -60,11 +68,87 @@ pub fn keyed_post() -> Req {
     }
 }
 
+/// A request body made of chunks, `Clone` (a clone replays from the first
+/// chunk). `streaming`: no length up front, so it goes out chunked; else an
+/// exact length (Content-Length). Every clone shares the chunks, so
+/// [`ReplayBody::copies`] counts the live copies.
+#[derive(Clone, Debug)]
+pub struct ReplayBody {
+    chunks: Arc<[Bytes]>,
+    next: usize,
+    streaming: bool,
+}
+
+impl ReplayBody {
+    pub fn new(text: &str, streaming: bool) -> ReplayBody {
+        let bytes = Bytes::copy_from_slice(text.as_bytes());
+        let chunks: Vec<Bytes> = if streaming && bytes.len() > 2 {
+            // Three chunks, so it is a stream in fact and not only in name.
+            let a = bytes.len() / 3;
+            vec![
+                bytes.slice(..a),
+                bytes.slice(a..2 * a),
+                bytes.slice(2 * a..),
+            ]
+        } else if bytes.is_empty() {
+            vec![]
+        } else {
+            vec![bytes]
+        };
+        ReplayBody {
+            chunks: chunks.into(),
+            next: 0,
+            streaming,
+        }
+    }
+    /// Live copies of this body (the original and its clones).
+    pub fn copies(&self) -> usize {
+        Arc::strong_count(&self.chunks)
+    }
+    fn remaining(&self) -> u64 {
+        self.chunks[self.next.min(self.chunks.len())..]
+            .iter()
+            .map(|c| c.len() as u64)
+            .sum()
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let i = self.next;
+        match self.chunks.get(i).cloned() {
+            Some(chunk) => {
+                self.next = i + 1;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        !self.streaming && self.next >= self.chunks.len()
+    }
+    fn size_hint(&self) -> SizeHint {
+        if self.streaming {
+            SizeHint::default()
+        } else {
+            SizeHint::with_exact(self.remaining())
+        }
+    }
+}
+
 /// What came back, whichever the adapter.
 #[derive(Debug)]
 pub struct Got {
     pub status: Option<u16>,
     pub body: Option<String>,
+    /// Reading the returned response's body failed (after the adapter had
+    /// handed the response over): the error, as text.
+    pub body_error: Option<String>,
     pub report: RetryReport,
     pub code: Option<&'static str>,
     pub error: Option<Error>,
@@ -72,10 +156,15 @@ pub struct Got {
 }
 
 impl Got {
-    fn ok(status: u16, body: String, report: RetryReport) -> Got {
+    fn ok(status: u16, body: Result<String, String>, report: RetryReport) -> Got {
+        let (body, body_error) = match body {
+            Ok(b) => (Some(b), None),
+            Err(e) => (None, Some(e)),
+        };
         Got {
             status: Some(status),
-            body: Some(body),
+            body,
+            body_error,
             report,
             code: None,
             error: None,
@@ -88,6 +177,7 @@ impl Got {
         Got {
             status: None,
             body,
+            body_error: None,
             report: error.report().clone(),
             code: Some(error.code()),
             error: Some(error),
@@ -140,9 +230,7 @@ async fn send_reqwest(policy: EndpointPolicies, url: &str, req: &Req) -> Got {
         builder = builder.with_extension(policy.clone());
     }
     builder = if req.streaming {
-        builder.body(reqwest::Body::wrap(Full::new(Bytes::from_static(
-            req.body.as_bytes(),
-        ))))
+        builder.body(reqwest::Body::wrap(ReplayBody::new(req.body, true)))
     } else {
         builder.body(req.body)
     };
@@ -150,7 +238,8 @@ async fn send_reqwest(policy: EndpointPolicies, url: &str, req: &Req) -> Got {
         Ok(response) => {
             let report = response.extensions().get::<RetryReport>().cloned().unwrap();
             let status = response.status().as_u16();
-            Got::ok(status, response.text().await.unwrap(), report)
+            let body = response.text().await.map_err(|e| format!("{e:?}"));
+            Got::ok(status, body, report)
         }
         Err(reqwest_middleware::Error::Middleware(e)) => {
             let mut error = e.downcast::<Error>().expect("an http_resilience::Error");
@@ -167,15 +256,14 @@ async fn send_reqwest(policy: EndpointPolicies, url: &str, req: &Req) -> Got {
 type TowerBody = http_resilience::ResponseBody<hyper::body::Incoming>;
 
 async fn send_tower(policy: EndpointPolicies, url: &str, req: &Req) -> Got {
-    assert!(!req.streaming, "tower bodies must be Clone");
-    let client = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody>();
     let mut svc = RetryLayer::new(policy).layer(client);
     let mut request = http::Request::builder().method(req.method.clone()).uri(url);
     for (k, v) in &req.headers {
         request = request.header(*k, *v);
     }
     let mut request = request
-        .body(Full::new(Bytes::from_static(req.body.as_bytes())))
+        .body(ReplayBody::new(req.body, req.streaming))
         .unwrap();
     if let Some(policy) = &req.policy {
         request.extensions_mut().insert(policy.clone());
@@ -185,8 +273,11 @@ async fn send_tower(policy: EndpointPolicies, url: &str, req: &Req) -> Got {
         Ok(response) => {
             let report = response.extensions().get::<RetryReport>().cloned().unwrap();
             let status = response.status().as_u16();
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            Got::ok(status, String::from_utf8(body.to_vec()).unwrap(), report)
+            let body = match response.into_body().collect().await {
+                Ok(b) => Ok(String::from_utf8_lossy(&b.to_bytes()).into_owned()),
+                Err(e) => Err(format!("{e:?}")),
+            };
+            Got::ok(status, body, report)
         }
         Err(mut error) => {
             let body = match error.take_response::<http::Response<TowerBody>>() {

@@ -1,11 +1,17 @@
-//! A scripted HTTP/1.1 server on 127.0.0.1:0 for the adapter tests.
+//! The fault-injection server of the whole suite: scripted HTTP/1.1 on
+//! 127.0.0.1:0.
 //!
 //! Each path has a script: one [`Step`] per attempt, the last one repeating.
-//! A step answers with a status, headers and body, or misbehaves at the
-//! TCP level (reset, clean close before any response, hang). Every request
-//! is recorded (time on tokio's clock, method, headers, body) for
-//! assertions. The server runs as a task on the test's runtime, so it works
-//! under a paused clock.
+//! A step answers with a status, headers and body, or misbehaves: a TCP
+//! reset before any response, a clean close before any response, a hang
+//! (until the client goes away), raw bytes written in timed parts (a head
+//! then a reset mid-body, a slow trickle, malformed header values), or a
+//! seeded coin toss between two steps (the soak's injected failures).
+//! Every request is recorded (time on tokio's clock, method, headers, body)
+//! for assertions; recording can be switched off for long runs, and
+//! per-path attempt counts are always kept. The server runs as tasks on
+//! the test's runtime, so it works under a paused clock; dropping the
+//! [`Server`] ends its accept loop and every connection task.
 
 #![allow(dead_code)]
 
@@ -40,8 +46,37 @@ pub enum Step {
     /// Read the request head, then close the connection cleanly without a
     /// response.
     Close,
-    /// Read the request and never answer.
+    /// Read the request and never answer (the connection task ends when
+    /// the client closes the connection).
     Hang,
+    /// Write `parts` in order, each after its delay, then end the
+    /// connection as `end` says. The bytes are written as they are, so they
+    /// can be any response, well-formed or not.
+    Raw {
+        parts: Vec<(Duration, Vec<u8>)>,
+        end: End,
+    },
+    /// A seeded coin toss per attempt: `fail` with probability
+    /// `fail_per_million` / 1,000,000, else `ok`. The toss depends only on
+    /// the path's attempt number and `seed`, so runs are reproducible.
+    Chance {
+        fail_per_million: u32,
+        seed: u64,
+        fail: Box<Step>,
+        ok: Box<Step>,
+    },
+}
+
+/// How a [`Step::Raw`] ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum End {
+    /// Keep the connection for the next request (the parts must then be one
+    /// complete response).
+    KeepAlive,
+    /// Close cleanly (FIN).
+    Close,
+    /// Reset (RST).
+    Reset,
 }
 
 impl Step {
@@ -69,6 +104,91 @@ impl Step {
             body: body.to_string(),
         }
     }
+    /// A head announcing `declared` body bytes, then `sent` of them, then a
+    /// reset: the response arrives, its body fails midway.
+    pub fn head_then_reset(status: u16, declared: usize, sent: &str) -> Step {
+        let head = format!("HTTP/1.1 {status} X\r\ncontent-length: {declared}\r\n\r\n{sent}");
+        Step::Raw {
+            parts: vec![(Duration::ZERO, head.into_bytes())],
+            end: End::Reset,
+        }
+    }
+    /// A complete response whose body arrives one byte every `every`.
+    pub fn trickle_body(status: u16, body: &str, every: Duration) -> Step {
+        let head = format!(
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut parts = vec![(Duration::ZERO, head.into_bytes())];
+        parts.extend(body.bytes().map(|b| (every, vec![b])));
+        Step::Raw {
+            parts,
+            end: End::KeepAlive,
+        }
+    }
+    /// A complete response whose head (and body) arrives one byte every
+    /// `every`: with a short attempt timeout the head never completes in
+    /// time.
+    pub fn trickle_head(status: u16, every: Duration) -> Step {
+        let all = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
+        Step::Raw {
+            parts: all.bytes().map(|b| (every, vec![b])).collect(),
+            end: End::KeepAlive,
+        }
+    }
+    /// A complete response with raw header lines (`name: value` bytes,
+    /// without CRLF), which may hold bytes no header value should.
+    pub fn raw_headers(status: u16, lines: &[&[u8]], body: &str) -> Step {
+        let mut out =
+            format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len()).into_bytes();
+        for line in lines {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body.as_bytes());
+        Step::Raw {
+            parts: vec![(Duration::ZERO, out)],
+            end: End::KeepAlive,
+        }
+    }
+    /// `fail` for about `p` of the attempts (seeded), `ok` otherwise.
+    pub fn chance(p: f64, seed: u64, fail: Step, ok: Step) -> Step {
+        Step::Chance {
+            fail_per_million: (p.clamp(0.0, 1.0) * 1_000_000.0).round() as u32,
+            seed,
+            fail: Box::new(fail),
+            ok: Box::new(ok),
+        }
+    }
+}
+
+/// SplitMix64: a good 64-bit mix of the attempt number and the seed.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Resolves coin tosses down to a plain step.
+fn resolve(step: &Step, n: usize) -> Step {
+    match step {
+        Step::Chance {
+            fail_per_million,
+            seed,
+            fail,
+            ok,
+        } => {
+            let roll = mix(seed ^ (n as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)) % 1_000_000;
+            if roll < u64::from(*fail_per_million) {
+                resolve(fail, n)
+            } else {
+                resolve(ok, n)
+            }
+        }
+        other => other.clone(),
+    }
 }
 
 /// One request as the server saw it.
@@ -82,6 +202,9 @@ pub struct Seen {
 }
 
 impl Seen {
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -90,10 +213,23 @@ impl Seen {
     }
 }
 
-#[derive(Default)]
 struct State {
     scripts: HashMap<String, Vec<Step>>,
+    /// Attempts per path, recorded or not.
+    counts: HashMap<String, usize>,
+    recording: bool,
     seen: Vec<Seen>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            scripts: HashMap::new(),
+            counts: HashMap::new(),
+            recording: true,
+            seen: Vec::new(),
+        }
+    }
 }
 
 pub struct Server {
@@ -115,11 +251,15 @@ impl Server {
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
         let task = tokio::spawn(async move {
+            // Aborting this task drops the set, which aborts every
+            // connection task: nothing outlives the server.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                tokio::spawn(serve(stream, shared.clone()));
+                while connections.try_join_next().is_some() {}
+                connections.spawn(serve(stream, shared.clone()));
             }
         });
         Server { addr, state, task }
@@ -133,6 +273,28 @@ impl Server {
             .unwrap()
             .scripts
             .insert(path.to_string(), steps);
+    }
+
+    /// Switches recording of requests on or off (on by default). Attempt
+    /// counts are kept either way.
+    pub fn set_recording(&self, on: bool) {
+        self.state.lock().unwrap().recording = on;
+    }
+
+    /// How many requests `path` received.
+    pub fn count(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .counts
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many requests were received on every path together.
+    pub fn total(&self) -> usize {
+        self.state.lock().unwrap().counts.values().sum()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -171,13 +333,17 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         };
         let step = {
             let mut st = state.lock().unwrap();
-            let n = st.seen.iter().filter(|s| s.path == seen.path).count();
+            let count = st.counts.entry(seen.path.clone()).or_insert(0);
+            let n = *count;
+            *count += 1;
             let step = st
                 .scripts
                 .get(&seen.path)
-                .map(|steps| steps[n.min(steps.len() - 1)].clone())
+                .map(|steps| resolve(&steps[n.min(steps.len() - 1)], n))
                 .unwrap_or_else(|| Step::status(404));
-            st.seen.push(seen);
+            if st.recording {
+                st.seen.push(seen);
+            }
             step
         };
         match step {
@@ -205,8 +371,32 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 return;
             }
             Step::Hang => {
-                std::future::pending::<()>().await;
+                // Never answer; notice the client going away.
+                while read_more(&mut stream, &mut buf).await {}
+                return;
             }
+            Step::Raw { parts, end } => {
+                for (delay, bytes) in parts {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    if stream.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                match end {
+                    End::KeepAlive => {}
+                    End::Close => {
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                    End::Reset => {
+                        let _ = stream.set_zero_linger();
+                        return;
+                    }
+                }
+            }
+            Step::Chance { .. } => unreachable!("resolved above"),
         }
     }
 }

@@ -1,0 +1,332 @@
+//! Cancellation safety: dropping a request's future while it waits (a
+//! backoff, a server-requested `Retry-After`) or while an attempt is in
+//! flight leaves nothing behind, through both adapters:
+//! - no attempt in flight and no clone of the inner service or of the
+//!   request body kept (counted with a wrapper around the inner service or
+//!   a middleware after the retry middleware, and `Arc` strong counts);
+//! - no timer that fires later: the server sees no further attempt after
+//!   the paused clock is advanced by an hour;
+//! - no task: once the client is dropped too, the runtime's alive tasks are
+//!   back to what they were before the request (`num_alive_tasks`).
+//!
+//! (Rate limiting and circuit breaking do not exist yet; when they do,
+//! their waits and permits belong here too.)
+
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Extensions;
+use http_resilience::{RetryLayer, RetryMiddleware, RetryPolicy};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use reqwest_middleware::{Middleware, Next};
+use support::clients::{BOTH, ReplayBody, Via, base};
+use support::{Server, Step};
+use tower::{Layer, Service};
+
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// Waiting out a 10 s backoff after a 503.
+    Backoff,
+    /// Waiting out `Retry-After: 30` after a 503.
+    RetryAfter,
+    /// The attempt is in flight: the server never answers.
+    InFlight,
+}
+const WAITS: [Wait; 3] = [Wait::Backoff, Wait::RetryAfter, Wait::InFlight];
+
+fn setup(wait: Wait) -> (RetryPolicy, Vec<Step>) {
+    match wait {
+        Wait::Backoff => (
+            base()
+                .initial_backoff(Duration::from_secs(10))
+                .max_backoff(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            vec![Step::status(503), Step::status(200)],
+        ),
+        Wait::RetryAfter => (
+            base().build().unwrap(),
+            vec![Step::with(503, &[("retry-after", "30")]), Step::status(200)],
+        ),
+        Wait::InFlight => (base().build().unwrap(), vec![Step::Hang, Step::status(200)]),
+    }
+}
+
+/// Counts what is alive below the retry adapter: attempts in flight, and
+/// holders of `token` (each clone of the wrapper, each attempt).
+#[derive(Clone, Default)]
+struct Census {
+    in_flight: Arc<AtomicUsize>,
+    token: Arc<()>,
+}
+
+impl Census {
+    fn holders(&self) -> usize {
+        Arc::strong_count(&self.token)
+    }
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+    fn enter(&self) -> Guard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Guard {
+            in_flight: self.in_flight.clone(),
+            _token: self.token.clone(),
+        }
+    }
+}
+
+struct Guard {
+    in_flight: Arc<AtomicUsize>,
+    _token: Arc<()>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The tower side: wraps the inner service.
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    census: Census,
+}
+
+impl<S, R> Service<R> for Counted<S>
+where
+    S: Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, request: R) -> Self::Future {
+        let guard = self.census.enter();
+        let fut = self.inner.call(request);
+        Box::pin(async move {
+            let _guard = guard;
+            fut.await
+        })
+    }
+}
+
+/// The reqwest side: a middleware after the retry middleware.
+struct CountedMiddleware(Census);
+
+#[async_trait::async_trait]
+impl Middleware for CountedMiddleware {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let _guard = self.0.enter();
+        next.run(request, extensions).await
+    }
+}
+
+fn in_flight_while_waiting(wait: Wait) -> usize {
+    match wait {
+        Wait::InFlight => 1,
+        Wait::Backoff | Wait::RetryAfter => 0,
+    }
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Lets every task run and the paused clock move `by`.
+async fn advance(by: Duration) {
+    tokio::time::sleep(by).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_waiting_request_leaves_nothing_behind() {
+    for via in BOTH {
+        for wait in WAITS {
+            let server = Server::start().await;
+            let path = format!("/cancel/{wait:?}");
+            let (policy, script) = setup(wait);
+            server.script(&path, script);
+            let url = server.url(&path);
+            advance(Duration::from_millis(1)).await;
+            let tasks_before = alive_tasks();
+            let census = Census::default();
+            let body = ReplayBody::new("some body", false);
+            let context = format!("{via:?}, {wait:?}");
+
+            match via {
+                Via::Reqwest => {
+                    let client = reqwest_middleware::ClientBuilder::new(
+                        reqwest::Client::builder().no_proxy().build().unwrap(),
+                    )
+                    .with(RetryMiddleware::new(policy))
+                    .with(CountedMiddleware(census.clone()))
+                    .build();
+                    let idle_holders = census.holders();
+                    let mut send = Box::pin(client.put(&url).body("some body").send());
+                    let waited = tokio::time::timeout(Duration::from_millis(500), &mut send).await;
+                    assert!(waited.is_err(), "{context}: still waiting at 500 ms");
+                    // While waiting: the attempt is in flight only if it hangs.
+                    assert_eq!(
+                        census.in_flight(),
+                        in_flight_while_waiting(wait),
+                        "{context}"
+                    );
+                    drop(send);
+                    assert_eq!(census.in_flight(), 0, "{context}: attempt left in flight");
+                    assert_eq!(census.holders(), idle_holders, "{context}: token kept");
+                    drop(client);
+                }
+                Via::Tower => {
+                    let client =
+                        HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody>();
+                    let mut svc = RetryLayer::new(policy).layer(Counted {
+                        inner: client,
+                        census: census.clone(),
+                    });
+                    let idle_holders = census.holders();
+                    let request = http::Request::put(&url).body(body.clone()).unwrap();
+                    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+                    let fut = svc.call(request);
+                    assert!(census.holders() > idle_holders, "{context}: counting works");
+                    assert!(body.copies() > 1, "{context}: counting works");
+                    let mut fut = Box::pin(fut);
+                    let waited = tokio::time::timeout(Duration::from_millis(500), &mut fut).await;
+                    assert!(waited.is_err(), "{context}: still waiting at 500 ms");
+                    assert_eq!(
+                        census.in_flight(),
+                        in_flight_while_waiting(wait),
+                        "{context}"
+                    );
+                    assert!(
+                        body.copies() >= 2,
+                        "{context}: the layer holds the original"
+                    );
+                    drop(fut);
+                    assert_eq!(census.in_flight(), 0, "{context}: attempt left in flight");
+                    assert_eq!(
+                        census.holders(),
+                        idle_holders,
+                        "{context}: a clone of the inner service was kept"
+                    );
+                    assert_eq!(body.copies(), 1, "{context}: a copy of the body was kept");
+                    drop(svc);
+                }
+            }
+            assert_eq!(server.seen(&path).len(), 1, "{context}: one attempt");
+            // No timer left to fire a retry later.
+            advance(Duration::from_secs(3600)).await;
+            assert_eq!(
+                server.seen(&path).len(),
+                1,
+                "{context}: an attempt after the future was dropped"
+            );
+            assert_eq!(census.holders(), 1, "{context}: only ours is left");
+            assert_eq!(
+                alive_tasks(),
+                tasks_before,
+                "{context}: tasks left behind (client connection tasks, timers)"
+            );
+        }
+    }
+}
+
+/// The same through spawned tasks aborted mid-wait, many at once: the
+/// shape of a server cancelling its handlers.
+#[tokio::test(start_paused = true)]
+async fn aborting_many_waiting_tasks_leaves_nothing_behind() {
+    let server = Server::start().await;
+    server.script("/many", vec![Step::status(503)]);
+    advance(Duration::from_millis(1)).await;
+    let tasks_before = alive_tasks();
+    let census = Census::default();
+    let client = HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody>();
+    let svc = RetryLayer::new(
+        base()
+            .initial_backoff(Duration::from_secs(10))
+            .max_backoff(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
+    .layer(Counted {
+        inner: client,
+        census: census.clone(),
+    });
+    let rq = reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder().no_proxy().build().unwrap(),
+    )
+    .with(RetryMiddleware::new(
+        base()
+            .initial_backoff(Duration::from_secs(10))
+            .max_backoff(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    ))
+    .with(CountedMiddleware(census.clone()))
+    .build();
+    let idle_holders = census.holders();
+    let url = server.url("/many");
+    let mut handles = Vec::new();
+    for i in 0..50 {
+        if i % 2 == 0 {
+            let mut svc = svc.clone();
+            let url = url.clone();
+            handles.push(tokio::spawn(async move {
+                let request = http::Request::get(&url)
+                    .body(ReplayBody::new("", false))
+                    .unwrap();
+                std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+                let _ = svc.call(request).await;
+            }));
+        } else {
+            let rq = rq.clone();
+            let url = url.clone();
+            handles.push(tokio::spawn(async move {
+                let _ = rq.get(&url).send().await;
+            }));
+        }
+    }
+    // All 50 have made their first attempt and are in their backoff.
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(server.seen("/many").len(), 50);
+    assert_eq!(census.in_flight(), 0);
+    assert!(
+        alive_tasks() >= tasks_before + 50,
+        "the metric sees the waiting tasks"
+    );
+    for h in &handles {
+        h.abort();
+    }
+    for h in handles {
+        assert!(h.await.unwrap_err().is_cancelled());
+    }
+    assert_eq!(
+        census.holders(),
+        idle_holders,
+        "clones kept by aborted tasks"
+    );
+    advance(Duration::from_secs(3600)).await;
+    assert_eq!(server.seen("/many").len(), 50, "a retry after the abort");
+    drop((svc, rq));
+    advance(Duration::from_secs(3600)).await;
+    assert_eq!(census.holders(), 1);
+    assert_eq!(alive_tasks(), tasks_before, "tasks left behind");
+}
