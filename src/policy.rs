@@ -332,6 +332,11 @@ impl RetryPolicyBuilder {
     }
     /// A timeout for each attempt; a timed-out attempt counts as a transient
     /// failure. Default: none.
+    ///
+    /// It bounds the wait for the response *head* (status and headers), which
+    /// is when the decision is made; reading the body afterwards is the
+    /// caller's, so bound a slow body with the client's own read timeout
+    /// (for example `reqwest::ClientBuilder::read_timeout`).
     pub fn attempt_timeout(mut self, d: Duration) -> Self {
         self.attempt_timeout = Some(d);
         self
