@@ -6,6 +6,7 @@
 //!   a middleware after the retry middleware, and `Arc` strong counts);
 //! - no timer that fires later: the server sees no further attempt after
 //!   the paused clock is advanced by an hour;
+//! - the same while a preset reads the start of a response body;
 //! - no task: once the client is dropped too, the runtime's alive tasks are
 //!   back to what they were before the request (`num_alive_tasks`).
 //!
@@ -38,8 +39,16 @@ enum Wait {
     RetryAfter,
     /// The attempt is in flight: the server never answers.
     InFlight,
+    /// GitHub's preset is reading the start of a 403's body (one byte a
+    /// second) to tell a secondary rate limit from a permission error.
+    Inspecting,
 }
-const WAITS: [Wait; 3] = [Wait::Backoff, Wait::RetryAfter, Wait::InFlight];
+const WAITS: [Wait; 4] = [
+    Wait::Backoff,
+    Wait::RetryAfter,
+    Wait::InFlight,
+    Wait::Inspecting,
+];
 
 fn setup(wait: Wait) -> (RetryPolicy, Vec<Step>) {
     match wait {
@@ -56,6 +65,17 @@ fn setup(wait: Wait) -> (RetryPolicy, Vec<Step>) {
             vec![Step::with(503, &[("retry-after", "30")]), Step::status(200)],
         ),
         Wait::InFlight => (base().build().unwrap(), vec![Step::Hang, Step::status(200)]),
+        Wait::Inspecting => (
+            http_resilience::Preset::GitHub
+                .builder()
+                .wall_clock(support::fixed_now)
+                .build()
+                .unwrap(),
+            vec![
+                Step::trickle_body(403, "secondary rate limit", Duration::from_secs(1)),
+                Step::status(200),
+            ],
+        ),
     }
 }
 
@@ -142,7 +162,8 @@ impl Middleware for CountedMiddleware {
 fn in_flight_while_waiting(wait: Wait) -> usize {
     match wait {
         Wait::InFlight => 1,
-        Wait::Backoff | Wait::RetryAfter => 0,
+        // The head has arrived: the attempt below the adapter is over.
+        Wait::Backoff | Wait::RetryAfter | Wait::Inspecting => 0,
     }
 }
 
