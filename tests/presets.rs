@@ -44,17 +44,6 @@ fn epoch(offset: i64) -> String {
     (now + offset).to_string()
 }
 
-fn respond(status: u16, headers: &[(&str, &str)], body: &str) -> Step {
-    Step::Respond {
-        status,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_string(),
-    }
-}
-
 const SECONDARY: &str = r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again.","documentation_url":"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"}"#;
 const NOT_ACCESSIBLE: &str = r#"{"message":"Resource not accessible by integration","documentation_url":"https://docs.github.com/rest"}"#;
 
@@ -66,7 +55,7 @@ fn rows() -> Vec<Row> {
     let past = epoch(-10);
     let in_hour = epoch(3600);
     let primary = |reset: &str| {
-        respond(
+        Step::respond(
             403,
             &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset)],
             "API rate limit exceeded",
@@ -96,7 +85,7 @@ fn rows() -> Vec<Row> {
             "github: primary limit on a 429 too",
             GitHub,
             vec![
-                respond(
+                Step::respond(
                     429,
                     &[
                         ("x-ratelimit-remaining", "0"),
@@ -130,7 +119,7 @@ fn rows() -> Vec<Row> {
             "github: secondary limit with retry-after: 5 s",
             GitHub,
             vec![
-                respond(403, &[("retry-after", "5")], SECONDARY),
+                Step::respond(403, &[("retry-after", "5")], SECONDARY),
                 Step::status(200),
             ],
             Status(200),
@@ -141,8 +130,8 @@ fn rows() -> Vec<Row> {
             "github: secondary limit without retry-after: 60 s, doubling",
             GitHub,
             vec![
-                respond(403, &[], SECONDARY),
-                respond(403, &[], SECONDARY),
+                Step::respond(403, &[], SECONDARY),
+                Step::respond(403, &[], SECONDARY),
                 Step::status(200),
             ],
             Status(200),
@@ -160,7 +149,7 @@ fn rows() -> Vec<Row> {
         row(
             "github: 'Resource not accessible by integration' 403 is permanent",
             GitHub,
-            vec![respond(403, &[], NOT_ACCESSIBLE)],
+            vec![Step::respond(403, &[], NOT_ACCESSIBLE)],
             Status(403),
             1,
             vec![],
@@ -457,7 +446,7 @@ async fn inspected_bodies_stay_whole_and_the_inspection_is_bounded() {
     let late_words = format!("{}secondary rate limit", " ".repeat(70 * 1024));
     for via in BOTH {
         let path = format!("/long/{via:?}");
-        server.script(&path, vec![respond(403, &[], &long_denial)]);
+        server.script(&path, vec![Step::respond(403, &[], &long_denial)]);
         let got = send(
             via,
             preset(Preset::GitHub).build().unwrap(),
@@ -476,7 +465,7 @@ async fn inspected_bodies_stay_whole_and_the_inspection_is_bounded() {
         let path = format!("/late/{via:?}");
         server.script(
             &path,
-            vec![respond(403, &[], &late_words), Step::status(200)],
+            vec![Step::respond(403, &[], &late_words), Step::status(200)],
         );
         let got = send(
             via,
@@ -492,7 +481,7 @@ async fn inspected_bodies_stay_whole_and_the_inspection_is_bounded() {
         // The secondary limit found in the body, then exhaustion: the
         // last 403's body is still whole inside the error.
         let path = format!("/exhausted/{via:?}");
-        server.script(&path, vec![respond(403, &[], SECONDARY)]);
+        server.script(&path, vec![Step::respond(403, &[], SECONDARY)]);
         let policy = preset(Preset::GitHub).max_retries(1).build().unwrap();
         let got = send(via, policy, &server.url(&path), &get()).await;
         assert_eq!(got.code, Some("MAX_RETRIES_EXCEEDED"), "{via:?}");

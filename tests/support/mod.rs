@@ -80,29 +80,25 @@ pub enum End {
 }
 
 impl Step {
-    pub fn status(status: u16) -> Step {
-        Step::Respond {
-            status,
-            headers: vec![],
-            body: format!("body of {status}"),
-        }
-    }
-    pub fn with(status: u16, headers: &[(&str, &str)]) -> Step {
+    /// A response with this status, headers and body.
+    pub fn respond(status: u16, headers: &[(&str, &str)], body: &str) -> Step {
         Step::Respond {
             status,
             headers: headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            body: format!("body of {status}"),
-        }
-    }
-    pub fn body(status: u16, body: &str) -> Step {
-        Step::Respond {
-            status,
-            headers: vec![],
             body: body.to_string(),
         }
+    }
+    pub fn status(status: u16) -> Step {
+        Step::with(status, &[])
+    }
+    pub fn with(status: u16, headers: &[(&str, &str)]) -> Step {
+        Step::respond(status, headers, &format!("body of {status}"))
+    }
+    pub fn body(status: u16, body: &str) -> Step {
+        Step::respond(status, &[], body)
     }
     /// A head announcing `declared` body bytes, then `sent` of them, then a
     /// reset: the response arrives, its body fails midway.
