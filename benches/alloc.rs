@@ -161,7 +161,7 @@ fn inner(
     tower::service_fn(move |_req: Request<Body>| {
         let n = calls.fetch_add(1, Ordering::Relaxed);
         let mut response = Response::new(Full::new(Bytes::from_static(support::BODY)));
-        if flaky && n % 2 == 0 {
+        if flaky && n.is_multiple_of(2) {
             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         }
         std::future::ready(Ok::<_, Infallible>(response))

@@ -106,11 +106,35 @@ fn run(
     })
 }
 
+/// `REQWEST_ONLY=plain|retry_middleware|reqwest_retry` (and
+/// `REQWEST_REQUESTS`, default 2 000): send that many requests one at a
+/// time through one client and exit, for instruction counts under
+/// `valgrind --tool=callgrind` (two counts, take the difference; the
+/// server's share is the same for every client).
+fn only(rt: &tokio::runtime::Runtime, stacks: &Stacks) {
+    let Ok(name) = std::env::var("REQWEST_ONLY") else {
+        return;
+    };
+    let n = std::env::var("REQWEST_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let client = match name.as_str() {
+        "plain" => &stacks.plain,
+        "retry_middleware" => &stacks.ours,
+        "reqwest_retry" => &stacks.theirs,
+        other => panic!("REQWEST_ONLY={other}: not a client"),
+    };
+    run(rt, client, &stacks.url, n, 1);
+    std::process::exit(0);
+}
+
 fn end_to_end(c: &mut Criterion) {
     let profiling = std::env::args().any(|a| a == "--profile-time");
     let addr = start_server(Script::Ok);
     let stacks = Stacks::new(format!("http://{addr}/").parse().expect("url"));
     let rt = runtime();
+    only(&rt, &stacks);
 
     // Sanity: ours went through the middleware.
     rt.block_on(async {

@@ -137,9 +137,7 @@ fn success_path(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("tower_success");
     group.bench_function("bare", |b| b.iter_custom(|n| run(&rt, &mut bare, n)));
-    group.bench_function("retry_layer", |b| {
-        b.iter_custom(|n| run(&rt, &mut ours, n))
-    });
+    group.bench_function("retry_layer", |b| b.iter_custom(|n| run(&rt, &mut ours, n)));
     group.bench_function("tower_retry", |b| {
         b.iter_custom(|n| run(&rt, &mut theirs, n))
     });

@@ -11,8 +11,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -151,7 +151,7 @@ pub fn start_server(script: Script) -> SocketAddr {
                         let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
                             let n = seen.fetch_add(1, Ordering::Relaxed);
                             let status = match script {
-                                Script::FailEveryOther if n % 2 == 0 => {
+                                Script::FailEveryOther if n.is_multiple_of(2) => {
                                     StatusCode::SERVICE_UNAVAILABLE
                                 }
                                 _ => StatusCode::OK,
