@@ -135,8 +135,26 @@ fn run(rt: &tokio::runtime::Runtime, stack: Stack) -> (Duration, usize) {
     })
 }
 
+/// `SCALE_ONLY=control|retry_layer|tower_retry`: one run of that stack,
+/// then exit, for `valgrind --tool=callgrind` or `perf`.
+fn only(rt: &tokio::runtime::Runtime) {
+    let Ok(name) = std::env::var("SCALE_ONLY") else {
+        return;
+    };
+    let stack = match name.as_str() {
+        "control" => Stack::Control,
+        "retry_layer" => Stack::Ours,
+        "tower_retry" => Stack::TowerRetry,
+        other => panic!("SCALE_ONLY={other}: not a stack"),
+    };
+    let (took, peak) = run(rt, stack);
+    eprintln!("{name}: {took:?}, peak {peak} bytes");
+    std::process::exit(0);
+}
+
 fn scale(c: &mut Criterion) {
     let rt = runtime();
+    only(&rt);
     let stacks = [
         ("control (request + two sleeps)", Stack::Control),
         ("RetryLayer", Stack::Ours),
