@@ -43,7 +43,9 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B: Body> {
         Plain { #[pin] inner: B },
-        Replay { replay: Replay<B> },
+        // Boxed: inspected bodies are rare, and a small `ResponseBody` keeps
+        // every response cheap to move.
+        Replay { replay: Box<Replay<B>> },
     }
 }
 
@@ -68,7 +70,9 @@ impl<B: Body> ResponseBody<B> {
 
     pub(crate) fn replay(replay: Replay<B>) -> Self {
         ResponseBody {
-            kind: Kind::Replay { replay },
+            kind: Kind::Replay {
+                replay: Box::new(replay),
+            },
         }
     }
 

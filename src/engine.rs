@@ -75,7 +75,9 @@ pub enum Decision {
 #[derive(Debug)]
 pub struct RetryState {
     policy: RetryPolicy,
-    backoff: Backoff,
+    /// Made at the first retry (boxed: most requests never need one, and
+    /// the state stays small to move).
+    backoff: Option<Box<Backoff>>,
     started: Instant,
     safety: Safety,
     replayable: bool,
@@ -96,7 +98,7 @@ impl RetryState {
         now: Instant,
     ) -> RetryState {
         RetryState {
-            backoff: policy.backoff(),
+            backoff: None,
             started: now,
             safety: match policy.inner().classifier.retry_safety(request) {
                 Some(true) => Safety::Safe,
@@ -205,7 +207,10 @@ impl RetryState {
             return self.stop(request, StopReason::MaxRetries, is_response);
         }
 
-        let computed = self.backoff.next_delay();
+        let computed = self
+            .backoff
+            .get_or_insert_with(|| Box::new(self.policy.backoff()))
+            .next_delay();
         let hint = match outcome {
             Outcome::Response { .. } => {
                 p.classifier

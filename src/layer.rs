@@ -160,7 +160,9 @@ pin_project! {
     {
         Calling { #[pin] fut: F },
         CallingWithTimeout { #[pin] fut: Timeout<F>, after: Duration },
-        Inspecting { parts: Option<http::response::Parts>, inspect: Inspect<R> },
+        // Boxed: only GitHub's ambiguous 403s get here, and a small state
+        // keeps the future cheap to move.
+        Inspecting { inspect: Box<(Option<http::response::Parts>, Inspect<R>)> },
         Sleeping { #[pin] sleep: Sleep },
         Ready,
     }
@@ -237,7 +239,8 @@ where
                         }
                     })
                 }
-                StateProj::Inspecting { parts, inspect } => {
+                StateProj::Inspecting { inspect } => {
+                    let (parts, inspect) = &mut **inspect;
                     let (prefix, replay) = ready!(Pin::new(inspect).poll(cx));
                     let Some(parts) = parts.take() else {
                         // Polled again after completing: a caller bug.
@@ -273,8 +276,7 @@ where
                         Ok(response) if wanted > 0 => {
                             let (parts, body) = response.into_parts();
                             this.state.set(State::Inspecting {
-                                parts: Some(parts),
-                                inspect: Inspect::new(body, wanted),
+                                inspect: Box::new((Some(parts), Inspect::new(body, wanted))),
                             });
                             continue;
                         }

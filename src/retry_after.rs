@@ -37,6 +37,11 @@ use http::HeaderMap;
 
 use crate::classify::{rate_limit_exhausted, trim_ows};
 
+// As `HeaderName`s: a `&str` key makes `http` parse and hash the name on
+// every lookup.
+const RETRY_AFTER_MS: http::HeaderName = http::HeaderName::from_static("retry-after-ms");
+const X_RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
+
 /// Where the wait before a retry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -204,7 +209,7 @@ pub fn server_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
 
 /// A positive `retry-after-ms` hint, if the header is valid.
 pub fn retry_after_ms_hint(headers: &HeaderMap) -> Option<Hint> {
-    let delay = parse_retry_after_ms(headers.get("retry-after-ms")?.as_bytes())?;
+    let delay = parse_retry_after_ms(headers.get(&RETRY_AFTER_MS)?.as_bytes())?;
     positive(delay, DelaySource::RetryAfterMs)
 }
 
@@ -224,7 +229,7 @@ pub fn rate_limit_reset_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hin
     if !rate_limit_exhausted(headers) {
         return None;
     }
-    let delay = parse_epoch_reset(headers.get("x-ratelimit-reset")?.as_bytes(), now)?;
+    let delay = parse_epoch_reset(headers.get(&X_RATELIMIT_RESET)?.as_bytes(), now)?;
     positive(delay, DelaySource::RateLimitReset)
 }
 
