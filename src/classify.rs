@@ -325,9 +325,9 @@ impl<'a> RequestMeta<'a> {
 /// (tested), without its char-pattern splits.
 fn host_of(authority: &str) -> &str {
     // The last `@` ends any userinfo; an IPv6 literal runs to its `]`;
-    // otherwise the first `:` starts the port. (`rfind`/`find` on a single
-    // ASCII byte search bytes, so the slices stay on char boundaries.)
-    let host = match authority.rfind('@') {
+    // otherwise the first `:` starts the port. (The slices start or end
+    // next to ASCII bytes, so they stay on char boundaries.)
+    let host = match authority.bytes().rposition(|b| b == b'@') {
         Some(at) => &authority[at + 1..],
         None => authority,
     };

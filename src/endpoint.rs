@@ -212,11 +212,10 @@ impl EndpointPolicies {
                 }
             }
         };
-        let host = request.host();
-        if !host.is_empty()
-            && host.len() <= MAX_HOST
-            && !(index.exact.is_empty() && index.wildcard.is_empty())
-        {
+        // The host is read (and lowercased) only if some rule names one.
+        let by_host = !(index.exact.is_empty() && index.wildcard.is_empty());
+        let host = if by_host { request.host() } else { "" };
+        if !host.is_empty() && host.len() <= MAX_HOST {
             let mut buf = [0u8; MAX_HOST];
             let lower = &mut buf[..host.len()];
             lower.copy_from_slice(host.as_bytes());
