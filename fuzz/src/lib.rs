@@ -1,6 +1,7 @@
 //! Helpers shared by the fuzz targets: a wall-clock "now" and a header map
 //! built from fuzz bytes. The reference models they compare the crate with
-//! are in [`model`] (shared with `tests/properties.rs`).
+//! are in [`model`], which is `tests/properties/model.rs` of the main
+//! package (the property tests use the same models).
 //!
 //! A target compares the crate with a model on every input: a disagreement
 //! is a crash, like a panic.
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+#[path = "../../tests/properties/model.rs"]
 pub mod model;
 pub use model::*;
 

@@ -3,10 +3,10 @@
 //! crate's code and of `httpdate` (the dates are decoded and checked here,
 //! calendar and weekday included).
 //!
-//! Shared by the fuzz targets (`fuzz/src/lib.rs`) and the property tests
-//! (`tests/properties.rs` includes this file with `#[path]`), so that the
-//! one model is exercised both by CI and by the fuzzers. Only `std` and
-//! `http` are used.
+//! Shared by the property tests (`tests/properties.rs`) and the fuzz
+//! targets (`fuzz/src/lib.rs` includes this file with `#[path]`), so that
+//! the one model is exercised both by CI and by the fuzzers. Only `std`
+//! and `http` are used (and `httpdate` in its own test).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -263,6 +263,72 @@ pub fn model_should_retry(headers: &HeaderMap) -> Option<bool> {
 /// `x-ratelimit-remaining` is exactly `0` (trimmed).
 pub fn model_rate_limit_exhausted(headers: &HeaderMap) -> bool {
     first_value(headers, "x-ratelimit-remaining").is_some_and(|v| model_trim(v) == b"0")
+}
+
+/// Which header a hint came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HintSource {
+    /// `retry-after-ms`.
+    RetryAfterMs,
+    /// `Retry-After`.
+    RetryAfter,
+    /// `x-ratelimit-reset` (with `x-ratelimit-remaining: 0`).
+    RateLimitReset,
+}
+
+/// A hint the model expects: the delay in nanoseconds, its header, and how
+/// far the crate may be from it (non-zero only for `retry-after-ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelHint {
+    /// The delay, in nanoseconds (positive).
+    pub ns: i128,
+    /// The header it came from.
+    pub source: HintSource,
+    /// The allowed distance from `ns`.
+    pub tolerance: i128,
+}
+
+/// A `retry-after-ms` value within rounding distance of zero or of the
+/// bound: either answer is right, so the caller skips the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ambiguous;
+
+/// What `server_hint` should return: the first valid, positive hint of
+/// `retry-after-ms`, `Retry-After` and (with `x-ratelimit-remaining: 0`)
+/// `x-ratelimit-reset`, each read from the header's first value.
+pub fn model_server_hint(
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Result<Option<ModelHint>, Ambiguous> {
+    let hint = |ns, source, tolerance| {
+        Ok(Some(ModelHint {
+            ns,
+            source,
+            tolerance,
+        }))
+    };
+    if let Some(exact) = first_value(headers, "retry-after-ms").and_then(model_retry_after_ms_exact)
+    {
+        let tol = ms_tolerance_ns(exact);
+        if exact <= tol || (exact - MAX_HINT_NS).abs() <= tol {
+            return Err(Ambiguous);
+        }
+        if exact <= MAX_HINT_NS {
+            return hint(exact, HintSource::RetryAfterMs, tol);
+        }
+    }
+    let positive = |d: Option<i128>| d.filter(|&d| d > 0);
+    let retry_after = first_value(headers, "retry-after").and_then(|v| model_retry_after(v, now));
+    if let Some(d) = positive(retry_after) {
+        return hint(d, HintSource::RetryAfter, 0);
+    }
+    let reset = first_value(headers, "x-ratelimit-reset").and_then(|v| model_epoch_reset(v, now));
+    if model_rate_limit_exhausted(headers)
+        && let Some(d) = positive(reset)
+    {
+        return hint(d, HintSource::RateLimitReset, 0);
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
