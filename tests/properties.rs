@@ -5,9 +5,17 @@
 //! - `RetryPolicyBuilder::build` validation against a model of the rules;
 //! - the server-hint parsers against simple reference models, and that they
 //!   never panic;
+//! - the parsers, `server_hint`, `should_retry_header` and
+//!   `rate_limit_exhausted` against the reference models in
+//!   `tests/properties/model.rs` (written from RFC 9110 and the module docs,
+//!   independently of the crate and of `httpdate`; the fuzz targets in
+//!   `fuzz/` compare with the same models), on arbitrary bytes, near
+//!   misses, field-by-field HTTP-dates and whole header maps;
 //! - the engine: a total deadline is never crossed by a wait, `max_retries`
 //!   is respected, per-attempt timeouts are clamped to what is left, and
-//!   (with `Jitter::None`) every decision equals a reference model.
+//!   (with `Jitter::None`) every decision equals a reference model; with
+//!   every kind of hint read through a fixed wall clock, a retry waits the
+//!   model's hint when the policy accepts it and a capped backoff otherwise.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +24,13 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
+/// The reference models of the parsers, shared with the fuzz targets
+/// (which use every item; here a few are unused).
+#[path = "properties/model.rs"]
+#[allow(dead_code)]
+mod model;
+
+use http_resilience::classify::{rate_limit_exhausted, should_retry_header};
 use http_resilience::policy::MAX_SETTING;
 use http_resilience::retry_after::{
     parse_epoch_reset, parse_retry_after, parse_retry_after_ms, server_hint,
@@ -1207,5 +1222,475 @@ proptest! {
     #[test]
     fn engine_never_waits_past_the_deadline(c in engine_case()) {
         run_engine(&c)?;
+    }
+}
+
+// ---------------------------------------------------------------------
+// Parsers against the shared reference models (tests/properties/model.rs,
+// also what the fuzz targets compare with)
+// ---------------------------------------------------------------------
+
+/// All three value parsers on `value` against their models: exact for
+/// `Retry-After` and epoch resets, within `f64` rounding for
+/// `retry-after-ms` (either answer within rounding distance of the bound).
+fn check_against_models(value: &[u8], now: SystemTime) -> Result<(), TestCaseError> {
+    let shown = String::from_utf8_lossy(value);
+    let ns = |d: Option<Duration>| d.map(|d| d.as_nanos() as i128);
+    prop_assert_eq!(
+        ns(parse_retry_after(value, now)),
+        model::model_retry_after(value, now),
+        "Retry-After {:?} at {:?}",
+        shown,
+        now
+    );
+    prop_assert_eq!(
+        ns(parse_epoch_reset(value, now)),
+        model::model_epoch_reset(value, now),
+        "x-ratelimit-reset {:?} at {:?}",
+        shown,
+        now
+    );
+    let got = ns(parse_retry_after_ms(value));
+    match (got, model::model_retry_after_ms_exact(value)) {
+        (Some(got), Some(exact)) => prop_assert!(
+            (got - exact).abs() <= model::ms_tolerance_ns(exact),
+            "retry-after-ms {shown:?} -> {got} ns, want {exact} ns"
+        ),
+        (Some(got), None) => prop_assert!(false, "retry-after-ms {shown:?} -> {got} ns, want None"),
+        (None, Some(exact)) => prop_assert!(
+            exact + model::ms_tolerance_ns(exact) > model::MAX_HINT_NS,
+            "retry-after-ms {shown:?} -> None, want {exact} ns"
+        ),
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// Zeller's congruence: the weekday of a Gregorian date, 0 = Monday (a
+/// different formula from the model's day count, so each checks the
+/// other).
+fn zeller_weekday(y: i64, m: i64, d: i64) -> usize {
+    let (y, m) = if m < 3 { (y - 1, m + 12) } else { (y, m) };
+    let (k, j) = (y % 100, y / 100);
+    // 0 = Saturday, 1 = Sunday, 2 = Monday, ...
+    let h = (d + 13 * (m + 1) / 5 + k + k / 4 + j / 4 + 5 * j) % 7;
+    ((h + 5) % 7) as usize
+}
+
+const MONTH_NAMES: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const WEEKDAY_NAMES: [(&str, &str); 7] = [
+    ("Mon", "Monday"),
+    ("Tue", "Tuesday"),
+    ("Wed", "Wednesday"),
+    ("Thu", "Thursday"),
+    ("Fri", "Friday"),
+    ("Sat", "Saturday"),
+    ("Sun", "Sunday"),
+];
+
+/// An HTTP-date written field by field, in one of the three forms, with
+/// fields mostly in range but sometimes just outside (day 0 or 32, Feb 29
+/// of a common year, hour 24, second 60, year 1969 or 10000, a wrong
+/// weekday), and whether it names a real second of 1970..=9999.
+#[derive(Debug, Clone)]
+struct FieldDate {
+    text: String,
+    valid: bool,
+}
+
+fn field_date() -> impl Strategy<Value = FieldDate> {
+    let year = prop_oneof![
+        4 => 1970i64..=2069,
+        2 => 1960i64..=10_000,
+        1 => prop::sample::select(vec![1969i64, 1970, 2000, 2100, 2400, 9999, 10_000]),
+    ];
+    let month = prop_oneof![8 => 1i64..=12, 1 => 0i64..=13];
+    let day = prop_oneof![4 => 1i64..=28, 4 => 28i64..=31, 1 => 0i64..=32];
+    let hms = (
+        prop_oneof![8 => 0i64..=23, 1 => 0i64..=25],
+        prop_oneof![8 => 0i64..=59, 1 => 0i64..=61],
+        prop_oneof![8 => 0i64..=59, 1 => 0i64..=61],
+    );
+    let weekday = prop_oneof![4 => Just(None), 1 => (0usize..7).prop_map(Some)];
+    (year, month, day, hms, weekday, 0usize..3).prop_map(
+        |(year, month, day, (h, mi, s), weekday, form)| {
+            // RFC 850 has two-digit years: 70..99 are 19xx, 00..69 20xx.
+            let year = if form == 1 {
+                let yy = year.rem_euclid(100);
+                if yy < 70 { 2000 + yy } else { 1900 + yy }
+            } else {
+                year
+            };
+            let correct = zeller_weekday(year, month, day);
+            let wd = weekday.unwrap_or(correct);
+            let (short, long) = WEEKDAY_NAMES[wd];
+            let mon = usize::try_from(month - 1)
+                .ok()
+                .and_then(|i| MONTH_NAMES.get(i))
+                .copied()
+                .unwrap_or("Xyz");
+            let time = format!("{h:02}:{mi:02}:{s:02}");
+            let text = match form {
+                0 => format!("{short}, {day:02} {mon} {year:04} {time} GMT"),
+                1 => format!("{long}, {day:02}-{mon}-{:02} {time} GMT", year % 100),
+                _ => format!("{short} {mon} {day:>2} {time} {year:04}"),
+            };
+            let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+            let days_in_month = match month {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            let valid = (1970..=9999).contains(&year)
+                && (1..=12).contains(&month)
+                && (1..=days_in_month).contains(&day)
+                && h < 24
+                && mi < 60
+                && s < 60
+                && wd == correct;
+            FieldDate { text, valid }
+        },
+    )
+}
+
+/// Values for `x-should-retry` and `x-ratelimit-remaining`.
+fn flag_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "true",
+            "TRUE",
+            " True\t",
+            "false",
+            "FaLsE",
+            "\tfalse ",
+            "yes",
+            "no",
+            "1",
+            "0",
+            " 0",
+            "0\t",
+            "00",
+            "0 0",
+            "-0",
+            "",
+            "true,false",
+            "\u{b0}",
+        ])
+        .prop_map(|s| s.as_bytes().to_vec()),
+        "[tTrRuUeEfFaAlLsS0 \t]{0,6}".prop_map(String::into_bytes),
+        proptest::collection::vec(any::<u8>(), 0..8),
+    ]
+}
+
+/// A response's headers: the names the parsers read (in several
+/// spellings) and one they ignore, with hint or flag values, duplicates
+/// included; values `http` refuses are dropped.
+fn response_headers() -> impl Strategy<Value = HeaderMap> {
+    proptest::collection::vec(
+        (
+            prop::sample::select(HINT_HEADERS),
+            prop_oneof![3 => hint_value(), 1 => flag_value()],
+        ),
+        0..8,
+    )
+    .prop_map(|pairs| {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
+                let name = HeaderName::from_bytes(name.as_bytes()).expect("valid name");
+                headers.append(name, value);
+            }
+        }
+        headers
+    })
+}
+
+/// A wall-clock "now" near the values `hint_value` draws.
+fn near_now() -> impl Strategy<Value = SystemTime> {
+    (-1_000_000i64..=1_000_000, 0..NS_PER_SEC as u32).prop_map(|(off, ns)| {
+        UNIX_EPOCH + Duration::new(NOW_BASE_SECS.saturating_add_signed(off), ns)
+    })
+}
+
+fn model_source(source: model::HintSource) -> DelaySource {
+    match source {
+        model::HintSource::RetryAfterMs => DelaySource::RetryAfterMs,
+        model::HintSource::RetryAfter => DelaySource::RetryAfter,
+        model::HintSource::RateLimitReset => DelaySource::RateLimitReset,
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Arbitrary bytes, strings and near-miss dates and numbers: every
+    /// parser gives exactly what its model gives.
+    #[test]
+    fn parsers_agree_with_the_reference_models(value in any_bytes(), now in wall_now()) {
+        check_against_models(&value, now)?;
+    }
+
+    /// HTTP-dates written field by field, valid or just outside the
+    /// calendar: read exactly when they name a real second with the right
+    /// weekday (Zeller's rule here, a day count in the model), and then as
+    /// the model reads them.
+    #[test]
+    fn field_by_field_dates_agree_with_the_reference_model(
+        date in field_date(),
+        pre in ows(),
+        post in ows(),
+        now in wall_now(),
+    ) {
+        let text = format!("{pre}{}{post}", date.text);
+        check_against_models(text.as_bytes(), now)?;
+        prop_assert_eq!(
+            parse_retry_after(text.as_bytes(), now).is_some(),
+            date.valid,
+            "{:?}",
+            text
+        );
+    }
+
+    /// `server_hint`, `should_retry_header` and `rate_limit_exhausted` on
+    /// whole header maps agree with the models (which use the model
+    /// parsers, not the crate's).
+    #[test]
+    fn header_maps_agree_with_the_reference_models(headers in response_headers(), now in near_now()) {
+        prop_assert_eq!(should_retry_header(&headers), model::model_should_retry(&headers), "{:?}", headers);
+        prop_assert_eq!(rate_limit_exhausted(&headers), model::model_rate_limit_exhausted(&headers), "{:?}", headers);
+        let got = server_hint(&headers, now);
+        let Ok(want) = model::model_server_hint(&headers, now) else {
+            return Ok(());
+        };
+        match (got, want) {
+            (Some(got), Some(want)) => {
+                prop_assert_eq!(got.source, model_source(want.source), "{:?}", headers);
+                let got_ns = got.delay.as_nanos() as i128;
+                prop_assert!((got_ns - want.ns).abs() <= want.tolerance, "{headers:?}: {got:?}, want {want:?}");
+            }
+            (None, None) => {}
+            (got, want) => prop_assert!(false, "{headers:?} at {now:?}: {got:?}, want {want:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Engine: every kind of server hint, through a fixed wall clock
+// ---------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum HintStep {
+    Response(u16, HeaderMap),
+    Error(FailureKind),
+}
+
+#[derive(Debug, Clone)]
+struct HintCase {
+    schedule: Schedule,
+    max_retries: u32,
+    deadline: Option<Duration>,
+    max_retry_after: Duration,
+    on_long_hint: LongHint,
+    retry_non_idempotent: bool,
+    return_last_response: bool,
+    method: Method,
+    idempotency_key: bool,
+    wall: SystemTime,
+    steps: Vec<(HintStep, Duration)>,
+}
+
+fn hint_case() -> impl Strategy<Value = HintCase> {
+    let status = prop_oneof![
+        3 => prop::sample::select(vec![429u16, 503, 500, 502, 504, 408, 529, 403, 409]),
+        1 => 100u16..=599,
+    ];
+    let step = prop_oneof![
+        4 => (status, response_headers()).prop_map(|(s, h)| HintStep::Response(s, h)),
+        1 => prop::sample::select(vec![
+            FailureKind::Connect,
+            FailureKind::Timeout,
+            FailureKind::ConnectionReset,
+            FailureKind::Tls,
+        ])
+        .prop_map(HintStep::Error),
+    ];
+    let attempt = prop_oneof![
+        1 => Just(Duration::ZERO),
+        2 => duration_between(1, 600 * NS_PER_SEC),
+    ];
+    (
+        (
+            schedule(any::<u64>().prop_map(Some)),
+            0u32..=8,
+            proptest::option::of(duration_between(1_000, 3_600 * NS_PER_SEC)),
+            prop_oneof![
+                Just(Duration::from_secs(120)),
+                (1u64..=4).prop_map(Duration::from_secs),
+                duration_between(1, 600 * NS_PER_SEC),
+                Just(MAX_SETTING),
+            ],
+            prop_oneof![Just(LongHint::GiveUp), Just(LongHint::UseBackoff)],
+        ),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            prop::sample::select(vec![Method::GET, Method::PUT, Method::POST, Method::PATCH]),
+            any::<bool>(),
+            near_now(),
+        ),
+        proptest::collection::vec((step, attempt), 1..=8),
+    )
+        .prop_map(
+            |(
+                (schedule, max_retries, deadline, max_retry_after, on_long_hint),
+                (retry_non_idempotent, return_last_response, method, idempotency_key, wall),
+                steps,
+            )| HintCase {
+                schedule,
+                max_retries,
+                deadline,
+                max_retry_after,
+                on_long_hint,
+                retry_non_idempotent,
+                return_last_response,
+                method,
+                idempotency_key,
+                wall,
+                steps,
+            },
+        )
+}
+
+fn run_hint_engine(c: &HintCase) -> Result<(), TestCaseError> {
+    let wall = c.wall;
+    let mut b = c
+        .schedule
+        .builder()
+        .max_retries(c.max_retries)
+        .max_retry_after(c.max_retry_after)
+        .on_long_hint(c.on_long_hint)
+        .retry_non_idempotent(c.retry_non_idempotent)
+        .return_last_response(c.return_last_response)
+        .wall_clock(move || wall);
+    if let Some(d) = c.deadline {
+        b = b.deadline(d);
+    }
+    let policy = b.build().expect("valid policy");
+    let mut req_headers = HeaderMap::new();
+    if c.idempotency_key {
+        req_headers.insert("idempotency-key", HeaderValue::from_static("k"));
+    }
+    let meta = RequestMeta::new(&c.method, "http", "h", "/", &req_headers);
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut state = RetryState::new(&policy, &meta, t0);
+    let io_error = std::io::Error::other("transient");
+    let max_retry_after_ns = c.max_retry_after.as_nanos() as i128;
+    let mut retries = 0u32;
+
+    for (step, attempt) in &c.steps {
+        now += *attempt;
+        let elapsed = now - t0;
+        let (outcome, want) = match step {
+            HintStep::Response(status, headers) => (
+                Outcome::Response {
+                    status: StatusCode::from_u16(*status).expect("status"),
+                    headers,
+                },
+                model::model_server_hint(headers, wall),
+            ),
+            HintStep::Error(kind) => (
+                Outcome::Error {
+                    kind: *kind,
+                    error: &io_error,
+                },
+                Ok(None),
+            ),
+        };
+        let decision = state.decide(&meta, &outcome, now);
+        let Ok(want) = want else {
+            // A retry-after-ms value at a rounding boundary: only the
+            // invariants below that do not need the model.
+            if let Decision::Retry { delay, .. } = decision {
+                retries += 1;
+                prop_assert!(retries <= c.max_retries);
+                prop_assert!(c.deadline.is_none_or(|d| elapsed + delay < d));
+                now += delay;
+                continue;
+            }
+            break;
+        };
+        // The model's hint, when the policy accepts its length.
+        let usable = want.filter(|h| h.ns <= max_retry_after_ns);
+        match decision {
+            Decision::Retry { delay, source } => {
+                retries += 1;
+                prop_assert!(retries <= c.max_retries, "{retries} retries");
+                if let Some(d) = c.deadline {
+                    prop_assert!(elapsed + delay < d, "{elapsed:?} + {delay:?} >= {d:?}");
+                }
+                let delay_ns = delay.as_nanos() as i128;
+                match usable {
+                    Some(h) => {
+                        prop_assert_eq!(source, model_source(h.source));
+                        prop_assert!(
+                            (delay_ns - h.ns).abs() <= h.tolerance,
+                            "{delay:?}, want {h:?}"
+                        );
+                        prop_assert!(delay <= c.max_retry_after);
+                    }
+                    None => {
+                        prop_assert_eq!(source, DelaySource::Backoff, "want {:?}", want);
+                        prop_assert!(delay <= c.schedule.max, "{delay:?}");
+                        if want.is_some() {
+                            prop_assert_eq!(c.on_long_hint, LongHint::UseBackoff);
+                        }
+                    }
+                }
+                now += delay;
+            }
+            Decision::Fail(StopReason::RetryAfterTooLong { hint }) => {
+                prop_assert_eq!(c.on_long_hint, LongHint::GiveUp);
+                prop_assert!(hint > c.max_retry_after, "{hint:?}");
+                let h = want.expect("a hint");
+                prop_assert_eq!(hint.as_nanos() as i128 - h.ns, 0, "{:?} vs {:?}", hint, h);
+                break;
+            }
+            Decision::Fail(StopReason::Deadline) => {
+                let d = c.deadline.expect("a deadline");
+                if let (false, Some(h)) = (elapsed >= d, usable) {
+                    prop_assert!(
+                        elapsed.as_nanos() as i128 + h.ns + h.tolerance >= d.as_nanos() as i128,
+                        "stopped though the hint fits: {elapsed:?} + {h:?} < {d:?}"
+                    );
+                }
+                break;
+            }
+            Decision::Return => {
+                let is_response = matches!(outcome, Outcome::Response { .. });
+                prop_assert!(is_response, "Return for a transport error");
+                break;
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// With hints of every kind (`retry-after-ms`, delay-seconds and
+    /// HTTP-date `Retry-After`, rate-limit resets) read through a fixed wall
+    /// clock, any status and method: a retry waits exactly the model's hint
+    /// when the policy accepts its length and otherwise a capped backoff,
+    /// never crosses the deadline and never exceeds `max_retries`; a hint
+    /// that is too long stops the request only under `LongHint::GiveUp`.
+    #[test]
+    fn engine_follows_every_hint_within_its_bounds(c in hint_case()) {
+        run_hint_engine(&c)?;
     }
 }

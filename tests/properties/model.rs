@@ -1,0 +1,362 @@
+//! Reference models of the server-hint parsers, written from RFC 9110
+//! and the `retry_after` / `classify` module docs, independently of the
+//! crate's code and of `httpdate` (the dates are decoded and checked here,
+//! calendar and weekday included).
+//!
+//! Shared by the property tests (`tests/properties.rs`) and the fuzz
+//! targets (`fuzz/src/lib.rs` includes this file with `#[path]`), so that
+//! the one model is exercised both by CI and by the fuzzers. Only `std`
+//! and `http` are used (and `httpdate` in its own test).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+
+/// The parsers' bound for a number-based hint: 100 years.
+pub const MAX_HINT_SECS: u64 = 100 * 365 * 24 * 3600;
+/// The same bound in nanoseconds.
+pub const MAX_HINT_NS: i128 = MAX_HINT_SECS as i128 * NS;
+/// Nanoseconds per second.
+pub const NS: i128 = 1_000_000_000;
+
+/// `now` as signed nanoseconds since the epoch.
+pub fn epoch_ns(now: SystemTime) -> i128 {
+    match now.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+/// RFC 9110 §5.6.3 optional white space: space and horizontal tab.
+pub fn model_trim(mut v: &[u8]) -> &[u8] {
+    while let Some((&(b' ' | b'\t'), rest)) = v.split_first() {
+        v = rest;
+    }
+    while let Some((&(b' ' | b'\t'), rest)) = v.split_last() {
+        v = rest;
+    }
+    v
+}
+
+/// What `str::trim` removes from ASCII text: space, HT, LF, VT, FF, CR.
+fn trim_ascii_ws(mut v: &[u8]) -> &[u8] {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    while v.first().is_some_and(ws) {
+        v = &v[1..];
+    }
+    while v.last().is_some_and(ws) {
+        v = &v[..v.len() - 1];
+    }
+    v
+}
+
+/// A run of ASCII digits as a number, saturating at 10^30 (far above any
+/// bound that matters). `None` unless the input is one or more digits.
+pub fn model_digits(v: &[u8]) -> Option<u128> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let cap = 10u128.pow(30);
+    Some(
+        v.iter()
+            .fold(0u128, |acc, &b| (acc * 10 + u128::from(b - b'0')).min(cap)),
+    )
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+const MONTHS: [&[u8]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+/// Weekday names from Monday, with their long forms (RFC 850).
+const DAYS: [(&[u8], &[u8]); 7] = [
+    (b"Mon", b"Monday"),
+    (b"Tue", b"Tuesday"),
+    (b"Wed", b"Wednesday"),
+    (b"Thu", b"Thursday"),
+    (b"Fri", b"Friday"),
+    (b"Sat", b"Saturday"),
+    (b"Sun", b"Sunday"),
+];
+
+fn num(v: &[u8]) -> Option<i64> {
+    model_digits(v).map(|n| n as i64)
+}
+
+fn month(v: &[u8]) -> Option<i64> {
+    MONTHS.iter().position(|m| *m == v).map(|i| i as i64 + 1)
+}
+
+/// `HH:MM:SS` as seconds of the day.
+fn time_of_day(v: &[u8]) -> Option<i64> {
+    if v.len() != 8 || v[2] != b':' || v[5] != b':' {
+        return None;
+    }
+    let (h, m, s) = (num(&v[0..2])?, num(&v[3..5])?, num(&v[6..8])?);
+    (h < 24 && m < 60 && s < 60).then_some(h * 3600 + m * 60 + s)
+}
+
+/// Seconds since the epoch of a calendar date, if it exists, lies in
+/// 1970..=9999 (what an HTTP-date can name) and falls on `weekday`
+/// (0 = Monday).
+fn checked_date(y: i64, m: i64, d: i64, secs_of_day: i64, weekday: usize) -> Option<i64> {
+    if !(1970..=9999).contains(&y) || !(1..=days_in_month(y, m)).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    // 1970-01-01 was a Thursday (3).
+    let wd = (days + 3).rem_euclid(7) as usize;
+    (wd == weekday).then_some(days * 86_400 + secs_of_day)
+}
+
+/// The three HTTP-date forms of RFC 9110 §5.6.7, exactly (no extra spaces,
+/// case-sensitive names, `GMT`), with a weekday that matches the date:
+///
+/// - IMF-fixdate `Sun, 06 Nov 1994 08:49:37 GMT`
+/// - RFC 850 `Sunday, 06-Nov-94 08:49:37 GMT` (years 70..99 are 19xx,
+///   00..69 are 20xx; see the note on the byte before the time)
+/// - asctime `Sun Nov  6 08:49:37 1994`
+///
+/// Returns seconds since the epoch.
+pub fn model_http_date(v: &[u8]) -> Option<i64> {
+    let weekday_short = |w: &[u8]| DAYS.iter().position(|(s, _)| *s == w);
+    // IMF-fixdate
+    if v.len() == 29 && &v[3..5] == b", " && v[7] == b' ' && v[11] == b' ' && v[16] == b' ' {
+        if &v[25..] == b" GMT" {
+            let wd = weekday_short(&v[0..3])?;
+            let (d, m, y) = (num(&v[5..7])?, month(&v[8..11])?, num(&v[12..16])?);
+            return checked_date(y, m, d, time_of_day(&v[17..25])?, wd);
+        }
+        return None;
+    }
+    // asctime
+    if v.len() == 24 && v[3] == b' ' && v[7] == b' ' && v[10] == b' ' && v[19] == b' ' {
+        let wd = weekday_short(&v[0..3])?;
+        let m = month(&v[4..7])?;
+        let d = if v[8] == b' ' {
+            num(&v[9..10])?
+        } else {
+            num(&v[8..10])?
+        };
+        let y = num(&v[20..24])?;
+        return checked_date(y, m, d, time_of_day(&v[11..19])?, wd);
+    }
+    // RFC 850
+    let comma = v.iter().position(|&b| b == b',')?;
+    let wd = DAYS.iter().position(|(_, long)| *long == &v[..comma])?;
+    let rest = &v[comma..];
+    if rest.len() != 24 || &rest[..2] != b", " || rest[4] != b'-' || rest[8] != b'-' {
+        return None;
+    }
+    // `rest[11]` should be a space, but `httpdate` 1.0.3 does not check
+    // that byte of an RFC 850 date (any ASCII byte is accepted); the model
+    // follows it, so that only the crate's own behaviour is tested.
+    if &rest[20..] != b" GMT" {
+        return None;
+    }
+    let (d, m, yy) = (num(&rest[2..4])?, month(&rest[5..8])?, num(&rest[9..11])?);
+    let y = if yy < 70 { 2000 + yy } else { 1900 + yy };
+    checked_date(y, m, d, time_of_day(&rest[12..20])?, wd)
+}
+
+/// What `parse_retry_after` should return, in nanoseconds: delay-seconds
+/// up to 100 years, or the distance to an HTTP-date (0 when past).
+pub fn model_retry_after(value: &[u8], now: SystemTime) -> Option<i128> {
+    let v = model_trim(value);
+    if let Some(secs) = model_digits(v) {
+        return (secs <= u128::from(MAX_HINT_SECS)).then(|| secs as i128 * NS);
+    }
+    // `httpdate` trims ASCII white space as `str::trim` defines it (also
+    // CR, LF, VT and FF) around a date; the model follows it.
+    // An HTTP-date is ASCII (which also excludes the loose byte below).
+    if !v.is_ascii() {
+        return None;
+    }
+    let at = model_http_date(trim_ascii_ws(v))?;
+    Some((i128::from(at) * NS - epoch_ns(now)).max(0))
+}
+
+/// What `parse_retry_after_ms` should return: the exact value in
+/// nanoseconds (fraction digits beyond the nanosecond dropped) of
+/// `1*DIGIT [ "." *DIGIT ]` or `"." 1*DIGIT`, up to 100 years. The caller
+/// allows a rounding tolerance (see [`ms_tolerance_ns`]).
+pub fn model_retry_after_ms_exact(value: &[u8]) -> Option<i128> {
+    let v = model_trim(value);
+    let (int, frac) = match v.iter().position(|&b| b == b'.') {
+        Some(dot) => (&v[..dot], &v[dot + 1..]),
+        None => (v, &v[v.len()..]),
+    };
+    let all_digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    if int.is_empty() && frac.is_empty() || !all_digits(int) || !all_digits(frac) {
+        return None;
+    }
+    let int_ms = if int.is_empty() {
+        0
+    } else {
+        model_digits(int)?
+    };
+    // 1 ms = 10^6 ns: six fraction digits reach the nanosecond.
+    let mut frac_ns = 0i128;
+    for i in 0..6 {
+        let digit = frac.get(i).map_or(0, |b| b - b'0');
+        frac_ns = frac_ns * 10 + i128::from(digit);
+    }
+    let int_ns = i128::try_from(int_ms).ok()?.checked_mul(1_000_000)?;
+    Some(int_ns + frac_ns)
+}
+
+/// How far the crate's `retry-after-ms` may be from the exact value: it
+/// goes through `f64` (two roundings, about 2.2e-16 relative each), plus
+/// the dropped sub-nanosecond digits.
+pub fn ms_tolerance_ns(exact_ns: i128) -> i128 {
+    1_000 + exact_ns / 1_000_000_000_000_000
+}
+
+/// What `parse_epoch_reset` should return, in nanoseconds: the wait until
+/// an epoch-seconds time (0 when past), up to 100 years.
+pub fn model_epoch_reset(value: &[u8], now: SystemTime) -> Option<i128> {
+    let secs = model_digits(model_trim(value))?;
+    let at = i128::try_from(secs).ok()?.checked_mul(NS)?;
+    let wait = (at - epoch_ns(now)).max(0);
+    (wait <= MAX_HINT_NS).then_some(wait)
+}
+
+/// The first value of `name` (case-insensitive; `HeaderMap` keeps names
+/// lowercase), found by walking every entry rather than by lookup.
+pub fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_bytes())
+}
+
+/// `x-should-retry`: `true` or `false` in any case, trimmed.
+pub fn model_should_retry(headers: &HeaderMap) -> Option<bool> {
+    let v = model_trim(first_value(headers, "x-should-retry")?).to_ascii_lowercase();
+    match v.as_slice() {
+        b"true" => Some(true),
+        b"false" => Some(false),
+        _ => None,
+    }
+}
+
+/// `x-ratelimit-remaining` is exactly `0` (trimmed).
+pub fn model_rate_limit_exhausted(headers: &HeaderMap) -> bool {
+    first_value(headers, "x-ratelimit-remaining").is_some_and(|v| model_trim(v) == b"0")
+}
+
+/// Which header a hint came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HintSource {
+    /// `retry-after-ms`.
+    RetryAfterMs,
+    /// `Retry-After`.
+    RetryAfter,
+    /// `x-ratelimit-reset` (with `x-ratelimit-remaining: 0`).
+    RateLimitReset,
+}
+
+/// A hint the model expects: the delay in nanoseconds, its header, and how
+/// far the crate may be from it (non-zero only for `retry-after-ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelHint {
+    /// The delay, in nanoseconds (positive).
+    pub ns: i128,
+    /// The header it came from.
+    pub source: HintSource,
+    /// The allowed distance from `ns`.
+    pub tolerance: i128,
+}
+
+/// A `retry-after-ms` value within rounding distance of zero or of the
+/// bound: either answer is right, so the caller skips the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ambiguous;
+
+/// What `server_hint` should return: the first valid, positive hint of
+/// `retry-after-ms`, `Retry-After` and (with `x-ratelimit-remaining: 0`)
+/// `x-ratelimit-reset`, each read from the header's first value.
+pub fn model_server_hint(
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Result<Option<ModelHint>, Ambiguous> {
+    let hint = |ns, source, tolerance| {
+        Ok(Some(ModelHint {
+            ns,
+            source,
+            tolerance,
+        }))
+    };
+    if let Some(exact) = first_value(headers, "retry-after-ms").and_then(model_retry_after_ms_exact)
+    {
+        let tol = ms_tolerance_ns(exact);
+        if exact <= tol || (exact - MAX_HINT_NS).abs() <= tol {
+            return Err(Ambiguous);
+        }
+        if exact <= MAX_HINT_NS {
+            return hint(exact, HintSource::RetryAfterMs, tol);
+        }
+    }
+    let positive = |d: Option<i128>| d.filter(|&d| d > 0);
+    let retry_after = first_value(headers, "retry-after").and_then(|v| model_retry_after(v, now));
+    if let Some(d) = positive(retry_after) {
+        return hint(d, HintSource::RetryAfter, 0);
+    }
+    let reset = first_value(headers, "x-ratelimit-reset").and_then(|v| model_epoch_reset(v, now));
+    if model_rate_limit_exhausted(headers)
+        && let Some(d) = positive(reset)
+    {
+        return hint(d, HintSource::RateLimitReset, 0);
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates_match_httpdate_on_valid_input() {
+        for s in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "Thu, 01 Jan 1970 00:00:00 GMT",
+            "Tue, 29 Feb 2000 12:00:00 GMT",
+        ] {
+            let want = httpdate::parse_http_date(s).unwrap();
+            let got = model_http_date(s.as_bytes()).unwrap();
+            assert_eq!(UNIX_EPOCH + Duration::from_secs(got as u64), want, "{s}");
+        }
+        for s in [
+            "Mon, 06 Nov 1994 08:49:37 GMT",
+            "Sun, 31 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Tue, 29 Feb 1900 12:00:00 GMT",
+        ] {
+            assert_eq!(model_http_date(s.as_bytes()), None, "{s}");
+        }
+    }
+}
