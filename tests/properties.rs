@@ -1596,10 +1596,7 @@ fn run_hint_engine(c: &HintCase) -> Result<(), TestCaseError> {
         let elapsed = now - t0;
         let (outcome, want) = match step {
             HintStep::Response(status, headers) => (
-                Outcome::Response {
-                    status: StatusCode::from_u16(*status).expect("status"),
-                    headers,
-                },
+                Outcome::response(StatusCode::from_u16(*status).expect("status"), headers),
                 model::model_server_hint(headers, wall),
             ),
             HintStep::Error(kind) => (

@@ -129,10 +129,7 @@ fn run(data: &[u8]) -> Result<()> {
             let code = u.int_in_range(100..=999)?;
             let len = u.int_in_range(0..=96)?;
             headers = header_map(u.bytes(len)?);
-            Outcome::Response {
-                status: StatusCode::from_u16(code).expect("100..=999"),
-                headers: &headers,
-            }
+            Outcome::response(StatusCode::from_u16(code).expect("100..=999"), &headers)
         } else {
             Outcome::Error {
                 kind: *u.choose(FAILURES)?,
