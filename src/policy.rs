@@ -302,9 +302,10 @@ impl RetryPolicyBuilder {
         self.jitter = jitter;
         self
     }
-    /// Makes jitter reproducible: the n-th request through the policy gets
-    /// the same delays on every run, and different requests get different
-    /// sequences. Default: none (fresh randomness).
+    /// Makes jitter reproducible: the n-th request through the policy to
+    /// need a retry gets the same delays on every run, and different
+    /// requests get different sequences (a request that never retries
+    /// takes no place in the order). Default: none (fresh randomness).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
