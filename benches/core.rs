@@ -6,6 +6,8 @@
 //! `cargo bench --bench core`; with `QUICK=1` (or `-- --quick`) it runs in
 //! a few seconds.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,6 +15,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_resilience::retry_after::parse_retry_after;
 use http_resilience::{Decision, FailureKind, Outcome, RequestMeta, RetryPolicy, RetryState};
+use support::config;
 
 fn decide(c: &mut Criterion) {
     // The default policy: full jitter from fresh randomness, system clock.
@@ -75,18 +78,6 @@ fn parse(c: &mut Criterion) {
         b.iter(|| parse_retry_after(black_box(b"120"), black_box(now)))
     });
     group.finish();
-}
-
-/// `QUICK` set: short warm-up and measurement, few samples.
-fn config() -> Criterion {
-    let c = Criterion::default();
-    if std::env::var_os("QUICK").is_some() {
-        c.warm_up_time(Duration::from_millis(200))
-            .measurement_time(Duration::from_millis(500))
-            .sample_size(10)
-    } else {
-        c
-    }
 }
 
 criterion_group! {

@@ -6,12 +6,14 @@
 //!
 //! `cargo bench --bench endpoint`; with `QUICK=1` it runs in a few seconds.
 
+mod support;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{Extensions, HeaderMap, Method};
 use http_resilience::{EndpointPolicies, RequestMeta, RetryPolicy, Route};
+use support::config;
 
 /// `n` rules: one per host `svc{i}.example.com` (exact), every tenth a
 /// wildcard (from the first on, so that 10 and 300 rules have the same
@@ -66,18 +68,6 @@ fn select(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// `QUICK` set: short warm-up and measurement, few samples.
-fn config() -> Criterion {
-    let c = Criterion::default();
-    if std::env::var_os("QUICK").is_some() {
-        c.warm_up_time(Duration::from_millis(200))
-            .measurement_time(Duration::from_millis(500))
-            .sample_size(10)
-    } else {
-        c
-    }
 }
 
 criterion_group! {

@@ -29,8 +29,7 @@ pub fn quick() -> bool {
     std::env::var_os("QUICK").is_some()
 }
 
-/// Criterion's configuration, shortened under `QUICK` (the same settings as
-/// `benches/core.rs`).
+/// Criterion's configuration for every bench, shortened under `QUICK`.
 pub fn config() -> Criterion {
     let c = Criterion::default();
     if quick() {
