@@ -12,6 +12,7 @@ use http_resilience::{
     DelaySource, Error, FailureKind, RetryPolicy, RetryPolicyBuilder, StopReason,
 };
 use support::clients::{BOTH, Req, Via, base, get, keyed_post, post, send};
+use support::table::{Expect, Expected, problems};
 use support::{Server, Step, fixed_now, refused_addr};
 
 /// One row of the table.
@@ -24,12 +25,6 @@ struct Row {
     expect: Expect,
     attempts: u32,
     waits: Vec<(u64, DelaySource)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Expect {
-    Status(u16),
-    Code(&'static str),
 }
 
 fn ms(n: u64) -> Duration {
@@ -398,78 +393,18 @@ async fn behaviour_table_through_both_adapters() {
             let seen = server.seen(&path);
             let label = format!("row {i} {:?} via {via:?}", row.name);
 
-            let outcome = match got.code {
-                Some(code) => Expect::Code(code),
-                None => Expect::Status(got.status.unwrap()),
-            };
-            let waits: Vec<(u64, DelaySource)> = got
-                .waits()
-                .into_iter()
-                .map(|(d, s)| (d.as_millis() as u64, s))
-                .collect();
-            let mut problems = vec![];
-            if outcome != row.expect {
-                problems.push(format!("outcome {outcome:?}, expected {:?}", row.expect));
-            }
-            if got.report.attempts() != row.attempts {
-                problems.push(format!(
-                    "report says {} attempts, expected {}",
-                    got.report.attempts(),
-                    row.attempts
-                ));
-            }
-            if seen.len() as u32 != row.attempts {
-                problems.push(format!(
-                    "server saw {} attempts, expected {}",
-                    seen.len(),
-                    row.attempts
-                ));
-            }
-            if waits != row.waits {
-                problems.push(format!("waits {waits:?}, expected {:?}", row.waits));
-            }
-            let total: u64 = row.waits.iter().map(|(ms, _)| ms).sum();
-            if got.report.total_backoff() != ms(total) {
-                problems.push(format!("total_backoff {:?}", got.report.total_backoff()));
-            }
-            // The gaps between attempts at the server are exactly the waits
-            // (plus a timeout for a hanging attempt): paused clock.
-            for (n, pair) in seen.windows(2).enumerate() {
-                let gap = pair[1].at - pair[0].at;
-                let wait = ms(row.waits.get(n).map_or(0, |w| w.0));
-                let timeout = (row.policy)()
-                    .build()
-                    .unwrap()
-                    .attempt_timeout()
-                    .filter(|_| matches!(row.script.get(n), Some(Step::Hang)))
-                    .unwrap_or_default();
-                if gap != wait + timeout {
-                    problems.push(format!(
-                        "gap {n} was {gap:?}, expected {:?}",
-                        wait + timeout
-                    ));
-                }
-            }
-            // Nothing lost: the body of the last response is readable, from
-            // the response or from inside the error.
-            let last_step = &row.script[(seen.len().max(1) - 1).min(row.script.len() - 1)];
-            if let Step::Respond { body, .. } = last_step
-                && got.body.as_deref() != Some(body.as_str())
-            {
-                problems.push(format!("body {:?}, expected {body:?}", got.body));
-            }
-            // The same body and Idempotency-Key arrive on every attempt.
-            for s in &seen {
-                if s.body != req.body.as_bytes() {
-                    problems.push(format!(
-                        "attempt body {:?}",
-                        String::from_utf8_lossy(&s.body)
-                    ));
-                }
-                if s.header("idempotency-key") != seen[0].header("idempotency-key") {
-                    problems.push("Idempotency-Key changed between attempts".into());
-                }
-            }
+            let problems = problems(
+                &got,
+                &seen,
+                &req,
+                &Expected {
+                    expect: row.expect,
+                    attempts: row.attempts,
+                    waits: &row.waits,
+                    script: &row.script,
+                    attempt_timeout: (row.policy)().build().unwrap().attempt_timeout(),
+                },
+            );
             if !problems.is_empty() {
                 failures.push(format!("{label}: {}", problems.join("; ")));
             }

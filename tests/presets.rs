@@ -10,13 +10,8 @@ use http_resilience::{
     DelaySource, EndpointPolicies, Jitter, Preset, RetryPolicy, RetryPolicyBuilder, Route,
 };
 use support::clients::{BOTH, Req, base, get, keyed_post, post, send};
+use support::table::{Expect, Expected, problems};
 use support::{Server, Step, fixed_now};
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Expect {
-    Status(u16),
-    Code(&'static str),
-}
 
 struct Row {
     name: &'static str,
@@ -377,47 +372,21 @@ async fn preset_table_through_both_adapters() {
             let path = format!("/row{i}/{via:?}{}", row.path);
             server.script(&path, row.script.clone());
             let policy = preset(row.preset).build().unwrap();
-            let got = send(via, policy, &server.url(&path), &(row.req)()).await;
+            let req = (row.req)();
+            let got = send(via, policy, &server.url(&path), &req).await;
             let seen = server.seen(&path);
-            let outcome = match got.code {
-                Some(code) => Expect::Code(code),
-                None => Expect::Status(got.status.unwrap()),
-            };
-            let waits: Vec<(u64, DelaySource)> = got
-                .waits()
-                .into_iter()
-                .map(|(d, s)| (d.as_millis() as u64, s))
-                .collect();
-            let mut problems = vec![];
-            if outcome != row.expect {
-                problems.push(format!("outcome {outcome:?}, expected {:?}", row.expect));
-            }
-            if seen.len() as u32 != row.attempts || got.report.attempts() != row.attempts {
-                problems.push(format!(
-                    "server saw {}, report says {} attempts, expected {}",
-                    seen.len(),
-                    got.report.attempts(),
-                    row.attempts
-                ));
-            }
-            if waits != row.waits {
-                problems.push(format!("waits {waits:?}, expected {:?}", row.waits));
-            }
-            // Paused clock: the gaps the server saw are exactly the waits.
-            for (n, pair) in seen.windows(2).enumerate() {
-                let gap = (pair[1].at - pair[0].at).as_millis() as u64;
-                let want = row.waits.get(n).map_or(0, |w| w.0);
-                if gap != want {
-                    problems.push(format!("gap {n} was {gap} ms, expected {want} ms"));
-                }
-            }
-            // The caller always gets the last response's whole body.
-            if let (Expect::Status(_), Some(Step::Respond { body, .. })) =
-                (row.expect, row.script.get(row.attempts as usize - 1))
-                && got.body.as_deref() != Some(body.as_str())
-            {
-                problems.push(format!("body {:?}, expected {body:?}", got.body));
-            }
+            let problems = problems(
+                &got,
+                &seen,
+                &req,
+                &Expected {
+                    expect: row.expect,
+                    attempts: row.attempts,
+                    waits: &row.waits,
+                    script: &row.script,
+                    attempt_timeout: None,
+                },
+            );
             if !problems.is_empty() {
                 failures.push(format!(
                     "row {i} {:?} via {via:?}: {}",

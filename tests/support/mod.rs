@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod table;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
