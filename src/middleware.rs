@@ -83,14 +83,6 @@ impl HttpResponse for Response {
     }
 }
 
-/// What the engine needs of a request that was sent away whole (its body
-/// could not be cloned).
-struct Sent {
-    method: Method,
-    url: reqwest::Url,
-    headers: HeaderMap,
-}
-
 fn meta_of<'a>(
     method: &'a Method,
     url: &'a reqwest::Url,
@@ -122,50 +114,48 @@ impl Middleware for RetryMiddleware {
             .clone();
         let method = request.method().clone();
         prepare_request(&policy, &method, request.headers_mut());
+        // When the next attempt starts (one clock read per attempt).
+        let mut starts = Instant::now().into_std();
         let mut engine = RetryState::with_policy(
             policy,
             &meta_of(request.method(), request.url(), request.headers()),
-            Instant::now().into_std(),
+            starts,
         );
-        let mut request = Some(request);
-        let mut sent_whole: Option<Sent> = None;
+        // Set once a streaming body has been sent away whole: `request` is
+        // then a body-less stand-in with the same method, URL and headers
+        // (what the engine reads), and no retry follows.
+        let mut streamed = false;
         loop {
-            let original = request.as_ref().expect("kept until sent whole");
-            let attempt = match original.try_clone() {
+            let attempt = match request.try_clone() {
                 Some(clone) => clone,
                 None => {
                     // A streaming body: send the original once; the engine
                     // will not ask for another attempt.
                     engine.set_replayable(false);
-                    sent_whole = Some(Sent {
-                        method: original.method().clone(),
-                        url: original.url().clone(),
-                        headers: original.headers().clone(),
-                    });
-                    request.take().expect("present")
+                    streamed = true;
+                    let mut stand_in =
+                        Request::new(request.method().clone(), request.url().clone());
+                    *stand_in.headers_mut() = request.headers().clone();
+                    std::mem::replace(&mut request, stand_in)
                 }
             };
-            let timeout = engine.attempt_timeout(Instant::now().into_std());
+            let timeout = engine.attempt_timeout(starts);
             let send = next.clone().run(attempt, extensions);
             let mut result = match timeout {
                 None => send.await.map_err(into_box),
-                Some(after) => match tokio::time::timeout(after, send).await {
+                Some(after) => match Box::pin(tokio::time::timeout(after, send)).await {
                     Ok(result) => result.map_err(into_box),
                     Err(_elapsed) => Err(Box::new(AttemptTimedOut { after }) as BoxError),
                 },
             };
 
-            let meta = match (&request, &sent_whole) {
-                (Some(r), _) => meta_of(r.method(), r.url(), r.headers()),
-                (None, Some(s)) => meta_of(&s.method, &s.url, &s.headers),
-                (None, None) => unreachable!("one of them is set"),
-            };
+            let meta = meta_of(request.method(), request.url(), request.headers());
             let mut prefix = None;
             let wanted = body_to_inspect(&engine, &meta, &result);
             if wanted > 0
                 && let Ok(response) = result
             {
-                let (start, response) = inspect(response, wanted).await;
+                let (start, response) = Box::pin(inspect(response, wanted)).await;
                 prefix = Some(start);
                 result = Ok(response);
             }
@@ -179,10 +169,11 @@ impl Middleware for RetryMiddleware {
             );
             match decision {
                 // The engine never retries a request sent whole; the guard
-                // keeps that from ever reaching the `expect` above.
-                Decision::Retry { delay, .. } if request.is_some() => {
+                // makes sure the stand-in is never sent.
+                Decision::Retry { delay, .. } if !streamed => {
                     drop(result);
-                    tokio::time::sleep(delay).await;
+                    Box::pin(tokio::time::sleep(delay)).await;
+                    starts = Instant::now().into_std();
                 }
                 decision => {
                     return finish(decision, &mut engine, result)
