@@ -75,9 +75,9 @@ pub enum Decision {
 #[derive(Debug)]
 pub struct RetryState {
     policy: RetryPolicy,
-    /// Made at the first retry (boxed: most requests never need one, and
-    /// the state stays small to move).
-    backoff: Option<Box<Backoff>>,
+    /// Made at the first retry: most requests never need one (and a
+    /// seeded policy hands out its sequences only to requests that retry).
+    backoff: Option<Backoff>,
     started: Instant,
     safety: Safety,
     replayable: bool,
@@ -209,7 +209,7 @@ impl RetryState {
 
         let computed = self
             .backoff
-            .get_or_insert_with(|| Box::new(self.policy.backoff()))
+            .get_or_insert_with(|| self.policy.backoff())
             .next_delay();
         let hint = match outcome {
             Outcome::Response { .. } => {
