@@ -26,18 +26,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
-use http_resilience::{
-    FailureKind, Jitter, Outcome, RequestMeta, RetryLayer, RetryMiddleware, RetryPolicy,
-    RetryReport, RetryState,
-};
+use http_resilience::{Jitter, RetryLayer, RetryMiddleware, RetryPolicy, RetryReport, RetryState};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_retry::RetryTransientMiddleware;
 use reqwest_retry::policies::ExponentialBackoff;
 use tower::{Layer, Service, ServiceExt};
 
-use support::{Counting, Script, TowerPolicy, start_server};
+use support::{CoreInputs, Counting, Script, TowerPolicy, start_server};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -95,36 +92,16 @@ fn row(name: &'static str, (allocs, bytes): (f64, f64)) -> Row {
 
 fn core() {
     let policy = RetryPolicy::default();
-    let req_headers = HeaderMap::new();
-    let meta = RequestMeta::new(
-        &Method::GET,
-        "https",
-        "api.example.com",
-        "/v1/items",
-        &req_headers,
-    );
+    let inputs = CoreInputs::new();
+    let meta = inputs.request();
     let t0 = Instant::now();
-    let empty = HeaderMap::new();
-    let ok = Outcome::response(StatusCode::OK, &empty);
-    let mut retry_after = HeaderMap::new();
-    retry_after.insert(http::header::RETRY_AFTER, HeaderValue::from_static("2"));
-    let unavailable = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &retry_after);
-    let io_error = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-    let reset = Outcome::Error {
-        kind: FailureKind::ConnectionReset,
-        error: &io_error,
-    };
     let mut rows = Vec::new();
-    for (name, outcome) in [
-        ("200 success", &ok),
-        ("503 + Retry-After: 2", &unavailable),
-        ("connection reset", &reset),
-    ] {
+    for (_, name, outcome) in inputs.cases() {
         rows.push(row(
             name,
             per_op(|| {
                 let mut state = RetryState::new(&policy, &meta, t0);
-                std::hint::black_box(state.decide(&meta, outcome, t0));
+                std::hint::black_box(state.decide(&meta, &outcome, t0));
             }),
         ));
     }

@@ -12,52 +12,32 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_resilience::retry_after::parse_retry_after;
-use http_resilience::{Decision, FailureKind, Outcome, RequestMeta, RetryPolicy, RetryState};
-use support::config;
+use http_resilience::{Decision, Outcome, RetryPolicy, RetryState};
+use support::{CoreInputs, config};
 
 fn decide(c: &mut Criterion) {
     // The default policy: full jitter from fresh randomness, system clock.
     let policy = RetryPolicy::default();
-    let req_headers = HeaderMap::new();
-    let meta = RequestMeta::new(
-        &Method::GET,
-        "https",
-        "api.example.com",
-        "/v1/items",
-        &req_headers,
-    );
+    let inputs = CoreInputs::new();
+    let meta = inputs.request();
     let t0 = Instant::now();
-
-    let empty = HeaderMap::new();
-    let ok = Outcome::response(StatusCode::OK, &empty);
-    let mut retry_after = HeaderMap::new();
-    retry_after.insert(http::header::RETRY_AFTER, HeaderValue::from_static("2"));
-    let unavailable = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &retry_after);
-    let io_error = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-    let reset = Outcome::Error {
-        kind: FailureKind::ConnectionReset,
-        error: &io_error,
-    };
+    let cases = inputs.cases();
 
     // Sanity: each case takes the path it is meant to measure.
     let once =
         |outcome: &Outcome<'_>| RetryState::new(&policy, &meta, t0).decide(&meta, outcome, t0);
-    assert_eq!(once(&ok), Decision::Return);
+    let [(_, _, ok), (_, _, unavailable), (_, _, reset)] = &cases;
+    assert_eq!(once(ok), Decision::Return);
     assert!(matches!(
-        once(&unavailable),
+        once(unavailable),
         Decision::Retry { delay, .. } if delay == Duration::from_secs(2)
     ));
-    assert!(matches!(once(&reset), Decision::Retry { .. }));
+    assert!(matches!(once(reset), Decision::Retry { .. }));
 
     let mut group = c.benchmark_group("decide");
-    for (name, outcome) in [
-        ("200_success", &ok),
-        ("503_retry_after_2", &unavailable),
-        ("connection_reset", &reset),
-    ] {
-        group.bench_function(name, |b| {
+    for (id, _, outcome) in &cases {
+        group.bench_function(*id, |b| {
             b.iter(|| {
                 let mut state = RetryState::new(black_box(&policy), black_box(&meta), t0);
                 black_box(state.decide(&meta, black_box(outcome), black_box(t0)))

@@ -42,6 +42,71 @@ pub fn config() -> Criterion {
 }
 
 // ---------------------------------------------------------------------------
+// The decision core's three cases (benches `core` and `alloc`)
+
+/// What the decision-core cases borrow: request and response headers, and
+/// the transport error.
+pub struct CoreInputs {
+    request_headers: http::HeaderMap,
+    empty: http::HeaderMap,
+    retry_after: http::HeaderMap,
+    io_error: std::io::Error,
+}
+
+impl CoreInputs {
+    pub fn new() -> CoreInputs {
+        let mut retry_after = http::HeaderMap::new();
+        retry_after.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("2"),
+        );
+        CoreInputs {
+            request_headers: http::HeaderMap::new(),
+            empty: http::HeaderMap::new(),
+            retry_after,
+            io_error: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        }
+    }
+
+    /// `GET https://api.example.com/v1/items`.
+    pub fn request(&self) -> http_resilience::RequestMeta<'_> {
+        http_resilience::RequestMeta::new(
+            &http::Method::GET,
+            "https",
+            "api.example.com",
+            "/v1/items",
+            &self.request_headers,
+        )
+    }
+
+    /// (criterion id, table label, outcome): a 200, a 503 with
+    /// `Retry-After: 2`, a connection reset.
+    pub fn cases(&self) -> [(&'static str, &'static str, http_resilience::Outcome<'_>); 3] {
+        use http_resilience::{FailureKind, Outcome};
+        [
+            (
+                "200_success",
+                "200 success",
+                Outcome::response(StatusCode::OK, &self.empty),
+            ),
+            (
+                "503_retry_after_2",
+                "503 + Retry-After: 2",
+                Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &self.retry_after),
+            ),
+            (
+                "connection_reset",
+                "connection reset",
+                Outcome::Error {
+                    kind: FailureKind::ConnectionReset,
+                    error: &self.io_error,
+                },
+            ),
+        ]
+    }
+}
+
+// ---------------------------------------------------------------------------
 // tower::retry with a policy equivalent to `RetryPolicy::default()`
 
 /// `tower::retry::Policy` doing what the default [`RetryPolicy`] does on
