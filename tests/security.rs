@@ -22,6 +22,7 @@ use std::time::Duration;
 use http_resilience::{DelaySource, LongHint, RetryLayer, StopReason};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
+use support::capture::Captured;
 use support::clients::{BOTH, Got, ReplayBody, Req, Via, base, get, post, send};
 use support::{End, Server, Step};
 use tower::{Layer, Service};
@@ -41,19 +42,6 @@ const CREDENTIALS: [(&str, &str); 9] = [
     ("x-auth-token", "sekrit-auth-token"),
     ("x-amz-security-token", "sekrit-amz"),
 ];
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The process-wide capture of tracing output; installed by every test
 /// before it does anything.
@@ -193,7 +181,7 @@ async fn tracing_never_shows_credentials() {
         .await;
         assert_eq!(got.code, Some("MAX_RETRIES_EXCEEDED"));
     }
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let text = captured.text();
     // Capture works: both requests' retries and give-ups are there.
     for via in BOTH {
         let path = format!("path=\"/traced/{via:?}\"");

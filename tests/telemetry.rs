@@ -4,28 +4,9 @@
 
 mod support;
 
+use support::capture::Captured;
 use support::clients::{BOTH, Req, base, get, send};
 use support::{Server, Step};
-
-/// Captures what the crate logs, as text.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn tracing_one_event_per_retry_and_no_secrets() {
