@@ -108,6 +108,12 @@ pub(crate) fn finish<R: HttpResponse>(
     }
 }
 
+/// Load protection refused the next attempt before it was sent (see
+/// [`RetryState::admit`]): an [`Error`] with the report so far.
+pub(crate) fn refused(engine: &mut RetryState, reason: StopReason) -> Error {
+    Error::from_stop::<()>(reason, engine.take_report(), Last::Nothing)
+}
+
 /// The inner service failed to become ready (before the first attempt, or
 /// before a retry): not retried, reported with what is known so far.
 pub(crate) fn not_ready(report: RetryReport, error: BoxError) -> Error {

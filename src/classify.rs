@@ -237,6 +237,8 @@ pub struct RequestMeta<'a> {
     host: Host<'a>,
     path: &'a str,
     headers: &'a HeaderMap,
+    /// Set by `with_port`; otherwise read from the authority or the scheme.
+    port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -268,7 +270,15 @@ impl<'a> RequestMeta<'a> {
             host: Host::Host(host),
             path,
             headers,
+            port: None,
         }
+    }
+
+    /// Sets the port (otherwise the scheme's default: 443 for `https`, 80
+    /// for `http`). Load protection keeps its state per host and port.
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
     }
 
     /// Describes an `http::Request`.
@@ -280,6 +290,7 @@ impl<'a> RequestMeta<'a> {
             host: Host::Authority(uri.authority().map_or("", |a| a.as_str())),
             path: uri.path(),
             headers: request.headers(),
+            port: None,
         }
     }
 
@@ -296,6 +307,24 @@ impl<'a> RequestMeta<'a> {
         match self.host {
             Host::Host(host) => host,
             Host::Authority(authority) => host_of(authority),
+        }
+    }
+    /// The port: set by [`with_port`](Self::with_port), written in the
+    /// URI's authority, or the scheme's default (443 for `https` and `wss`,
+    /// 80 for `http` and `ws`, 0 if unknown).
+    pub fn port(&self) -> u16 {
+        if let Some(port) = self.port {
+            return port;
+        }
+        if let Host::Authority(authority) = self.host
+            && let Some(port) = port_of(authority)
+        {
+            return port;
+        }
+        match self.scheme {
+            s if s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("wss") => 443,
+            s if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("ws") => 80,
+            _ => 0,
         }
     }
     /// The path (no query string).
@@ -323,6 +352,16 @@ impl<'a> RequestMeta<'a> {
 /// The host of an authority: after any `userinfo@`, before any `:port`,
 /// brackets kept for an IPv6 literal; the same result as `Uri::host`
 /// (tested), without its char-pattern splits.
+/// The port written in an authority, if any.
+fn port_of(authority: &str) -> Option<u16> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => &v6[v6.find(']')? + 1..],
+        None => &host_port[host_port.find(':')?..],
+    };
+    after_host.strip_prefix(':')?.parse().ok()
+}
+
 fn host_of(authority: &str) -> &str {
     // The last `@` ends any userinfo; an IPv6 literal runs to its `]`;
     // otherwise the first `:` starts the port. (The slices start or end
@@ -703,6 +742,27 @@ mod tests {
         let mut keyed = HeaderMap::new();
         keyed.insert("Idempotency-Key", HeaderValue::from_static("abc"));
         assert!(meta(&Method::POST, &keyed).is_idempotent());
+    }
+
+    #[test]
+    fn port_of_authority_or_scheme() {
+        let cases = [
+            ("http://a.example:8080/x", 8080),
+            ("https://user:pw@a.example:8443/", 8443),
+            ("http://[::1]:3000/", 3000),
+            ("https://a.example/", 443),
+            ("http://a.example/", 80),
+            ("http://[::1]/", 80),
+            ("/relative", 0),
+        ];
+        for (uri, port) in cases {
+            let request = http::Request::get(uri).body(()).unwrap();
+            assert_eq!(RequestMeta::from_http(&request).port(), port, "{uri}");
+        }
+        let headers = HeaderMap::new();
+        let meta = RequestMeta::new(&Method::GET, "https", "h", "/", &headers);
+        assert_eq!(meta.port(), 443);
+        assert_eq!(meta.with_port(1).port(), 1);
     }
 
     #[test]

@@ -18,19 +18,28 @@
 //! 5. the server's hint is above `max_retry_after` → fail
 //!    (`RETRY_AFTER_TOO_LONG`), or use the backoff if the policy says so;
 //! 6. the wait would cross the deadline → fail (`DEADLINE_EXCEEDED`);
-//! 7. otherwise retry after the hint or the computed backoff.
+//! 7. the circuit breaker is open and will still be at the retry → fail
+//!    (`CIRCUIT_OPEN`);
+//! 8. the endpoint's retry budget cannot pay → fail (`RETRY_BUDGET_EXHAUSTED`);
+//! 9. otherwise retry after the hint or the computed backoff.
+//!
+//! Before every attempt, the first included, the adapter asks
+//! [`RetryState::admit`], which applies the load protection in front of
+//! the attempt (a server quota's reset, the local rate limit, the circuit
+//! breaker): send it, wait and ask again, or fail.
 //!
 //! A custom adapter looks like this (timers and I/O are the adapter's):
 //!
 //! ```
 //! use std::time::Instant;
 //! use http::{HeaderMap, Method, StatusCode};
-//! use http_resilience::{Decision, Outcome, RequestMeta, RetryPolicy, RetryState};
+//! use http_resilience::{Admission, Decision, Outcome, RequestMeta, RetryPolicy, RetryState};
 //!
 //! let policy = RetryPolicy::default();
 //! let headers = HeaderMap::new();
 //! let request = RequestMeta::new(&Method::GET, "https", "example.com", "/", &headers);
 //! let mut state = RetryState::new(&policy, &request, Instant::now());
+//! assert_eq!(state.admit(&request, Instant::now()), Admission::Send);
 //! let response_headers = HeaderMap::new();
 //! let outcome = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &response_headers);
 //! match state.decide(&request, &outcome, Instant::now()) {
@@ -41,17 +50,22 @@
 //! }
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::backoff::Backoff;
+use crate::budget::RetryBudget;
+use crate::circuit::{CircuitStatus, Ticket, Verdict};
 use crate::classify::{
-    Class, IDEMPOTENCY_KEY, MAX_INSPECTED_BODY, Outcome, RequestMeta, is_idempotent_method,
+    Class, FailureKind, IDEMPOTENCY_KEY, MAX_INSPECTED_BODY, Outcome, RequestMeta,
+    is_idempotent_method,
 };
 use crate::policy::{LongHint, RetryPolicy};
-use crate::report::{AttemptRecord, RetryReport, StopReason};
-use crate::retry_after::DelaySource;
+use crate::report::{AttemptRecord, RetryReport, StopReason, ThrottleReason};
+use crate::retry_after::{DelaySource, quota_reset};
+use crate::store::{EndpointKey, EndpointState, Scope};
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +85,24 @@ pub enum Decision {
     Fail(StopReason),
 }
 
+/// What to do before an attempt: [`RetryState::admit`]'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Admission {
+    /// Send the attempt now.
+    Send,
+    /// Wait `delay`, then ask again.
+    Wait {
+        /// How long.
+        delay: Duration,
+        /// Why.
+        reason: ThrottleReason,
+    },
+    /// Do not send it: fail with the [`Error`](crate::Error) for this
+    /// reason.
+    Fail(StopReason),
+}
+
 /// One request's retry state. See the [module docs](self).
 #[derive(Debug)]
 pub struct RetryState {
@@ -84,6 +116,28 @@ pub struct RetryState {
     safety: Safety,
     replayable: bool,
     report: RetryReport,
+    guard: Guard,
+}
+
+/// A request's hold on its endpoint's load-protection state. Dropping it
+/// (a cancelled request) gives back what was taken and not used: a
+/// half-open probe's slot, the tokens paid for a retry not yet sent.
+#[derive(Debug, Default)]
+struct Guard {
+    /// `None` when the policy has no load protection.
+    endpoint: Option<Arc<dyn EndpointState>>,
+    /// The policy's budget, if any.
+    budget: Option<RetryBudget>,
+    /// The breaker's ticket of the attempt in flight.
+    ticket: Option<Ticket>,
+    /// Tokens paid for the retry about to be sent.
+    paid: u32,
+    /// Tokens paid for retries already sent (refunded on success).
+    spent: u32,
+    /// When the attempt about to be sent first asked to go.
+    turn_started: Option<Instant>,
+    /// Whether the first attempt was sent (the deadline counts from it).
+    sent: bool,
 }
 
 impl RetryState {
@@ -99,7 +153,20 @@ impl RetryState {
         request: &RequestMeta<'_>,
         now: Instant,
     ) -> RetryState {
+        let protection = &policy.inner().protection;
+        let endpoint = protection.active().then(|| {
+            let key = match protection.scope {
+                Scope::Policy => EndpointKey::whole_policy(),
+                _ => EndpointKey::new(request.host(), request.port()),
+            };
+            protection.store.endpoint(&key)
+        });
         RetryState {
+            guard: Guard {
+                endpoint,
+                budget: protection.budget,
+                ..Guard::default()
+            },
             backoff: None,
             started: now,
             safety: match policy.inner().classifier.retry_safety(request) {
@@ -166,6 +233,113 @@ impl RetryState {
         std::mem::replace(&mut self.report, RetryReport::new())
     }
 
+    /// Asks whether the next attempt (the first included) may be sent at
+    /// `now`, applying the load protection in front of it, in order: a
+    /// quota the server said is gone (wait for its reset), the local rate
+    /// limit (wait for a turn), the circuit breaker (refuse while open).
+    /// On [`Admission::Wait`], sleep and ask again; the waits are recorded
+    /// in the report. A wait before a retry that would cross the deadline
+    /// fails with `DEADLINE_EXCEEDED`; the deadline itself starts when the
+    /// first attempt is sent.
+    pub fn admit(&mut self, request: &RequestMeta<'_>, now: Instant) -> Admission {
+        let Some(endpoint) = &self.guard.endpoint else {
+            self.sending(now);
+            return Admission::Send;
+        };
+        let p = self.policy.inner();
+        let protection = &p.protection;
+        let turn_started = *self.guard.turn_started.get_or_insert(now);
+        let mut wait = None;
+        if protection.server_limits
+            && let Some(until) = endpoint.blocked_until()
+            && until > now
+        {
+            let delay = until - now;
+            if delay <= p.max_retry_after {
+                wait = Some((delay, ThrottleReason::ServerQuota));
+            } else if p.on_long_hint != LongHint::UseBackoff {
+                return self.refuse(request, StopReason::RetryAfterTooLong { hint: delay });
+            }
+            // A policy that ignores long hints ignores a far reset too.
+        }
+        if wait.is_none()
+            && let Some(limit) = &protection.rate_limit
+            && let Err(delay) = endpoint.acquire(limit)
+        {
+            let total = now.saturating_duration_since(turn_started) + delay;
+            if total > limit.max_wait_time() {
+                return self.refuse(request, StopReason::RateLimitedLocally { wait: total });
+            }
+            wait = Some((delay, ThrottleReason::LocalRateLimit));
+        }
+        if let Some((delay, reason)) = wait {
+            if self.guard.sent
+                && p.deadline.is_some_and(|d| {
+                    now.saturating_duration_since(self.started)
+                        .saturating_add(delay)
+                        >= d
+                })
+            {
+                return self.refuse(request, StopReason::Deadline);
+            }
+            self.report.add_throttle(reason, delay);
+            #[cfg(feature = "tracing")]
+            tracing::info!(
+                target: "http_resilience",
+                reason = reason.as_str(),
+                delay_ms = delay.as_millis() as u64,
+                attempt = self.report.attempts() + 1,
+                method = %request.method(),
+                host = request.host(),
+                port = request.port(),
+                "waiting before attempt"
+            );
+            return Admission::Wait { delay, reason };
+        }
+        if let Some(breaker) = &protection.circuit {
+            let mut verdict = None;
+            endpoint.circuit(&mut |state| verdict = Some(state.admit(breaker, now)));
+            match verdict {
+                Some(Verdict::Allow(ticket)) => self.guard.ticket = Some(ticket),
+                Some(Verdict::Refuse { retry_in }) => {
+                    return self.refuse(request, StopReason::CircuitOpen { retry_in });
+                }
+                None => {}
+            }
+        }
+        self.sending(now);
+        Admission::Send
+    }
+
+    /// The attempt is being sent at `now`.
+    fn sending(&mut self, now: Instant) {
+        if !self.guard.sent {
+            self.guard.sent = true;
+            self.started = now;
+        }
+        self.guard.turn_started = None;
+        self.guard.spent += std::mem::take(&mut self.guard.paid);
+    }
+
+    /// Refuses the next attempt before it is sent.
+    fn refuse(&mut self, request: &RequestMeta<'_>, reason: StopReason) -> Admission {
+        self.guard.refund();
+        self.report.set_stop(reason);
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            target: "http_resilience",
+            reason = reason.as_str(),
+            attempts = self.report.attempts(),
+            method = %request.method(),
+            host = request.host(),
+            port = request.port(),
+            "refusing request"
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = request;
+        Admission::Fail(reason)
+    }
+
     /// Decides what follows an attempt that ended at `now` with `outcome`.
     pub fn decide(
         &mut self,
@@ -173,9 +347,8 @@ impl RetryState {
         outcome: &Outcome<'_>,
         now: Instant,
     ) -> Decision {
-        let p = self.policy.inner();
         let elapsed = now.saturating_duration_since(self.started);
-        let class = p.classifier.classify(request, outcome);
+        let class = self.policy.inner().classifier.classify(request, outcome);
         self.report.push(AttemptRecord {
             status: outcome.status(),
             failure: outcome.failure(),
@@ -185,10 +358,17 @@ impl RetryState {
             elapsed,
         });
         let is_response = matches!(outcome, Outcome::Response { .. });
+        if self.guard.endpoint.is_some() {
+            self.observe(request, outcome, class, now);
+        }
+        let p = self.policy.inner();
 
         match class {
             Class::Transient => {}
-            Class::Success if is_response => return self.stop(request, StopReason::Success, true),
+            Class::Success if is_response => {
+                self.guard.refund_success();
+                return self.stop(request, StopReason::Success, true);
+            }
             _ => return self.stop(request, StopReason::Permanent, is_response),
         }
         if p.deadline.is_some_and(|d| elapsed >= d) {
@@ -235,6 +415,25 @@ impl RetryState {
             .is_some_and(|d| elapsed.saturating_add(delay) >= d)
         {
             return self.stop(request, StopReason::Deadline, is_response);
+        }
+        if let Some(endpoint) = &self.guard.endpoint {
+            if p.protection.circuit.is_some() {
+                let mut status = CircuitStatus::Closed;
+                endpoint.circuit(&mut |state| status = state.status(now));
+                if let CircuitStatus::Open { until } = status
+                    && until > now + delay
+                {
+                    let retry_in = until - now;
+                    return self.stop(request, StopReason::CircuitOpen { retry_in }, is_response);
+                }
+            }
+            if let Some(budget) = &p.protection.budget {
+                let cost = budget.cost(outcome.failure() == Some(FailureKind::Timeout));
+                if !endpoint.withdraw(budget, cost) {
+                    return self.stop(request, StopReason::BudgetExhausted, is_response);
+                }
+                self.guard.paid = cost;
+            }
         }
 
         if let Some(last) = self.report.last_mut() {
@@ -283,12 +482,100 @@ impl RetryState {
         let _ = request;
         let exhausted = matches!(
             reason,
-            StopReason::MaxRetries | StopReason::RetryAfterTooLong { .. } | StopReason::Deadline
+            StopReason::MaxRetries
+                | StopReason::RetryAfterTooLong { .. }
+                | StopReason::Deadline
+                | StopReason::BudgetExhausted
+                | StopReason::CircuitOpen { .. }
         );
         if !is_response || (exhausted && !self.policy.inner().return_last_response) {
             Decision::Fail(reason)
         } else {
             Decision::Return
+        }
+    }
+}
+
+impl RetryState {
+    /// Tells the endpoint's breaker how the attempt went, and notes a quota
+    /// the response says is gone.
+    fn observe(
+        &mut self,
+        request: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        class: Class,
+        now: Instant,
+    ) {
+        let p = self.policy.inner();
+        let Some(endpoint) = &self.guard.endpoint else {
+            return;
+        };
+        if let (Some(ticket), Some(breaker)) = (self.guard.ticket.take(), &p.protection.circuit) {
+            let failed = match (class, outcome) {
+                (Class::Transient, _) => Some(true),
+                (_, Outcome::Response { .. }) => Some(false),
+                // A permanent transport error (TLS, a bad URL) says nothing
+                // about the server's health.
+                (_, Outcome::Error { .. }) => None,
+            };
+            endpoint.circuit(&mut |state| match failed {
+                Some(failed) => state.record(breaker, ticket, failed, now),
+                None => state.release(ticket),
+            });
+        }
+        if p.protection.server_limits
+            && let Some(headers) = outcome.headers()
+            && let Some((wait, which)) = quota_reset(headers, p.clock.now())
+        {
+            endpoint.block_until(now + wait);
+            #[cfg(feature = "tracing")]
+            tracing::info!(
+                target: "http_resilience",
+                reason = "server_quota",
+                headers = which.as_str(),
+                reset_ms = wait.as_millis() as u64,
+                method = %request.method(),
+                host = request.host(),
+                port = request.port(),
+                "server quota exhausted; holding the endpoint's requests until the reset"
+            );
+            #[cfg(not(feature = "tracing"))]
+            let _ = (request, which);
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = request;
+    }
+}
+
+impl Guard {
+    /// Gives back the tokens paid for a retry that will not be sent.
+    fn refund(&mut self) {
+        let paid = std::mem::take(&mut self.paid);
+        if paid > 0
+            && let (Some(endpoint), Some(budget)) = (&self.endpoint, &self.budget)
+        {
+            endpoint.deposit(budget, paid);
+        }
+    }
+
+    /// A success: a first attempt puts back `success_refund`, a retried
+    /// request what its retries cost.
+    fn refund_success(&mut self) {
+        if let (Some(endpoint), Some(budget)) = (&self.endpoint, &self.budget) {
+            let tokens = match std::mem::take(&mut self.spent) {
+                0 => budget.success_refund_tokens(),
+                spent => spent,
+            };
+            endpoint.deposit(budget, tokens);
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.refund();
+        if let (Some(ticket), Some(endpoint)) = (self.ticket.take(), &self.endpoint) {
+            endpoint.circuit(&mut |state| state.release(ticket));
         }
     }
 }

@@ -11,6 +11,14 @@
 //! | [`Error::RetryAfterTooLong`] | `RETRY_AFTER_TOO_LONG` |
 //! | [`Error::DeadlineExceeded`] | `DEADLINE_EXCEEDED` |
 //! | [`Error::NotRetryable`] | `NOT_RETRYABLE` |
+//! | [`Error::RetryBudgetExhausted`] | `RETRY_BUDGET_EXHAUSTED` |
+//! | [`Error::CircuitOpen`] | `CIRCUIT_OPEN` |
+//! | [`Error::RateLimitedLocally`] | `RATE_LIMITED_LOCALLY` |
+//!
+//! A load-protection refusal before an attempt was sent (an open breaker,
+//! a local rate limit, a server quota reset too far ahead) has no response
+//! of its own: the error then carries the report, and the last response
+//! only if the refusal came right after one.
 //!
 //! Through `reqwest-middleware` it arrives as
 //! `reqwest_middleware::Error::Middleware`, from which it downcasts:
@@ -69,7 +77,10 @@ impl std::error::Error for AttemptTimedOut {}
 pub enum Error {
     /// Every retry was used up on transient failures.
     MaxRetriesExceeded(Box<Failure>),
-    /// The server asked for a wait above `max_retry_after`.
+    /// The server asked for a wait above `max_retry_after`: in a
+    /// `Retry-After`-like header, or as a quota reset
+    /// ([`quota_reset`](crate::retry_after::quota_reset)) that later
+    /// requests to the endpoint would have had to wait for.
     RetryAfterTooLong {
         /// The wait the server asked for.
         hint: Duration,
@@ -83,6 +94,20 @@ pub enum Error {
     /// URL, ...), or transient on a request that could not safely be
     /// repeated (see [`RetryReport::stop_reason`]).
     NotRetryable(Box<Failure>),
+    /// The endpoint's [retry budget](crate::RetryBudget) could not pay for
+    /// the retry this transient failure called for.
+    RetryBudgetExhausted(Box<Failure>),
+    /// The endpoint's [circuit breaker](crate::CircuitBreaker) is open:
+    /// nothing was sent (or, right after a failure that found it open, no
+    /// retry was).
+    /// [`retry_in`](Error::retry_in) says when the breaker lets a probe
+    /// through.
+    CircuitOpen(Box<Failure>),
+    /// The local [rate limit](crate::RateLimit) would have made an attempt
+    /// wait beyond its `max_wait`; nothing was sent for it.
+    /// [`retry_in`](Error::retry_in) gives the whole wait the attempt would
+    /// have needed.
+    RateLimitedLocally(Box<Failure>),
 }
 
 /// The last outcome and the report, carried by every [`Error`].
@@ -105,6 +130,8 @@ pub(crate) enum Last<R> {
         response: R,
     },
     Error(BoxError),
+    /// Refused before an attempt: no response or error of its own.
+    Nothing,
 }
 
 impl Failure {
@@ -121,6 +148,7 @@ impl Failure {
                 None,
             ),
             Last::Error(e) => (None, None, None, Some(e)),
+            Last::Nothing => (None, None, None, None),
         };
         Box::new(Failure {
             report,
@@ -182,6 +210,9 @@ impl Error {
             Error::RetryAfterTooLong { .. } => "RETRY_AFTER_TOO_LONG",
             Error::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
             Error::NotRetryable(_) => "NOT_RETRYABLE",
+            Error::RetryBudgetExhausted(_) => "RETRY_BUDGET_EXHAUSTED",
+            Error::CircuitOpen(_) => "CIRCUIT_OPEN",
+            Error::RateLimitedLocally(_) => "RATE_LIMITED_LOCALLY",
         }
     }
 
@@ -191,7 +222,10 @@ impl Error {
             Error::MaxRetriesExceeded(f)
             | Error::RetryAfterTooLong { failure: f, .. }
             | Error::DeadlineExceeded(f)
-            | Error::NotRetryable(f) => f,
+            | Error::NotRetryable(f)
+            | Error::RetryBudgetExhausted(f)
+            | Error::CircuitOpen(f)
+            | Error::RateLimitedLocally(f) => f,
         }
     }
 
@@ -200,13 +234,34 @@ impl Error {
             Error::MaxRetriesExceeded(f)
             | Error::RetryAfterTooLong { failure: f, .. }
             | Error::DeadlineExceeded(f)
-            | Error::NotRetryable(f) => f,
+            | Error::NotRetryable(f)
+            | Error::RetryBudgetExhausted(f)
+            | Error::CircuitOpen(f)
+            | Error::RateLimitedLocally(f) => f,
         }
     }
 
     /// The report of every attempt.
     pub fn report(&self) -> &RetryReport {
         self.failure().report()
+    }
+
+    /// How long until trying again may succeed, when the error knows:
+    /// - [`CircuitOpen`](Error::CircuitOpen): until the breaker lets a
+    ///   probe through;
+    /// - [`RateLimitedLocally`](Error::RateLimitedLocally): the whole wait
+    ///   the attempt would have needed for its turn;
+    /// - [`RetryAfterTooLong`](Error::RetryAfterTooLong): the wait the
+    ///   server asked for.
+    pub fn retry_in(&self) -> Option<Duration> {
+        match (self, self.report().stop_reason()) {
+            (Error::RetryAfterTooLong { hint, .. }, _) => Some(*hint),
+            (Error::CircuitOpen(_), Some(StopReason::CircuitOpen { retry_in })) => Some(retry_in),
+            (Error::RateLimitedLocally(_), Some(StopReason::RateLimitedLocally { wait })) => {
+                Some(wait)
+            }
+            _ => None,
+        }
     }
 
     /// The last response's status, if the last attempt got a response.
@@ -247,9 +302,16 @@ impl Error {
             StopReason::MaxRetries => Error::MaxRetriesExceeded(failure),
             StopReason::RetryAfterTooLong { hint } => Error::RetryAfterTooLong { hint, failure },
             StopReason::Deadline => Error::DeadlineExceeded(failure),
+            StopReason::BudgetExhausted => Error::RetryBudgetExhausted(failure),
+            StopReason::CircuitOpen { .. } => Error::CircuitOpen(failure),
+            StopReason::RateLimitedLocally { .. } => Error::RateLimitedLocally(failure),
             _ => Error::NotRetryable(failure),
         }
     }
+}
+
+fn whole_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
 }
 
 impl fmt::Display for Error {
@@ -266,6 +328,19 @@ impl fmt::Display for Error {
             )?,
             Error::DeadlineExceeded(_) => f.write_str("retry deadline exceeded")?,
             Error::NotRetryable(_) => f.write_str("request failed and was not retried")?,
+            Error::RetryBudgetExhausted(_) => {
+                f.write_str("retry budget exhausted for this endpoint")?
+            }
+            Error::CircuitOpen(_) => write!(
+                f,
+                "circuit open for this endpoint; next probe in {:?}",
+                whole_ms(self.retry_in().unwrap_or_default())
+            )?,
+            Error::RateLimitedLocally(_) => write!(
+                f,
+                "local rate limit: the next turn is {:?} away, beyond max_wait",
+                whole_ms(self.retry_in().unwrap_or_default())
+            )?,
         }
         match (failure.status, &failure.source) {
             (Some(status), _) => write!(f, "; last status {status}")?,

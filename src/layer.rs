@@ -49,15 +49,15 @@ use tower::{Layer, Service};
 use bytes::Bytes;
 use http_body::Body;
 
-use crate::adapter::{body_to_inspect, decide, finish, not_ready};
+use crate::adapter::{body_to_inspect, decide, finish, not_ready, refused};
 use crate::body::{Inspect, ResponseBody};
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
-use crate::engine::{Decision, RetryState, prepare_request};
+use crate::engine::{Admission, Decision, RetryState, prepare_request};
 use crate::error::{AttemptTimedOut, BoxError, Error};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
-use crate::report::RetryReport;
+use crate::report::{RetryReport, StopReason};
 
 /// Applies a [`RetryPolicy`], or per-endpoint [`EndpointPolicies`], to a
 /// tower service.
@@ -140,14 +140,23 @@ where
         let method = request.method().clone();
         prepare_request(&policy, &method, request.headers_mut());
         let now = Instant::now().into_std();
-        let state = RetryState::with_policy(policy, &RequestMeta::from_http(&request), now);
-        let timeout = state.attempt_timeout(now);
-        let fut = inner.call(request.clone());
+        let meta = RequestMeta::from_http(&request);
+        let mut engine = RetryState::with_policy(policy, &meta, now);
+        let state = match engine.admit(&meta, now) {
+            Admission::Send => {
+                let timeout = engine.attempt_timeout(now);
+                State::start(inner.call(request.clone()), timeout)
+            }
+            Admission::Wait { delay, .. } => State::Sleeping {
+                sleep: tokio::time::sleep(delay),
+            },
+            Admission::Fail(reason) => State::Refused { reason },
+        };
         ResponseFuture {
-            state: State::start(fut, timeout),
+            state,
             inner,
             request,
-            engine: state,
+            engine,
         }
     }
 }
@@ -163,8 +172,13 @@ pin_project! {
         // Boxed: only GitHub's ambiguous 403s get here, and a small state
         // keeps the future cheap to move.
         Inspecting { inspect: Box<(Option<http::response::Parts>, Inspect<R>)> },
+        // A backoff, or a wait that load protection imposed; either way
+        // the next attempt asks to be admitted again.
         Sleeping { #[pin] sleep: Sleep },
-        Ready,
+        // Admitted (or about to ask): wait for the inner service, send.
+        Ready { admitted: bool },
+        // Refused before the first attempt.
+        Refused { reason: StopReason },
     }
 }
 
@@ -253,10 +267,29 @@ where
                 }
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.poll(cx));
-                    this.state.set(State::Ready);
+                    this.state.set(State::Ready { admitted: false });
                     continue;
                 }
-                StateProj::Ready => {
+                StateProj::Refused { reason } => {
+                    let reason = *reason;
+                    return Poll::Ready(Err(refused(this.engine, reason)));
+                }
+                StateProj::Ready { admitted } => {
+                    if !*admitted {
+                        let meta = RequestMeta::from_http(this.request);
+                        match this.engine.admit(&meta, Instant::now().into_std()) {
+                            Admission::Send => *admitted = true,
+                            Admission::Wait { delay, .. } => {
+                                this.state.set(State::Sleeping {
+                                    sleep: tokio::time::sleep(delay),
+                                });
+                                continue;
+                            }
+                            Admission::Fail(reason) => {
+                                return Poll::Ready(Err(refused(this.engine, reason)));
+                            }
+                        }
+                    }
                     if let Err(e) = ready!(this.inner.poll_ready(cx)) {
                         let report = this.engine.take_report();
                         return Poll::Ready(Err(not_ready(report, e.into())));

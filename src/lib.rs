@@ -30,7 +30,14 @@
 //!   [`presets`] follow what GitHub, OpenAI, Anthropic and git document
 //!   ([`RetryPolicy::github`], [`RetryPolicy::openai`],
 //!   [`RetryPolicy::anthropic`], [`RetryPolicy::git`],
-//!   [`EndpointPolicies::well_known`]).
+//!   [`EndpointPolicies::well_known`]);
+//! - **load protection**, so that retries never turn an outage into a
+//!   flood: a per-endpoint [`RetryBudget`] (on by default), a
+//!   [`CircuitBreaker`], a client-side [`RateLimit`] (`governor`), and
+//!   quotas that servers announce as gone (`x-ratelimit-remaining: 0` and
+//!   the Anthropic and OpenAI forms) holding later requests until the
+//!   reset; state behind a [`StateStore`] seam. The stages run in one
+//!   documented order, see [policy](policy#load-protection).
 //!
 //! # With reqwest
 //!
@@ -75,7 +82,8 @@
 //!   on its first attempt.
 //! - `serde`: [`RetryPolicy`] and [`EndpointPolicies`] from TOML or JSON
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
-//!   base and errors that name the key path; see [`config`].
+//!   base and errors that name the key path, load protection included;
+//!   see [`config`].
 //!
 //! # Time
 //!
@@ -91,6 +99,8 @@
 mod adapter;
 pub mod backoff;
 pub mod body;
+pub mod budget;
+pub mod circuit;
 pub mod classify;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
@@ -104,16 +114,20 @@ pub mod layer;
 pub mod middleware;
 pub mod policy;
 pub mod presets;
+pub mod rate_limit;
 pub mod report;
 pub mod retry_after;
+pub mod store;
 
 pub use backoff::{Backoff, Jitter};
 pub use body::ResponseBody;
+pub use budget::RetryBudget;
+pub use circuit::{CircuitBreaker, CircuitStatus};
 pub use classify::{
     Class, Classify, DefaultClassifier, FailureKind, MAX_INSPECTED_BODY, Outcome, RequestMeta,
 };
 pub use endpoint::{EndpointPolicies, EndpointPoliciesBuilder, Route};
-pub use engine::{Decision, RetryState};
+pub use engine::{Admission, Decision, RetryState};
 pub use error::{AttemptTimedOut, BoxError, Error, Failure};
 pub use layer::{Retry, RetryLayer};
 #[cfg(feature = "reqwest")]
@@ -121,5 +135,7 @@ pub use layer::{Retry, RetryLayer};
 pub use middleware::RetryMiddleware;
 pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
-pub use report::{AttemptRecord, RetryReport, StopReason};
+pub use rate_limit::RateLimit;
+pub use report::{AttemptRecord, RetryReport, StopReason, Throttle, ThrottleReason};
 pub use retry_after::{DelaySource, WallClock};
+pub use store::{EndpointKey, EndpointState, InMemoryStore, Scope, StateStore};

@@ -26,11 +26,11 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
-use crate::adapter::{HttpResponse, body_to_inspect, decide, finish};
+use crate::adapter::{HttpResponse, body_to_inspect, decide, finish, refused};
 use crate::body::{Inspect, ResponseBody};
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
-use crate::engine::{Decision, RetryState, prepare_request};
+use crate::engine::{Admission, Decision, RetryState, prepare_request};
 use crate::error::{AttemptTimedOut, BoxError};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
@@ -95,6 +95,7 @@ fn meta_of<'a>(
         url.path(),
         headers,
     )
+    .with_port(url.port_or_known_default().unwrap_or(0))
 }
 
 #[async_trait::async_trait]
@@ -126,6 +127,23 @@ impl Middleware for RetryMiddleware {
         // (what the engine reads), and no retry follows.
         let mut streamed = false;
         loop {
+            // Load protection in front of every attempt: wait, or refuse.
+            loop {
+                let meta = meta_of(request.method(), request.url(), request.headers());
+                match engine.admit(&meta, starts) {
+                    Admission::Send => break,
+                    Admission::Wait { delay, .. } => {
+                        Box::pin(tokio::time::sleep(delay)).await;
+                        starts = Instant::now().into_std();
+                    }
+                    Admission::Fail(reason) => {
+                        return Err(reqwest_middleware::Error::middleware(refused(
+                            &mut engine,
+                            reason,
+                        )));
+                    }
+                }
+            }
             let attempt = match request.try_clone() {
                 Some(clone) => clone,
                 None => {

@@ -21,6 +21,29 @@
 //! | [`return_last_response`](RetryPolicyBuilder::return_last_response) | false |
 //! | [`classifier`](RetryPolicyBuilder::classifier) | [`DefaultClassifier`] |
 //! | [`wall_clock`](RetryPolicyBuilder::wall_clock) | [`SystemClock`] |
+//! | [`retry_budget`](RetryPolicyBuilder::retry_budget) | [`RetryBudget::default`] (AWS: 500 tokens, 5 a retry) |
+//! | [`circuit_breaker`](RetryPolicyBuilder::circuit_breaker) | none |
+//! | [`rate_limit`](RetryPolicyBuilder::rate_limit) | none |
+//! | [`server_limits`](RetryPolicyBuilder::server_limits) | true |
+//! | [`scope`](RetryPolicyBuilder::scope) | [`Scope::Endpoint`] (host and port) |
+//! | [`state_store`](RetryPolicyBuilder::state_store) | a new [`InMemoryStore`](crate::InMemoryStore) per built policy |
+//!
+//! ## Load protection
+//!
+//! Each request goes through these stages, outermost first (the order of
+//! .NET's standard resilience handler):
+//! 1. **rate limit**: the local [`RateLimit`] and any quota a server said
+//!    is gone ([`server_limits`](RetryPolicyBuilder::server_limits)); every
+//!    attempt, retries included, waits its turn here;
+//! 2. **total deadline** ([`deadline`](RetryPolicyBuilder::deadline)),
+//!    counted from the first attempt;
+//! 3. **retry**, each retry paid from the [`RetryBudget`];
+//! 4. **circuit breaker** ([`CircuitBreaker`]), asked before every attempt;
+//! 5. **attempt timeout** ([`attempt_timeout`](RetryPolicyBuilder::attempt_timeout)).
+//!
+//! Their state is kept per endpoint (host and port) in the policy's
+//! [`StateStore`], shared by every clone of the policy and of the layers
+//! and middlewares built from it; see [`store`](crate::store).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -29,9 +52,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::backoff::{Backoff, Jitter, Schedule, mix_seed};
+use crate::budget::RetryBudget;
+use crate::circuit::CircuitBreaker;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::presets::Preset;
+use crate::rate_limit::RateLimit;
 use crate::retry_after::{SystemClock, WallClock};
+use crate::store::{InMemoryStore, Scope, StateStore};
 
 /// The largest duration any setting accepts (365 days). Longer values are
 /// taken for "infinite" and rejected: they would overflow timers.
@@ -87,6 +114,27 @@ pub(crate) struct Inner {
     pub(crate) classifier: Arc<dyn Classify>,
     pub(crate) preset: Option<Preset>,
     pub(crate) clock: Arc<dyn WallClock>,
+    pub(crate) protection: Protection,
+}
+
+/// The load-protection settings of a policy and where their state lives.
+pub(crate) struct Protection {
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) circuit: Option<CircuitBreaker>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) server_limits: bool,
+    pub(crate) scope: Scope,
+    pub(crate) store: Arc<dyn StateStore>,
+}
+
+impl Protection {
+    /// Whether any of it is on (otherwise no state is looked up).
+    pub(crate) fn active(&self) -> bool {
+        self.budget.is_some()
+            || self.circuit.is_some()
+            || self.rate_limit.is_some()
+            || self.server_limits
+    }
 }
 
 impl RetryPolicy {
@@ -97,12 +145,15 @@ impl RetryPolicy {
 
     /// A policy that never retries: every response comes back as it is
     /// (`max_retries(0)` with `return_last_response(true)`), and a transport
-    /// error as an [`Error`](crate::Error). Useful as a per-request or
-    /// per-endpoint override.
+    /// error as an [`Error`](crate::Error). No load protection either (no
+    /// budget, and server quotas are not tracked). Useful as a per-request
+    /// or per-endpoint override.
     pub fn disabled() -> RetryPolicy {
         RetryPolicy::builder()
             .max_retries(0)
             .return_last_response(true)
+            .retry_budget(None)
+            .server_limits(false)
             .build()
             .expect("the defaults are valid")
     }
@@ -178,6 +229,32 @@ impl RetryPolicy {
         self.inner.preset
     }
 
+    /// The retry budget, if any.
+    pub fn retry_budget(&self) -> Option<&RetryBudget> {
+        self.inner.protection.budget.as_ref()
+    }
+    /// The circuit breaker, if any.
+    pub fn circuit_breaker(&self) -> Option<&CircuitBreaker> {
+        self.inner.protection.circuit.as_ref()
+    }
+    /// The local rate limit, if any.
+    pub fn rate_limit(&self) -> Option<&RateLimit> {
+        self.inner.protection.rate_limit.as_ref()
+    }
+    /// Whether quotas that servers announce as gone hold back later
+    /// requests.
+    pub fn server_limits(&self) -> bool {
+        self.inner.protection.server_limits
+    }
+    /// How requests are grouped for load protection.
+    pub fn scope(&self) -> Scope {
+        self.inner.protection.scope
+    }
+    /// Where the load-protection state lives.
+    pub fn state_store(&self) -> &Arc<dyn StateStore> {
+        &self.inner.protection.store
+    }
+
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
@@ -208,6 +285,11 @@ impl fmt::Debug for RetryPolicy {
             .field("retry_non_idempotent", &i.retry_non_idempotent)
             .field("auto_idempotency_key", &i.auto_idempotency_key)
             .field("return_last_response", &i.return_last_response)
+            .field("retry_budget", &i.protection.budget)
+            .field("circuit_breaker", &i.protection.circuit)
+            .field("rate_limit", &i.protection.rate_limit)
+            .field("server_limits", &i.protection.server_limits)
+            .field("scope", &i.protection.scope)
             .field(
                 "rules",
                 &i.preset.map_or("default or custom", Preset::as_str),
@@ -236,6 +318,12 @@ pub struct RetryPolicyBuilder {
     classifier: Arc<dyn Classify>,
     preset: Option<Preset>,
     clock: Arc<dyn WallClock>,
+    retry_budget: Option<RetryBudget>,
+    circuit_breaker: Option<CircuitBreaker>,
+    rate_limit: Option<RateLimit>,
+    server_limits: bool,
+    scope: Scope,
+    store: Option<Arc<dyn StateStore>>,
 }
 
 impl Default for RetryPolicyBuilder {
@@ -257,6 +345,12 @@ impl Default for RetryPolicyBuilder {
             classifier: Arc::new(DefaultClassifier),
             preset: None,
             clock: Arc::new(SystemClock),
+            retry_budget: Some(RetryBudget::default()),
+            circuit_breaker: None,
+            rate_limit: None,
+            server_limits: true,
+            scope: Scope::Endpoint,
+            store: None,
         }
     }
 }
@@ -397,6 +491,56 @@ impl RetryPolicyBuilder {
         self
     }
 
+    /// The [retry budget](crate::budget) of each endpoint; `None` for no
+    /// budget (every retry the policy allows is made, however many
+    /// requests fail at once). Default [`RetryBudget::default`]: 500
+    /// tokens, 5 a retry, 10 a retry after a timeout, 1 back per success
+    /// (the AWS SDKs' retry quota).
+    pub fn retry_budget(mut self, budget: impl Into<Option<RetryBudget>>) -> Self {
+        self.retry_budget = budget.into();
+        self
+    }
+    /// The [circuit breaker](crate::circuit) of each endpoint; `None` for
+    /// none. Default: none.
+    pub fn circuit_breaker(mut self, breaker: impl Into<Option<CircuitBreaker>>) -> Self {
+        self.circuit_breaker = breaker.into();
+        self
+    }
+    /// A client-side [rate limit](crate::rate_limit) per endpoint, which
+    /// every attempt (retries included) waits for; `None` for none.
+    /// Default: none.
+    pub fn rate_limit(mut self, limit: impl Into<Option<RateLimit>>) -> Self {
+        self.rate_limit = limit.into();
+        self
+    }
+    /// When a response says the endpoint's request quota is gone
+    /// (`x-ratelimit-remaining: 0` with a reset, and the Anthropic and
+    /// OpenAI equivalents, see
+    /// [`quota_reset`](crate::retry_after::quota_reset)), hold the
+    /// endpoint's later attempts until the reset instead of sending them to
+    /// fail. A reset further away than
+    /// [`max_retry_after`](Self::max_retry_after) fails them at once with
+    /// [`Error::RetryAfterTooLong`](crate::Error::RetryAfterTooLong), or,
+    /// with [`LongHint::UseBackoff`], is ignored like any long hint.
+    /// Default true.
+    pub fn server_limits(mut self, yes: bool) -> Self {
+        self.server_limits = yes;
+        self
+    }
+    /// How requests are grouped for budgets, breakers and limits. Default
+    /// [`Scope::Endpoint`]: per host and port.
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+    /// Where budgets, breakers and limits keep their state. Default: a new
+    /// [`InMemoryStore`] for each built policy. Pass the same store to
+    /// several policies to make them share it.
+    pub fn state_store(mut self, store: impl StateStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
     /// Validates the settings. Fields are checked in a fixed order and the
     /// first problem is reported, so the error is deterministic.
     pub fn build(self) -> Result<RetryPolicy, ConfigError> {
@@ -438,6 +582,15 @@ impl RetryPolicyBuilder {
         if let Some(d) = self.attempt_timeout {
             positive("attempt_timeout", d)?;
         }
+        if let Some(b) = &self.retry_budget {
+            b.validate("retry_budget")?;
+        }
+        if let Some(c) = &self.circuit_breaker {
+            c.validate("circuit_breaker")?;
+        }
+        if let Some(r) = &self.rate_limit {
+            r.validate("rate_limit")?;
+        }
         Ok(RetryPolicy {
             inner: Arc::new(Inner {
                 max_retries: self.max_retries,
@@ -459,6 +612,14 @@ impl RetryPolicyBuilder {
                 classifier: self.classifier,
                 preset: self.preset,
                 clock: self.clock,
+                protection: Protection {
+                    budget: self.retry_budget,
+                    circuit: self.circuit_breaker,
+                    rate_limit: self.rate_limit,
+                    server_limits: self.server_limits,
+                    scope: self.scope,
+                    store: self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new())),
+                },
             }),
         })
     }

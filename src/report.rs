@@ -106,6 +106,21 @@ pub enum StopReason {
     },
     /// The next wait (or attempt) would cross the deadline.
     Deadline,
+    /// The endpoint's [retry budget](crate::RetryBudget) could not pay for
+    /// another retry.
+    BudgetExhausted,
+    /// The endpoint's [circuit breaker](crate::CircuitBreaker) is open (or
+    /// its half-open probes are all taken).
+    CircuitOpen {
+        /// When it lets a probe through.
+        retry_in: Duration,
+    },
+    /// The local [rate limit](crate::RateLimit) would have made the
+    /// attempt wait longer than its `max_wait`.
+    RateLimitedLocally {
+        /// The whole wait the attempt would have needed.
+        wait: Duration,
+    },
 }
 
 impl StopReason {
@@ -119,7 +134,61 @@ impl StopReason {
             StopReason::MaxRetries => "max_retries",
             StopReason::RetryAfterTooLong { .. } => "retry_after_too_long",
             StopReason::Deadline => "deadline",
+            StopReason::BudgetExhausted => "budget_exhausted",
+            StopReason::CircuitOpen { .. } => "circuit_open",
+            StopReason::RateLimitedLocally { .. } => "rate_limited_locally",
         }
+    }
+}
+
+/// Why an attempt waited before it was sent (not a backoff).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ThrottleReason {
+    /// Its turn under the local [`RateLimit`](crate::RateLimit).
+    LocalRateLimit,
+    /// A response said the endpoint's quota was gone until a reset
+    /// (`x-ratelimit-remaining: 0` and the like, see
+    /// [`quota_reset`](crate::retry_after::quota_reset)).
+    ServerQuota,
+}
+
+impl ThrottleReason {
+    /// A stable snake_case name: `local_rate_limit`, `server_quota`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ThrottleReason::LocalRateLimit => "local_rate_limit",
+            ThrottleReason::ServerQuota => "server_quota",
+        }
+    }
+}
+
+impl fmt::Display for ThrottleReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A wait before an attempt imposed by load protection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    pub(crate) reason: ThrottleReason,
+    pub(crate) waited: Duration,
+    pub(crate) before_attempt: u32,
+}
+
+impl Throttle {
+    /// Why it waited.
+    pub fn reason(&self) -> ThrottleReason {
+        self.reason
+    }
+    /// How long (the sum, if it waited more than once for one turn).
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+    /// The attempt that waited (1 for the first).
+    pub fn before_attempt(&self) -> u32 {
+        self.before_attempt
     }
 }
 
@@ -138,6 +207,8 @@ pub struct RetryReport {
     history: History,
     total_backoff: Duration,
     stop: Option<StopReason>,
+    /// Empty (no allocation) unless load protection made it wait.
+    throttles: Vec<Throttle>,
 }
 
 impl RetryReport {
@@ -146,7 +217,26 @@ impl RetryReport {
             history: History::Empty,
             total_backoff: Duration::ZERO,
             stop: None,
+            throttles: Vec::new(),
         }
+    }
+
+    /// Adds a wait before attempt `before_attempt`, merged with the last
+    /// one if it was for the same attempt and reason.
+    pub(crate) fn add_throttle(&mut self, reason: ThrottleReason, waited: Duration) {
+        let before_attempt = self.attempts() + 1;
+        if let Some(last) = self.throttles.last_mut()
+            && last.reason == reason
+            && last.before_attempt == before_attempt
+        {
+            last.waited = last.waited.saturating_add(waited);
+            return;
+        }
+        self.throttles.push(Throttle {
+            reason,
+            waited,
+            before_attempt,
+        });
     }
 
     pub(crate) fn push(&mut self, record: AttemptRecord) {
@@ -209,6 +299,17 @@ impl RetryReport {
     pub fn stop_reason(&self) -> Option<StopReason> {
         self.stop
     }
+    /// Every wait imposed by load protection (local rate limit, server
+    /// quota), in order; empty for most requests.
+    pub fn throttles(&self) -> &[Throttle] {
+        &self.throttles
+    }
+    /// The sum of [`throttles`](Self::throttles).
+    pub fn total_throttled(&self) -> Duration {
+        self.throttles
+            .iter()
+            .fold(Duration::ZERO, |sum, t| sum.saturating_add(t.waited))
+    }
 }
 
 impl fmt::Debug for RetryReport {
@@ -218,11 +319,14 @@ impl fmt::Debug for RetryReport {
             .field("total_backoff", &self.total_backoff)
             .field("stop", &self.stop)
             .field("history", &self.history())
+            .field("throttles", &self.throttles)
             .finish()
     }
 }
 
-/// `3 attempts [503 -> wait 1s (retry_after), 503 -> wait 1.2s (backoff), 200]`
+/// `3 attempts [503 -> wait 1s (retry_after), 503 -> wait 1.2s (backoff), 200]`,
+/// then `; throttled 2s (server_quota)` if load protection made it wait,
+/// and `; stopped: budget_exhausted` for a load-protection refusal.
 impl fmt::Display for RetryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.attempts();
@@ -233,7 +337,20 @@ impl fmt::Display for RetryReport {
             }
             write!(f, "{r}")?;
         }
-        f.write_str("]")
+        f.write_str("]")?;
+        for t in &self.throttles {
+            let ms = Duration::from_millis(t.waited.as_millis() as u64);
+            write!(f, "; throttled {ms:?} ({})", t.reason)?;
+        }
+        if let Some(
+            stop @ (StopReason::BudgetExhausted
+            | StopReason::CircuitOpen { .. }
+            | StopReason::RateLimitedLocally { .. }),
+        ) = self.stop
+        {
+            write!(f, "; stopped: {}", stop.as_str())?;
+        }
+        Ok(())
     }
 }
 

@@ -41,6 +41,15 @@ use crate::classify::{rate_limit_exhausted, trim_ows};
 // every lookup.
 const RETRY_AFTER_MS: http::HeaderName = http::HeaderName::from_static("retry-after-ms");
 const X_RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
+const X_RATELIMIT_REMAINING: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-remaining");
+const ANTHROPIC_REMAINING: http::HeaderName =
+    http::HeaderName::from_static("anthropic-ratelimit-requests-remaining");
+const ANTHROPIC_RESET: http::HeaderName =
+    http::HeaderName::from_static("anthropic-ratelimit-requests-reset");
+const OPENAI_REMAINING: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-remaining-requests");
+const OPENAI_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset-requests");
 
 /// Where the wait before a retry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -233,6 +242,115 @@ pub fn rate_limit_reset_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hin
     positive(delay, DelaySource::RateLimitReset)
 }
 
+/// Which family of headers said that an endpoint's request quota is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QuotaHeaders {
+    /// `x-ratelimit-remaining: 0` with `x-ratelimit-reset` in epoch seconds
+    /// (GitHub and many others).
+    EpochReset,
+    /// `anthropic-ratelimit-requests-remaining: 0` with
+    /// `anthropic-ratelimit-requests-reset` as an RFC 3339 time.
+    Anthropic,
+    /// `x-ratelimit-remaining-requests: 0` with `x-ratelimit-reset-requests`
+    /// as a duration such as `6m0s` or `12ms` (OpenAI).
+    OpenAi,
+}
+
+impl QuotaHeaders {
+    /// A stable snake_case name: `epoch_reset`, `anthropic`, `openai`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QuotaHeaders::EpochReset => "epoch_reset",
+            QuotaHeaders::Anthropic => "anthropic",
+            QuotaHeaders::OpenAi => "openai",
+        }
+    }
+}
+
+/// How long until an endpoint's request quota resets, when a response
+/// (of any status, a 200 included) says it is used up; `None` when it does
+/// not, or when the reset is unreadable or not in the future.
+///
+/// | remaining (must be `0`) | reset |
+/// |---|---|
+/// | `x-ratelimit-remaining` | `x-ratelimit-reset`, epoch seconds |
+/// | `anthropic-ratelimit-requests-remaining` | `anthropic-ratelimit-requests-reset`, RFC 3339 |
+/// | `x-ratelimit-remaining-requests` | `x-ratelimit-reset-requests`, a duration (`6m0s`, `12ms`, `1.5s`) |
+///
+/// Token quotas (`...-tokens-remaining`) are not read: whether the next
+/// request fits depends on its size.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use http::HeaderMap;
+/// use http_resilience::retry_after::{quota_reset, QuotaHeaders};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+/// headers.insert("x-ratelimit-reset-requests", "6m0s".parse().unwrap());
+/// assert_eq!(
+///     quota_reset(&headers, SystemTime::now()),
+///     Some((Duration::from_secs(360), QuotaHeaders::OpenAi))
+/// );
+/// ```
+pub fn quota_reset(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, QuotaHeaders)> {
+    let exhausted = |name: &http::HeaderName| {
+        headers
+            .get(name)
+            .is_some_and(|v| trim_ows(v.as_bytes()) == b"0")
+    };
+    let (wait, which) = if exhausted(&X_RATELIMIT_REMAINING) {
+        let reset = headers.get(&X_RATELIMIT_RESET)?;
+        (
+            parse_epoch_reset(reset.as_bytes(), now)?,
+            QuotaHeaders::EpochReset,
+        )
+    } else if exhausted(&ANTHROPIC_REMAINING) {
+        let reset = headers.get(&ANTHROPIC_RESET)?;
+        (
+            parse_rfc3339_reset(reset.as_bytes(), now)?,
+            QuotaHeaders::Anthropic,
+        )
+    } else if exhausted(&OPENAI_REMAINING) {
+        let reset = headers.get(&OPENAI_RESET)?;
+        (
+            parse_reset_duration(reset.as_bytes())?,
+            QuotaHeaders::OpenAi,
+        )
+    } else {
+        return None;
+    };
+    (!wait.is_zero()).then_some((wait, which))
+}
+
+/// Parses an RFC 3339 reset time (`2026-11-22T10:00:30Z`, any offset,
+/// optional fraction) into the wait from `now`: `Some(ZERO)` when it is
+/// not in the future. Parsed by `jiff`.
+pub fn parse_rfc3339_reset(value: &[u8], now: SystemTime) -> Option<Duration> {
+    let text = std::str::from_utf8(trim_ows(value)).ok()?;
+    let at: jiff::Timestamp = text.parse().ok()?;
+    let at = SystemTime::from(at);
+    let wait = until(at, now);
+    (wait <= MAX_HINT).then_some(wait)
+}
+
+/// Parses a reset given as a duration, as OpenAI sends it (`6m0s`, `12ms`,
+/// `1h2m3.5s`, `20ms`): unit-suffixed parts from hours down to
+/// nanoseconds, parsed by `jiff`. Negative, empty and unit-less values
+/// are invalid.
+pub fn parse_reset_duration(value: &[u8]) -> Option<Duration> {
+    let text = std::str::from_utf8(trim_ows(value)).ok()?;
+    // A bare number has no unit to read it in (and `jiff` takes ISO 8601
+    // `PT..` forms, which no server sends here).
+    if !text.bytes().next()?.is_ascii_digit() || text.bytes().last()?.is_ascii_digit() {
+        return None;
+    }
+    let signed: jiff::SignedDuration = text.parse().ok()?;
+    let wait = Duration::try_from(signed).ok()?;
+    (wait <= MAX_HINT).then_some(wait)
+}
+
 fn positive(delay: Duration, source: DelaySource) -> Option<Hint> {
     (!delay.is_zero()).then_some(Hint { delay, source })
 }
@@ -337,6 +455,114 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn quota_headers() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let q = |pairs: &[(&'static str, &'static str)]| quota_reset(&headers(pairs), now);
+        let secs = Duration::from_secs;
+        assert_eq!(
+            q(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1000030")
+            ]),
+            Some((secs(30), QuotaHeaders::EpochReset))
+        );
+        assert_eq!(
+            q(&[
+                ("x-ratelimit-remaining", "1"),
+                ("x-ratelimit-reset", "1000030")
+            ]),
+            None
+        );
+        assert_eq!(q(&[("x-ratelimit-remaining", "0")]), None, "no reset");
+        assert_eq!(
+            q(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "999999")
+            ]),
+            None,
+            "reset in the past"
+        );
+        assert_eq!(
+            q(&[
+                ("anthropic-ratelimit-requests-remaining", "0"),
+                ("anthropic-ratelimit-requests-reset", "1970-01-12T13:47:10Z")
+            ]),
+            Some((secs(30), QuotaHeaders::Anthropic))
+        );
+        assert_eq!(
+            q(&[
+                ("anthropic-ratelimit-requests-remaining", "0"),
+                (
+                    "anthropic-ratelimit-requests-reset",
+                    "1970-01-12T15:47:10.5+02:00"
+                )
+            ]),
+            Some((Duration::from_millis(30_500), QuotaHeaders::Anthropic))
+        );
+        assert_eq!(
+            q(&[
+                ("anthropic-ratelimit-tokens-remaining", "0"),
+                ("anthropic-ratelimit-tokens-reset", "1970-01-12T13:47:10Z")
+            ]),
+            None,
+            "token quotas are not read"
+        );
+        assert_eq!(
+            q(&[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "12ms")
+            ]),
+            Some((Duration::from_millis(12), QuotaHeaders::OpenAi))
+        );
+    }
+
+    #[test]
+    fn reset_durations() {
+        let ok = [
+            ("6m0s", Duration::from_secs(360)),
+            ("12ms", Duration::from_millis(12)),
+            ("1s", Duration::from_secs(1)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("1h2m3.5s", Duration::from_millis(3_723_500)),
+            (" 20ms\t", Duration::from_millis(20)),
+            ("0s", Duration::ZERO),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_reset_duration(text.as_bytes()), Some(want), "{text}");
+        }
+        for bad in [
+            "",
+            "-1s",
+            "12",
+            "inf",
+            "nan",
+            "1d",
+            "PT1S",
+            "s",
+            "1 parsec",
+            "\u{ff}",
+            "999999999999h",
+        ] {
+            assert_eq!(parse_reset_duration(bad.as_bytes()), None, "{bad:?}");
+        }
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for bad in [
+            "",
+            "yesterday",
+            "1970-01-12T13:47:10",
+            "1970-13-12T13:47:10Z",
+            "9999999-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339_reset(bad.as_bytes(), now), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_rfc3339_reset(b"1970-01-01T00:00:00Z", now),
+            Some(Duration::ZERO),
+            "the past is no wait"
+        );
     }
 
     #[test]

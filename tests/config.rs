@@ -265,10 +265,7 @@ fn set_built() -> EndpointPolicies {
                 .build()
                 .unwrap(),
         )
-        .route(
-            Route::any().path_glob("/repos/*/raw"),
-            RetryPolicy::disabled(),
-        )
+        .route(Route::any().path_glob("/repos/*/raw"), no_retries())
         .well_known()
         .default_policy(
             RetryPolicy::builder()
@@ -374,7 +371,7 @@ fn an_endpoint_set_selects_the_expected_policy_for_each_request() {
         (
             Method::GET,
             "https://example.org/repos/x/raw",
-            dbg(&RetryPolicy::disabled()),
+            dbg(&no_retries()),
         ),
         (
             Method::GET,
@@ -1198,4 +1195,14 @@ fn policies_and_sets_deserialize_inside_an_applications_own_config() {
         let err = serde_json::from_str::<AppConfig>(text).err().unwrap();
         assert!(err.to_string().contains(want), "{text}: {err}");
     }
+}
+
+/// What `{ max_retries = 0, return_last_response = true }` builds (not
+/// `RetryPolicy::disabled()`, which also turns load protection off).
+fn no_retries() -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_retries(0)
+        .return_last_response(true)
+        .build()
+        .unwrap()
 }

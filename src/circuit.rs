@@ -1,0 +1,607 @@
+//! [`CircuitBreaker`]: stop sending to an endpoint that keeps failing, and
+//! let a few probes find out when it is back.
+//!
+//! The breaker of an endpoint (host and port, see [`Scope`](crate::Scope))
+//! is shared by every clone of the layer or middleware built from a policy.
+//! It sees every attempt, retries included; an attempt the policy's
+//! classifier calls transient (5xx, 408, 429, timeouts, resets) is a
+//! failure, anything else (2xx, 404, ...) a success.
+//!
+//! - **Closed**: attempts pass. It opens when, over the last
+//!   [`sampling_window`](CircuitBreaker::sampling_window), at least
+//!   [`minimum_throughput`](CircuitBreaker::minimum_throughput) attempts
+//!   were seen and the share of failures reached
+//!   [`failure_ratio`](CircuitBreaker::failure_ratio); or, if set, after
+//!   [`consecutive_failures`](CircuitBreaker::consecutive_failures) failures
+//!   in a row.
+//! - **Open** for [`break_duration`](CircuitBreaker::break_duration): every
+//!   attempt fails at once with
+//!   [`Error::CircuitOpen`](crate::Error::CircuitOpen), which says when the
+//!   breaker will let a probe through. Nothing is sent.
+//! - **Half-open**: up to [`half_open_probes`](CircuitBreaker::half_open_probes)
+//!   attempts go through as probes; the others are refused. When that many
+//!   probes have succeeded it closes; the first probe that fails opens it
+//!   again. A probe whose request is dropped (a cancelled future) frees its
+//!   slot.
+//!
+//! A request that fails and finds the breaker open (its own failure may
+//! have opened it) stops at once with `CIRCUIT_OPEN` and its last
+//! response, instead of waiting for a retry that would be refused.
+//!
+//! The defaults follow .NET's standard resilience handler (30 s window,
+//! 5 s break, one probe) and resilience4j (50% failures over at least 100
+//! calls). A breaker is off unless a policy sets one:
+//!
+//! ```
+//! use std::time::Duration;
+//! use http_resilience::{CircuitBreaker, RetryPolicy};
+//!
+//! let policy = RetryPolicy::builder()
+//!     .circuit_breaker(
+//!         CircuitBreaker::default()
+//!             .consecutive_failures(5)
+//!             .break_duration(Duration::from_secs(10)),
+//!     )
+//!     .build()?;
+//! assert_eq!(policy.circuit_breaker().unwrap().break_for(), Duration::from_secs(10));
+//! # Ok::<(), http_resilience::ConfigError>(())
+//! ```
+
+use std::time::{Duration, Instant};
+
+use crate::policy::{ConfigError, MAX_SETTING};
+
+/// The settings of a circuit breaker. See the [module docs](self).
+///
+/// | setting | default | source |
+/// |---|---|---|
+/// | [`failure_ratio`](Self::failure_ratio) | 0.5 | resilience4j |
+/// | [`minimum_throughput`](Self::minimum_throughput) | 100 | .NET, resilience4j |
+/// | [`sampling_window`](Self::sampling_window) | 30 s | .NET |
+/// | [`break_duration`](Self::break_duration) | 5 s | .NET |
+/// | [`half_open_probes`](Self::half_open_probes) | 1 | .NET |
+/// | [`consecutive_failures`](Self::consecutive_failures) | off | |
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use]
+pub struct CircuitBreaker {
+    failure_ratio: f64,
+    minimum_throughput: u32,
+    sampling_window: Duration,
+    break_duration: Duration,
+    half_open_probes: u32,
+    consecutive_failures: Option<u32>,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            failure_ratio: 0.5,
+            minimum_throughput: 100,
+            sampling_window: Duration::from_secs(30),
+            break_duration: Duration::from_secs(5),
+            half_open_probes: 1,
+            consecutive_failures: None,
+        }
+    }
+}
+
+impl CircuitBreaker {
+    /// The share of failed attempts in the window that opens the breaker,
+    /// in (0, 1]. Default 0.5.
+    pub fn failure_ratio(mut self, ratio: f64) -> Self {
+        self.failure_ratio = ratio;
+        self
+    }
+    /// The attempts the window must hold before the ratio counts. Default
+    /// 100. Must be positive.
+    pub fn minimum_throughput(mut self, attempts: u32) -> Self {
+        self.minimum_throughput = attempts;
+        self
+    }
+    /// How far back the ratio looks (a sliding window of ten buckets).
+    /// Default 30 s.
+    pub fn sampling_window(mut self, window: Duration) -> Self {
+        self.sampling_window = window;
+        self
+    }
+    /// How long the breaker stays open before it lets probes through.
+    /// Default 5 s.
+    pub fn break_duration(mut self, duration: Duration) -> Self {
+        self.break_duration = duration;
+        self
+    }
+    /// How many probes go through at once when half-open, and how many
+    /// must succeed to close it. Default 1. Must be positive.
+    pub fn half_open_probes(mut self, probes: u32) -> Self {
+        self.half_open_probes = probes;
+        self
+    }
+    /// Also open after this many failures in a row, whatever the ratio.
+    /// Default: off. Must be positive.
+    pub fn consecutive_failures(mut self, failures: u32) -> Self {
+        self.consecutive_failures = Some(failures);
+        self
+    }
+
+    /// The failure ratio that opens it.
+    pub fn ratio(&self) -> f64 {
+        self.failure_ratio
+    }
+    /// The minimum throughput for the ratio to count.
+    pub fn throughput(&self) -> u32 {
+        self.minimum_throughput
+    }
+    /// The sampling window.
+    pub fn window(&self) -> Duration {
+        self.sampling_window
+    }
+    /// The break duration.
+    pub fn break_for(&self) -> Duration {
+        self.break_duration
+    }
+    /// The number of half-open probes.
+    pub fn probes(&self) -> u32 {
+        self.half_open_probes
+    }
+    /// The consecutive failures that open it, if set.
+    pub fn consecutive(&self) -> Option<u32> {
+        self.consecutive_failures
+    }
+
+    pub(crate) fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        let bad =
+            |what: &str, reason: String| Err(ConfigError::new(format!("{field}.{what}"), reason));
+        if !(self.failure_ratio > 0.0 && self.failure_ratio <= 1.0) {
+            return bad(
+                "failure_ratio",
+                format!("must lie in (0, 1] (got {})", self.failure_ratio),
+            );
+        }
+        if self.minimum_throughput == 0 {
+            return bad("minimum_throughput", "must be greater than zero".into());
+        }
+        for (what, d) in [
+            ("sampling_window", self.sampling_window),
+            ("break_duration", self.break_duration),
+        ] {
+            if d.is_zero() || d > MAX_SETTING {
+                return bad(
+                    what,
+                    format!("must be greater than zero and at most 365 days (got {d:?})"),
+                );
+            }
+        }
+        if self.half_open_probes == 0 {
+            return bad("half_open_probes", "must be greater than zero".into());
+        }
+        if self.consecutive_failures == Some(0) {
+            return bad("consecutive_failures", "must be greater than zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where a breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CircuitStatus {
+    /// Attempts pass.
+    Closed,
+    /// Attempts are refused until the given instant.
+    Open {
+        /// When probes will be let through.
+        until: Instant,
+    },
+    /// Probes are in flight or may go.
+    HalfOpen,
+}
+
+/// The answer to "may this attempt go?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it; hand the ticket back with the outcome.
+    Allow(Ticket),
+    /// Refuse it; the breaker lets probes through in `retry_in`.
+    Refuse {
+        /// Time until probes are let through (while probes are already in
+        /// flight: the break duration, the longest it may stay shut).
+        retry_in: Duration,
+    },
+}
+
+/// What an admitted attempt carries until its outcome is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    probe: bool,
+    generation: u64,
+}
+
+impl Ticket {
+    /// Whether the attempt is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+}
+
+/// Buckets in the sliding window.
+const BUCKETS: usize = 10;
+
+/// One breaker's state, as a plain value: what a
+/// [`StateStore`](crate::StateStore) keeps for each endpoint. Every
+/// transition lives here, takes the time as an argument, and is tested
+/// without a runtime.
+#[derive(Debug, Clone)]
+pub struct CircuitState {
+    mode: Mode,
+    /// Bumped on every transition, so that outcomes of attempts admitted
+    /// before it are not counted after it.
+    generation: u64,
+    consecutive: u32,
+    /// (failures, total) per bucket; `head` is the newest.
+    buckets: [(u32, u32); BUCKETS],
+    head: usize,
+    head_start: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { in_flight: u32, succeeded: u32 },
+}
+
+impl Default for CircuitState {
+    fn default() -> Self {
+        CircuitState {
+            mode: Mode::Closed,
+            generation: 0,
+            consecutive: 0,
+            buckets: [(0, 0); BUCKETS],
+            head: 0,
+            head_start: None,
+        }
+    }
+}
+
+impl CircuitState {
+    /// Where the breaker stands at `now`.
+    pub fn status(&self, now: Instant) -> CircuitStatus {
+        match self.mode {
+            Mode::Closed => CircuitStatus::Closed,
+            Mode::Open { until } if now < until => CircuitStatus::Open { until },
+            _ => CircuitStatus::HalfOpen,
+        }
+    }
+
+    /// Asks whether an attempt may go at `now`.
+    pub fn admit(&mut self, config: &CircuitBreaker, now: Instant) -> Verdict {
+        match self.mode {
+            Mode::Closed => Verdict::Allow(self.ticket(false)),
+            Mode::Open { until } if now < until => Verdict::Refuse {
+                retry_in: until - now,
+            },
+            Mode::Open { .. } => {
+                self.transition(Mode::HalfOpen {
+                    in_flight: 1,
+                    succeeded: 0,
+                });
+                Verdict::Allow(self.ticket(true))
+            }
+            Mode::HalfOpen {
+                in_flight,
+                succeeded,
+            } => {
+                if in_flight + succeeded < config.half_open_probes {
+                    self.mode = Mode::HalfOpen {
+                        in_flight: in_flight + 1,
+                        succeeded,
+                    };
+                    Verdict::Allow(self.ticket(true))
+                } else {
+                    Verdict::Refuse {
+                        retry_in: config.break_duration,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of an admitted attempt.
+    pub fn record(&mut self, config: &CircuitBreaker, ticket: Ticket, failed: bool, now: Instant) {
+        if ticket.generation != self.generation {
+            // Admitted before the last transition: says nothing about now.
+            return;
+        }
+        match self.mode {
+            Mode::Closed => {
+                self.consecutive = if failed { self.consecutive + 1 } else { 0 };
+                let (f, t) = self.add(config, failed, now);
+                let by_ratio =
+                    t >= config.minimum_throughput && f as f64 >= config.failure_ratio * t as f64;
+                let in_a_row = config
+                    .consecutive_failures
+                    .is_some_and(|n| self.consecutive >= n);
+                if failed && (by_ratio || in_a_row) {
+                    self.open(config, now);
+                }
+            }
+            Mode::HalfOpen {
+                in_flight,
+                succeeded,
+            } if ticket.probe => {
+                if failed {
+                    self.open(config, now);
+                } else if succeeded + 1 >= config.half_open_probes {
+                    self.transition(Mode::Closed);
+                } else {
+                    self.mode = Mode::HalfOpen {
+                        in_flight: in_flight.saturating_sub(1),
+                        succeeded: succeeded + 1,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Gives back an admitted attempt whose outcome will never come (its
+    /// request was dropped): a probe's slot is freed.
+    pub fn release(&mut self, ticket: Ticket) {
+        if ticket.generation != self.generation || !ticket.probe {
+            return;
+        }
+        if let Mode::HalfOpen {
+            in_flight,
+            succeeded,
+        } = self.mode
+        {
+            self.mode = Mode::HalfOpen {
+                in_flight: in_flight.saturating_sub(1),
+                succeeded,
+            };
+        }
+    }
+
+    /// Probes in flight (0 unless half-open).
+    pub fn probes_in_flight(&self) -> u32 {
+        match self.mode {
+            Mode::HalfOpen { in_flight, .. } => in_flight,
+            _ => 0,
+        }
+    }
+
+    fn ticket(&self, probe: bool) -> Ticket {
+        Ticket {
+            probe,
+            generation: self.generation,
+        }
+    }
+
+    fn open(&mut self, config: &CircuitBreaker, now: Instant) {
+        self.transition(Mode::Open {
+            until: now + config.break_duration,
+        });
+    }
+
+    fn transition(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.generation += 1;
+        self.consecutive = 0;
+        self.buckets = [(0, 0); BUCKETS];
+        self.head_start = None;
+    }
+
+    /// Adds one outcome to the window; returns (failures, total) in it.
+    fn add(&mut self, config: &CircuitBreaker, failed: bool, now: Instant) -> (u32, u32) {
+        let width = (config.sampling_window / BUCKETS as u32).max(Duration::from_nanos(1));
+        match self.head_start {
+            None => self.head_start = Some(now),
+            Some(start) => {
+                let behind = now.saturating_duration_since(start);
+                let steps = behind.as_nanos() / width.as_nanos();
+                if steps >= BUCKETS as u128 {
+                    self.buckets = [(0, 0); BUCKETS];
+                    self.head_start = Some(now);
+                } else {
+                    for _ in 0..steps {
+                        self.head = (self.head + 1) % BUCKETS;
+                        self.buckets[self.head] = (0, 0);
+                    }
+                    self.head_start = Some(start + width * steps as u32);
+                }
+            }
+        }
+        let bucket = &mut self.buckets[self.head];
+        bucket.0 += failed as u32;
+        bucket.1 += 1;
+        self.buckets
+            .iter()
+            .fold((0, 0), |(f, t), b| (f + b.0, t + b.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allow(state: &mut CircuitState, c: &CircuitBreaker, now: Instant) -> Ticket {
+        match state.admit(c, now) {
+            Verdict::Allow(t) => t,
+            other => panic!("refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn opens_on_ratio_with_minimum_throughput() {
+        let c = CircuitBreaker::default()
+            .minimum_throughput(10)
+            .failure_ratio(0.5);
+        let t0 = Instant::now();
+        let mut s = CircuitState::default();
+        // 9 failures: below the minimum throughput, still closed
+        for i in 0..9 {
+            let t = allow(&mut s, &c, t0);
+            s.record(&c, t, true, t0 + Duration::from_millis(i));
+        }
+        assert_eq!(s.status(t0), CircuitStatus::Closed);
+        let t = allow(&mut s, &c, t0);
+        s.record(&c, t, true, t0);
+        let until = t0 + Duration::from_secs(5);
+        assert_eq!(s.status(t0), CircuitStatus::Open { until });
+        assert_eq!(
+            s.admit(&c, t0 + Duration::from_secs(1)),
+            Verdict::Refuse {
+                retry_in: Duration::from_secs(4)
+            }
+        );
+    }
+
+    #[test]
+    fn successes_keep_it_closed_and_old_buckets_expire() {
+        let c = CircuitBreaker::default()
+            .minimum_throughput(4)
+            .failure_ratio(0.5)
+            .sampling_window(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let mut s = CircuitState::default();
+        for ok in [true, true, true, false] {
+            let t = allow(&mut s, &c, t0);
+            s.record(&c, t, !ok, t0);
+        }
+        assert_eq!(s.status(t0), CircuitStatus::Closed, "1 in 4 < 50%");
+        // 11 s later the successes have left the window: 1 success, then
+        // failures only
+        let later = t0 + Duration::from_secs(11);
+        let t = allow(&mut s, &c, later);
+        s.record(&c, t, false, later);
+        for _ in 0..2 {
+            let t = allow(&mut s, &c, later);
+            s.record(&c, t, true, later);
+        }
+        assert_eq!(s.status(later), CircuitStatus::Closed, "3 < minimum 4");
+        let t = allow(&mut s, &c, later);
+        s.record(&c, t, true, later);
+        assert!(matches!(s.status(later), CircuitStatus::Open { .. }));
+    }
+
+    #[test]
+    fn consecutive_failures_open_it() {
+        let c = CircuitBreaker::default().consecutive_failures(3);
+        let t0 = Instant::now();
+        let mut s = CircuitState::default();
+        for failed in [true, true, false, true, true] {
+            let t = allow(&mut s, &c, t0);
+            s.record(&c, t, failed, t0);
+        }
+        assert_eq!(
+            s.status(t0),
+            CircuitStatus::Closed,
+            "a success resets the run"
+        );
+        let t = allow(&mut s, &c, t0);
+        s.record(&c, t, true, t0);
+        assert!(matches!(s.status(t0), CircuitStatus::Open { .. }));
+    }
+
+    #[test]
+    fn half_open_probes_close_or_reopen() {
+        let c = CircuitBreaker::default()
+            .consecutive_failures(1)
+            .half_open_probes(2);
+        let t0 = Instant::now();
+        let mut s = CircuitState::default();
+        let t = allow(&mut s, &c, t0);
+        s.record(&c, t, true, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        let p1 = allow(&mut s, &c, t1);
+        let p2 = allow(&mut s, &c, t1);
+        assert!(p1.is_probe() && p2.is_probe());
+        assert!(
+            matches!(s.admit(&c, t1), Verdict::Refuse { .. }),
+            "2 probes at most"
+        );
+        s.record(&c, p1, false, t1);
+        assert_eq!(s.status(t1), CircuitStatus::HalfOpen);
+        assert!(
+            matches!(s.admit(&c, t1), Verdict::Refuse { .. }),
+            "one succeeded, one in flight"
+        );
+        s.record(&c, p2, false, t1);
+        assert_eq!(s.status(t1), CircuitStatus::Closed);
+
+        // reopen on a failed probe
+        let t = allow(&mut s, &c, t1);
+        s.record(&c, t, true, t1);
+        let t2 = t1 + Duration::from_secs(5);
+        let p = allow(&mut s, &c, t2);
+        s.record(&c, p, true, t2);
+        assert_eq!(
+            s.status(t2),
+            CircuitStatus::Open {
+                until: t2 + Duration::from_secs(5)
+            }
+        );
+    }
+
+    #[test]
+    fn a_dropped_probe_frees_its_slot_and_stale_outcomes_are_ignored() {
+        let c = CircuitBreaker::default().consecutive_failures(1);
+        let t0 = Instant::now();
+        let mut s = CircuitState::default();
+        let stale = allow(&mut s, &c, t0);
+        let t = allow(&mut s, &c, t0);
+        s.record(&c, t, true, t0);
+        // a request admitted before it opened fails later: not counted
+        s.record(&c, stale, true, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        let p = allow(&mut s, &c, t1);
+        assert_eq!(s.probes_in_flight(), 1);
+        assert!(matches!(s.admit(&c, t1), Verdict::Refuse { .. }));
+        s.release(p);
+        assert_eq!(s.probes_in_flight(), 0);
+        let p = allow(&mut s, &c, t1);
+        s.record(&c, p, false, t1);
+        assert_eq!(s.status(t1), CircuitStatus::Closed);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let bad = [
+            (
+                CircuitBreaker::default().failure_ratio(0.0),
+                "c.failure_ratio",
+            ),
+            (
+                CircuitBreaker::default().failure_ratio(f64::NAN),
+                "c.failure_ratio",
+            ),
+            (
+                CircuitBreaker::default().failure_ratio(1.5),
+                "c.failure_ratio",
+            ),
+            (
+                CircuitBreaker::default().minimum_throughput(0),
+                "c.minimum_throughput",
+            ),
+            (
+                CircuitBreaker::default().sampling_window(Duration::ZERO),
+                "c.sampling_window",
+            ),
+            (
+                CircuitBreaker::default().break_duration(Duration::MAX),
+                "c.break_duration",
+            ),
+            (
+                CircuitBreaker::default().half_open_probes(0),
+                "c.half_open_probes",
+            ),
+            (
+                CircuitBreaker::default().consecutive_failures(0),
+                "c.consecutive_failures",
+            ),
+        ];
+        for (c, field) in bad {
+            assert_eq!(c.validate("c").unwrap_err().field(), field);
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The shared-state seam: where retry budgets, circuit breakers, local
+//! rate limits and server-announced limits keep their state.
+//!
+//! A [`StateStore`] hands out the state of one endpoint
+//! ([`EndpointKey`]), created on first use; the state itself is behind
+//! [`EndpointState`]. The rules (what a retry costs, when a breaker opens)
+//! live in plain types ([`Tokens`], [`CircuitState`]) that every store
+//! applies, so a store only has to keep values and update them atomically.
+//!
+//! [`InMemoryStore`] is the default: each [`RetryPolicy`](crate::RetryPolicy)
+//! gets its own when built, shared by every clone of the policy and of the
+//! layers and middlewares built from it. Give several policies one store
+//! (with [`state_store`](crate::RetryPolicyBuilder::state_store)) to make
+//! them share budgets and breakers; a store shared by many processes (say,
+//! one that keeps a local view and syncs it with Redis) implements these
+//! two traits, and no caller changes.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use http_resilience::{EndpointKey, InMemoryStore, RetryPolicy, StateStore};
+//!
+//! let store = Arc::new(InMemoryStore::new());
+//! let a = RetryPolicy::builder().state_store(store.clone()).build()?;
+//! let b = http_resilience::Preset::GitHub.builder().state_store(store.clone()).build()?;
+//! # let _ = (a, b);
+//! assert_eq!(store.len(), 0, "endpoints appear as requests reach them");
+//! let state = store.endpoint(&EndpointKey::new("api.github.com", 443));
+//! assert_eq!(store.len(), 1);
+//! # let _ = state;
+//! # Ok::<(), http_resilience::ConfigError>(())
+//! ```
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::budget::{RetryBudget, Tokens};
+use crate::circuit::CircuitState;
+use crate::rate_limit::{Limiter, RateLimit};
+
+/// Which endpoint a request's load-protection state belongs to: a host
+/// (compared without regard to ASCII case) and a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointKey<'a> {
+    host: &'a str,
+    port: u16,
+}
+
+impl<'a> EndpointKey<'a> {
+    /// The endpoint `host:port`.
+    pub fn new(host: &'a str, port: u16) -> Self {
+        EndpointKey { host, port }
+    }
+    /// The one key of [`Scope::Policy`]: every request through a policy
+    /// shares it.
+    pub const fn whole_policy() -> EndpointKey<'static> {
+        EndpointKey { host: "", port: 0 }
+    }
+    /// The host (empty for [`Scope::Policy`]).
+    pub fn host(&self) -> &'a str {
+        self.host
+    }
+    /// The port (0 for [`Scope::Policy`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl fmt::Display for EndpointKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.is_empty() && self.port == 0 {
+            f.write_str("(policy)")
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How requests are grouped for budgets, breakers and limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Scope {
+    /// One state per host and port. The default: an outage of one host
+    /// does not spend the budget or open the breaker of another.
+    #[default]
+    Endpoint,
+    /// One state for every request through the policy, whatever its host
+    /// (for a policy that covers one service behind several names).
+    Policy,
+}
+
+impl Scope {
+    /// A stable snake_case name: `endpoint`, `policy`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::Endpoint => "endpoint",
+            Scope::Policy => "policy",
+        }
+    }
+}
+
+/// Hands out the load-protection state of each endpoint. See the
+/// [module docs](self).
+pub trait StateStore: Send + Sync + fmt::Debug + 'static {
+    /// The state of `key`, made on first use. Called once per request (not
+    /// per attempt), so it may take a lock.
+    fn endpoint(&self, key: &EndpointKey<'_>) -> Arc<dyn EndpointState>;
+}
+
+impl<S: StateStore + ?Sized> StateStore for Arc<S> {
+    fn endpoint(&self, key: &EndpointKey<'_>) -> Arc<dyn EndpointState> {
+        (**self).endpoint(key)
+    }
+}
+
+/// One endpoint's load-protection state. Every method must be atomic with
+/// respect to the others on the same endpoint; the rules are in
+/// [`Tokens`], [`CircuitState`] and [`Limiter`], which an implementation
+/// applies to its own storage.
+pub trait EndpointState: Send + Sync + fmt::Debug {
+    /// Takes `cost` tokens from the endpoint's retry budget (a full bucket
+    /// at first, see [`Tokens::withdraw`]); `false` if it cannot pay.
+    fn withdraw(&self, budget: &RetryBudget, cost: u32) -> bool;
+    /// Puts `tokens` back, never above the budget's capacity.
+    fn deposit(&self, budget: &RetryBudget, tokens: u32);
+    /// Applies `update` to the endpoint's breaker state (closed at first).
+    fn circuit(&self, update: &mut dyn FnMut(&mut CircuitState));
+    /// Until when the server said the endpoint's quota is gone, if it did.
+    fn blocked_until(&self) -> Option<Instant>;
+    /// Records that the quota is gone until `until` (a later time wins).
+    fn block_until(&self, until: Instant);
+    /// Takes a turn under `limit` if one is free now, or says how long
+    /// until one is (taking nothing). The limiter is made from the first
+    /// `limit` the endpoint sees.
+    fn acquire(&self, limit: &RateLimit) -> Result<(), Duration>;
+    /// The tokens left in the retry budget (for reports and tests).
+    fn tokens(&self, budget: &RetryBudget) -> u32;
+}
+
+/// The default store: state in this process's memory. One entry per
+/// endpoint reached (a few hundred bytes), kept for the store's life.
+#[derive(Debug, Default)]
+pub struct InMemoryStore {
+    endpoints: RwLock<hashbrown::HashMap<OwnedKey, Arc<InMemoryEndpoint>>>,
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    pub fn new() -> InMemoryStore {
+        InMemoryStore::default()
+    }
+    /// How many endpoints have state.
+    pub fn len(&self) -> usize {
+        self.endpoints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+    /// Whether no endpoint has state yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl StateStore for InMemoryStore {
+    fn endpoint(&self, key: &EndpointKey<'_>) -> Arc<dyn EndpointState> {
+        if let Some(found) = self
+            .endpoints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return found.clone();
+        }
+        self.endpoints
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry_ref(key)
+            .or_insert_with(|| Arc::new(InMemoryEndpoint::new()))
+            .clone()
+    }
+}
+
+/// The owned form of an [`EndpointKey`], hashed and compared the same way.
+#[derive(Debug)]
+struct OwnedKey {
+    host: Box<str>,
+    port: u16,
+}
+
+fn hash_key<H: Hasher>(host: &str, port: u16, state: &mut H) {
+    for b in host.bytes() {
+        state.write_u8(b.to_ascii_lowercase());
+    }
+    state.write_u8(0xff);
+    state.write_u16(port);
+}
+
+impl Hash for OwnedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(&self.host, self.port, state);
+    }
+}
+impl Hash for EndpointKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_key(self.host, self.port, state);
+    }
+}
+impl PartialEq for OwnedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.port == other.port && self.host.eq_ignore_ascii_case(&other.host)
+    }
+}
+impl Eq for OwnedKey {}
+impl hashbrown::Equivalent<OwnedKey> for EndpointKey<'_> {
+    fn equivalent(&self, key: &OwnedKey) -> bool {
+        self.port == key.port && self.host.eq_ignore_ascii_case(&key.host)
+    }
+}
+impl From<&EndpointKey<'_>> for OwnedKey {
+    fn from(key: &EndpointKey<'_>) -> Self {
+        OwnedKey {
+            host: key.host.to_ascii_lowercase().into(),
+            port: key.port,
+        }
+    }
+}
+
+/// A bucket no request has touched: full, whatever its capacity.
+const UNTOUCHED: u64 = u64::MAX;
+
+struct InMemoryEndpoint {
+    /// The bucket's tokens, or `UNTOUCHED`.
+    tokens: AtomicU64,
+    circuit: Mutex<CircuitState>,
+    /// Nanoseconds after `origin` plus one; 0 for none.
+    blocked: AtomicU64,
+    origin: Instant,
+    limiter: OnceLock<Limiter>,
+}
+
+impl fmt::Debug for InMemoryEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryEndpoint")
+            .field("tokens", &self.tokens.load(Ordering::Relaxed))
+            .field("blocked_until", &self.blocked_until())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InMemoryEndpoint {
+    fn new() -> Self {
+        InMemoryEndpoint {
+            tokens: AtomicU64::new(UNTOUCHED),
+            circuit: Mutex::new(CircuitState::default()),
+            blocked: AtomicU64::new(0),
+            origin: tokio::time::Instant::now().into_std(),
+            limiter: OnceLock::new(),
+        }
+    }
+
+    fn update_tokens(&self, budget: &RetryBudget, f: impl Fn(&mut Tokens) -> bool) -> bool {
+        self.tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |raw| {
+                let mut tokens = if raw == UNTOUCHED {
+                    Tokens::full(budget)
+                } else {
+                    Tokens(raw as u32)
+                };
+                f(&mut tokens).then_some(u64::from(tokens.0))
+            })
+            .is_ok()
+    }
+}
+
+impl EndpointState for InMemoryEndpoint {
+    fn withdraw(&self, budget: &RetryBudget, cost: u32) -> bool {
+        self.update_tokens(budget, |t| t.withdraw(cost))
+    }
+
+    fn deposit(&self, budget: &RetryBudget, tokens: u32) {
+        // A full bucket stays as it is: no write on the success path.
+        if tokens == 0 || self.tokens.load(Ordering::Relaxed) == UNTOUCHED {
+            return;
+        }
+        self.update_tokens(budget, |t| {
+            let before = *t;
+            t.deposit(budget, tokens);
+            *t != before
+        });
+    }
+
+    fn circuit(&self, update: &mut dyn FnMut(&mut CircuitState)) {
+        update(&mut self.circuit.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn blocked_until(&self) -> Option<Instant> {
+        match self.blocked.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.origin + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn block_until(&self, until: Instant) {
+        let nanos = until.saturating_duration_since(self.origin).as_nanos();
+        let encoded = u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1;
+        self.blocked.fetch_max(encoded, Ordering::AcqRel);
+    }
+
+    fn acquire(&self, limit: &RateLimit) -> Result<(), Duration> {
+        self.limiter
+            .get_or_init(|| Limiter::new(limit))
+            .try_acquire()
+    }
+
+    fn tokens(&self, budget: &RetryBudget) -> u32 {
+        match self.tokens.load(Ordering::Acquire) {
+            UNTOUCHED => budget.capacity_tokens(),
+            n => n as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_state_per_host_and_port_ignoring_case() {
+        let store = InMemoryStore::new();
+        let a = store.endpoint(&EndpointKey::new("API.example.com", 443));
+        let b = store.endpoint(&EndpointKey::new("api.example.com", 443));
+        let c = store.endpoint(&EndpointKey::new("api.example.com", 8443));
+        let budget = RetryBudget::default();
+        assert!(a.withdraw(&budget, 5));
+        assert_eq!(b.tokens(&budget), 495, "same endpoint");
+        assert_eq!(c.tokens(&budget), 500, "another port");
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn budget_is_atomic_across_threads() {
+        let store = Arc::new(InMemoryStore::new());
+        let budget = RetryBudget::default();
+        let paid: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let store = store.clone();
+                    s.spawn(move || {
+                        let e = store.endpoint(&EndpointKey::new("h", 1));
+                        (0..100).filter(|_| e.withdraw(&budget, 5)).count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(paid, 100);
+    }
+
+    #[test]
+    fn blocks_keep_the_latest() {
+        let store = InMemoryStore::new();
+        let e = store.endpoint(&EndpointKey::whole_policy());
+        assert_eq!(e.blocked_until(), None);
+        let now = Instant::now();
+        e.block_until(now + Duration::from_secs(30));
+        e.block_until(now + Duration::from_secs(10));
+        let until = e.blocked_until().unwrap();
+        assert!(until >= now + Duration::from_secs(30) - Duration::from_micros(1));
+        assert!(until <= now + Duration::from_secs(30) + Duration::from_micros(1));
+    }
+}
