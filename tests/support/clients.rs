@@ -206,22 +206,54 @@ pub fn base() -> RetryPolicyBuilder {
 
 /// Sends `req` through `via` under `policy` (a policy or an endpoint set).
 pub async fn send(via: Via, policy: impl Into<EndpointPolicies>, url: &str, req: &Req) -> Got {
-    let policy = policy.into();
-    let start = Instant::now();
-    let mut got = match via {
-        Via::Reqwest => send_reqwest(policy, url, req).await,
-        Via::Tower => send_tower(policy, url, req).await,
-    };
-    got.elapsed = start.elapsed();
-    got
+    Client::new(via, policy).send(url, req).await
 }
 
-async fn send_reqwest(policy: EndpointPolicies, url: &str, req: &Req) -> Got {
-    let client = reqwest_middleware::ClientBuilder::new(
-        reqwest::Client::builder().no_proxy().build().unwrap(),
-    )
-    .with(RetryMiddleware::new(policy))
-    .build();
+type Hyper = HyperClient<hyper_util::client::legacy::connect::HttpConnector, ReplayBody>;
+
+/// One client through `via`, to send many requests through the same
+/// middleware or layer (and so the same load-protection state). Cheap to
+/// clone: clones share the connection pool.
+#[derive(Clone)]
+pub enum Client {
+    Reqwest(reqwest_middleware::ClientWithMiddleware),
+    Tower(http_resilience::Retry<Hyper>),
+}
+
+impl Client {
+    pub fn new(via: Via, policy: impl Into<EndpointPolicies>) -> Client {
+        let policy = policy.into();
+        match via {
+            Via::Reqwest => Client::Reqwest(
+                reqwest_middleware::ClientBuilder::new(
+                    reqwest::Client::builder().no_proxy().build().unwrap(),
+                )
+                .with(RetryMiddleware::new(policy))
+                .build(),
+            ),
+            Via::Tower => {
+                let client = HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody>();
+                Client::Tower(RetryLayer::new(policy).layer(client))
+            }
+        }
+    }
+
+    pub async fn send(&self, url: &str, req: &Req) -> Got {
+        let start = Instant::now();
+        let mut got = match self {
+            Client::Reqwest(client) => send_reqwest(client, url, req).await,
+            Client::Tower(svc) => send_tower(svc.clone(), url, req).await,
+        };
+        got.elapsed = start.elapsed();
+        got
+    }
+}
+
+async fn send_reqwest(
+    client: &reqwest_middleware::ClientWithMiddleware,
+    url: &str,
+    req: &Req,
+) -> Got {
     let mut builder = client.request(req.method.clone(), url);
     for (k, v) in &req.headers {
         builder = builder.header(*k, *v);
@@ -255,9 +287,7 @@ async fn send_reqwest(policy: EndpointPolicies, url: &str, req: &Req) -> Got {
 
 type TowerBody = http_resilience::ResponseBody<hyper::body::Incoming>;
 
-async fn send_tower(policy: EndpointPolicies, url: &str, req: &Req) -> Got {
-    let client = HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody>();
-    let mut svc = RetryLayer::new(policy).layer(client);
+async fn send_tower(mut svc: http_resilience::Retry<Hyper>, url: &str, req: &Req) -> Got {
     let mut request = http::Request::builder().method(req.method.clone()).uri(url);
     for (k, v) in &req.headers {
         request = request.header(*k, *v);
