@@ -10,8 +10,11 @@
 //! - no task: once the client is dropped too, the runtime's alive tasks are
 //!   back to what they were before the request (`num_alive_tasks`).
 //!
-//! (Rate limiting and circuit breaking do not exist yet; when they do,
-//! their waits and permits belong here too.)
+//! - load protection: requests dropped while they wait for their turn
+//!   under a rate limit, for a server quota's reset, or in a backoff they
+//!   paid budget tokens for, or while they are a half-open probe, give back
+//!   what they held (tokens refunded, the probe's slot freed, no limiter
+//!   turn kept).
 
 mod support;
 
@@ -23,11 +26,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Extensions;
-use http_resilience::{RetryLayer, RetryMiddleware, RetryPolicy};
+use http_resilience::{
+    CircuitBreaker, EndpointKey, RateLimit, RetryBudget, RetryLayer, RetryMiddleware, RetryPolicy,
+};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use reqwest_middleware::{Middleware, Next};
-use support::clients::{BOTH, ReplayBody, Via, base};
+use support::clients::{BOTH, Client, Got, ReplayBody, Via, base, get};
 use support::{Server, Step};
 use tower::{Layer, Service};
 
@@ -350,4 +355,149 @@ async fn aborting_many_waiting_tasks_leaves_nothing_behind() {
     advance(Duration::from_secs(3600)).await;
     assert_eq!(census.holders(), 1);
     assert_eq!(alive_tasks(), tasks_before, "tasks left behind");
+}
+
+/// Spawns `n` GETs of `url` through `client`.
+fn spawn_gets(client: &Client, url: &str, n: usize) -> Vec<tokio::task::JoinHandle<Got>> {
+    (0..n)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move { client.send(&url, &get()).await })
+        })
+        .collect()
+}
+
+async fn abort_all(handles: Vec<tokio::task::JoinHandle<Got>>) {
+    for h in &handles {
+        h.abort();
+    }
+    for h in handles {
+        assert!(h.await.unwrap_err().is_cancelled());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_requests_mid_wait_leaks_no_load_protection_state() {
+    for via in BOTH {
+        let server = Server::start().await;
+        let key = EndpointKey::new("127.0.0.1", server.addr().port());
+
+        // Budget: ten requests in a 10 s backoff have paid 5 tokens each;
+        // aborting them refunds every token.
+        server.script("/down", vec![Step::status(503)]);
+        let budget = RetryBudget::default().capacity(100);
+        let policy = base()
+            .initial_backoff(Duration::from_secs(10))
+            .max_backoff(Duration::from_secs(10))
+            .retry_budget(budget)
+            .build()
+            .unwrap();
+        let state = policy.state_store().endpoint(&key);
+        let client = Client::new(via, policy);
+        let handles = spawn_gets(&client, &server.url("/down"), 10);
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(server.count("/down"), 10);
+        assert_eq!(
+            state.tokens(&budget),
+            50,
+            "{via:?}: each paid for its retry"
+        );
+        abort_all(handles).await;
+        assert_eq!(state.tokens(&budget), 100, "{via:?}: refunded");
+        advance(Duration::from_secs(3600)).await;
+        assert_eq!(
+            server.count("/down"),
+            10,
+            "{via:?}: no retry after the abort"
+        );
+
+        // Breaker: a half-open probe dropped in flight frees its slot.
+        server.script("/hang", vec![Step::Hang]);
+        server.script("/ok", vec![Step::status(503), Step::status(200)]);
+        let policy = base()
+            .max_retries(0)
+            .circuit_breaker(
+                CircuitBreaker::default()
+                    .consecutive_failures(1)
+                    .break_duration(Duration::from_secs(5)),
+            )
+            .build()
+            .unwrap();
+        let client = Client::new(via, policy);
+        client.send(&server.url("/ok"), &get()).await;
+        let got = client.send(&server.url("/ok"), &get()).await;
+        assert_eq!(got.code, Some("CIRCUIT_OPEN"), "{via:?}");
+        advance(Duration::from_secs(5)).await;
+        let probe = spawn_gets(&client, &server.url("/hang"), 1);
+        while server.count("/hang") < 1 {
+            tokio::task::yield_now().await;
+        }
+        let got = client.send(&server.url("/ok"), &get()).await;
+        assert_eq!(
+            got.code,
+            Some("CIRCUIT_OPEN"),
+            "{via:?}: the probe's slot is taken"
+        );
+        abort_all(probe).await;
+        let got = client.send(&server.url("/ok"), &get()).await;
+        assert_eq!(
+            got.status,
+            Some(200),
+            "{via:?}: the slot was freed: {got:?}"
+        );
+        assert_eq!(server.count("/ok"), 2);
+
+        // Rate limit: aborted waiters keep no turn. 1/s: one goes at 0,
+        // twenty wait; they are aborted at 100 ms; the next request gets
+        // the turn at 1 s, not after twenty more seconds.
+        server.script("/limited", vec![Step::status(200)]);
+        let policy = base()
+            .rate_limit(
+                RateLimit::per_second(1)
+                    .burst(1)
+                    .max_wait(Duration::from_secs(3600)),
+            )
+            .build()
+            .unwrap();
+        let client = Client::new(via, policy);
+        let t0 = tokio::time::Instant::now();
+        client.send(&server.url("/limited"), &get()).await;
+        let waiting = spawn_gets(&client, &server.url("/limited"), 20);
+        advance(Duration::from_millis(100)).await;
+        abort_all(waiting).await;
+        let got = client.send(&server.url("/limited"), &get()).await;
+        assert_eq!(got.status, Some(200));
+        let seen = server.seen("/limited");
+        assert_eq!(seen.len(), 2, "{via:?}");
+        assert_eq!(seen[1].at - t0, Duration::from_secs(1), "{via:?}");
+
+        // Server quota: requests held until the reset and aborted are
+        // never sent.
+        let reset = (support::fixed_now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 30)
+            .to_string();
+        server.script(
+            "/quota",
+            vec![
+                Step::with(
+                    200,
+                    &[
+                        ("x-ratelimit-remaining", "0"),
+                        ("x-ratelimit-reset", reset.as_str()),
+                    ],
+                ),
+                Step::status(200),
+            ],
+        );
+        let client = Client::new(via, base().build().unwrap());
+        client.send(&server.url("/quota"), &get()).await;
+        let held = spawn_gets(&client, &server.url("/quota"), 10);
+        advance(Duration::from_secs(1)).await;
+        abort_all(held).await;
+        advance(Duration::from_secs(3600)).await;
+        assert_eq!(server.count("/quota"), 1, "{via:?}");
+    }
 }

@@ -85,3 +85,121 @@ async fn tracing_one_event_per_retry_and_no_secrets() {
         }
     }
 }
+
+/// Every load-protection refusal and wait is a tracing event with the
+/// endpoint (host and port) and the reason.
+#[tokio::test(start_paused = true)]
+async fn tracing_load_protection_refusals_and_waits() {
+    use http_resilience::{CircuitBreaker, RateLimit, RetryBudget};
+    use std::time::Duration;
+    use support::clients::Client;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let _guard = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish()
+        .set_default();
+    let server = Server::start().await;
+    let port = format!("port={}", server.addr().port());
+    let reset = (support::fixed_now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 30)
+        .to_string();
+    server.script("/down", vec![Step::status(503)]);
+    server.script("/ok", vec![Step::status(200)]);
+    for via in BOTH {
+        let event = |logs: &str, message: &str, reason: &str| {
+            let line = logs
+                .lines()
+                .find(|l| l.contains(message) && l.contains(&format!("reason=\"{reason}\"")))
+                .unwrap_or_else(|| panic!("{via:?}: no {message:?} with {reason}: {logs}"))
+                .to_string();
+            assert!(line.contains("host=\"127.0.0.1\""), "{line}");
+            line
+        };
+        // budget: capacity 10 pays for two retries, then gives up
+        let policy = base()
+            .retry_budget(RetryBudget::default().capacity(10))
+            .build()
+            .unwrap();
+        send(via, policy, &server.url("/down"), &get()).await;
+        event(&captured.take(), "giving up on request", "budget_exhausted");
+
+        // circuit: opened by one failure, then refuses
+        let policy = base()
+            .max_retries(0)
+            .circuit_breaker(CircuitBreaker::default().consecutive_failures(1))
+            .build()
+            .unwrap();
+        let client = Client::new(via, policy);
+        client.send(&server.url("/down"), &get()).await;
+        client.send(&server.url("/down"), &get()).await;
+        let line = event(&captured.take(), "refusing request", "circuit_open");
+        assert!(line.contains(&port), "{line}");
+
+        // local rate limit: a wait, then a refusal
+        let policy = base()
+            .rate_limit(
+                RateLimit::per_second(1)
+                    .burst(1)
+                    .max_wait(Duration::from_millis(1500)),
+            )
+            .build()
+            .unwrap();
+        let client = Client::new(via, policy);
+        for _ in 0..2 {
+            client.send(&server.url("/ok"), &get()).await;
+        }
+        let line = event(
+            &captured.take(),
+            "waiting before attempt",
+            "local_rate_limit",
+        );
+        assert!(line.contains("delay_ms=1000"), "{line}");
+
+        // a server quota: noted, then the next request is held
+        let client2 = Client::new(via, base().build().unwrap());
+        let quota = format!("/quota/{via:?}");
+        server.script(
+            &quota,
+            vec![
+                Step::with(
+                    200,
+                    &[
+                        ("x-ratelimit-remaining", "0"),
+                        ("x-ratelimit-reset", reset.as_str()),
+                    ],
+                ),
+                Step::status(200),
+            ],
+        );
+        client2.send(&server.url(&quota), &get()).await;
+        client2.send(&server.url(&quota), &get()).await;
+        let logs = captured.take();
+        let line = event(&logs, "server quota exhausted", "server_quota");
+        assert!(
+            line.contains("reset_ms=30000") && line.contains(&port),
+            "{line}"
+        );
+        let line = event(&logs, "waiting before attempt", "server_quota");
+        assert!(line.contains("delay_ms=30000"), "{line}");
+        // and a refusal for a turn beyond max_wait
+        let policy = base()
+            .rate_limit(
+                RateLimit::per_second(1)
+                    .burst(1)
+                    .max_wait(Duration::from_millis(10)),
+            )
+            .build()
+            .unwrap();
+        let client = Client::new(via, policy);
+        client.send(&server.url("/down"), &get()).await;
+        client.send(&server.url("/down"), &get()).await;
+        event(&captured.take(), "refusing request", "rate_limited_locally");
+    }
+}
