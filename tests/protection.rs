@@ -583,11 +583,19 @@ async fn github_quota_gone_holds_the_next_50_requests_until_the_reset_and_no_oth
     }
 }
 
+/// A name, the first response's headers, and the hold the second request
+/// sees (or the code it fails with).
+type QuotaRow = (
+    &'static str,
+    Vec<(&'static str, String)>,
+    Result<Duration, &'static str>,
+);
+
 /// The three header families, and a reset too far ahead.
 #[tokio::test(start_paused = true)]
 async fn anthropic_and_openai_quota_headers_hold_the_endpoint() {
     let in_30 = rfc3339_after(fixed_now(), 30);
-    let rows: Vec<(&str, Vec<(&str, String)>, Result<Duration, &str>)> = vec![
+    let rows: Vec<QuotaRow> = vec![
         (
             "anthropic, RFC 3339 reset in 30 s",
             vec![
