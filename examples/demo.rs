@@ -8,6 +8,13 @@
 //! - `/missing` answers 404: permanent, returned at once;
 //! - `/down` always answers 503: retries run out, and the error keeps the
 //!   last response, body included.
+//!
+//! Then load protection, with the same client:
+//! - `/quota` says `x-ratelimit-remaining: 0` with a reset 2 s ahead: the
+//!   next request to the host waits for the reset instead of being sent to
+//!   fail;
+//! - `/outage` always answers 503 to 1,000 concurrent requests: the default
+//!   retry budget keeps the server's load at 1.1x instead of 4x.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -28,7 +35,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let addr = start_flaky_server().await?;
+    let (addr, hits) = start_flaky_server().await?;
 
     // Small backoffs so that the demo takes a few seconds.
     let policy = RetryPolicy::builder()
@@ -70,6 +77,48 @@ async fn main() -> Result<(), BoxError> {
             Err(e) => return Err(e.into()),
         }
     }
+
+    // Load protection: a quota the server says is gone holds the host's
+    // next requests until the reset.
+    for label in ["GET /quota", "GET /quota again"] {
+        let response = client.get(format!("http://{addr}/quota")).send().await?;
+        let report = response
+            .extensions()
+            .get::<RetryReport>()
+            .expect("attached");
+        let held = match report.total_throttled() {
+            d if d.is_zero() => "sent at once".to_string(),
+            d => format!("held {}ms for the server's quota reset", d.as_millis()),
+        };
+        println!("{label:<16} -> {} {held}", response.status());
+    }
+
+    // A total outage: every clone of the client shares the host's retry
+    // budget (500 tokens, 5 a retry, a few already spent above), so 1,000
+    // requests with 3 retries each put about 1,100 requests on the server,
+    // not 4,000.
+    let requests: Vec<_> = (0..1000)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("http://{addr}/outage"));
+            tokio::spawn(async move { client.get(url).send().await })
+        })
+        .collect();
+    let mut codes = std::collections::BTreeMap::<String, u32>::new();
+    for request in requests {
+        let code = match request.await? {
+            Ok(response) => response.status().to_string(),
+            Err(reqwest_middleware::Error::Middleware(e)) => e
+                .downcast::<http_resilience::Error>()
+                .map_or("other".into(), |e| e.code().to_string()),
+            Err(e) => e.to_string(),
+        };
+        *codes.entry(code).or_default() += 1;
+    }
+    let seen = hits.lock().unwrap().get("/outage").copied().unwrap_or(0);
+    println!(
+        "1000 x GET /outage -> {codes:?}; the server saw {seen} requests ({:.2}x)",
+        f64::from(seen) / 1000.0
+    );
     Ok(())
 }
 
@@ -98,12 +147,16 @@ fn summary(report: &RetryReport) -> String {
     }
 }
 
+type Hits = Arc<Mutex<HashMap<String, u32>>>;
+
 /// Serves on 127.0.0.1 (a free port) and counts the hits on each path.
-async fn start_flaky_server() -> std::io::Result<SocketAddr> {
+async fn start_flaky_server() -> std::io::Result<(SocketAddr, Hits)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let hits = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+    let hits: Hits = Arc::default();
+    let counted = hits.clone();
     tokio::spawn(async move {
+        let hits = counted;
         while let Ok((stream, _)) = listener.accept().await {
             let hits = hits.clone();
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -119,7 +172,7 @@ async fn start_flaky_server() -> std::io::Result<SocketAddr> {
             tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
         }
     });
-    Ok(addr)
+    Ok((addr, hits))
 }
 
 /// The answer to the `n`-th request (from 1) on `path`.
@@ -140,6 +193,17 @@ fn flaky(path: &str, n: u32) -> Response<Full<Bytes>> {
         }
         ("/missing", _) => reply(StatusCode::NOT_FOUND, "no such thing"),
         ("/down", _) => reply(StatusCode::SERVICE_UNAVAILABLE, "maintenance until 18:00"),
+        ("/outage", _) => reply(StatusCode::SERVICE_UNAVAILABLE, "down"),
+        ("/quota", 1) => {
+            let reset = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() + 2);
+            let mut response = reply(StatusCode::OK, "last one this window");
+            let headers = response.headers_mut();
+            headers.insert("x-ratelimit-remaining", "0".parse().unwrap());
+            headers.insert("x-ratelimit-reset", reset.to_string().parse().unwrap());
+            response
+        }
         _ => reply(StatusCode::OK, "ok"),
     }
 }
