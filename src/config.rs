@@ -158,9 +158,13 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::backoff::Jitter;
+use crate::budget::RetryBudget;
+use crate::circuit::CircuitBreaker;
 use crate::endpoint::{EndpointPolicies, Route};
 use crate::policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 use crate::presets::Preset;
+use crate::rate_limit::RateLimit;
+use crate::store::Scope;
 
 impl RetryPolicy {
     /// Reads a policy from TOML (see the [`config`](crate::config) module for
@@ -411,6 +415,11 @@ struct PolicySpec {
     retry_non_idempotent: Option<bool>,
     auto_idempotency_key: Option<bool>,
     return_last_response: Option<bool>,
+    retry_budget: Option<Toggle<BudgetSpec>>,
+    circuit_breaker: Option<Toggle<BreakerSpec>>,
+    rate_limit: Option<Toggle<RateLimitSpec>>,
+    server_limits: Option<bool>,
+    scope: Option<Word<Scope>>,
 }
 
 impl PolicySpec {
@@ -472,7 +481,178 @@ impl PolicySpec {
             self.return_last_response,
             RetryPolicyBuilder::return_last_response,
         );
+        // `false` turns off what the base (builder or preset) had; `true`
+        // and a table set the crate's defaults plus the table's keys.
+        b = match self.retry_budget {
+            None => b,
+            Some(Toggle::Off) => b.retry_budget(None),
+            Some(Toggle::On) => b.retry_budget(RetryBudget::default()),
+            Some(Toggle::Table(spec)) => b.retry_budget(spec.build()),
+        };
+        b = match self.circuit_breaker {
+            None => b,
+            Some(Toggle::Off) => b.circuit_breaker(None),
+            Some(Toggle::On) => b.circuit_breaker(CircuitBreaker::default()),
+            Some(Toggle::Table(spec)) => b.circuit_breaker(spec.build()),
+        };
+        b = match self.rate_limit {
+            None => b,
+            Some(Toggle::Off) => b.rate_limit(None),
+            // Refused while reading (a limit has no default quota).
+            Some(Toggle::On) => b,
+            Some(Toggle::Table(spec)) => b.rate_limit(spec.build()),
+        };
+        b = set(b, self.server_limits, RetryPolicyBuilder::server_limits);
+        b = set(b, self.scope.map(|w| w.0), RetryPolicyBuilder::scope);
         b.build().map_err(|e| under(at, &e))
+    }
+}
+
+/// A `retry_budget` table: every key optional, defaults as
+/// [`RetryBudget::default`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetSpec {
+    capacity: Option<u32>,
+    retry_cost: Option<u32>,
+    timeout_cost: Option<u32>,
+    success_refund: Option<u32>,
+}
+
+impl BudgetSpec {
+    fn build(self) -> RetryBudget {
+        let mut b = RetryBudget::default();
+        if let Some(n) = self.capacity {
+            b = b.capacity(n);
+        }
+        if let Some(n) = self.retry_cost {
+            b = b.retry_cost(n);
+        }
+        if let Some(n) = self.timeout_cost {
+            b = b.timeout_cost(n);
+        }
+        if let Some(n) = self.success_refund {
+            b = b.success_refund(n);
+        }
+        b
+    }
+}
+
+/// A `circuit_breaker` table: every key optional, defaults as
+/// [`CircuitBreaker::default`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakerSpec {
+    failure_ratio: Option<f64>,
+    minimum_throughput: Option<u32>,
+    sampling_window: Option<Word<Duration>>,
+    break_duration: Option<Word<Duration>>,
+    half_open_probes: Option<u32>,
+    consecutive_failures: Option<u32>,
+}
+
+impl BreakerSpec {
+    fn build(self) -> CircuitBreaker {
+        let mut c = CircuitBreaker::default();
+        if let Some(r) = self.failure_ratio {
+            c = c.failure_ratio(r);
+        }
+        if let Some(n) = self.minimum_throughput {
+            c = c.minimum_throughput(n);
+        }
+        if let Some(Word(d)) = self.sampling_window {
+            c = c.sampling_window(d);
+        }
+        if let Some(Word(d)) = self.break_duration {
+            c = c.break_duration(d);
+        }
+        if let Some(n) = self.half_open_probes {
+            c = c.half_open_probes(n);
+        }
+        if let Some(n) = self.consecutive_failures {
+            c = c.consecutive_failures(n);
+        }
+        c
+    }
+}
+
+/// A `rate_limit` table: `requests` and `per` required.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitSpec {
+    requests: u32,
+    per: Word<Duration>,
+    burst: Option<u32>,
+    max_wait: Option<Word<Duration>>,
+}
+
+impl RateLimitSpec {
+    fn build(self) -> RateLimit {
+        let mut r = RateLimit::new(self.requests, self.per.0);
+        if let Some(n) = self.burst {
+            r = r.burst(n);
+        }
+        if let Some(Word(d)) = self.max_wait {
+            r = r.max_wait(d);
+        }
+        r
+    }
+}
+
+/// A load-protection key: `false` (none), `true` (the defaults) or a table
+/// of settings.
+enum Toggle<T> {
+    Off,
+    On,
+    Table(T),
+}
+
+/// What `true` means for a kind of table, or why it means nothing.
+trait Defaults {
+    /// The `expecting` text: what the key takes.
+    const EXPECTING: &'static str;
+    /// `None` if `true` is accepted, else the reason it is refused.
+    const NO_DEFAULT: Option<&'static str> = None;
+}
+
+impl Defaults for BudgetSpec {
+    const EXPECTING: &'static str =
+        "`true` (the default budget), `false` (no budget) or a retry_budget table";
+}
+
+impl Defaults for BreakerSpec {
+    const EXPECTING: &'static str =
+        "`true` (the default breaker), `false` (no breaker) or a circuit_breaker table";
+}
+
+impl Defaults for RateLimitSpec {
+    const EXPECTING: &'static str =
+        "`false` (no limit) or a rate_limit table with `requests` and `per`";
+    const NO_DEFAULT: Option<&'static str> = Some(
+        "`true` is not a rate limit: write a table with `requests` and `per`, e.g. { requests = 5000, per = \"1h\" }",
+    );
+}
+
+impl<'de, T: Deserialize<'de> + Defaults> Deserialize<'de> for Toggle<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Defaults> Visitor<'de> for V<T> {
+            type Value = Toggle<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(T::EXPECTING)
+            }
+            fn visit_bool<E: de::Error>(self, on: bool) -> Result<Toggle<T>, E> {
+                match (on, T::NO_DEFAULT) {
+                    (false, _) => Ok(Toggle::Off),
+                    (true, None) => Ok(Toggle::On),
+                    (true, Some(reason)) => Err(E::custom(reason)),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Toggle<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Toggle::Table)
+            }
+        }
+        deserializer.deserialize_any(V(PhantomData))
     }
 }
 
@@ -647,6 +827,19 @@ impl Parse for LongHint {
             "use_backoff" => Ok(LongHint::UseBackoff),
             _ => Err(format!(
                 "unknown on_long_hint `{s}` (expected give_up or use_backoff)"
+            )),
+        }
+    }
+}
+
+impl Parse for Scope {
+    const EXPECTING: &'static str = r#"a scope: "endpoint" or "policy""#;
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "endpoint" => Ok(Scope::Endpoint),
+            "policy" => Ok(Scope::Policy),
+            _ => Err(format!(
+                "unknown scope `{s}` (expected endpoint or policy)"
             )),
         }
     }

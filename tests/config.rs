@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method, Uri};
 use http_resilience::{
-    ConfigError, EndpointPolicies, Jitter, LongHint, Preset, RequestMeta, RetryPolicy, Route,
+    CircuitBreaker, ConfigError, EndpointPolicies, Jitter, LongHint, Preset, RateLimit,
+    RequestMeta, RetryBudget, RetryPolicy, Route, Scope,
 };
 
 fn dbg<T: std::fmt::Debug>(value: &T) -> String {
@@ -195,6 +196,365 @@ fn a_preset_is_a_base_that_the_other_keys_override() {
     assert_eq!(p.on_long_hint(), LongHint::UseBackoff);
     assert_eq!(p.max_retry_after(), secs(60));
     assert_eq!(p.jitter(), Jitter::Scaled { min_factor: 0.75 });
+}
+
+const PROTECTION_TOML: &str = r#"
+server_limits = false
+scope = "policy"
+
+[retry_budget]
+capacity = 200
+retry_cost = 4
+timeout_cost = 12
+success_refund = 2
+
+[circuit_breaker]
+failure_ratio = 0.25
+minimum_throughput = 20
+sampling_window = "1m"
+break_duration = "15s"
+half_open_probes = 3
+consecutive_failures = 7
+
+[rate_limit]
+requests = 5000
+per = "1h"
+burst = 100
+max_wait = "45s"
+"#;
+
+const PROTECTION_JSON: &str = r#"{
+    "server_limits": false,
+    "scope": "policy",
+    "retry_budget": {"capacity": 200, "retry_cost": 4, "timeout_cost": 12, "success_refund": 2},
+    "circuit_breaker": {
+        "failure_ratio": 0.25,
+        "minimum_throughput": 20,
+        "sampling_window": "60s",
+        "break_duration": "15s",
+        "half_open_probes": 3,
+        "consecutive_failures": 7
+    },
+    "rate_limit": {"requests": 5000, "per": "60m", "burst": 100, "max_wait": "45s"}
+}"#;
+
+fn protection_built() -> RetryPolicy {
+    protection_builder().build().unwrap()
+}
+
+fn protection_builder() -> http_resilience::RetryPolicyBuilder {
+    RetryPolicy::builder()
+        .server_limits(false)
+        .scope(Scope::Policy)
+        .retry_budget(
+            RetryBudget::default()
+                .capacity(200)
+                .retry_cost(4)
+                .timeout_cost(12)
+                .success_refund(2),
+        )
+        .circuit_breaker(
+            CircuitBreaker::default()
+                .failure_ratio(0.25)
+                .minimum_throughput(20)
+                .sampling_window(secs(60))
+                .break_duration(secs(15))
+                .half_open_probes(3)
+                .consecutive_failures(7),
+        )
+        .rate_limit(RateLimit::per_hour(5000).burst(100).max_wait(secs(45)))
+}
+
+#[test]
+fn every_protection_setting_loads_from_toml_and_json_as_the_builder_sets_it() {
+    let built = protection_built();
+    let from_toml = RetryPolicy::from_toml_str(PROTECTION_TOML).unwrap();
+    let from_json = RetryPolicy::from_json_str(PROTECTION_JSON).unwrap();
+    assert_eq!(dbg(&from_toml), dbg(&built));
+    assert_eq!(dbg(&from_json), dbg(&built));
+    // Debug does print them (a policy without them differs)
+    assert_ne!(dbg(&from_toml), dbg(&RetryPolicy::default()));
+    // and the values themselves
+    assert!(!from_toml.server_limits());
+    assert_eq!(from_toml.scope(), Scope::Policy);
+    let budget = from_toml.retry_budget().unwrap();
+    assert_eq!(
+        (
+            budget.capacity_tokens(),
+            budget.retry_cost_tokens(),
+            budget.timeout_cost_tokens(),
+            budget.success_refund_tokens()
+        ),
+        (200, 4, 12, 2)
+    );
+    let breaker = from_json.circuit_breaker().unwrap();
+    assert_eq!(breaker.ratio(), 0.25);
+    assert_eq!(breaker.throughput(), 20);
+    assert_eq!(breaker.window(), secs(60));
+    assert_eq!(breaker.break_for(), secs(15));
+    assert_eq!(breaker.probes(), 3);
+    assert_eq!(breaker.consecutive(), Some(7));
+    let limit = from_json.rate_limit().unwrap();
+    assert_eq!(limit.requests(), 5000);
+    assert_eq!(limit.period(), secs(3600));
+    assert_eq!(limit.burst_size(), 100);
+    assert_eq!(limit.max_wait_time(), secs(45));
+
+    // the same keys with the policy's others, in one table
+    let mixed = format!("{}\n{PROTECTION_TOML}", EVERY_SETTING_TOML.trim());
+    let want = protection_builder()
+        .max_retries(6)
+        .initial_backoff(ms(250))
+        .max_backoff(secs(90))
+        .multiplier(1.5)
+        .jitter(Jitter::Scaled { min_factor: 0.6 })
+        .seed(u64::MAX)
+        .max_retry_after(secs(600))
+        .on_long_hint(LongHint::UseBackoff)
+        .deadline(secs(7200))
+        .attempt_timeout(secs(45))
+        .retry_non_idempotent(true)
+        .auto_idempotency_key(true)
+        .return_last_response(true)
+        .build()
+        .unwrap();
+    assert_eq!(dbg(&RetryPolicy::from_toml_str(&mixed).unwrap()), dbg(&want));
+}
+
+#[test]
+fn protection_keys_take_a_bool_or_a_table() {
+    let default_budget = Some(RetryBudget::default());
+    let cases: &[(&str, &str, RetryPolicy)] = &[
+        // (TOML, JSON, what the builder makes)
+        ("", "{}", RetryPolicy::default()),
+        (
+            "retry_budget = false",
+            r#"{"retry_budget": false}"#,
+            RetryPolicy::builder().retry_budget(None).build().unwrap(),
+        ),
+        (
+            "retry_budget = true",
+            r#"{"retry_budget": true}"#,
+            RetryPolicy::builder()
+                .retry_budget(default_budget)
+                .build()
+                .unwrap(),
+        ),
+        (
+            "retry_budget = {}",
+            r#"{"retry_budget": {}}"#,
+            RetryPolicy::default(),
+        ),
+        (
+            // one key: the others keep RetryBudget::default()'s values
+            "retry_budget = { capacity = 50 }",
+            r#"{"retry_budget": {"capacity": 50}}"#,
+            RetryPolicy::builder()
+                .retry_budget(RetryBudget::default().capacity(50))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "retry_budget = { success_refund = 0 }",
+            r#"{"retry_budget": {"success_refund": 0}}"#,
+            RetryPolicy::builder()
+                .retry_budget(RetryBudget::default().success_refund(0))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "circuit_breaker = {}",
+            r#"{"circuit_breaker": {}}"#,
+            RetryPolicy::builder()
+                .circuit_breaker(CircuitBreaker::default())
+                .build()
+                .unwrap(),
+        ),
+        (
+            "circuit_breaker = true",
+            r#"{"circuit_breaker": true}"#,
+            RetryPolicy::builder()
+                .circuit_breaker(CircuitBreaker::default())
+                .build()
+                .unwrap(),
+        ),
+        (
+            "circuit_breaker = false",
+            r#"{"circuit_breaker": false}"#,
+            RetryPolicy::default(),
+        ),
+        (
+            "[circuit_breaker]\nconsecutive_failures = 5\nbreak_duration = \"10s\"",
+            r#"{"circuit_breaker": {"consecutive_failures": 5, "break_duration": "10s"}}"#,
+            RetryPolicy::builder()
+                .circuit_breaker(
+                    CircuitBreaker::default()
+                        .consecutive_failures(5)
+                        .break_duration(secs(10)),
+                )
+                .build()
+                .unwrap(),
+        ),
+        (
+            // an integer ratio is a number too
+            "[circuit_breaker]\nfailure_ratio = 1",
+            r#"{"circuit_breaker": {"failure_ratio": 1}}"#,
+            RetryPolicy::builder()
+                .circuit_breaker(CircuitBreaker::default().failure_ratio(1.0))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "rate_limit = false",
+            r#"{"rate_limit": false}"#,
+            RetryPolicy::default(),
+        ),
+        (
+            // burst defaults to requests, max_wait to 60 s
+            "rate_limit = { requests = 10, per = \"1s\" }",
+            r#"{"rate_limit": {"requests": 10, "per": "1s"}}"#,
+            RetryPolicy::builder()
+                .rate_limit(RateLimit::per_second(10))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "server_limits = true\nscope = \"endpoint\"",
+            r#"{"server_limits": true, "scope": "endpoint"}"#,
+            RetryPolicy::default(),
+        ),
+        (
+            "server_limits = false",
+            r#"{"server_limits": false}"#,
+            RetryPolicy::builder().server_limits(false).build().unwrap(),
+        ),
+        (
+            "scope = \"policy\"",
+            r#"{"scope": "policy"}"#,
+            RetryPolicy::builder().scope(Scope::Policy).build().unwrap(),
+        ),
+        (
+            // JSON null (and a key left out) keep the default
+            "",
+            r#"{"retry_budget": null, "circuit_breaker": null, "rate_limit": null, "scope": null}"#,
+            RetryPolicy::default(),
+        ),
+    ];
+    for (toml, json, want) in cases {
+        let got = RetryPolicy::from_toml_str(toml).unwrap();
+        assert_eq!(dbg(&got), dbg(want), "{toml}");
+        let got = RetryPolicy::from_json_str(json).unwrap();
+        assert_eq!(dbg(&got), dbg(want), "{json}");
+    }
+    // the defaults the tables start from are the crate's
+    let p = RetryPolicy::from_toml_str("circuit_breaker = {}\nretry_budget = true").unwrap();
+    assert_eq!(p.circuit_breaker().unwrap().ratio(), 0.5);
+    assert_eq!(p.circuit_breaker().unwrap().consecutive(), None);
+    assert_eq!(p.retry_budget().unwrap().capacity_tokens(), 500);
+}
+
+#[test]
+fn a_preset_is_a_base_that_protection_keys_override() {
+    for preset in Preset::ALL {
+        let name = preset.as_str();
+        let want = preset
+            .builder()
+            .retry_budget(None)
+            .circuit_breaker(CircuitBreaker::default().consecutive_failures(3))
+            .rate_limit(RateLimit::per_minute(50).burst(5))
+            .server_limits(false)
+            .scope(Scope::Policy)
+            .build()
+            .unwrap();
+        let toml = format!(
+            "retry_budget = false\nserver_limits = false\nscope = \"policy\"\npreset = {name:?}\n\
+             circuit_breaker = {{ consecutive_failures = 3 }}\n\
+             rate_limit = {{ requests = 50, per = \"1m\", burst = 5 }}"
+        );
+        let json = format!(
+            r#"{{"retry_budget": false, "circuit_breaker": {{"consecutive_failures": 3}},
+                "rate_limit": {{"requests": 50, "per": "60s", "burst": 5}},
+                "server_limits": false, "scope": "policy", "preset": {name:?}}}"#
+        );
+        for loaded in [
+            RetryPolicy::from_toml_str(&toml).unwrap(),
+            RetryPolicy::from_json_str(&json).unwrap(),
+        ] {
+            assert_eq!(dbg(&loaded), dbg(&want), "{name}");
+            assert_eq!(loaded.preset(), Some(preset));
+            assert!(loaded.retry_budget().is_none(), "{name}: turned off");
+        }
+        // left out, the preset's own protection stays
+        let alone = RetryPolicy::from_toml_str(&format!("preset = {name:?}")).unwrap();
+        assert_eq!(
+            alone.retry_budget(),
+            preset.policy().retry_budget(),
+            "{name}"
+        );
+        assert_eq!(alone.server_limits(), preset.policy().server_limits());
+    }
+}
+
+#[test]
+fn protection_keys_load_in_default_and_in_routes() {
+    let toml = r#"
+        [default]
+        retry_budget = false
+        [[routes]]
+        host = "api.github.com"
+        policy = { preset = "github", rate_limit = { requests = 5000, per = "1h", burst = 100 } }
+        [[routes]]
+        host = "*.internal.example"
+        [routes.policy]
+        scope = "policy"
+        [routes.policy.circuit_breaker]
+        consecutive_failures = 5
+        [routes.policy.retry_budget]
+        capacity = 100
+    "#;
+    let json = r#"{
+        "default": {"retry_budget": false},
+        "routes": [
+            {"host": "api.github.com",
+             "policy": {"preset": "github", "rate_limit": {"requests": 5000, "per": "1h", "burst": 100}}},
+            {"host": "*.internal.example",
+             "policy": {"scope": "policy", "circuit_breaker": {"consecutive_failures": 5},
+                        "retry_budget": {"capacity": 100}}}
+        ]
+    }"#;
+    let built = EndpointPolicies::builder()
+        .default_policy(RetryPolicy::builder().retry_budget(None).build().unwrap())
+        .route(
+            Route::host("api.github.com"),
+            Preset::GitHub
+                .builder()
+                .rate_limit(RateLimit::per_hour(5000).burst(100))
+                .build()
+                .unwrap(),
+        )
+        .route(
+            Route::host("*.internal.example"),
+            RetryPolicy::builder()
+                .scope(Scope::Policy)
+                .circuit_breaker(CircuitBreaker::default().consecutive_failures(5))
+                .retry_budget(RetryBudget::default().capacity(100))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let from_toml = EndpointPolicies::from_toml_str(toml).unwrap();
+    let from_json = EndpointPolicies::from_json_str(json).unwrap();
+    assert_eq!(dbg(&from_toml), dbg(&built));
+    assert_eq!(dbg(&from_json), dbg(&built));
+    let github = select(&from_toml, Method::GET, "https://api.github.com/user");
+    assert_eq!(github.rate_limit().unwrap().burst_size(), 100);
+    assert!(github.retry_budget().is_some(), "not inherited from default");
+    let internal = select(&from_json, Method::GET, "https://db.internal.example/");
+    assert_eq!(internal.circuit_breaker().unwrap().consecutive(), Some(5));
+    assert_eq!(internal.scope(), Scope::Policy);
+    let other = select(&from_toml, Method::GET, "https://example.org/");
+    assert!(other.retry_budget().is_none());
 }
 
 const SET_TOML: &str = r#"
