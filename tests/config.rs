@@ -1152,6 +1152,252 @@ fn each_bad_policy_value_names_its_key_and_reason() {
             "trailing characters",
         ),
         ("JSON empty", Json, "", "", "EOF while parsing"),
+        // load protection: the builder's checks, under the key path
+        (
+            "ratio above 1",
+            Toml,
+            "circuit_breaker = { failure_ratio = 1.5 }",
+            "circuit_breaker.failure_ratio",
+            "must lie in (0, 1] (got 1.5)",
+        ),
+        (
+            "zero ratio",
+            Json,
+            r#"{"circuit_breaker": {"failure_ratio": 0}}"#,
+            "circuit_breaker.failure_ratio",
+            "must lie in (0, 1] (got 0)",
+        ),
+        (
+            "ratio not a number",
+            Toml,
+            "[circuit_breaker]\nfailure_ratio = nan",
+            "circuit_breaker.failure_ratio",
+            "must lie in (0, 1] (got NaN)",
+        ),
+        (
+            "ratio as a word",
+            Json,
+            r#"{"circuit_breaker": {"failure_ratio": "half"}}"#,
+            "circuit_breaker.failure_ratio",
+            "invalid type: string \"half\", expected f64",
+        ),
+        (
+            "zero throughput",
+            Toml,
+            "circuit_breaker = { minimum_throughput = 0 }",
+            "circuit_breaker.minimum_throughput",
+            "must be greater than zero",
+        ),
+        (
+            "zero probes",
+            Toml,
+            "circuit_breaker = { half_open_probes = 0 }",
+            "circuit_breaker.half_open_probes",
+            "must be greater than zero",
+        ),
+        (
+            "zero consecutive failures",
+            Json,
+            r#"{"circuit_breaker": {"consecutive_failures": 0}}"#,
+            "circuit_breaker.consecutive_failures",
+            "must be greater than zero",
+        ),
+        (
+            "zero break",
+            Toml,
+            "circuit_breaker = { break_duration = \"0s\" }",
+            "circuit_breaker.break_duration",
+            "must be greater than zero and at most 365 days",
+        ),
+        (
+            "bad window duration",
+            Toml,
+            "circuit_breaker = { sampling_window = \"soon\" }",
+            "circuit_breaker.sampling_window",
+            "`soon` is not a duration",
+        ),
+        (
+            "zero capacity",
+            Toml,
+            "retry_budget = { capacity = 0 }",
+            "retry_budget.capacity",
+            "must be at least timeout_cost (0 < 10)",
+        ),
+        (
+            "capacity below timeout_cost",
+            Json,
+            r#"{"retry_budget": {"capacity": 15, "timeout_cost": 20}}"#,
+            "retry_budget.capacity",
+            "must be at least timeout_cost (15 < 20)",
+        ),
+        (
+            "timeout_cost below retry_cost",
+            Toml,
+            "[retry_budget]\ntimeout_cost = 3",
+            "retry_budget.timeout_cost",
+            "must be at least retry_cost (3 < 5)",
+        ),
+        (
+            "zero retry_cost",
+            Json,
+            r#"{"retry_budget": {"retry_cost": 0}}"#,
+            "retry_budget.retry_cost",
+            "must be greater than zero",
+        ),
+        (
+            "negative capacity",
+            Toml,
+            "retry_budget = { capacity = -1 }",
+            "retry_budget.capacity",
+            "invalid value: integer `-1`, expected u32",
+        ),
+        (
+            "zero requests",
+            Toml,
+            "rate_limit = { requests = 0, per = \"1h\" }",
+            "rate_limit.requests",
+            "must be greater than zero",
+        ),
+        (
+            "missing per",
+            Toml,
+            "rate_limit = { requests = 10 }",
+            "rate_limit",
+            "missing field `per`",
+        ),
+        (
+            "missing requests",
+            Json,
+            r#"{"rate_limit": {"per": "1h"}}"#,
+            "rate_limit",
+            "missing field `requests`",
+        ),
+        (
+            "bad per duration",
+            Toml,
+            "rate_limit = { requests = 10, per = \"1 fortnight\" }",
+            "rate_limit.per",
+            "`1 fortnight` is not a duration (unknown time unit \"fortnight\"",
+        ),
+        (
+            "bare number per",
+            Json,
+            r#"{"rate_limit": {"requests": 10, "per": 3600}}"#,
+            "rate_limit.per",
+            r#"expected a duration such as "500ms""#,
+        ),
+        (
+            "zero per",
+            Toml,
+            "rate_limit = { requests = 10, per = \"0s\" }",
+            "rate_limit.per",
+            "must be greater than zero and at most 365 days",
+        ),
+        (
+            "per too short for requests",
+            Toml,
+            "rate_limit = { requests = 4294967295, per = \"1ns\" }",
+            "rate_limit.per",
+            "is below a nanosecond",
+        ),
+        (
+            "zero burst",
+            Toml,
+            "rate_limit = { requests = 10, per = \"1h\", burst = 0 }",
+            "rate_limit.burst",
+            "must be greater than zero",
+        ),
+        (
+            "too long max_wait",
+            Json,
+            r#"{"rate_limit": {"requests": 10, "per": "1h", "max_wait": "400days"}}"#,
+            "rate_limit.max_wait",
+            "must be at most 365 days",
+        ),
+        (
+            "rate_limit true",
+            Toml,
+            "rate_limit = true",
+            "rate_limit",
+            "`true` is not a rate limit: write a table with `requests` and `per`",
+        ),
+        (
+            "rate_limit true",
+            Json,
+            r#"{"rate_limit": true}"#,
+            "rate_limit",
+            "`true` is not a rate limit",
+        ),
+        (
+            "unknown breaker key",
+            Toml,
+            "circuit_breaker = { ratio = 0.5 }",
+            "circuit_breaker.ratio",
+            "unknown field `ratio`, expected one of `failure_ratio`",
+        ),
+        (
+            "unknown budget key",
+            Json,
+            r#"{"retry_budget": {"tokens": 5}}"#,
+            "retry_budget.tokens",
+            "unknown field `tokens`, expected one of `capacity`",
+        ),
+        (
+            "unknown rate-limit key",
+            Toml,
+            "[rate_limit]\nrequests = 10\nper = \"1h\"\nperiod = \"1h\"",
+            "rate_limit.period",
+            "unknown field `period`",
+        ),
+        (
+            "budget of the wrong type",
+            Toml,
+            "retry_budget = \"on\"",
+            "retry_budget",
+            "invalid type: string \"on\", expected `true` (the default budget), `false` (no budget) or a retry_budget table",
+        ),
+        (
+            "breaker of the wrong type",
+            Json,
+            r#"{"circuit_breaker": [1]}"#,
+            "circuit_breaker",
+            "invalid type: sequence, expected `true` (the default breaker), `false` (no breaker) or a circuit_breaker table",
+        ),
+        (
+            "rate limit of the wrong type",
+            Toml,
+            "rate_limit = 5",
+            "rate_limit",
+            "invalid type: integer `5`, expected `false` (no limit) or a rate_limit table",
+        ),
+        (
+            "server_limits of the wrong type",
+            Toml,
+            "server_limits = \"yes\"",
+            "server_limits",
+            "expected a boolean",
+        ),
+        (
+            "bad scope name",
+            Toml,
+            "scope = \"host\"",
+            "scope",
+            "unknown scope `host` (expected endpoint or policy)",
+        ),
+        (
+            "scope case",
+            Json,
+            r#"{"scope": "Policy"}"#,
+            "scope",
+            "unknown scope `Policy`",
+        ),
+        (
+            "scope not a string",
+            Toml,
+            "scope = 1",
+            "scope",
+            r#"expected a scope: "endpoint" or "policy""#,
+        ),
     ];
     for &(what, format, input, field, reason) in cases {
         check(what, &policy_err(format, input), field, reason);
@@ -1382,6 +1628,73 @@ fn each_bad_endpoint_set_names_its_key_and_reason() {
             "is not a URL scheme",
         ),
         (
+            "unknown breaker key in default",
+            Toml,
+            "[default]\ncircuit_breaker = { ratio = 0.5 }".into(),
+            "default.circuit_breaker.ratio",
+            "unknown field `ratio`",
+        ),
+        (
+            "unknown breaker key in default",
+            Json,
+            r#"{"default": {"circuit_breaker": {"ratio": 1}}}"#.into(),
+            "default.circuit_breaker.ratio",
+            "unknown field `ratio`",
+        ),
+        (
+            "bad ratio in a route",
+            Toml,
+            format!(
+                "{}{}",
+                route("policy = {}"),
+                route("[routes.policy.circuit_breaker]\nfailure_ratio = 2")
+            ),
+            "routes[1].policy.circuit_breaker.failure_ratio",
+            "must lie in (0, 1] (got 2)",
+        ),
+        (
+            "bad budget in default",
+            Json,
+            r#"{"default": {"retry_budget": {"timeout_cost": 1}}}"#.into(),
+            "default.retry_budget.timeout_cost",
+            "must be at least retry_cost (1 < 5)",
+        ),
+        (
+            "zero requests in a route",
+            Json,
+            r#"{"routes": [{"policy": {"rate_limit": {"requests": 0, "per": "1m"}}}]}"#.into(),
+            "routes[0].policy.rate_limit.requests",
+            "must be greater than zero",
+        ),
+        (
+            "missing per in a route",
+            Toml,
+            route("policy = { rate_limit = { requests = 5000 } }"),
+            "routes[0].policy.rate_limit",
+            "missing field `per`",
+        ),
+        (
+            "bad per in a route",
+            Toml,
+            route("policy = { rate_limit = { requests = 5000, per = \"hour\" } }"),
+            "routes[0].policy.rate_limit.per",
+            "`hour` is not a duration",
+        ),
+        (
+            "bad scope in a route",
+            Json,
+            r#"{"routes": [{"policy": {}}, {"policy": {"scope": "global"}}]}"#.into(),
+            "routes[1].policy.scope",
+            "unknown scope `global`",
+        ),
+        (
+            "wrong type in a route",
+            Toml,
+            route("policy = { retry_budget = 0 }"),
+            "routes[0].policy.retry_budget",
+            "invalid type: integer `0`",
+        ),
+        (
             "TOML syntax",
             Toml,
             "[[routes]\nhost = \"a\"".into(),
@@ -1437,6 +1750,34 @@ fn errors_come_in_a_fixed_order() {
     // and the builder's own order within a policy
     let err = RetryPolicy::from_toml_str("multiplier = 0.5\ninitial_backoff = \"0s\"").unwrap_err();
     assert_eq!(err.field(), "initial_backoff");
+    // the policy's own settings, then budget, breaker and rate limit,
+    // whatever their order in the file
+    let all_bad = "rate_limit = { requests = 0, per = \"1s\" }\n\
+                   circuit_breaker = { failure_ratio = 2 }\n\
+                   retry_budget = { retry_cost = 0 }\n\
+                   multiplier = 0.5";
+    let order = [
+        ("multiplier = 0.5\n", "multiplier"),
+        ("retry_budget = { retry_cost = 0 }\n", "retry_budget.retry_cost"),
+        (
+            "circuit_breaker = { failure_ratio = 2 }\n",
+            "circuit_breaker.failure_ratio",
+        ),
+        ("rate_limit = { requests = 0, per = \"1s\" }", "rate_limit.requests"),
+    ];
+    let mut text = all_bad.to_owned();
+    for (line, field) in order {
+        let err = RetryPolicy::from_toml_str(&text).unwrap_err();
+        assert_eq!(err.field(), field, "{text}");
+        text = text.replace(line.trim_end(), "");
+    }
+    assert!(RetryPolicy::from_toml_str(&text).is_ok(), "{text}");
+    // a type error inside a table comes before any value check
+    let err = RetryPolicy::from_toml_str(
+        "multiplier = 0.5\ncircuit_breaker = { sampling_window = 30 }",
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "circuit_breaker.sampling_window");
 }
 
 #[test]
@@ -1473,6 +1814,14 @@ fn never_panics_on_odd_input() {
         "{\"routes\": [{\"path_glob\": \"[\", \"policy\": {}}]}",
         "[[[",
         "{{{",
+        "retry_budget = { capacity = 4294967295, retry_cost = 4294967295, timeout_cost = 4294967295 }",
+        "circuit_breaker = { failure_ratio = -inf }",
+        "circuit_breaker = { failure_ratio = 1e400 }",
+        "rate_limit = { requests = 1, per = \"365days\" }",
+        "rate_limit = { requests = 4294967295, per = \"1s\", max_wait = \"0s\" }",
+        "{\"rate_limit\": {\"requests\": 1, \"per\": \"1s\", \"requests\": 2}}",
+        "{\"circuit_breaker\": {\"failure_ratio\": null}}",
+        "[rate_limit]\n[rate_limit.requests]",
     ];
     for text in odd {
         let _ = RetryPolicy::from_toml_str(text);
@@ -1549,6 +1898,14 @@ fn policies_and_sets_deserialize_inside_an_applications_own_config() {
         (
             r#"{"name": "x", "retry": {}, "endpoints": {"routes": [{"policy": {"deadline": "0s"}}]}}"#,
             "`routes[0].policy.deadline` must be greater than zero",
+        ),
+        (
+            r#"{"name": "x", "retry": {"circuit_breaker": {"failure_ratio": 2}}, "endpoints": {}}"#,
+            "`circuit_breaker.failure_ratio` must lie in (0, 1]",
+        ),
+        (
+            r#"{"name": "x", "retry": {}, "endpoints": {"default": {"rate_limit": {"requests": 0, "per": "1s"}}}}"#,
+            "`default.rate_limit.requests` must be greater than zero",
         ),
     ];
     for (text, want) in cases {
