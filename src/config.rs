@@ -30,6 +30,11 @@
 //! | `retry_non_idempotent` | boolean | [`retry_non_idempotent`](crate::RetryPolicyBuilder::retry_non_idempotent) |
 //! | `auto_idempotency_key` | boolean | [`auto_idempotency_key`](crate::RetryPolicyBuilder::auto_idempotency_key) |
 //! | `return_last_response` | boolean | [`return_last_response`](crate::RetryPolicyBuilder::return_last_response) |
+//! | `retry_budget` | `true`, `false` or a table (see [below](#load-protection)) | [`retry_budget`](crate::RetryPolicyBuilder::retry_budget) |
+//! | `circuit_breaker` | `true`, `false` or a table | [`circuit_breaker`](crate::RetryPolicyBuilder::circuit_breaker) |
+//! | `rate_limit` | `false` or a table | [`rate_limit`](crate::RetryPolicyBuilder::rate_limit) |
+//! | `server_limits` | boolean | [`server_limits`](crate::RetryPolicyBuilder::server_limits) |
+//! | `scope` | `"endpoint"` or `"policy"` | [`scope`](crate::RetryPolicyBuilder::scope) |
 //!
 //! A **duration** is a string in [`humantime`]'s format: `"500ms"`, `"2m"`,
 //! `"1h"`, `"1m 30s"`. Bare numbers are refused (seconds or milliseconds?).
@@ -49,6 +54,105 @@
 //! assert_eq!(policy.max_retries(), 5);
 //! assert_eq!(policy.initial_backoff(), Duration::from_secs(1)); // the preset's
 //! assert_eq!(policy.deadline(), Some(Duration::from_secs(120)));
+//! # Ok::<(), http_resilience::ConfigError>(())
+//! ```
+//!
+//! # Load protection
+//!
+//! The [retry budget](crate::budget), [circuit breaker](crate::circuit),
+//! [rate limit](crate::rate_limit), server quota holds and their
+//! [scope](crate::Scope) are policy keys like the others: they go in a
+//! single-policy file, in `[default]` and in each route's `policy`, so each
+//! endpoint gets its own. The three tables take every key of their type,
+//! and refuse any other (`default.circuit_breaker.ratio` is an unknown
+//! key):
+//!
+//! ```toml
+//! # A table of overrides on RetryBudget::default() (every key optional);
+//! # `true` is the default budget, `false` none. Left out: the base
+//! # policy's (the builder's default budget, or the preset's).
+//! [retry_budget]
+//! capacity = 500          # tokens; at least timeout_cost
+//! retry_cost = 5          # tokens a retry costs; above zero
+//! timeout_cost = 10       # after a timeout; at least retry_cost
+//! success_refund = 1      # back per first-attempt success
+//!
+//! # A table of overrides on CircuitBreaker::default() (every key optional;
+//! # even `circuit_breaker = {}` turns the default breaker on); `true` is
+//! # the default breaker, `false` none. Left out: none (or the preset's).
+//! [circuit_breaker]
+//! failure_ratio = 0.5         # in (0, 1]
+//! minimum_throughput = 100    # attempts in the window before it counts
+//! sampling_window = "30s"
+//! break_duration = "5s"
+//! half_open_probes = 1
+//! consecutive_failures = 5    # default: off
+//!
+//! # `requests` per `per`, both required; `false` for none. There is no
+//! # default limit, so `rate_limit = true` is refused.
+//! [rate_limit]
+//! requests = 5000
+//! per = "1h"              # a duration
+//! burst = 100             # default: requests
+//! max_wait = "30s"        # default: 60s
+//! ```
+//!
+//! and, beside them in the policy table,
+//!
+//! ```toml
+//! server_limits = true    # hold the endpoint when a server says its quota is gone
+//! scope = "endpoint"      # per host and port; "policy": one state for all
+//! ```
+//!
+//! With a `preset`, these keys override the preset's settings like any
+//! other: `retry_budget = false` turns off a budget the preset has. A table
+//! always starts from the type's defaults, not from the preset's table.
+//! Out-of-range values are the builder's errors, under the key path:
+//! `routes[0].policy.circuit_breaker.failure_ratio`,
+//! `default.retry_budget.timeout_cost`, `rate_limit.per`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{HeaderMap, Method};
+//! use http_resilience::{EndpointPolicies, RequestMeta, RetryPolicy, Scope};
+//!
+//! let set = EndpointPolicies::from_toml_str(r#"
+//!     [default]
+//!     retry_budget = { capacity = 100 }
+//!
+//!     [[routes]]
+//!     host = "api.github.com"
+//!     policy = { preset = "github", rate_limit = { requests = 5000, per = "1h", burst = 100 } }
+//!
+//!     [[routes]]
+//!     host = "*.internal.example"
+//!     [routes.policy]
+//!     retry_budget = false
+//!     scope = "policy"
+//!     [routes.policy.circuit_breaker]
+//!     consecutive_failures = 5
+//!     break_duration = "10s"
+//! "#)?;
+//! let policy_for = |host: &str| {
+//!     let headers = HeaderMap::new();
+//!     set.select(&RequestMeta::new(&Method::GET, "https", host, "/", &headers)).clone()
+//! };
+//! let github = policy_for("api.github.com");
+//! assert_eq!(github.rate_limit().unwrap().burst_size(), 100);
+//! assert_eq!(github.retry_budget().unwrap().capacity_tokens(), 500); // not [default]'s
+//! let internal = policy_for("db.internal.example");
+//! assert!(internal.retry_budget().is_none());
+//! assert_eq!(internal.circuit_breaker().unwrap().break_for(), Duration::from_secs(10));
+//! assert_eq!(internal.circuit_breaker().unwrap().ratio(), 0.5); // the default's
+//! assert_eq!(internal.scope(), Scope::Policy);
+//! assert_eq!(policy_for("example.org").retry_budget().unwrap().capacity_tokens(), 100);
+//!
+//! let err = RetryPolicy::from_toml_str("circuit_breaker = { failure_ratio = 1.5 }").unwrap_err();
+//! assert_eq!(err.field(), "circuit_breaker.failure_ratio");
+//! assert_eq!(err.reason(), "must lie in (0, 1] (got 1.5)");
+//! let err = RetryPolicy::from_json_str(r#"{"rate_limit": {"requests": 10}}"#).unwrap_err();
+//! assert_eq!(err.field(), "rate_limit");
+//! assert!(err.reason().starts_with("missing field `per`"));
 //! # Ok::<(), http_resilience::ConfigError>(())
 //! ```
 //!
@@ -120,13 +224,17 @@
 //!
 //! - a syntax error: the position (line and column) and the parser's
 //!   message; the field is the path reached, often empty;
-//! - an unknown key (at any depth), a value of the wrong type, a duration,
-//!   jitter, preset, `on_long_hint` or method that does not parse: the
-//!   key's path, and the message with its position;
+//! - an unknown key (at any depth), a value of the wrong type, a missing
+//!   `requests` or `per` in a `rate_limit`, a duration, jitter, preset,
+//!   `on_long_hint`, scope or method that does not parse: the key's path,
+//!   and the message with its position;
 //! - a value the builder refuses (a zero or over-365-day duration,
-//!   `multiplier` below 1, `initial_backoff` above `max_backoff`): the
-//!   builder's own message ([`RetryPolicyBuilder::build`](crate::RetryPolicyBuilder::build)),
-//!   under the key path of the policy (`routes[1].policy.multiplier`);
+//!   `multiplier` below 1, `initial_backoff` above `max_backoff`, a
+//!   `failure_ratio` outside (0, 1], a budget whose `timeout_cost` is below
+//!   its `retry_cost`, zero `requests`): the builder's own message
+//!   ([`RetryPolicyBuilder::build`](crate::RetryPolicyBuilder::build)),
+//!   under the key path of the policy (`routes[1].policy.multiplier`,
+//!   `default.rate_limit.requests`);
 //! - a route the set refuses (a bad host or glob; both `path_prefix` and
 //!   `path_glob`; a `path_prefix` not starting with `/`; an empty
 //!   `methods` list; a malformed scheme): `routes[n].<key>`.
@@ -838,9 +946,7 @@ impl Parse for Scope {
         match s {
             "endpoint" => Ok(Scope::Endpoint),
             "policy" => Ok(Scope::Policy),
-            _ => Err(format!(
-                "unknown scope `{s}` (expected endpoint or policy)"
-            )),
+            _ => Err(format!("unknown scope `{s}` (expected endpoint or policy)")),
         }
     }
 }

@@ -318,7 +318,10 @@ fn every_protection_setting_loads_from_toml_and_json_as_the_builder_sets_it() {
         .return_last_response(true)
         .build()
         .unwrap();
-    assert_eq!(dbg(&RetryPolicy::from_toml_str(&mixed).unwrap()), dbg(&want));
+    assert_eq!(
+        dbg(&RetryPolicy::from_toml_str(&mixed).unwrap()),
+        dbg(&want)
+    );
 }
 
 #[test]
@@ -549,12 +552,61 @@ fn protection_keys_load_in_default_and_in_routes() {
     assert_eq!(dbg(&from_json), dbg(&built));
     let github = select(&from_toml, Method::GET, "https://api.github.com/user");
     assert_eq!(github.rate_limit().unwrap().burst_size(), 100);
-    assert!(github.retry_budget().is_some(), "not inherited from default");
+    assert!(
+        github.retry_budget().is_some(),
+        "not inherited from default"
+    );
     let internal = select(&from_json, Method::GET, "https://db.internal.example/");
     assert_eq!(internal.circuit_breaker().unwrap().consecutive(), Some(5));
     assert_eq!(internal.scope(), Scope::Policy);
     let other = select(&from_toml, Method::GET, "https://example.org/");
     assert!(other.retry_budget().is_none());
+}
+
+#[test]
+fn the_documented_protection_example_loads_as_its_comments_say() {
+    // the module docs' two TOML blocks under "# Load protection", as one
+    // policy file
+    let docs = include_str!("../src/config.rs");
+    let section = docs
+        .split("//! # Load protection")
+        .nth(1)
+        .and_then(|rest| rest.split("//! # An endpoint set").next())
+        .unwrap();
+    let mut toml = String::new();
+    let mut inside = false;
+    for line in section.lines() {
+        let Some(line) = line.strip_prefix("//!") else {
+            continue;
+        };
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        match line {
+            "```toml" => inside = true,
+            "```" => inside = false,
+            _ if inside => {
+                toml.push_str(line);
+                toml.push('\n');
+            }
+            _ => {}
+        }
+    }
+    // the second block's keys must come before the tables to stay in the
+    // top-level table
+    let (tables, top) = toml.split_at(toml.find("server_limits").unwrap());
+    let file = format!("{top}{tables}");
+    let want = RetryPolicy::builder()
+        .retry_budget(RetryBudget::default())
+        .circuit_breaker(CircuitBreaker::default().consecutive_failures(5))
+        .rate_limit(RateLimit::per_hour(5000).burst(100).max_wait(secs(30)))
+        .server_limits(true)
+        .scope(Scope::Endpoint)
+        .build()
+        .unwrap();
+    assert_eq!(
+        dbg(&RetryPolicy::from_toml_str(&file).unwrap()),
+        dbg(&want),
+        "{file}"
+    );
 }
 
 const SET_TOML: &str = r#"
@@ -808,6 +860,35 @@ fn the_example_file_loads_and_selects_what_its_comments_say() {
     assert_eq!(anthropic.preset(), Some(Preset::Anthropic));
     let other = select(&set, Method::GET, "https://example.org/");
     assert_eq!(other.attempt_timeout(), Some(secs(10)));
+    // load protection: GitHub paced to its quota, a breaker and a smaller
+    // budget on internal hosts, the default budget elsewhere
+    assert_eq!(
+        github.rate_limit(),
+        Some(&RateLimit::per_hour(5000).burst(100).max_wait(secs(60)))
+    );
+    assert_eq!(github.retry_budget(), Some(&RetryBudget::default()));
+    assert!(github.circuit_breaker().is_none());
+    assert_eq!(
+        internal.circuit_breaker(),
+        Some(
+            &CircuitBreaker::default()
+                .consecutive_failures(5)
+                .minimum_throughput(20)
+                .break_duration(secs(10))
+        )
+    );
+    assert_eq!(
+        internal.retry_budget(),
+        Some(&RetryBudget::default().capacity(100))
+    );
+    assert!(internal.rate_limit().is_none());
+    assert_eq!(other.retry_budget(), Some(&RetryBudget::default()));
+    assert!(other.circuit_breaker().is_none() && other.rate_limit().is_none());
+    // the well-known routes keep their presets' protection
+    assert_eq!(
+        anthropic.rate_limit(),
+        Preset::Anthropic.policy().rate_limit()
+    );
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -1758,12 +1839,18 @@ fn errors_come_in_a_fixed_order() {
                    multiplier = 0.5";
     let order = [
         ("multiplier = 0.5\n", "multiplier"),
-        ("retry_budget = { retry_cost = 0 }\n", "retry_budget.retry_cost"),
+        (
+            "retry_budget = { retry_cost = 0 }\n",
+            "retry_budget.retry_cost",
+        ),
         (
             "circuit_breaker = { failure_ratio = 2 }\n",
             "circuit_breaker.failure_ratio",
         ),
-        ("rate_limit = { requests = 0, per = \"1s\" }", "rate_limit.requests"),
+        (
+            "rate_limit = { requests = 0, per = \"1s\" }",
+            "rate_limit.requests",
+        ),
     ];
     let mut text = all_bad.to_owned();
     for (line, field) in order {
@@ -1773,10 +1860,9 @@ fn errors_come_in_a_fixed_order() {
     }
     assert!(RetryPolicy::from_toml_str(&text).is_ok(), "{text}");
     // a type error inside a table comes before any value check
-    let err = RetryPolicy::from_toml_str(
-        "multiplier = 0.5\ncircuit_breaker = { sampling_window = 30 }",
-    )
-    .unwrap_err();
+    let err =
+        RetryPolicy::from_toml_str("multiplier = 0.5\ncircuit_breaker = { sampling_window = 30 }")
+            .unwrap_err();
     assert_eq!(err.field(), "circuit_breaker.sampling_window");
 }
 
