@@ -26,7 +26,7 @@
 //! | [`rate_limit`](RetryPolicyBuilder::rate_limit) | none |
 //! | [`server_limits`](RetryPolicyBuilder::server_limits) | true |
 //! | [`scope`](RetryPolicyBuilder::scope) | [`Scope::Endpoint`] (host and port) |
-//! | [`state_store`](RetryPolicyBuilder::state_store) | a new [`InMemoryStore`](crate::InMemoryStore) per built policy |
+//! | [`state_store`](RetryPolicyBuilder::state_store) | a new [`InMemoryStore`] per built policy |
 //!
 //! ## Load protection
 //!
