@@ -242,7 +242,9 @@
 //! Checks run in a fixed order, and the first problem is reported: the
 //! whole file's syntax and types, then the default policy, then each route
 //! in order (its scheme, path and methods, then its policy), then every
-//! route's host and glob.
+//! route's host and glob. Within a policy the builder's order holds,
+//! whatever the keys' order in the file: the retry settings, then
+//! `retry_budget`, `circuit_breaker` and `rate_limit`.
 //!
 //! ```
 //! use http_resilience::RetryPolicy;
