@@ -1,12 +1,13 @@
 //! `cargo run --example config --features serde`
 //!
 //! Loads the endpoint policies of `examples/policies.toml`, prints its routes
-//! and which policy a few sample requests get.
+//! and which policy a few sample requests get, with each policy's load
+//! protection (retry budget, circuit breaker, rate limit).
 
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Uri};
-use http_resilience::{EndpointPolicies, RequestMeta, RetryPolicy};
+use http_resilience::{EndpointPolicies, RequestMeta, RetryBudget, RetryPolicy};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policies.toml");
@@ -62,11 +63,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// One line per policy: its rules and the settings that differ most.
+/// Two lines per policy: its rules and the settings that differ most, then
+/// its load protection.
 fn summary(p: &RetryPolicy) -> String {
     let opt = |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), |d| format!("{d:?}"));
     format!(
-        "rules {}, {} retries, backoff {:?}..{:?} ({} jitter), hints up to {:?}, deadline {}, attempt timeout {}{}",
+        "rules {}, {} retries, backoff {:?}..{:?} ({} jitter), hints up to {:?}, deadline {}, attempt timeout {}{}\n          {}",
         p.preset().map_or("default", |p| p.as_str()),
         p.max_retries(),
         p.initial_backoff(),
@@ -80,5 +82,53 @@ fn summary(p: &RetryPolicy) -> String {
         } else {
             ""
         },
+        protection(p),
+    )
+}
+
+/// The budget, breaker, rate limit and server quota holds, per scope.
+fn protection(p: &RetryPolicy) -> String {
+    let budget = match p.retry_budget() {
+        None => "no retry budget".to_owned(),
+        Some(b) if *b == RetryBudget::default() => "default retry budget (500 tokens)".to_owned(),
+        Some(b) => format!(
+            "budget {} tokens ({} a retry, {} after a timeout, {} back a success)",
+            b.capacity_tokens(),
+            b.retry_cost_tokens(),
+            b.timeout_cost_tokens(),
+            b.success_refund_tokens()
+        ),
+    };
+    let breaker = p.circuit_breaker().map_or_else(
+        || "no breaker".to_owned(),
+        |c| {
+            let consecutive = c
+                .consecutive()
+                .map_or_else(String::new, |n| format!(" or {n} in a row"));
+            format!(
+                "breaker at {}% of >= {} in {:?}{consecutive}, open {:?}",
+                c.ratio() * 100.0,
+                c.throughput(),
+                c.window(),
+                c.break_for()
+            )
+        },
+    );
+    let limit = p.rate_limit().map_or_else(
+        || "no rate limit".to_owned(),
+        |r| {
+            format!(
+                "{} per {:?} (burst {}, wait <= {:?})",
+                r.requests(),
+                r.period(),
+                r.burst_size(),
+                r.max_wait_time()
+            )
+        },
+    );
+    format!(
+        "per {}: {budget}; {breaker}; {limit}; server quota holds {}",
+        p.scope().as_str(),
+        if p.server_limits() { "on" } else { "off" },
     )
 }

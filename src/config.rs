@@ -30,6 +30,11 @@
 //! | `retry_non_idempotent` | boolean | [`retry_non_idempotent`](crate::RetryPolicyBuilder::retry_non_idempotent) |
 //! | `auto_idempotency_key` | boolean | [`auto_idempotency_key`](crate::RetryPolicyBuilder::auto_idempotency_key) |
 //! | `return_last_response` | boolean | [`return_last_response`](crate::RetryPolicyBuilder::return_last_response) |
+//! | `retry_budget` | `true`, `false` or a table (see [below](#load-protection)) | [`retry_budget`](crate::RetryPolicyBuilder::retry_budget) |
+//! | `circuit_breaker` | `true`, `false` or a table | [`circuit_breaker`](crate::RetryPolicyBuilder::circuit_breaker) |
+//! | `rate_limit` | `false` or a table | [`rate_limit`](crate::RetryPolicyBuilder::rate_limit) |
+//! | `server_limits` | boolean | [`server_limits`](crate::RetryPolicyBuilder::server_limits) |
+//! | `scope` | `"endpoint"` or `"policy"` | [`scope`](crate::RetryPolicyBuilder::scope) |
 //!
 //! A **duration** is a string in [`humantime`]'s format: `"500ms"`, `"2m"`,
 //! `"1h"`, `"1m 30s"`. Bare numbers are refused (seconds or milliseconds?).
@@ -49,6 +54,105 @@
 //! assert_eq!(policy.max_retries(), 5);
 //! assert_eq!(policy.initial_backoff(), Duration::from_secs(1)); // the preset's
 //! assert_eq!(policy.deadline(), Some(Duration::from_secs(120)));
+//! # Ok::<(), http_resilience::ConfigError>(())
+//! ```
+//!
+//! # Load protection
+//!
+//! The [retry budget](crate::budget), [circuit breaker](crate::circuit),
+//! [rate limit](crate::rate_limit), server quota holds and their
+//! [scope](crate::Scope) are policy keys like the others: they go in a
+//! single-policy file, in `[default]` and in each route's `policy`, so each
+//! endpoint gets its own. The three tables take every key of their type,
+//! and refuse any other (`default.circuit_breaker.ratio` is an unknown
+//! key):
+//!
+//! ```toml
+//! # A table of overrides on RetryBudget::default() (every key optional);
+//! # `true` is the default budget, `false` none. Left out: the base
+//! # policy's (the builder's default budget, or the preset's).
+//! [retry_budget]
+//! capacity = 500          # tokens; at least timeout_cost
+//! retry_cost = 5          # tokens a retry costs; above zero
+//! timeout_cost = 10       # after a timeout; at least retry_cost
+//! success_refund = 1      # back per first-attempt success
+//!
+//! # A table of overrides on CircuitBreaker::default() (every key optional;
+//! # even `circuit_breaker = {}` turns the default breaker on); `true` is
+//! # the default breaker, `false` none. Left out: none (or the preset's).
+//! [circuit_breaker]
+//! failure_ratio = 0.5         # in (0, 1]
+//! minimum_throughput = 100    # attempts in the window before it counts
+//! sampling_window = "30s"
+//! break_duration = "5s"
+//! half_open_probes = 1
+//! consecutive_failures = 5    # default: off
+//!
+//! # `requests` per `per`, both required; `false` for none. There is no
+//! # default limit, so `rate_limit = true` is refused.
+//! [rate_limit]
+//! requests = 5000
+//! per = "1h"              # a duration
+//! burst = 100             # default: requests
+//! max_wait = "30s"        # default: 60s
+//! ```
+//!
+//! and, beside them in the policy table,
+//!
+//! ```toml
+//! server_limits = true    # hold the endpoint when a server says its quota is gone
+//! scope = "endpoint"      # per host and port; "policy": one state for all
+//! ```
+//!
+//! With a `preset`, these keys override the preset's settings like any
+//! other: `retry_budget = false` turns off a budget the preset has. A table
+//! always starts from the type's defaults, not from the preset's table.
+//! Out-of-range values are the builder's errors, under the key path:
+//! `routes[0].policy.circuit_breaker.failure_ratio`,
+//! `default.retry_budget.timeout_cost`, `rate_limit.per`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{HeaderMap, Method};
+//! use http_resilience::{EndpointPolicies, RequestMeta, RetryPolicy, Scope};
+//!
+//! let set = EndpointPolicies::from_toml_str(r#"
+//!     [default]
+//!     retry_budget = { capacity = 100 }
+//!
+//!     [[routes]]
+//!     host = "api.github.com"
+//!     policy = { preset = "github", rate_limit = { requests = 5000, per = "1h", burst = 100 } }
+//!
+//!     [[routes]]
+//!     host = "*.internal.example"
+//!     [routes.policy]
+//!     retry_budget = false
+//!     scope = "policy"
+//!     [routes.policy.circuit_breaker]
+//!     consecutive_failures = 5
+//!     break_duration = "10s"
+//! "#)?;
+//! let policy_for = |host: &str| {
+//!     let headers = HeaderMap::new();
+//!     set.select(&RequestMeta::new(&Method::GET, "https", host, "/", &headers)).clone()
+//! };
+//! let github = policy_for("api.github.com");
+//! assert_eq!(github.rate_limit().unwrap().burst_size(), 100);
+//! assert_eq!(github.retry_budget().unwrap().capacity_tokens(), 500); // not [default]'s
+//! let internal = policy_for("db.internal.example");
+//! assert!(internal.retry_budget().is_none());
+//! assert_eq!(internal.circuit_breaker().unwrap().break_for(), Duration::from_secs(10));
+//! assert_eq!(internal.circuit_breaker().unwrap().ratio(), 0.5); // the default's
+//! assert_eq!(internal.scope(), Scope::Policy);
+//! assert_eq!(policy_for("example.org").retry_budget().unwrap().capacity_tokens(), 100);
+//!
+//! let err = RetryPolicy::from_toml_str("circuit_breaker = { failure_ratio = 1.5 }").unwrap_err();
+//! assert_eq!(err.field(), "circuit_breaker.failure_ratio");
+//! assert_eq!(err.reason(), "must lie in (0, 1] (got 1.5)");
+//! let err = RetryPolicy::from_json_str(r#"{"rate_limit": {"requests": 10}}"#).unwrap_err();
+//! assert_eq!(err.field(), "rate_limit");
+//! assert!(err.reason().starts_with("missing field `per`"));
 //! # Ok::<(), http_resilience::ConfigError>(())
 //! ```
 //!
@@ -120,13 +224,17 @@
 //!
 //! - a syntax error: the position (line and column) and the parser's
 //!   message; the field is the path reached, often empty;
-//! - an unknown key (at any depth), a value of the wrong type, a duration,
-//!   jitter, preset, `on_long_hint` or method that does not parse: the
-//!   key's path, and the message with its position;
+//! - an unknown key (at any depth), a value of the wrong type, a missing
+//!   `requests` or `per` in a `rate_limit`, a duration, jitter, preset,
+//!   `on_long_hint`, scope or method that does not parse: the key's path,
+//!   and the message with its position;
 //! - a value the builder refuses (a zero or over-365-day duration,
-//!   `multiplier` below 1, `initial_backoff` above `max_backoff`): the
-//!   builder's own message ([`RetryPolicyBuilder::build`](crate::RetryPolicyBuilder::build)),
-//!   under the key path of the policy (`routes[1].policy.multiplier`);
+//!   `multiplier` below 1, `initial_backoff` above `max_backoff`, a
+//!   `failure_ratio` outside (0, 1], a budget whose `timeout_cost` is below
+//!   its `retry_cost`, zero `requests`): the builder's own message
+//!   ([`RetryPolicyBuilder::build`](crate::RetryPolicyBuilder::build)),
+//!   under the key path of the policy (`routes[1].policy.multiplier`,
+//!   `default.rate_limit.requests`);
 //! - a route the set refuses (a bad host or glob; both `path_prefix` and
 //!   `path_glob`; a `path_prefix` not starting with `/`; an empty
 //!   `methods` list; a malformed scheme): `routes[n].<key>`.
@@ -134,7 +242,9 @@
 //! Checks run in a fixed order, and the first problem is reported: the
 //! whole file's syntax and types, then the default policy, then each route
 //! in order (its scheme, path and methods, then its policy), then every
-//! route's host and glob.
+//! route's host and glob. Within a policy the builder's order holds,
+//! whatever the keys' order in the file: the retry settings, then
+//! `retry_budget`, `circuit_breaker` and `rate_limit`.
 //!
 //! ```
 //! use http_resilience::RetryPolicy;
@@ -158,9 +268,13 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::backoff::Jitter;
+use crate::budget::RetryBudget;
+use crate::circuit::CircuitBreaker;
 use crate::endpoint::{EndpointPolicies, Route};
 use crate::policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 use crate::presets::Preset;
+use crate::rate_limit::RateLimit;
+use crate::store::Scope;
 
 impl RetryPolicy {
     /// Reads a policy from TOML (see the [`config`](crate::config) module for
@@ -411,6 +525,11 @@ struct PolicySpec {
     retry_non_idempotent: Option<bool>,
     auto_idempotency_key: Option<bool>,
     return_last_response: Option<bool>,
+    retry_budget: Option<Toggle<BudgetSpec>>,
+    circuit_breaker: Option<Toggle<BreakerSpec>>,
+    rate_limit: Option<Toggle<RateLimitSpec>>,
+    server_limits: Option<bool>,
+    scope: Option<Word<Scope>>,
 }
 
 impl PolicySpec {
@@ -472,7 +591,178 @@ impl PolicySpec {
             self.return_last_response,
             RetryPolicyBuilder::return_last_response,
         );
+        // `false` turns off what the base (builder or preset) had; `true`
+        // and a table set the crate's defaults plus the table's keys.
+        b = match self.retry_budget {
+            None => b,
+            Some(Toggle::Off) => b.retry_budget(None),
+            Some(Toggle::On) => b.retry_budget(RetryBudget::default()),
+            Some(Toggle::Table(spec)) => b.retry_budget(spec.build()),
+        };
+        b = match self.circuit_breaker {
+            None => b,
+            Some(Toggle::Off) => b.circuit_breaker(None),
+            Some(Toggle::On) => b.circuit_breaker(CircuitBreaker::default()),
+            Some(Toggle::Table(spec)) => b.circuit_breaker(spec.build()),
+        };
+        b = match self.rate_limit {
+            None => b,
+            Some(Toggle::Off) => b.rate_limit(None),
+            // Refused while reading (a limit has no default quota).
+            Some(Toggle::On) => b,
+            Some(Toggle::Table(spec)) => b.rate_limit(spec.build()),
+        };
+        b = set(b, self.server_limits, RetryPolicyBuilder::server_limits);
+        b = set(b, self.scope.map(|w| w.0), RetryPolicyBuilder::scope);
         b.build().map_err(|e| under(at, &e))
+    }
+}
+
+/// A `retry_budget` table: every key optional, defaults as
+/// [`RetryBudget::default`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetSpec {
+    capacity: Option<u32>,
+    retry_cost: Option<u32>,
+    timeout_cost: Option<u32>,
+    success_refund: Option<u32>,
+}
+
+impl BudgetSpec {
+    fn build(self) -> RetryBudget {
+        let mut b = RetryBudget::default();
+        if let Some(n) = self.capacity {
+            b = b.capacity(n);
+        }
+        if let Some(n) = self.retry_cost {
+            b = b.retry_cost(n);
+        }
+        if let Some(n) = self.timeout_cost {
+            b = b.timeout_cost(n);
+        }
+        if let Some(n) = self.success_refund {
+            b = b.success_refund(n);
+        }
+        b
+    }
+}
+
+/// A `circuit_breaker` table: every key optional, defaults as
+/// [`CircuitBreaker::default`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakerSpec {
+    failure_ratio: Option<f64>,
+    minimum_throughput: Option<u32>,
+    sampling_window: Option<Word<Duration>>,
+    break_duration: Option<Word<Duration>>,
+    half_open_probes: Option<u32>,
+    consecutive_failures: Option<u32>,
+}
+
+impl BreakerSpec {
+    fn build(self) -> CircuitBreaker {
+        let mut c = CircuitBreaker::default();
+        if let Some(r) = self.failure_ratio {
+            c = c.failure_ratio(r);
+        }
+        if let Some(n) = self.minimum_throughput {
+            c = c.minimum_throughput(n);
+        }
+        if let Some(Word(d)) = self.sampling_window {
+            c = c.sampling_window(d);
+        }
+        if let Some(Word(d)) = self.break_duration {
+            c = c.break_duration(d);
+        }
+        if let Some(n) = self.half_open_probes {
+            c = c.half_open_probes(n);
+        }
+        if let Some(n) = self.consecutive_failures {
+            c = c.consecutive_failures(n);
+        }
+        c
+    }
+}
+
+/// A `rate_limit` table: `requests` and `per` required.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitSpec {
+    requests: u32,
+    per: Word<Duration>,
+    burst: Option<u32>,
+    max_wait: Option<Word<Duration>>,
+}
+
+impl RateLimitSpec {
+    fn build(self) -> RateLimit {
+        let mut r = RateLimit::new(self.requests, self.per.0);
+        if let Some(n) = self.burst {
+            r = r.burst(n);
+        }
+        if let Some(Word(d)) = self.max_wait {
+            r = r.max_wait(d);
+        }
+        r
+    }
+}
+
+/// A load-protection key: `false` (none), `true` (the defaults) or a table
+/// of settings.
+enum Toggle<T> {
+    Off,
+    On,
+    Table(T),
+}
+
+/// What `true` means for a kind of table, or why it means nothing.
+trait Defaults {
+    /// The `expecting` text: what the key takes.
+    const EXPECTING: &'static str;
+    /// `None` if `true` is accepted, else the reason it is refused.
+    const NO_DEFAULT: Option<&'static str> = None;
+}
+
+impl Defaults for BudgetSpec {
+    const EXPECTING: &'static str =
+        "`true` (the default budget), `false` (no budget) or a retry_budget table";
+}
+
+impl Defaults for BreakerSpec {
+    const EXPECTING: &'static str =
+        "`true` (the default breaker), `false` (no breaker) or a circuit_breaker table";
+}
+
+impl Defaults for RateLimitSpec {
+    const EXPECTING: &'static str =
+        "`false` (no limit) or a rate_limit table with `requests` and `per`";
+    const NO_DEFAULT: Option<&'static str> = Some(
+        "`true` is not a rate limit: write a table with `requests` and `per`, e.g. { requests = 5000, per = \"1h\" }",
+    );
+}
+
+impl<'de, T: Deserialize<'de> + Defaults> Deserialize<'de> for Toggle<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Defaults> Visitor<'de> for V<T> {
+            type Value = Toggle<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(T::EXPECTING)
+            }
+            fn visit_bool<E: de::Error>(self, on: bool) -> Result<Toggle<T>, E> {
+                match (on, T::NO_DEFAULT) {
+                    (false, _) => Ok(Toggle::Off),
+                    (true, None) => Ok(Toggle::On),
+                    (true, Some(reason)) => Err(E::custom(reason)),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Toggle<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Toggle::Table)
+            }
+        }
+        deserializer.deserialize_any(V(PhantomData))
     }
 }
 
@@ -648,6 +938,17 @@ impl Parse for LongHint {
             _ => Err(format!(
                 "unknown on_long_hint `{s}` (expected give_up or use_backoff)"
             )),
+        }
+    }
+}
+
+impl Parse for Scope {
+    const EXPECTING: &'static str = r#"a scope: "endpoint" or "policy""#;
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "endpoint" => Ok(Scope::Endpoint),
+            "policy" => Ok(Scope::Policy),
+            _ => Err(format!("unknown scope `{s}` (expected endpoint or policy)")),
         }
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method, Uri};
 use http_resilience::{
-    ConfigError, EndpointPolicies, Jitter, LongHint, Preset, RequestMeta, RetryPolicy, Route,
+    CircuitBreaker, ConfigError, EndpointPolicies, Jitter, LongHint, Preset, RateLimit,
+    RequestMeta, RetryBudget, RetryPolicy, Route, Scope,
 };
 
 fn dbg<T: std::fmt::Debug>(value: &T) -> String {
@@ -195,6 +196,417 @@ fn a_preset_is_a_base_that_the_other_keys_override() {
     assert_eq!(p.on_long_hint(), LongHint::UseBackoff);
     assert_eq!(p.max_retry_after(), secs(60));
     assert_eq!(p.jitter(), Jitter::Scaled { min_factor: 0.75 });
+}
+
+const PROTECTION_TOML: &str = r#"
+server_limits = false
+scope = "policy"
+
+[retry_budget]
+capacity = 200
+retry_cost = 4
+timeout_cost = 12
+success_refund = 2
+
+[circuit_breaker]
+failure_ratio = 0.25
+minimum_throughput = 20
+sampling_window = "1m"
+break_duration = "15s"
+half_open_probes = 3
+consecutive_failures = 7
+
+[rate_limit]
+requests = 5000
+per = "1h"
+burst = 100
+max_wait = "45s"
+"#;
+
+const PROTECTION_JSON: &str = r#"{
+    "server_limits": false,
+    "scope": "policy",
+    "retry_budget": {"capacity": 200, "retry_cost": 4, "timeout_cost": 12, "success_refund": 2},
+    "circuit_breaker": {
+        "failure_ratio": 0.25,
+        "minimum_throughput": 20,
+        "sampling_window": "60s",
+        "break_duration": "15s",
+        "half_open_probes": 3,
+        "consecutive_failures": 7
+    },
+    "rate_limit": {"requests": 5000, "per": "60m", "burst": 100, "max_wait": "45s"}
+}"#;
+
+fn protection_built() -> RetryPolicy {
+    protection_builder().build().unwrap()
+}
+
+fn protection_builder() -> http_resilience::RetryPolicyBuilder {
+    RetryPolicy::builder()
+        .server_limits(false)
+        .scope(Scope::Policy)
+        .retry_budget(
+            RetryBudget::default()
+                .capacity(200)
+                .retry_cost(4)
+                .timeout_cost(12)
+                .success_refund(2),
+        )
+        .circuit_breaker(
+            CircuitBreaker::default()
+                .failure_ratio(0.25)
+                .minimum_throughput(20)
+                .sampling_window(secs(60))
+                .break_duration(secs(15))
+                .half_open_probes(3)
+                .consecutive_failures(7),
+        )
+        .rate_limit(RateLimit::per_hour(5000).burst(100).max_wait(secs(45)))
+}
+
+#[test]
+fn every_protection_setting_loads_from_toml_and_json_as_the_builder_sets_it() {
+    let built = protection_built();
+    let from_toml = RetryPolicy::from_toml_str(PROTECTION_TOML).unwrap();
+    let from_json = RetryPolicy::from_json_str(PROTECTION_JSON).unwrap();
+    assert_eq!(dbg(&from_toml), dbg(&built));
+    assert_eq!(dbg(&from_json), dbg(&built));
+    // Debug does print them (a policy without them differs)
+    assert_ne!(dbg(&from_toml), dbg(&RetryPolicy::default()));
+    // and the values themselves
+    assert!(!from_toml.server_limits());
+    assert_eq!(from_toml.scope(), Scope::Policy);
+    let budget = from_toml.retry_budget().unwrap();
+    assert_eq!(
+        (
+            budget.capacity_tokens(),
+            budget.retry_cost_tokens(),
+            budget.timeout_cost_tokens(),
+            budget.success_refund_tokens()
+        ),
+        (200, 4, 12, 2)
+    );
+    let breaker = from_json.circuit_breaker().unwrap();
+    assert_eq!(breaker.ratio(), 0.25);
+    assert_eq!(breaker.throughput(), 20);
+    assert_eq!(breaker.window(), secs(60));
+    assert_eq!(breaker.break_for(), secs(15));
+    assert_eq!(breaker.probes(), 3);
+    assert_eq!(breaker.consecutive(), Some(7));
+    let limit = from_json.rate_limit().unwrap();
+    assert_eq!(limit.requests(), 5000);
+    assert_eq!(limit.period(), secs(3600));
+    assert_eq!(limit.burst_size(), 100);
+    assert_eq!(limit.max_wait_time(), secs(45));
+
+    // the same keys with the policy's others, in one table
+    let mixed = format!("{}\n{PROTECTION_TOML}", EVERY_SETTING_TOML.trim());
+    let want = protection_builder()
+        .max_retries(6)
+        .initial_backoff(ms(250))
+        .max_backoff(secs(90))
+        .multiplier(1.5)
+        .jitter(Jitter::Scaled { min_factor: 0.6 })
+        .seed(u64::MAX)
+        .max_retry_after(secs(600))
+        .on_long_hint(LongHint::UseBackoff)
+        .deadline(secs(7200))
+        .attempt_timeout(secs(45))
+        .retry_non_idempotent(true)
+        .auto_idempotency_key(true)
+        .return_last_response(true)
+        .build()
+        .unwrap();
+    assert_eq!(
+        dbg(&RetryPolicy::from_toml_str(&mixed).unwrap()),
+        dbg(&want)
+    );
+}
+
+#[test]
+fn protection_keys_take_a_bool_or_a_table() {
+    let default_budget = Some(RetryBudget::default());
+    let cases: &[(&str, &str, RetryPolicy)] = &[
+        // (TOML, JSON, what the builder makes)
+        ("", "{}", RetryPolicy::default()),
+        (
+            "retry_budget = false",
+            r#"{"retry_budget": false}"#,
+            RetryPolicy::builder().retry_budget(None).build().unwrap(),
+        ),
+        (
+            "retry_budget = true",
+            r#"{"retry_budget": true}"#,
+            RetryPolicy::builder()
+                .retry_budget(default_budget)
+                .build()
+                .unwrap(),
+        ),
+        (
+            "retry_budget = {}",
+            r#"{"retry_budget": {}}"#,
+            RetryPolicy::default(),
+        ),
+        (
+            // one key: the others keep RetryBudget::default()'s values
+            "retry_budget = { capacity = 50 }",
+            r#"{"retry_budget": {"capacity": 50}}"#,
+            RetryPolicy::builder()
+                .retry_budget(RetryBudget::default().capacity(50))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "retry_budget = { success_refund = 0 }",
+            r#"{"retry_budget": {"success_refund": 0}}"#,
+            RetryPolicy::builder()
+                .retry_budget(RetryBudget::default().success_refund(0))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "circuit_breaker = {}",
+            r#"{"circuit_breaker": {}}"#,
+            RetryPolicy::builder()
+                .circuit_breaker(CircuitBreaker::default())
+                .build()
+                .unwrap(),
+        ),
+        (
+            "circuit_breaker = true",
+            r#"{"circuit_breaker": true}"#,
+            RetryPolicy::builder()
+                .circuit_breaker(CircuitBreaker::default())
+                .build()
+                .unwrap(),
+        ),
+        (
+            "circuit_breaker = false",
+            r#"{"circuit_breaker": false}"#,
+            RetryPolicy::default(),
+        ),
+        (
+            "[circuit_breaker]\nconsecutive_failures = 5\nbreak_duration = \"10s\"",
+            r#"{"circuit_breaker": {"consecutive_failures": 5, "break_duration": "10s"}}"#,
+            RetryPolicy::builder()
+                .circuit_breaker(
+                    CircuitBreaker::default()
+                        .consecutive_failures(5)
+                        .break_duration(secs(10)),
+                )
+                .build()
+                .unwrap(),
+        ),
+        (
+            // an integer ratio is a number too
+            "[circuit_breaker]\nfailure_ratio = 1",
+            r#"{"circuit_breaker": {"failure_ratio": 1}}"#,
+            RetryPolicy::builder()
+                .circuit_breaker(CircuitBreaker::default().failure_ratio(1.0))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "rate_limit = false",
+            r#"{"rate_limit": false}"#,
+            RetryPolicy::default(),
+        ),
+        (
+            // burst defaults to requests, max_wait to 60 s
+            "rate_limit = { requests = 10, per = \"1s\" }",
+            r#"{"rate_limit": {"requests": 10, "per": "1s"}}"#,
+            RetryPolicy::builder()
+                .rate_limit(RateLimit::per_second(10))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "server_limits = true\nscope = \"endpoint\"",
+            r#"{"server_limits": true, "scope": "endpoint"}"#,
+            RetryPolicy::default(),
+        ),
+        (
+            "server_limits = false",
+            r#"{"server_limits": false}"#,
+            RetryPolicy::builder().server_limits(false).build().unwrap(),
+        ),
+        (
+            "scope = \"policy\"",
+            r#"{"scope": "policy"}"#,
+            RetryPolicy::builder().scope(Scope::Policy).build().unwrap(),
+        ),
+        (
+            // JSON null (and a key left out) keep the default
+            "",
+            r#"{"retry_budget": null, "circuit_breaker": null, "rate_limit": null, "scope": null}"#,
+            RetryPolicy::default(),
+        ),
+    ];
+    for (toml, json, want) in cases {
+        let got = RetryPolicy::from_toml_str(toml).unwrap();
+        assert_eq!(dbg(&got), dbg(want), "{toml}");
+        let got = RetryPolicy::from_json_str(json).unwrap();
+        assert_eq!(dbg(&got), dbg(want), "{json}");
+    }
+    // the defaults the tables start from are the crate's
+    let p = RetryPolicy::from_toml_str("circuit_breaker = {}\nretry_budget = true").unwrap();
+    assert_eq!(p.circuit_breaker().unwrap().ratio(), 0.5);
+    assert_eq!(p.circuit_breaker().unwrap().consecutive(), None);
+    assert_eq!(p.retry_budget().unwrap().capacity_tokens(), 500);
+}
+
+#[test]
+fn a_preset_is_a_base_that_protection_keys_override() {
+    for preset in Preset::ALL {
+        let name = preset.as_str();
+        let want = preset
+            .builder()
+            .retry_budget(None)
+            .circuit_breaker(CircuitBreaker::default().consecutive_failures(3))
+            .rate_limit(RateLimit::per_minute(50).burst(5))
+            .server_limits(false)
+            .scope(Scope::Policy)
+            .build()
+            .unwrap();
+        let toml = format!(
+            "retry_budget = false\nserver_limits = false\nscope = \"policy\"\npreset = {name:?}\n\
+             circuit_breaker = {{ consecutive_failures = 3 }}\n\
+             rate_limit = {{ requests = 50, per = \"1m\", burst = 5 }}"
+        );
+        let json = format!(
+            r#"{{"retry_budget": false, "circuit_breaker": {{"consecutive_failures": 3}},
+                "rate_limit": {{"requests": 50, "per": "60s", "burst": 5}},
+                "server_limits": false, "scope": "policy", "preset": {name:?}}}"#
+        );
+        for loaded in [
+            RetryPolicy::from_toml_str(&toml).unwrap(),
+            RetryPolicy::from_json_str(&json).unwrap(),
+        ] {
+            assert_eq!(dbg(&loaded), dbg(&want), "{name}");
+            assert_eq!(loaded.preset(), Some(preset));
+            assert!(loaded.retry_budget().is_none(), "{name}: turned off");
+        }
+        // left out, the preset's own protection stays
+        let alone = RetryPolicy::from_toml_str(&format!("preset = {name:?}")).unwrap();
+        assert_eq!(
+            alone.retry_budget(),
+            preset.policy().retry_budget(),
+            "{name}"
+        );
+        assert_eq!(alone.server_limits(), preset.policy().server_limits());
+    }
+}
+
+#[test]
+fn protection_keys_load_in_default_and_in_routes() {
+    let toml = r#"
+        [default]
+        retry_budget = false
+        [[routes]]
+        host = "api.github.com"
+        policy = { preset = "github", rate_limit = { requests = 5000, per = "1h", burst = 100 } }
+        [[routes]]
+        host = "*.internal.example"
+        [routes.policy]
+        scope = "policy"
+        [routes.policy.circuit_breaker]
+        consecutive_failures = 5
+        [routes.policy.retry_budget]
+        capacity = 100
+    "#;
+    let json = r#"{
+        "default": {"retry_budget": false},
+        "routes": [
+            {"host": "api.github.com",
+             "policy": {"preset": "github", "rate_limit": {"requests": 5000, "per": "1h", "burst": 100}}},
+            {"host": "*.internal.example",
+             "policy": {"scope": "policy", "circuit_breaker": {"consecutive_failures": 5},
+                        "retry_budget": {"capacity": 100}}}
+        ]
+    }"#;
+    let built = EndpointPolicies::builder()
+        .default_policy(RetryPolicy::builder().retry_budget(None).build().unwrap())
+        .route(
+            Route::host("api.github.com"),
+            Preset::GitHub
+                .builder()
+                .rate_limit(RateLimit::per_hour(5000).burst(100))
+                .build()
+                .unwrap(),
+        )
+        .route(
+            Route::host("*.internal.example"),
+            RetryPolicy::builder()
+                .scope(Scope::Policy)
+                .circuit_breaker(CircuitBreaker::default().consecutive_failures(5))
+                .retry_budget(RetryBudget::default().capacity(100))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let from_toml = EndpointPolicies::from_toml_str(toml).unwrap();
+    let from_json = EndpointPolicies::from_json_str(json).unwrap();
+    assert_eq!(dbg(&from_toml), dbg(&built));
+    assert_eq!(dbg(&from_json), dbg(&built));
+    let github = select(&from_toml, Method::GET, "https://api.github.com/user");
+    assert_eq!(github.rate_limit().unwrap().burst_size(), 100);
+    assert!(
+        github.retry_budget().is_some(),
+        "not inherited from default"
+    );
+    let internal = select(&from_json, Method::GET, "https://db.internal.example/");
+    assert_eq!(internal.circuit_breaker().unwrap().consecutive(), Some(5));
+    assert_eq!(internal.scope(), Scope::Policy);
+    let other = select(&from_toml, Method::GET, "https://example.org/");
+    assert!(other.retry_budget().is_none());
+}
+
+#[test]
+fn the_documented_protection_example_loads_as_its_comments_say() {
+    // the module docs' two TOML blocks under "# Load protection", as one
+    // policy file
+    let docs = include_str!("../src/config.rs");
+    let section = docs
+        .split("//! # Load protection")
+        .nth(1)
+        .and_then(|rest| rest.split("//! # An endpoint set").next())
+        .unwrap();
+    let mut toml = String::new();
+    let mut inside = false;
+    for line in section.lines() {
+        let Some(line) = line.strip_prefix("//!") else {
+            continue;
+        };
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        match line {
+            "```toml" => inside = true,
+            "```" => inside = false,
+            _ if inside => {
+                toml.push_str(line);
+                toml.push('\n');
+            }
+            _ => {}
+        }
+    }
+    // the second block's keys must come before the tables to stay in the
+    // top-level table
+    let (tables, top) = toml.split_at(toml.find("server_limits").unwrap());
+    let file = format!("{top}{tables}");
+    let want = RetryPolicy::builder()
+        .retry_budget(RetryBudget::default())
+        .circuit_breaker(CircuitBreaker::default().consecutive_failures(5))
+        .rate_limit(RateLimit::per_hour(5000).burst(100).max_wait(secs(30)))
+        .server_limits(true)
+        .scope(Scope::Endpoint)
+        .build()
+        .unwrap();
+    assert_eq!(
+        dbg(&RetryPolicy::from_toml_str(&file).unwrap()),
+        dbg(&want),
+        "{file}"
+    );
 }
 
 const SET_TOML: &str = r#"
@@ -448,6 +860,35 @@ fn the_example_file_loads_and_selects_what_its_comments_say() {
     assert_eq!(anthropic.preset(), Some(Preset::Anthropic));
     let other = select(&set, Method::GET, "https://example.org/");
     assert_eq!(other.attempt_timeout(), Some(secs(10)));
+    // load protection: GitHub paced to its quota, a breaker and a smaller
+    // budget on internal hosts, the default budget elsewhere
+    assert_eq!(
+        github.rate_limit(),
+        Some(&RateLimit::per_hour(5000).burst(100).max_wait(secs(60)))
+    );
+    assert_eq!(github.retry_budget(), Some(&RetryBudget::default()));
+    assert!(github.circuit_breaker().is_none());
+    assert_eq!(
+        internal.circuit_breaker(),
+        Some(
+            &CircuitBreaker::default()
+                .consecutive_failures(5)
+                .minimum_throughput(20)
+                .break_duration(secs(10))
+        )
+    );
+    assert_eq!(
+        internal.retry_budget(),
+        Some(&RetryBudget::default().capacity(100))
+    );
+    assert!(internal.rate_limit().is_none());
+    assert_eq!(other.retry_budget(), Some(&RetryBudget::default()));
+    assert!(other.circuit_breaker().is_none() && other.rate_limit().is_none());
+    // the well-known routes keep their presets' protection
+    assert_eq!(
+        anthropic.rate_limit(),
+        Preset::Anthropic.policy().rate_limit()
+    );
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -792,6 +1233,252 @@ fn each_bad_policy_value_names_its_key_and_reason() {
             "trailing characters",
         ),
         ("JSON empty", Json, "", "", "EOF while parsing"),
+        // load protection: the builder's checks, under the key path
+        (
+            "ratio above 1",
+            Toml,
+            "circuit_breaker = { failure_ratio = 1.5 }",
+            "circuit_breaker.failure_ratio",
+            "must lie in (0, 1] (got 1.5)",
+        ),
+        (
+            "zero ratio",
+            Json,
+            r#"{"circuit_breaker": {"failure_ratio": 0}}"#,
+            "circuit_breaker.failure_ratio",
+            "must lie in (0, 1] (got 0)",
+        ),
+        (
+            "ratio not a number",
+            Toml,
+            "[circuit_breaker]\nfailure_ratio = nan",
+            "circuit_breaker.failure_ratio",
+            "must lie in (0, 1] (got NaN)",
+        ),
+        (
+            "ratio as a word",
+            Json,
+            r#"{"circuit_breaker": {"failure_ratio": "half"}}"#,
+            "circuit_breaker.failure_ratio",
+            "invalid type: string \"half\", expected f64",
+        ),
+        (
+            "zero throughput",
+            Toml,
+            "circuit_breaker = { minimum_throughput = 0 }",
+            "circuit_breaker.minimum_throughput",
+            "must be greater than zero",
+        ),
+        (
+            "zero probes",
+            Toml,
+            "circuit_breaker = { half_open_probes = 0 }",
+            "circuit_breaker.half_open_probes",
+            "must be greater than zero",
+        ),
+        (
+            "zero consecutive failures",
+            Json,
+            r#"{"circuit_breaker": {"consecutive_failures": 0}}"#,
+            "circuit_breaker.consecutive_failures",
+            "must be greater than zero",
+        ),
+        (
+            "zero break",
+            Toml,
+            "circuit_breaker = { break_duration = \"0s\" }",
+            "circuit_breaker.break_duration",
+            "must be greater than zero and at most 365 days",
+        ),
+        (
+            "bad window duration",
+            Toml,
+            "circuit_breaker = { sampling_window = \"soon\" }",
+            "circuit_breaker.sampling_window",
+            "`soon` is not a duration",
+        ),
+        (
+            "zero capacity",
+            Toml,
+            "retry_budget = { capacity = 0 }",
+            "retry_budget.capacity",
+            "must be at least timeout_cost (0 < 10)",
+        ),
+        (
+            "capacity below timeout_cost",
+            Json,
+            r#"{"retry_budget": {"capacity": 15, "timeout_cost": 20}}"#,
+            "retry_budget.capacity",
+            "must be at least timeout_cost (15 < 20)",
+        ),
+        (
+            "timeout_cost below retry_cost",
+            Toml,
+            "[retry_budget]\ntimeout_cost = 3",
+            "retry_budget.timeout_cost",
+            "must be at least retry_cost (3 < 5)",
+        ),
+        (
+            "zero retry_cost",
+            Json,
+            r#"{"retry_budget": {"retry_cost": 0}}"#,
+            "retry_budget.retry_cost",
+            "must be greater than zero",
+        ),
+        (
+            "negative capacity",
+            Toml,
+            "retry_budget = { capacity = -1 }",
+            "retry_budget.capacity",
+            "invalid value: integer `-1`, expected u32",
+        ),
+        (
+            "zero requests",
+            Toml,
+            "rate_limit = { requests = 0, per = \"1h\" }",
+            "rate_limit.requests",
+            "must be greater than zero",
+        ),
+        (
+            "missing per",
+            Toml,
+            "rate_limit = { requests = 10 }",
+            "rate_limit",
+            "missing field `per`",
+        ),
+        (
+            "missing requests",
+            Json,
+            r#"{"rate_limit": {"per": "1h"}}"#,
+            "rate_limit",
+            "missing field `requests`",
+        ),
+        (
+            "bad per duration",
+            Toml,
+            "rate_limit = { requests = 10, per = \"1 fortnight\" }",
+            "rate_limit.per",
+            "`1 fortnight` is not a duration (unknown time unit \"fortnight\"",
+        ),
+        (
+            "bare number per",
+            Json,
+            r#"{"rate_limit": {"requests": 10, "per": 3600}}"#,
+            "rate_limit.per",
+            r#"expected a duration such as "500ms""#,
+        ),
+        (
+            "zero per",
+            Toml,
+            "rate_limit = { requests = 10, per = \"0s\" }",
+            "rate_limit.per",
+            "must be greater than zero and at most 365 days",
+        ),
+        (
+            "per too short for requests",
+            Toml,
+            "rate_limit = { requests = 4294967295, per = \"1ns\" }",
+            "rate_limit.per",
+            "is below a nanosecond",
+        ),
+        (
+            "zero burst",
+            Toml,
+            "rate_limit = { requests = 10, per = \"1h\", burst = 0 }",
+            "rate_limit.burst",
+            "must be greater than zero",
+        ),
+        (
+            "too long max_wait",
+            Json,
+            r#"{"rate_limit": {"requests": 10, "per": "1h", "max_wait": "400days"}}"#,
+            "rate_limit.max_wait",
+            "must be at most 365 days",
+        ),
+        (
+            "rate_limit true",
+            Toml,
+            "rate_limit = true",
+            "rate_limit",
+            "`true` is not a rate limit: write a table with `requests` and `per`",
+        ),
+        (
+            "rate_limit true",
+            Json,
+            r#"{"rate_limit": true}"#,
+            "rate_limit",
+            "`true` is not a rate limit",
+        ),
+        (
+            "unknown breaker key",
+            Toml,
+            "circuit_breaker = { ratio = 0.5 }",
+            "circuit_breaker.ratio",
+            "unknown field `ratio`, expected one of `failure_ratio`",
+        ),
+        (
+            "unknown budget key",
+            Json,
+            r#"{"retry_budget": {"tokens": 5}}"#,
+            "retry_budget.tokens",
+            "unknown field `tokens`, expected one of `capacity`",
+        ),
+        (
+            "unknown rate-limit key",
+            Toml,
+            "[rate_limit]\nrequests = 10\nper = \"1h\"\nperiod = \"1h\"",
+            "rate_limit.period",
+            "unknown field `period`",
+        ),
+        (
+            "budget of the wrong type",
+            Toml,
+            "retry_budget = \"on\"",
+            "retry_budget",
+            "invalid type: string \"on\", expected `true` (the default budget), `false` (no budget) or a retry_budget table",
+        ),
+        (
+            "breaker of the wrong type",
+            Json,
+            r#"{"circuit_breaker": [1]}"#,
+            "circuit_breaker",
+            "invalid type: sequence, expected `true` (the default breaker), `false` (no breaker) or a circuit_breaker table",
+        ),
+        (
+            "rate limit of the wrong type",
+            Toml,
+            "rate_limit = 5",
+            "rate_limit",
+            "invalid type: integer `5`, expected `false` (no limit) or a rate_limit table",
+        ),
+        (
+            "server_limits of the wrong type",
+            Toml,
+            "server_limits = \"yes\"",
+            "server_limits",
+            "expected a boolean",
+        ),
+        (
+            "bad scope name",
+            Toml,
+            "scope = \"host\"",
+            "scope",
+            "unknown scope `host` (expected endpoint or policy)",
+        ),
+        (
+            "scope case",
+            Json,
+            r#"{"scope": "Policy"}"#,
+            "scope",
+            "unknown scope `Policy`",
+        ),
+        (
+            "scope not a string",
+            Toml,
+            "scope = 1",
+            "scope",
+            r#"expected a scope: "endpoint" or "policy""#,
+        ),
     ];
     for &(what, format, input, field, reason) in cases {
         check(what, &policy_err(format, input), field, reason);
@@ -1022,6 +1709,73 @@ fn each_bad_endpoint_set_names_its_key_and_reason() {
             "is not a URL scheme",
         ),
         (
+            "unknown breaker key in default",
+            Toml,
+            "[default]\ncircuit_breaker = { ratio = 0.5 }".into(),
+            "default.circuit_breaker.ratio",
+            "unknown field `ratio`",
+        ),
+        (
+            "unknown breaker key in default",
+            Json,
+            r#"{"default": {"circuit_breaker": {"ratio": 1}}}"#.into(),
+            "default.circuit_breaker.ratio",
+            "unknown field `ratio`",
+        ),
+        (
+            "bad ratio in a route",
+            Toml,
+            format!(
+                "{}{}",
+                route("policy = {}"),
+                route("[routes.policy.circuit_breaker]\nfailure_ratio = 2")
+            ),
+            "routes[1].policy.circuit_breaker.failure_ratio",
+            "must lie in (0, 1] (got 2)",
+        ),
+        (
+            "bad budget in default",
+            Json,
+            r#"{"default": {"retry_budget": {"timeout_cost": 1}}}"#.into(),
+            "default.retry_budget.timeout_cost",
+            "must be at least retry_cost (1 < 5)",
+        ),
+        (
+            "zero requests in a route",
+            Json,
+            r#"{"routes": [{"policy": {"rate_limit": {"requests": 0, "per": "1m"}}}]}"#.into(),
+            "routes[0].policy.rate_limit.requests",
+            "must be greater than zero",
+        ),
+        (
+            "missing per in a route",
+            Toml,
+            route("policy = { rate_limit = { requests = 5000 } }"),
+            "routes[0].policy.rate_limit",
+            "missing field `per`",
+        ),
+        (
+            "bad per in a route",
+            Toml,
+            route("policy = { rate_limit = { requests = 5000, per = \"hour\" } }"),
+            "routes[0].policy.rate_limit.per",
+            "`hour` is not a duration",
+        ),
+        (
+            "bad scope in a route",
+            Json,
+            r#"{"routes": [{"policy": {}}, {"policy": {"scope": "global"}}]}"#.into(),
+            "routes[1].policy.scope",
+            "unknown scope `global`",
+        ),
+        (
+            "wrong type in a route",
+            Toml,
+            route("policy = { retry_budget = 0 }"),
+            "routes[0].policy.retry_budget",
+            "invalid type: integer `0`",
+        ),
+        (
             "TOML syntax",
             Toml,
             "[[routes]\nhost = \"a\"".into(),
@@ -1077,6 +1831,39 @@ fn errors_come_in_a_fixed_order() {
     // and the builder's own order within a policy
     let err = RetryPolicy::from_toml_str("multiplier = 0.5\ninitial_backoff = \"0s\"").unwrap_err();
     assert_eq!(err.field(), "initial_backoff");
+    // the policy's own settings, then budget, breaker and rate limit,
+    // whatever their order in the file
+    let all_bad = "rate_limit = { requests = 0, per = \"1s\" }\n\
+                   circuit_breaker = { failure_ratio = 2 }\n\
+                   retry_budget = { retry_cost = 0 }\n\
+                   multiplier = 0.5";
+    let order = [
+        ("multiplier = 0.5\n", "multiplier"),
+        (
+            "retry_budget = { retry_cost = 0 }\n",
+            "retry_budget.retry_cost",
+        ),
+        (
+            "circuit_breaker = { failure_ratio = 2 }\n",
+            "circuit_breaker.failure_ratio",
+        ),
+        (
+            "rate_limit = { requests = 0, per = \"1s\" }",
+            "rate_limit.requests",
+        ),
+    ];
+    let mut text = all_bad.to_owned();
+    for (line, field) in order {
+        let err = RetryPolicy::from_toml_str(&text).unwrap_err();
+        assert_eq!(err.field(), field, "{text}");
+        text = text.replace(line.trim_end(), "");
+    }
+    assert!(RetryPolicy::from_toml_str(&text).is_ok(), "{text}");
+    // a type error inside a table comes before any value check
+    let err =
+        RetryPolicy::from_toml_str("multiplier = 0.5\ncircuit_breaker = { sampling_window = 30 }")
+            .unwrap_err();
+    assert_eq!(err.field(), "circuit_breaker.sampling_window");
 }
 
 #[test]
@@ -1113,6 +1900,14 @@ fn never_panics_on_odd_input() {
         "{\"routes\": [{\"path_glob\": \"[\", \"policy\": {}}]}",
         "[[[",
         "{{{",
+        "retry_budget = { capacity = 4294967295, retry_cost = 4294967295, timeout_cost = 4294967295 }",
+        "circuit_breaker = { failure_ratio = -inf }",
+        "circuit_breaker = { failure_ratio = 1e400 }",
+        "rate_limit = { requests = 1, per = \"365days\" }",
+        "rate_limit = { requests = 4294967295, per = \"1s\", max_wait = \"0s\" }",
+        "{\"rate_limit\": {\"requests\": 1, \"per\": \"1s\", \"requests\": 2}}",
+        "{\"circuit_breaker\": {\"failure_ratio\": null}}",
+        "[rate_limit]\n[rate_limit.requests]",
     ];
     for text in odd {
         let _ = RetryPolicy::from_toml_str(text);
@@ -1189,6 +1984,14 @@ fn policies_and_sets_deserialize_inside_an_applications_own_config() {
         (
             r#"{"name": "x", "retry": {}, "endpoints": {"routes": [{"policy": {"deadline": "0s"}}]}}"#,
             "`routes[0].policy.deadline` must be greater than zero",
+        ),
+        (
+            r#"{"name": "x", "retry": {"circuit_breaker": {"failure_ratio": 2}}, "endpoints": {}}"#,
+            "`circuit_breaker.failure_ratio` must lie in (0, 1]",
+        ),
+        (
+            r#"{"name": "x", "retry": {}, "endpoints": {"default": {"rate_limit": {"requests": 0, "per": "1s"}}}}"#,
+            "`default.rate_limit.requests` must be greater than zero",
         ),
     ];
     for (text, want) in cases {
