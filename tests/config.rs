@@ -2009,3 +2009,18 @@ fn no_retries() -> RetryPolicy {
         .build()
         .unwrap()
 }
+
+/// The README's configuration snippets load as endpoint sets.
+#[test]
+fn readme_toml_snippets_load() {
+    let readme = include_str!("../README.md");
+    let mut found = 0;
+    for block in readme.split("```toml\n").skip(1) {
+        let text = block.split("```").next().unwrap();
+        let set = EndpointPolicies::from_toml_str(text)
+            .unwrap_or_else(|e| panic!("README snippet does not load: {e}\n{text}"));
+        assert!(set.routes().len() > 0);
+        found += 1;
+    }
+    assert!(found >= 1, "no TOML snippet in the README");
+}
