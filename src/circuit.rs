@@ -213,7 +213,7 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
     probe: bool,
-    generation: u64,
+    generation: u32,
 }
 
 impl Ticket {
@@ -235,7 +235,7 @@ pub struct CircuitState {
     mode: Mode,
     /// Bumped on every transition, so that outcomes of attempts admitted
     /// before it are not counted after it.
-    generation: u64,
+    generation: u32,
     consecutive: u32,
     /// (failures, total) per bucket; `head` is the newest.
     buckets: [(u32, u32); BUCKETS],
@@ -385,7 +385,7 @@ impl CircuitState {
 
     fn transition(&mut self, mode: Mode) {
         self.mode = mode;
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
         self.consecutive = 0;
         self.buckets = [(0, 0); BUCKETS];
         self.head_start = None;

@@ -119,23 +119,22 @@ pub struct RetryState {
     guard: Guard,
 }
 
-/// A request's hold on its endpoint's load-protection state. Dropping it
-/// (a cancelled request) gives back what was taken and not used: a
-/// half-open probe's slot, the tokens paid for a retry not yet sent.
+/// A request's hold on its endpoint's load-protection state (given back on
+/// drop: see `RetryState`'s `Drop`).
 #[derive(Debug, Default)]
 struct Guard {
     /// `None` when the policy has no load protection.
     endpoint: Option<Arc<dyn EndpointState>>,
-    /// The policy's budget, if any.
-    budget: Option<RetryBudget>,
     /// The breaker's ticket of the attempt in flight.
     ticket: Option<Ticket>,
     /// Tokens paid for the retry about to be sent.
     paid: u32,
     /// Tokens paid for retries already sent (refunded on success).
     spent: u32,
-    /// When the attempt about to be sent first asked to go.
-    turn_started: Option<Instant>,
+    /// When the attempt about to be sent first asked to go, in nanoseconds
+    /// after `RetryState::started`, plus one; 0 for not yet (a word, not an
+    /// `Option<Instant>`'s two: the state is moved with every request).
+    turn_started: u64,
     /// Whether the first attempt was sent (the deadline counts from it).
     sent: bool,
 }
@@ -164,7 +163,6 @@ impl RetryState {
         RetryState {
             guard: Guard {
                 endpoint,
-                budget: protection.budget,
                 ..Guard::default()
             },
             backoff: None,
@@ -248,7 +246,11 @@ impl RetryState {
         };
         let p = self.policy.inner();
         let protection = &p.protection;
-        let turn_started = *self.guard.turn_started.get_or_insert(now);
+        if self.guard.turn_started == 0 {
+            let since = now.saturating_duration_since(self.started).as_nanos();
+            self.guard.turn_started = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
+        }
+        let turn_started = self.started + Duration::from_nanos(self.guard.turn_started - 1);
         let mut wait = None;
         if protection.server_limits
             && let Some(until) = endpoint.blocked_until()
@@ -317,13 +319,13 @@ impl RetryState {
             self.guard.sent = true;
             self.started = now;
         }
-        self.guard.turn_started = None;
+        self.guard.turn_started = 0;
         self.guard.spent += std::mem::take(&mut self.guard.paid);
     }
 
     /// Refuses the next attempt before it is sent.
     fn refuse(&mut self, request: &RequestMeta<'_>, reason: StopReason) -> Admission {
-        self.guard.refund();
+        self.guard.refund(self.policy.retry_budget());
         self.report.set_stop(reason);
         #[cfg(feature = "tracing")]
         tracing::warn!(
@@ -366,7 +368,7 @@ impl RetryState {
         match class {
             Class::Transient => {}
             Class::Success if is_response => {
-                self.guard.refund_success();
+                self.guard.refund_success(self.policy.retry_budget());
                 return self.stop(request, StopReason::Success, true);
             }
             _ => return self.stop(request, StopReason::Permanent, is_response),
@@ -549,10 +551,10 @@ impl RetryState {
 
 impl Guard {
     /// Gives back the tokens paid for a retry that will not be sent.
-    fn refund(&mut self) {
+    fn refund(&mut self, budget: Option<&RetryBudget>) {
         let paid = std::mem::take(&mut self.paid);
         if paid > 0
-            && let (Some(endpoint), Some(budget)) = (&self.endpoint, &self.budget)
+            && let (Some(endpoint), Some(budget)) = (&self.endpoint, budget)
         {
             endpoint.deposit(budget, paid);
         }
@@ -560,8 +562,8 @@ impl Guard {
 
     /// A success: a first attempt puts back `success_refund`, a retried
     /// request what its retries cost.
-    fn refund_success(&mut self) {
-        if let (Some(endpoint), Some(budget)) = (&self.endpoint, &self.budget) {
+    fn refund_success(&mut self, budget: Option<&RetryBudget>) {
+        if let (Some(endpoint), Some(budget)) = (&self.endpoint, budget) {
             let tokens = match std::mem::take(&mut self.spent) {
                 0 => budget.success_refund_tokens(),
                 spent => spent,
@@ -571,10 +573,13 @@ impl Guard {
     }
 }
 
-impl Drop for Guard {
+/// A dropped request (a cancelled future) gives back what it held and did
+/// not use: the tokens paid for a retry not yet sent, a half-open probe's
+/// slot.
+impl Drop for RetryState {
     fn drop(&mut self) {
-        self.refund();
-        if let (Some(ticket), Some(endpoint)) = (self.ticket.take(), &self.endpoint) {
+        self.guard.refund(self.policy.retry_budget());
+        if let (Some(ticket), Some(endpoint)) = (self.guard.ticket.take(), &self.guard.endpoint) {
             endpoint.circuit(&mut |state| state.release(ticket));
         }
     }

@@ -207,8 +207,9 @@ pub struct RetryReport {
     history: History,
     total_backoff: Duration,
     stop: Option<StopReason>,
-    /// Empty (no allocation) unless load protection made it wait.
-    throttles: Vec<Throttle>,
+    /// `None` (no allocation, one word) unless load protection made the
+    /// request wait.
+    throttles: Option<Box<Vec<Throttle>>>,
 }
 
 impl RetryReport {
@@ -217,7 +218,7 @@ impl RetryReport {
             history: History::Empty,
             total_backoff: Duration::ZERO,
             stop: None,
-            throttles: Vec::new(),
+            throttles: None,
         }
     }
 
@@ -225,14 +226,15 @@ impl RetryReport {
     /// one if it was for the same attempt and reason.
     pub(crate) fn add_throttle(&mut self, reason: ThrottleReason, waited: Duration) {
         let before_attempt = self.attempts() + 1;
-        if let Some(last) = self.throttles.last_mut()
+        let throttles = self.throttles.get_or_insert_with(Box::default);
+        if let Some(last) = throttles.last_mut()
             && last.reason == reason
             && last.before_attempt == before_attempt
         {
             last.waited = last.waited.saturating_add(waited);
             return;
         }
-        self.throttles.push(Throttle {
+        throttles.push(Throttle {
             reason,
             waited,
             before_attempt,
@@ -302,11 +304,11 @@ impl RetryReport {
     /// Every wait imposed by load protection (local rate limit, server
     /// quota), in order; empty for most requests.
     pub fn throttles(&self) -> &[Throttle] {
-        &self.throttles
+        self.throttles.as_deref().map_or(&[], Vec::as_slice)
     }
     /// The sum of [`throttles`](Self::throttles).
     pub fn total_throttled(&self) -> Duration {
-        self.throttles
+        self.throttles()
             .iter()
             .fold(Duration::ZERO, |sum, t| sum.saturating_add(t.waited))
     }
@@ -319,7 +321,7 @@ impl fmt::Debug for RetryReport {
             .field("total_backoff", &self.total_backoff)
             .field("stop", &self.stop)
             .field("history", &self.history())
-            .field("throttles", &self.throttles)
+            .field("throttles", &self.throttles())
             .finish()
     }
 }
@@ -338,7 +340,7 @@ impl fmt::Display for RetryReport {
             write!(f, "{r}")?;
         }
         f.write_str("]")?;
-        for t in &self.throttles {
+        for t in self.throttles() {
             let ms = Duration::from_millis(t.waited.as_millis() as u64);
             write!(f, "; throttled {ms:?} ({})", t.reason)?;
         }
