@@ -56,13 +56,12 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::backoff::Backoff;
-use crate::budget::RetryBudget;
 use crate::circuit::{CircuitStatus, Ticket, Verdict};
 use crate::classify::{
     Class, FailureKind, IDEMPOTENCY_KEY, MAX_INSPECTED_BODY, Outcome, RequestMeta,
     is_idempotent_method,
 };
-use crate::policy::{LongHint, RetryPolicy};
+use crate::policy::{LongHint, Protection, RetryPolicy};
 use crate::report::{AttemptRecord, RetryReport, StopReason, ThrottleReason};
 use crate::retry_after::{DelaySource, quota_reset};
 use crate::store::{EndpointKey, EndpointState, Scope};
@@ -116,15 +115,21 @@ pub struct RetryState {
     safety: Safety,
     replayable: bool,
     report: RetryReport,
-    guard: Guard,
+    /// Whether the first attempt was sent (the deadline counts from it).
+    sent: bool,
+    /// Made when the endpoint's state is first needed: a request that
+    /// succeeds at once while the store is at rest never needs it, and the
+    /// state every request carries stays small.
+    guard: Option<Box<Guard>>,
 }
 
 /// A request's hold on its endpoint's load-protection state (given back on
-/// drop: see `RetryState`'s `Drop`).
-#[derive(Debug, Default)]
+/// drop: see `RetryState`'s `Drop`). The endpoint is looked up when first
+/// needed: a request that succeeds at once while the store is at rest never
+/// looks it up.
+#[derive(Debug)]
 struct Guard {
-    /// `None` when the policy has no load protection.
-    endpoint: Option<Arc<dyn EndpointState>>,
+    endpoint: Arc<dyn EndpointState>,
     /// The breaker's ticket of the attempt in flight.
     ticket: Option<Ticket>,
     /// Tokens paid for the retry about to be sent.
@@ -135,8 +140,6 @@ struct Guard {
     /// after `RetryState::started`, plus one; 0 for not yet (a word, not an
     /// `Option<Instant>`'s two: the state is moved with every request).
     turn_started: u64,
-    /// Whether the first attempt was sent (the deadline counts from it).
-    sent: bool,
 }
 
 impl RetryState {
@@ -152,19 +155,9 @@ impl RetryState {
         request: &RequestMeta<'_>,
         now: Instant,
     ) -> RetryState {
-        let protection = &policy.inner().protection;
-        let endpoint = protection.active().then(|| {
-            let key = match protection.scope {
-                Scope::Policy => EndpointKey::whole_policy(),
-                _ => EndpointKey::new(request.host(), request.port()),
-            };
-            protection.store.endpoint(&key)
-        });
         RetryState {
-            guard: Guard {
-                endpoint,
-                ..Guard::default()
-            },
+            guard: None,
+            sent: false,
             backoff: None,
             started: now,
             safety: match policy.inner().classifier.retry_safety(request) {
@@ -240,17 +233,24 @@ impl RetryState {
     /// fails with `DEADLINE_EXCEEDED`; the deadline itself starts when the
     /// first attempt is sent.
     pub fn admit(&mut self, request: &RequestMeta<'_>, now: Instant) -> Admission {
-        let Some(endpoint) = &self.guard.endpoint else {
-            self.sending(now);
-            return Admission::Send;
-        };
         let p = self.policy.inner();
         let protection = &p.protection;
-        if self.guard.turn_started == 0 {
-            let since = now.saturating_duration_since(self.started).as_nanos();
-            self.guard.turn_started = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
+        // With only a budget and server quotas (the defaults), a store at
+        // rest (no quota held anywhere) has nothing to say: no lookup.
+        let look = protection.circuit.is_some()
+            || protection.rate_limit.is_some()
+            || (protection.server_limits && !protection.store.quiet(now));
+        if !look {
+            self.sending(now);
+            return Admission::Send;
         }
-        let turn_started = self.started + Duration::from_nanos(self.guard.turn_started - 1);
+        let guard = guard_of(&mut self.guard, protection, request);
+        if guard.turn_started == 0 {
+            let since = now.saturating_duration_since(self.started).as_nanos();
+            guard.turn_started = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
+        }
+        let turn_started = self.started + Duration::from_nanos(guard.turn_started - 1);
+        let endpoint = &guard.endpoint;
         let mut wait = None;
         if protection.server_limits
             && let Some(until) = endpoint.blocked_until()
@@ -275,7 +275,7 @@ impl RetryState {
             wait = Some((delay, ThrottleReason::LocalRateLimit));
         }
         if let Some((delay, reason)) = wait {
-            if self.guard.sent
+            if self.sent
                 && p.deadline.is_some_and(|d| {
                     now.saturating_duration_since(self.started)
                         .saturating_add(delay)
@@ -302,7 +302,7 @@ impl RetryState {
             let mut verdict = None;
             endpoint.circuit(&mut |state| verdict = Some(state.admit(breaker, now)));
             match verdict {
-                Some(Verdict::Allow(ticket)) => self.guard.ticket = Some(ticket),
+                Some(Verdict::Allow(ticket)) => guard.ticket = Some(ticket),
                 Some(Verdict::Refuse { retry_in }) => {
                     return self.refuse(request, StopReason::CircuitOpen { retry_in });
                 }
@@ -315,17 +315,19 @@ impl RetryState {
 
     /// The attempt is being sent at `now`.
     fn sending(&mut self, now: Instant) {
-        if !self.guard.sent {
-            self.guard.sent = true;
+        if !self.sent {
+            self.sent = true;
             self.started = now;
         }
-        self.guard.turn_started = 0;
-        self.guard.spent += std::mem::take(&mut self.guard.paid);
+        if let Some(guard) = &mut self.guard {
+            guard.turn_started = 0;
+            guard.spent += std::mem::take(&mut guard.paid);
+        }
     }
 
     /// Refuses the next attempt before it is sent.
     fn refuse(&mut self, request: &RequestMeta<'_>, reason: StopReason) -> Admission {
-        self.guard.refund(self.policy.retry_budget());
+        self.refund();
         self.report.set_stop(reason);
         #[cfg(feature = "tracing")]
         tracing::warn!(
@@ -360,7 +362,7 @@ impl RetryState {
             elapsed,
         });
         let is_response = matches!(outcome, Outcome::Response { .. });
-        if self.guard.endpoint.is_some() {
+        if self.policy.inner().protection.active() {
             self.observe(request, outcome, class, now);
         }
         let p = self.policy.inner();
@@ -368,7 +370,7 @@ impl RetryState {
         match class {
             Class::Transient => {}
             Class::Success if is_response => {
-                self.guard.refund_success(self.policy.retry_budget());
+                self.refund_success(request, now);
                 return self.stop(request, StopReason::Success, true);
             }
             _ => return self.stop(request, StopReason::Permanent, is_response),
@@ -418,8 +420,11 @@ impl RetryState {
         {
             return self.stop(request, StopReason::Deadline, is_response);
         }
-        if let Some(endpoint) = &self.guard.endpoint {
-            if p.protection.circuit.is_some() {
+        if p.protection.active() {
+            if p.protection.circuit.is_some()
+                && let Some(guard) = &self.guard
+            {
+                let endpoint = &guard.endpoint;
                 let mut status = CircuitStatus::Closed;
                 endpoint.circuit(&mut |state| status = state.status(now));
                 if let CircuitStatus::Open { until } = status
@@ -431,10 +436,11 @@ impl RetryState {
             }
             if let Some(budget) = &p.protection.budget {
                 let cost = budget.cost(outcome.failure() == Some(FailureKind::Timeout));
-                if !endpoint.withdraw(budget, cost) {
+                let guard = guard_of(&mut self.guard, &p.protection, request);
+                if !guard.endpoint.withdraw(budget, cost) {
                     return self.stop(request, StopReason::BudgetExhausted, is_response);
                 }
-                self.guard.paid = cost;
+                guard.paid = cost;
             }
         }
 
@@ -509,10 +515,10 @@ impl RetryState {
         now: Instant,
     ) {
         let p = self.policy.inner();
-        let Some(endpoint) = &self.guard.endpoint else {
-            return;
-        };
-        if let (Some(ticket), Some(breaker)) = (self.guard.ticket.take(), &p.protection.circuit) {
+        if let Some(guard) = &mut self.guard
+            && let (Some(ticket), Some(breaker)) = (guard.ticket.take(), &p.protection.circuit)
+        {
+            let endpoint = &guard.endpoint;
             let failed = match (class, outcome) {
                 (Class::Transient, _) => Some(true),
                 (_, Outcome::Response { .. }) => Some(false),
@@ -529,7 +535,9 @@ impl RetryState {
             && let Some(headers) = outcome.headers()
             && let Some((wait, which)) = quota_reset(headers, p.clock.now())
         {
-            endpoint.block_until(now + wait);
+            guard_of(&mut self.guard, &p.protection, request)
+                .endpoint
+                .block_until(now + wait);
             #[cfg(feature = "tracing")]
             tracing::info!(
                 target: "http_resilience",
@@ -549,28 +557,62 @@ impl RetryState {
     }
 }
 
-impl Guard {
-    /// Gives back the tokens paid for a retry that will not be sent.
-    fn refund(&mut self, budget: Option<&RetryBudget>) {
-        let paid = std::mem::take(&mut self.paid);
-        if paid > 0
-            && let (Some(endpoint), Some(budget)) = (&self.endpoint, budget)
-        {
-            endpoint.deposit(budget, paid);
-        }
+impl RetryState {
+    /// A success: a first attempt puts back `success_refund` (nothing to
+    /// do while the store is at rest: every bucket is full), a retried
+    /// request what its retries cost.
+    fn refund_success(&mut self, request: &RequestMeta<'_>, now: Instant) {
+        let p = self.policy.inner();
+        let Some(budget) = &p.protection.budget else {
+            return;
+        };
+        let spent = self
+            .guard
+            .as_mut()
+            .map_or(0, |g| std::mem::take(&mut g.spent));
+        let tokens = match spent {
+            0 if self.guard.is_none() && p.protection.store.quiet(now) => return,
+            0 => budget.success_refund_tokens(),
+            spent => spent,
+        };
+        guard_of(&mut self.guard, &p.protection, request)
+            .endpoint
+            .deposit(budget, tokens);
     }
 
-    /// A success: a first attempt puts back `success_refund`, a retried
-    /// request what its retries cost.
-    fn refund_success(&mut self, budget: Option<&RetryBudget>) {
-        if let (Some(endpoint), Some(budget)) = (&self.endpoint, budget) {
-            let tokens = match std::mem::take(&mut self.spent) {
-                0 => budget.success_refund_tokens(),
-                spent => spent,
-            };
-            endpoint.deposit(budget, tokens);
+    /// Gives back the tokens paid for a retry that will not be sent.
+    fn refund(&mut self) {
+        if let Some(guard) = &mut self.guard
+            && let Some(budget) = self.policy.retry_budget()
+        {
+            let paid = std::mem::take(&mut guard.paid);
+            if paid > 0 {
+                guard.endpoint.deposit(budget, paid);
+            }
         }
     }
+}
+
+/// The request's hold on its endpoint, made (and the endpoint looked up)
+/// on first need.
+fn guard_of<'a>(
+    slot: &'a mut Option<Box<Guard>>,
+    protection: &Protection,
+    request: &RequestMeta<'_>,
+) -> &'a mut Guard {
+    slot.get_or_insert_with(|| {
+        let key = match protection.scope {
+            Scope::Policy => EndpointKey::whole_policy(),
+            _ => EndpointKey::new(request.host(), request.port()),
+        };
+        Box::new(Guard {
+            endpoint: protection.store.endpoint(&key),
+            ticket: None,
+            paid: 0,
+            spent: 0,
+            turn_started: 0,
+        })
+    })
 }
 
 /// A dropped request (a cancelled future) gives back what it held and did
@@ -578,9 +620,11 @@ impl Guard {
 /// slot.
 impl Drop for RetryState {
     fn drop(&mut self) {
-        self.guard.refund(self.policy.retry_budget());
-        if let (Some(ticket), Some(endpoint)) = (self.guard.ticket.take(), &self.guard.endpoint) {
-            endpoint.circuit(&mut |state| state.release(ticket));
+        self.refund();
+        if let Some(guard) = &mut self.guard
+            && let Some(ticket) = guard.ticket.take()
+        {
+            guard.endpoint.circuit(&mut |state| state.release(ticket));
         }
     }
 }

@@ -32,7 +32,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -107,11 +107,24 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// The state of `key`, made on first use. Called once per request (not
     /// per attempt), so it may take a lock.
     fn endpoint(&self, key: &EndpointKey<'_>) -> Arc<dyn EndpointState>;
+
+    /// A hint that lets a request skip looking its endpoint up: `true` only
+    /// if, at `now`, every endpoint is at rest: every retry budget full and
+    /// no server quota held. (Breakers and rate limits are always looked
+    /// up.) The default, `false`, is always correct; it only costs a
+    /// lookup per request.
+    fn quiet(&self, now: Instant) -> bool {
+        let _ = now;
+        false
+    }
 }
 
 impl<S: StateStore + ?Sized> StateStore for Arc<S> {
     fn endpoint(&self, key: &EndpointKey<'_>) -> Arc<dyn EndpointState> {
         (**self).endpoint(key)
+    }
+    fn quiet(&self, now: Instant) -> bool {
+        (**self).quiet(now)
     }
 }
 
@@ -141,9 +154,48 @@ pub trait EndpointState: Send + Sync + fmt::Debug {
 
 /// The default store: state in this process's memory. One entry per
 /// endpoint reached (a few hundred bytes), kept for the store's life.
-#[derive(Debug, Default)]
+///
+/// It also keeps two store-wide figures (how many buckets are below
+/// capacity, the latest quota hold), so that [`quiet`](StateStore::quiet)
+/// answers without a lookup, and a request that succeeds at once while
+/// nothing is failing never touches a map or a lock.
+#[derive(Debug)]
 pub struct InMemoryStore {
     endpoints: RwLock<hashbrown::HashMap<OwnedKey, Arc<InMemoryEndpoint>>>,
+    shared: Arc<Shared>,
+}
+
+/// What every endpoint of a store updates.
+#[derive(Debug)]
+struct Shared {
+    /// Buckets below their capacity.
+    not_full: AtomicUsize,
+    /// The latest hold, in nanoseconds after `origin` plus one; 0 for none.
+    latest_hold: AtomicU64,
+    origin: Instant,
+}
+
+impl Shared {
+    fn encode(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+    }
+    fn decode(&self, n: u64) -> Option<Instant> {
+        (n != 0).then(|| self.origin + Duration::from_nanos(n - 1))
+    }
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        InMemoryStore {
+            endpoints: RwLock::default(),
+            shared: Arc::new(Shared {
+                not_full: AtomicUsize::new(0),
+                latest_hold: AtomicU64::new(0),
+                origin: tokio::time::Instant::now().into_std(),
+            }),
+        }
+    }
 }
 
 impl InMemoryStore {
@@ -178,8 +230,16 @@ impl StateStore for InMemoryStore {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .entry_ref(key)
-            .or_insert_with(|| Arc::new(InMemoryEndpoint::new()))
+            .or_insert_with(|| Arc::new(InMemoryEndpoint::new(self.shared.clone())))
             .clone()
+    }
+
+    fn quiet(&self, now: Instant) -> bool {
+        self.shared.not_full.load(Ordering::Acquire) == 0
+            && self
+                .shared
+                .decode(self.shared.latest_hold.load(Ordering::Acquire))
+                .is_none_or(|until| until <= now)
     }
 }
 
@@ -235,10 +295,10 @@ struct InMemoryEndpoint {
     /// The bucket's tokens, or `UNTOUCHED`.
     tokens: AtomicU64,
     circuit: Mutex<CircuitState>,
-    /// Nanoseconds after `origin` plus one; 0 for none.
+    /// Encoded as in `Shared`; 0 for none.
     blocked: AtomicU64,
-    origin: Instant,
     limiter: OnceLock<Limiter>,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for InMemoryEndpoint {
@@ -251,27 +311,46 @@ impl fmt::Debug for InMemoryEndpoint {
 }
 
 impl InMemoryEndpoint {
-    fn new() -> Self {
+    fn new(shared: Arc<Shared>) -> Self {
         InMemoryEndpoint {
             tokens: AtomicU64::new(UNTOUCHED),
             circuit: Mutex::new(CircuitState::default()),
             blocked: AtomicU64::new(0),
-            origin: tokio::time::Instant::now().into_std(),
             limiter: OnceLock::new(),
+            shared,
         }
     }
 
     fn update_tokens(&self, budget: &RetryBudget, f: impl Fn(&mut Tokens) -> bool) -> bool {
-        self.tokens
+        let full = |raw: u64| raw == UNTOUCHED || raw >= u64::from(budget.capacity_tokens());
+        let mut after = 0;
+        let result = self
+            .tokens
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |raw| {
                 let mut tokens = if raw == UNTOUCHED {
                     Tokens::full(budget)
                 } else {
                     Tokens(raw as u32)
                 };
-                f(&mut tokens).then_some(u64::from(tokens.0))
-            })
-            .is_ok()
+                after = u64::from(tokens.0);
+                f(&mut tokens).then(|| {
+                    after = u64::from(tokens.0);
+                    after
+                })
+            });
+        let Ok(before) = result else {
+            return false;
+        };
+        match (full(before), full(after)) {
+            (true, false) => {
+                self.shared.not_full.fetch_add(1, Ordering::AcqRel);
+            }
+            (false, true) => {
+                self.shared.not_full.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        true
     }
 }
 
@@ -282,7 +361,8 @@ impl EndpointState for InMemoryEndpoint {
 
     fn deposit(&self, budget: &RetryBudget, tokens: u32) {
         // A full bucket stays as it is: no write on the success path.
-        if tokens == 0 || self.tokens.load(Ordering::Relaxed) == UNTOUCHED {
+        let raw = self.tokens.load(Ordering::Relaxed);
+        if tokens == 0 || raw == UNTOUCHED || raw >= u64::from(budget.capacity_tokens()) {
             return;
         }
         self.update_tokens(budget, |t| {
@@ -297,16 +377,13 @@ impl EndpointState for InMemoryEndpoint {
     }
 
     fn blocked_until(&self) -> Option<Instant> {
-        match self.blocked.load(Ordering::Acquire) {
-            0 => None,
-            n => Some(self.origin + Duration::from_nanos(n - 1)),
-        }
+        self.shared.decode(self.blocked.load(Ordering::Acquire))
     }
 
     fn block_until(&self, until: Instant) {
-        let nanos = until.saturating_duration_since(self.origin).as_nanos();
-        let encoded = u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1;
+        let encoded = self.shared.encode(until);
         self.blocked.fetch_max(encoded, Ordering::AcqRel);
+        self.shared.latest_hold.fetch_max(encoded, Ordering::AcqRel);
     }
 
     fn acquire(&self, limit: &RateLimit) -> Result<(), Duration> {
@@ -357,6 +434,30 @@ mod tests {
             handles.into_iter().map(|h| h.join().unwrap()).sum()
         });
         assert_eq!(paid, 100);
+    }
+
+    #[test]
+    fn quiet_until_a_bucket_drains_or_a_quota_is_held() {
+        let store = InMemoryStore::new();
+        let budget = RetryBudget::default();
+        let now = Instant::now();
+        assert!(store.quiet(now));
+        let a = store.endpoint(&EndpointKey::new("a", 1));
+        let b = store.endpoint(&EndpointKey::new("b", 1));
+        assert!(store.quiet(now), "untouched endpoints are at rest");
+        assert!(a.withdraw(&budget, 5));
+        assert!(b.withdraw(&budget, 5));
+        assert!(!store.quiet(now));
+        a.deposit(&budget, 5);
+        assert!(!store.quiet(now), "b is still below capacity");
+        b.deposit(&budget, 100);
+        assert!(store.quiet(now));
+        a.block_until(now + Duration::from_secs(30));
+        assert!(!store.quiet(now));
+        assert!(
+            store.quiet(now + Duration::from_secs(30)),
+            "the hold is over"
+        );
     }
 
     #[test]
