@@ -918,6 +918,142 @@ mod tests {
         assert_eq!(r.history()[0].failure(), Some(FailureKind::Timeout));
     }
 
+    mod protection {
+        use super::*;
+        use crate::{CircuitBreaker, EndpointKey, RetryBudget, ThrottleReason};
+
+        fn meta(headers: &HeaderMap) -> RequestMeta<'_> {
+            RequestMeta::new(&Method::GET, "http", "h", "/p", headers)
+        }
+
+        fn respond<'a>(status: u16, headers: &'a HeaderMap) -> Outcome<'a> {
+            Outcome::response(StatusCode::from_u16(status).unwrap(), headers)
+        }
+
+        #[test]
+        fn the_budget_pays_for_retries_until_it_cannot() {
+            let budget = RetryBudget::default().capacity(10);
+            let p = policy()
+                .max_retries(5)
+                .retry_budget(budget)
+                .build()
+                .unwrap();
+            let h = HeaderMap::new();
+            let t0 = Instant::now();
+            let mut state = RetryState::new(&p, &meta(&h), t0);
+            let mut decisions = vec![];
+            for _ in 0..3 {
+                assert_eq!(state.admit(&meta(&h), t0), Admission::Send);
+                decisions.push(state.decide(&meta(&h), &respond(503, &h), t0));
+            }
+            assert!(matches!(decisions[0], Decision::Retry { .. }));
+            assert!(matches!(decisions[1], Decision::Retry { .. }));
+            assert_eq!(decisions[2], Decision::Fail(StopReason::BudgetExhausted));
+            let endpoint = p.state_store().endpoint(&EndpointKey::new("h", 80));
+            assert_eq!(endpoint.tokens(&budget), 0);
+        }
+
+        #[test]
+        fn a_dropped_request_refunds_a_retry_it_paid_for() {
+            let budget = RetryBudget::default().capacity(10);
+            let p = policy().retry_budget(budget).build().unwrap();
+            let h = HeaderMap::new();
+            let t0 = Instant::now();
+            let mut state = RetryState::new(&p, &meta(&h), t0);
+            state.admit(&meta(&h), t0);
+            assert!(matches!(
+                state.decide(&meta(&h), &respond(503, &h), t0),
+                Decision::Retry { .. }
+            ));
+            let endpoint = p.state_store().endpoint(&EndpointKey::new("h", 80));
+            assert_eq!(endpoint.tokens(&budget), 5);
+            drop(state);
+            assert_eq!(endpoint.tokens(&budget), 10);
+        }
+
+        #[test]
+        fn a_quota_gone_holds_the_next_request_until_the_reset() {
+            let p = policy().build().unwrap();
+            let none = HeaderMap::new();
+            let mut gone = HeaderMap::new();
+            gone.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+            // the fixed wall clock is at 1,000,000 s
+            gone.insert("x-ratelimit-reset", HeaderValue::from_static("1000030"));
+            let t0 = Instant::now();
+            let mut first = RetryState::new(&p, &meta(&none), t0);
+            assert_eq!(first.admit(&meta(&none), t0), Admission::Send);
+            assert_eq!(
+                first.decide(&meta(&none), &respond(200, &gone), t0),
+                Decision::Return
+            );
+
+            let later = t0 + Duration::from_secs(10);
+            let mut next = RetryState::new(&p, &meta(&none), later);
+            assert_eq!(
+                next.admit(&meta(&none), later),
+                Admission::Wait {
+                    delay: Duration::from_secs(20),
+                    reason: ThrottleReason::ServerQuota
+                }
+            );
+            let at_reset = t0 + Duration::from_secs(30);
+            assert_eq!(next.admit(&meta(&none), at_reset), Admission::Send);
+            assert_eq!(next.report().total_throttled(), Duration::from_secs(20));
+
+            // a reset beyond max_retry_after (120 s; the wall clock is fixed,
+            // so 600 s from it): refused at once
+            let mut far = HeaderMap::new();
+            far.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+            far.insert("x-ratelimit-reset", HeaderValue::from_static("1000600"));
+            next.decide(&meta(&none), &respond(200, &far), at_reset);
+            let mut refused = RetryState::new(&p, &meta(&none), at_reset);
+            assert_eq!(
+                refused.admit(&meta(&none), at_reset),
+                Admission::Fail(StopReason::RetryAfterTooLong {
+                    hint: Duration::from_secs(600)
+                })
+            );
+        }
+
+        #[test]
+        fn an_open_breaker_refuses_and_a_failure_that_opens_it_stops_at_once() {
+            let p = policy()
+                .circuit_breaker(CircuitBreaker::default().consecutive_failures(1))
+                .build()
+                .unwrap();
+            let h = HeaderMap::new();
+            let t0 = Instant::now();
+            let mut first = RetryState::new(&p, &meta(&h), t0);
+            assert_eq!(first.admit(&meta(&h), t0), Admission::Send);
+            let five = Duration::from_secs(5);
+            assert_eq!(
+                first.decide(&meta(&h), &respond(503, &h), t0),
+                Decision::Fail(StopReason::CircuitOpen { retry_in: five })
+            );
+            let mut second = RetryState::new(&p, &meta(&h), t0);
+            assert_eq!(
+                second.admit(&meta(&h), t0 + Duration::from_secs(1)),
+                Admission::Fail(StopReason::CircuitOpen {
+                    retry_in: Duration::from_secs(4)
+                })
+            );
+            // at 5 s: one probe; a second request meanwhile is refused
+            let mut probe = RetryState::new(&p, &meta(&h), t0 + five);
+            assert_eq!(probe.admit(&meta(&h), t0 + five), Admission::Send);
+            let mut other = RetryState::new(&p, &meta(&h), t0 + five);
+            assert!(matches!(
+                other.admit(&meta(&h), t0 + five),
+                Admission::Fail(StopReason::CircuitOpen { .. })
+            ));
+            assert_eq!(
+                probe.decide(&meta(&h), &respond(200, &h), t0 + five),
+                Decision::Return
+            );
+            let mut after = RetryState::new(&p, &meta(&h), t0 + five);
+            assert_eq!(after.admit(&meta(&h), t0 + five), Admission::Send);
+        }
+    }
+
     #[test]
     fn auto_key_only_for_non_idempotent_without_one() {
         let p = policy().auto_idempotency_key(true).build().unwrap();
