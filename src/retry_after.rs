@@ -43,6 +43,8 @@ const RETRY_AFTER_MS: http::HeaderName = http::HeaderName::from_static("retry-af
 const X_RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
 const X_RATELIMIT_REMAINING: http::HeaderName =
     http::HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESOURCE: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-resource");
 const ANTHROPIC_REMAINING: http::HeaderName =
     http::HeaderName::from_static("anthropic-ratelimit-requests-remaining");
 const ANTHROPIC_RESET: http::HeaderName =
@@ -279,7 +281,10 @@ impl QuotaHeaders {
 /// | `x-ratelimit-remaining-requests` | `x-ratelimit-reset-requests`, a duration (`6m0s`, `12ms`, `1.5s`) |
 ///
 /// Token quotas (`...-tokens-remaining`) are not read: whether the next
-/// request fits depends on its size.
+/// request fits depends on its size. Nor is a GitHub quota for a resource
+/// other than `core` (`x-ratelimit-resource: search`, `graphql`, ...): it
+/// covers only some of the host's paths, and holding the whole host for it
+/// would stall requests that have quota left.
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
@@ -301,6 +306,12 @@ pub fn quota_reset(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, Qu
             .is_some_and(|v| trim_ows(v.as_bytes()) == b"0")
     };
     let (wait, which) = if exhausted(&X_RATELIMIT_REMAINING) {
+        if headers
+            .get(&X_RATELIMIT_RESOURCE)
+            .is_some_and(|r| !trim_ows(r.as_bytes()).eq_ignore_ascii_case(b"core"))
+        {
+            return None;
+        }
         let reset = headers.get(&X_RATELIMIT_RESET)?;
         (
             parse_epoch_reset(reset.as_bytes(), now)?,
@@ -477,6 +488,23 @@ mod tests {
             None
         );
         assert_eq!(q(&[("x-ratelimit-remaining", "0")]), None, "no reset");
+        assert_eq!(
+            q(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1000030"),
+                ("x-ratelimit-resource", "core")
+            ]),
+            Some((secs(30), QuotaHeaders::EpochReset))
+        );
+        assert_eq!(
+            q(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1000030"),
+                ("x-ratelimit-resource", "search")
+            ]),
+            None,
+            "GitHub's search quota covers only /search paths"
+        );
         assert_eq!(
             q(&[
                 ("x-ratelimit-remaining", "0"),
