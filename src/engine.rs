@@ -63,7 +63,7 @@ use crate::classify::{
 };
 use crate::policy::{LongHint, Protection, RetryPolicy};
 use crate::report::{AttemptRecord, RetryReport, StopReason, ThrottleReason};
-use crate::retry_after::{DelaySource, quota_reset};
+use crate::retry_after::{DelaySource, quota_reset_at};
 use crate::store::{EndpointKey, EndpointState, Scope};
 
 /// What to do after one attempt.
@@ -533,7 +533,7 @@ impl RetryState {
         }
         if p.protection.server_limits
             && let Some(headers) = outcome.headers()
-            && let Some((wait, which)) = quota_reset(headers, p.clock.now())
+            && let Some((wait, which)) = quota_reset_at(headers, || p.clock.now())
         {
             guard_of(&mut self.guard, &p.protection, request)
                 .endpoint

@@ -41,16 +41,10 @@ use crate::classify::{rate_limit_exhausted, trim_ows};
 // every lookup.
 const RETRY_AFTER_MS: http::HeaderName = http::HeaderName::from_static("retry-after-ms");
 const X_RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
-const X_RATELIMIT_REMAINING: http::HeaderName =
-    http::HeaderName::from_static("x-ratelimit-remaining");
 const X_RATELIMIT_RESOURCE: http::HeaderName =
     http::HeaderName::from_static("x-ratelimit-resource");
-const ANTHROPIC_REMAINING: http::HeaderName =
-    http::HeaderName::from_static("anthropic-ratelimit-requests-remaining");
 const ANTHROPIC_RESET: http::HeaderName =
     http::HeaderName::from_static("anthropic-ratelimit-requests-reset");
-const OPENAI_REMAINING: http::HeaderName =
-    http::HeaderName::from_static("x-ratelimit-remaining-requests");
 const OPENAI_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset-requests");
 
 /// Where the wait before a retry came from.
@@ -300,12 +294,28 @@ impl QuotaHeaders {
 /// );
 /// ```
 pub fn quota_reset(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, QuotaHeaders)> {
-    let exhausted = |name: &http::HeaderName| {
-        headers
-            .get(name)
-            .is_some_and(|v| trim_ows(v.as_bytes()) == b"0")
-    };
-    let (wait, which) = if exhausted(&X_RATELIMIT_REMAINING) {
+    quota_reset_at(headers, || now)
+}
+
+/// [`quota_reset`], reading the clock only if a quota is gone. One pass
+/// over the header names (a length switch, no hashing): it runs on every
+/// response.
+pub(crate) fn quota_reset_at(
+    headers: &HeaderMap,
+    now: impl FnOnce() -> SystemTime,
+) -> Option<(Duration, QuotaHeaders)> {
+    // Which families say `0`, in order of precedence.
+    let mut gone = [false; 3];
+    for (name, value) in headers {
+        let family = match name.as_str() {
+            "x-ratelimit-remaining" => 0,
+            "anthropic-ratelimit-requests-remaining" => 1,
+            "x-ratelimit-remaining-requests" => 2,
+            _ => continue,
+        };
+        gone[family] |= trim_ows(value.as_bytes()) == b"0";
+    }
+    let (wait, which) = if gone[0] {
         if headers
             .get(&X_RATELIMIT_RESOURCE)
             .is_some_and(|r| !trim_ows(r.as_bytes()).eq_ignore_ascii_case(b"core"))
@@ -314,16 +324,16 @@ pub fn quota_reset(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, Qu
         }
         let reset = headers.get(&X_RATELIMIT_RESET)?;
         (
-            parse_epoch_reset(reset.as_bytes(), now)?,
+            parse_epoch_reset(reset.as_bytes(), now())?,
             QuotaHeaders::EpochReset,
         )
-    } else if exhausted(&ANTHROPIC_REMAINING) {
+    } else if gone[1] {
         let reset = headers.get(&ANTHROPIC_RESET)?;
         (
-            parse_rfc3339_reset(reset.as_bytes(), now)?,
+            parse_rfc3339_reset(reset.as_bytes(), now())?,
             QuotaHeaders::Anthropic,
         )
-    } else if exhausted(&OPENAI_REMAINING) {
+    } else if gone[2] {
         let reset = headers.get(&OPENAI_RESET)?;
         (
             parse_reset_duration(reset.as_bytes())?,
