@@ -24,8 +24,12 @@ fuzz_target!(|data: &[u8]| {
         .half_open_probes(1 + u32::from(head[0] % 4))
         .minimum_throughput(1 + u32::from(head[1] % 20))
         .failure_ratio(f64::from(1 + head[2] % 100) / 100.0)
-        .sampling_window(Duration::from_millis(1 + u64::from(u16::from_le_bytes([head[3], head[4]]))))
-        .break_duration(Duration::from_millis(1 + u64::from(u16::from_le_bytes([head[5], head[6]]))));
+        .sampling_window(Duration::from_millis(
+            1 + u64::from(u16::from_le_bytes([head[3], head[4]])),
+        ))
+        .break_duration(Duration::from_millis(
+            1 + u64::from(u16::from_le_bytes([head[5], head[6]])),
+        ));
     if head[7] % 8 != 0 {
         config = config.consecutive_failures(u32::from(head[7] % 8));
     }

@@ -41,7 +41,12 @@ fn check_duration(value: &[u8]) {
     };
     let want = (go.ns <= MAX_HINT_NS).then_some(go.ns);
     if go.canonical && go.exact {
-        assert_eq!(got, want, "Go duration {:?}", String::from_utf8_lossy(value));
+        assert_eq!(
+            got,
+            want,
+            "Go duration {:?}",
+            String::from_utf8_lossy(value)
+        );
     } else if go.exact {
         assert!(
             got.is_none() || got == want,

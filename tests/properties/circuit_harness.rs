@@ -82,10 +82,7 @@ pub fn run_circuit(config: &CircuitBreaker, ops: &[Op]) -> Result<(), String> {
                     if !failed {
                         return Err(format!("op {i}: a success opened a closed breaker"));
                     }
-                } else if closed
-                    && failed
-                    && config.consecutive().is_some_and(|n| run >= n)
-                {
+                } else if closed && failed && config.consecutive().is_some_and(|n| run >= n) {
                     return Err(format!("op {i}: {run} failures in a row did not open it"));
                 }
                 let stale = m.episode != model.episode;
@@ -110,7 +107,8 @@ pub fn run_circuit(config: &CircuitBreaker, ops: &[Op]) -> Result<(), String> {
             Op::Record(..) | Op::Release(_) => {}
         }
         let now = at(elapsed);
-        check(&state, &model, config, now, elapsed, &outstanding).map_err(|e| format!("op {i} ({op:?}): {e}"))?;
+        check(&state, &model, config, now, elapsed, &outstanding)
+            .map_err(|e| format!("op {i} ({op:?}): {e}"))?;
     }
     Ok(())
 }
@@ -136,10 +134,16 @@ fn check(
     }
     let in_flight = state.probes_in_flight();
     if in_flight != model.in_flight() {
-        return Err(format!("{in_flight} probes in flight, model {}", model.in_flight()));
+        return Err(format!(
+            "{in_flight} probes in flight, model {}",
+            model.in_flight()
+        ));
     }
     if in_flight > config.probes() {
-        return Err(format!("{in_flight} probes in flight > {}", config.probes()));
+        return Err(format!(
+            "{in_flight} probes in flight > {}",
+            config.probes()
+        ));
     }
     let real = outstanding
         .iter()

@@ -378,8 +378,9 @@ pub struct GoDuration {
     pub exact: bool,
     /// The form Go's `Duration.String()` writes and servers send: each
     /// unit at most once, largest first, a fraction only on the last
-    /// component, at most 9 fractional digits, `µs` with the micro sign
-    /// (U+00B5; Go also reads the Greek mu U+03BC but never writes it).
+    /// component, at most 9 fractional digits and none on `ns`, no leading
+    /// zeros, `µs` with the micro sign (U+00B5; Go also reads the Greek mu
+    /// U+03BC but never writes it).
     pub canonical: bool,
 }
 
@@ -411,6 +412,7 @@ pub fn model_go_duration(value: &[u8]) -> Option<GoDuration> {
             return None;
         }
         let int = model_digits(&v[..int_len])? as i128;
+        let v_int_first = v[0];
         v = &v[int_len..];
         let mut frac: &[u8] = &[];
         if let Some((b'.', rest)) = v.split_first() {
@@ -427,7 +429,14 @@ pub fn model_go_duration(value: &[u8]) -> Option<GoDuration> {
             .copied()?;
         v = &v[unit.len()..];
         // Go reads the Greek mu (U+03BC) too, but writes the micro sign.
-        if unit == "μs" || had_fraction || rank >= last_rank || frac.len() > 9 {
+        let leading_zero = int_len > 1 && v_int_first == b'0';
+        if leading_zero
+            || unit == "μs"
+            || (unit == "ns" && !frac.is_empty())
+            || had_fraction
+            || rank >= last_rank
+            || frac.len() > 9
+        {
             canonical = false;
         }
         last_rank = rank;
@@ -435,7 +444,7 @@ pub fn model_go_duration(value: &[u8]) -> Option<GoDuration> {
         // Fraction: digits / 10^len of a unit, truncated to whole ns.
         let mut frac_ns = 0i128;
         if !frac.is_empty() {
-            let digits = &frac[..frac.len().min(30)];
+            let digits = &frac[..frac.len().min(20)];
             let num = model_digits(digits)? as i128;
             let den = 10i128.pow(digits.len() as u32);
             frac_ns = num * scale / den;
@@ -443,7 +452,9 @@ pub fn model_go_duration(value: &[u8]) -> Option<GoDuration> {
                 exact = false;
             }
         }
-        ns = ns.saturating_add(int.saturating_mul(scale)).saturating_add(frac_ns);
+        ns = ns
+            .saturating_add(int.saturating_mul(scale))
+            .saturating_add(frac_ns);
     }
     Some(GoDuration {
         ns,
