@@ -2,8 +2,9 @@
 //! (`support::Counting`) on the calling thread only, so the loopback
 //! server's thread is left out:
 //!
-//! - the decision core (`RetryState::new` + `decide`) for a success, a 503
-//!   with `Retry-After` and a connection reset;
+//! - the decision core (`RetryState::new` + `admit` + `decide`, as the
+//!   adapters call it) for a success, a 503 with `Retry-After` and a
+//!   connection reset, with load protection on (the default) and off;
 //! - tower, in process (the service of `benches/tower.rs`): bare,
 //!   `RetryLayer`, `tower::retry`;
 //! - reqwest end to end over loopback (the server of `benches/reqwest.rs`):
@@ -91,24 +92,40 @@ fn row(name: &'static str, (allocs, bytes): (f64, f64)) -> Row {
 // Decision core
 
 fn core() {
-    let policy = RetryPolicy::default();
+    let on = RetryPolicy::default();
+    let off = RetryPolicy::builder()
+        .retry_budget(None)
+        .server_limits(false)
+        .build()
+        .unwrap();
+    assert!(on.retry_budget().is_some() && on.server_limits());
     let inputs = CoreInputs::new();
     let meta = inputs.request();
     let t0 = Instant::now();
-    let mut rows = Vec::new();
-    for (_, name, outcome) in inputs.cases() {
-        rows.push(row(
-            name,
-            per_op(|| {
-                let mut state = RetryState::new(&policy, &meta, t0);
-                std::hint::black_box(state.decide(&meta, &outcome, t0));
-            }),
-        ));
+    for (policy, title) in [
+        (
+            &on,
+            "decision core: RetryState::new + admit + one decide, default policy (budget and quota holds on; target: zero)",
+        ),
+        (
+            &off,
+            "decision core: the same, .retry_budget(None).server_limits(false)",
+        ),
+    ] {
+        let mut rows = Vec::new();
+        for (_, name, outcome) in inputs.cases() {
+            rows.push(row(
+                name,
+                per_op(|| {
+                    // As the adapters do: ask before the attempt, then decide.
+                    let mut state = RetryState::new(policy, &meta, t0);
+                    std::hint::black_box(state.admit(&meta, t0));
+                    std::hint::black_box(state.decide(&meta, &outcome, t0));
+                }),
+            ));
+        }
+        table(title, &rows);
     }
-    table(
-        "decision core: RetryState::new + one decide (target: zero)",
-        &rows,
-    );
 }
 
 // ---------------------------------------------------------------------------

@@ -89,3 +89,55 @@ pub fn header_map(data: &[u8]) -> HeaderMap {
     }
     headers
 }
+
+/// The circuit-breaker harness shared with the property tests.
+#[path = "../../tests/properties/circuit_harness.rs"]
+pub mod circuit_harness;
+
+/// Header names for the `quota_reset` target: the three families'
+/// `*-remaining` and `*-reset` headers (in two spellings), the other
+/// families' request/token variants and a few unrelated names.
+pub const QUOTA_NAMES: &[&str] = &[
+    "x-ratelimit-remaining",
+    "X-RateLimit-Remaining",
+    "x-ratelimit-reset",
+    "X-RateLimit-Reset",
+    "anthropic-ratelimit-requests-remaining",
+    "Anthropic-Ratelimit-Requests-Remaining",
+    "anthropic-ratelimit-requests-reset",
+    "Anthropic-Ratelimit-Requests-Reset",
+    "x-ratelimit-remaining-requests",
+    "X-Ratelimit-Remaining-Requests",
+    "x-ratelimit-reset-requests",
+    "X-Ratelimit-Reset-Requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "anthropic-ratelimit-tokens-reset",
+    "retry-after",
+];
+
+/// [`header_map`] with the names picked from `names` instead.
+pub fn header_map_with(data: &[u8], names: &[&str]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for entry in data.split(|&b| b == b'\n') {
+        let Some((&pick, rest)) = entry.split_first() else {
+            continue;
+        };
+        let (name, value) = if pick < 0xF0 {
+            let name = names[usize::from(pick) % names.len()];
+            (HeaderName::from_bytes(name.as_bytes()).ok(), rest)
+        } else {
+            match rest.iter().position(|&b| b == b':') {
+                Some(colon) => (
+                    HeaderName::from_bytes(&rest[..colon]).ok(),
+                    &rest[colon + 1..],
+                ),
+                None => (None, rest),
+            }
+        };
+        if let (Some(name), Ok(value)) = (name, HeaderValue::from_bytes(value)) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
