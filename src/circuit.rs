@@ -314,7 +314,11 @@ impl CircuitState {
         }
         match self.mode {
             Mode::Closed => {
-                self.consecutive = if failed { self.consecutive + 1 } else { 0 };
+                self.consecutive = if failed {
+                    self.consecutive.saturating_add(1)
+                } else {
+                    0
+                };
                 let (f, t) = self.add(config, failed, now);
                 let by_ratio =
                     t >= config.minimum_throughput && f as f64 >= config.failure_ratio * t as f64;
