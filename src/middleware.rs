@@ -113,8 +113,12 @@ impl Middleware for RetryMiddleware {
                 &meta_of(request.method(), request.url(), request.headers()),
             )
             .clone();
-        let method = request.method().clone();
-        prepare_request(&policy, &method, request.headers_mut());
+        {
+            // In a block: nothing here may live across an await (the
+            // future is boxed, and its size is paid on every request).
+            let method = request.method().clone();
+            prepare_request(&policy, &method, request.headers_mut());
+        }
         // When the next attempt starts (one clock read per attempt).
         let mut starts = Instant::now().into_std();
         let mut engine = RetryState::with_policy(
@@ -128,21 +132,24 @@ impl Middleware for RetryMiddleware {
         let mut streamed = false;
         loop {
             // Load protection in front of every attempt: wait, or refuse.
+            // Only the boxed sleep lives across the await, which keeps this
+            // (boxed) future small enough for the allocator's fast path.
             loop {
-                let meta = meta_of(request.method(), request.url(), request.headers());
-                match engine.admit(&meta, starts) {
+                let wait = match engine.admit(
+                    &meta_of(request.method(), request.url(), request.headers()),
+                    starts,
+                ) {
                     Admission::Send => break,
-                    Admission::Wait { delay, .. } => {
-                        Box::pin(tokio::time::sleep(delay)).await;
-                        starts = Instant::now().into_std();
-                    }
+                    Admission::Wait { delay, .. } => Box::pin(tokio::time::sleep(delay)),
                     Admission::Fail(reason) => {
                         return Err(reqwest_middleware::Error::middleware(refused(
                             &mut engine,
                             reason,
                         )));
                     }
-                }
+                };
+                wait.await;
+                starts = Instant::now().into_std();
             }
             let attempt = match request.try_clone() {
                 Some(clone) => clone,
