@@ -473,25 +473,7 @@ async fn dropping_requests_mid_wait_leaks_no_load_protection_state() {
 
         // Server quota: requests held until the reset and aborted are
         // never sent.
-        let reset = (support::fixed_now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 30)
-            .to_string();
-        server.script(
-            "/quota",
-            vec![
-                Step::with(
-                    200,
-                    &[
-                        ("x-ratelimit-remaining", "0"),
-                        ("x-ratelimit-reset", reset.as_str()),
-                    ],
-                ),
-                Step::status(200),
-            ],
-        );
+        server.script("/quota", vec![support::quota_gone(30), Step::status(200)]);
         let client = Client::new(via, base().build().unwrap());
         client.send(&server.url("/quota"), &get()).await;
         let held = spawn_gets(&client, &server.url("/quota"), 10);

@@ -62,15 +62,6 @@ fn codes(got: &[Got]) -> std::collections::BTreeMap<String, usize> {
     m
 }
 
-fn epoch_in(secs: u64) -> String {
-    (fixed_now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + secs)
-        .to_string()
-}
-
 fn key(server: &Server) -> EndpointKey<'static> {
     EndpointKey::new("127.0.0.1", server.addr().port())
 }
@@ -512,17 +503,10 @@ async fn github_quota_gone_holds_the_next_50_requests_until_the_reset_and_no_oth
     for via in BOTH {
         let github = Server::start().await;
         let other = Server::start().await;
-        let reset = epoch_in(30);
         github.script(
             "/repos",
             vec![
-                Step::with(
-                    200,
-                    &[
-                        ("x-ratelimit-remaining", "0"),
-                        ("x-ratelimit-reset", reset.as_str()),
-                    ],
-                ),
+                support::quota_gone(30),
                 Step::with(200, &[("x-ratelimit-remaining", "4999")]),
             ],
         );

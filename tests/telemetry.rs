@@ -104,12 +104,6 @@ async fn tracing_load_protection_refusals_and_waits() {
         .set_default();
     let server = Server::start().await;
     let port = format!("port={}", server.addr().port());
-    let reset = (support::fixed_now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 30)
-        .to_string();
     server.script("/down", vec![Step::status(503)]);
     server.script("/ok", vec![Step::status(200)]);
     for via in BOTH {
@@ -165,19 +159,7 @@ async fn tracing_load_protection_refusals_and_waits() {
         // a server quota: noted, then the next request is held
         let client2 = Client::new(via, base().build().unwrap());
         let quota = format!("/quota/{via:?}");
-        server.script(
-            &quota,
-            vec![
-                Step::with(
-                    200,
-                    &[
-                        ("x-ratelimit-remaining", "0"),
-                        ("x-ratelimit-reset", reset.as_str()),
-                    ],
-                ),
-                Step::status(200),
-            ],
-        );
+        server.script(&quota, vec![support::quota_gone(30), Step::status(200)]);
         client2.send(&server.url(&quota), &get()).await;
         client2.send(&server.url(&quota), &get()).await;
         let logs = captured.take();

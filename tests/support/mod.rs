@@ -34,6 +34,26 @@ pub fn fixed_now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000)
 }
 
+/// Epoch seconds `secs` after [`fixed_now`], as `x-ratelimit-reset` writes
+/// them.
+pub fn epoch_after(secs: u64) -> String {
+    (fixed_now().duration_since(UNIX_EPOCH).unwrap().as_secs() + secs).to_string()
+}
+
+/// A 200 saying the endpoint's quota is gone until `secs` after
+/// [`fixed_now`] (`x-ratelimit-remaining: 0` and `x-ratelimit-reset`, as
+/// GitHub sends them).
+pub fn quota_gone(secs: u64) -> Step {
+    let reset = epoch_after(secs);
+    Step::with(
+        200,
+        &[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", reset.as_str()),
+        ],
+    )
+}
+
 /// What the server does for one attempt.
 #[derive(Clone, Debug)]
 pub enum Step {
