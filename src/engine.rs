@@ -285,6 +285,8 @@ impl RetryState {
                 return self.refuse(request, StopReason::Deadline);
             }
             self.report.add_throttle(reason, delay);
+            self.report
+                .set_endpoint(|| endpoint_label(protection, request));
             #[cfg(feature = "tracing")]
             tracing::info!(
                 target: "http_resilience",
@@ -329,6 +331,9 @@ impl RetryState {
     fn refuse(&mut self, request: &RequestMeta<'_>, reason: StopReason) -> Admission {
         self.refund();
         self.report.set_stop(reason);
+        let protection = &self.policy.inner().protection;
+        self.report
+            .set_endpoint(|| endpoint_label(protection, request));
         #[cfg(feature = "tracing")]
         tracing::warn!(
             target: "http_resilience",
@@ -471,6 +476,14 @@ impl RetryState {
         is_response: bool,
     ) -> Decision {
         self.report.set_stop(reason);
+        if matches!(
+            reason,
+            StopReason::BudgetExhausted | StopReason::CircuitOpen { .. }
+        ) {
+            let protection = &self.policy.inner().protection;
+            self.report
+                .set_endpoint(|| endpoint_label(protection, request));
+        }
         #[cfg(feature = "tracing")]
         if !matches!(reason, StopReason::Success | StopReason::Permanent) {
             let last = self.report.last().copied();
@@ -593,6 +606,18 @@ impl RetryState {
     }
 }
 
+/// The endpoint's name for reports: `host:port`, or `(policy)`.
+fn endpoint_label(protection: &Protection, request: &RequestMeta<'_>) -> String {
+    endpoint_key(protection, request).to_string()
+}
+
+fn endpoint_key<'a>(protection: &Protection, request: &RequestMeta<'a>) -> EndpointKey<'a> {
+    match protection.scope {
+        Scope::Policy => EndpointKey::whole_policy(),
+        _ => EndpointKey::new(request.host(), request.port()),
+    }
+}
+
 /// The request's hold on its endpoint, made (and the endpoint looked up)
 /// on first need.
 fn guard_of<'a>(
@@ -601,12 +626,10 @@ fn guard_of<'a>(
     request: &RequestMeta<'_>,
 ) -> &'a mut Guard {
     slot.get_or_insert_with(|| {
-        let key = match protection.scope {
-            Scope::Policy => EndpointKey::whole_policy(),
-            _ => EndpointKey::new(request.host(), request.port()),
-        };
         Box::new(Guard {
-            endpoint: protection.store.endpoint(&key),
+            endpoint: protection
+                .store
+                .endpoint(&endpoint_key(protection, request)),
             ticket: None,
             paid: 0,
             spent: 0,

@@ -208,10 +208,16 @@ pub struct RetryReport {
     total_backoff: Duration,
     stop: Option<StopReason>,
     /// `None` (no allocation, one word) unless load protection made the
-    /// request wait. Boxed on purpose: one word instead of a `Vec`'s three
-    /// in every report, for a list that is almost always empty.
-    #[allow(clippy::box_collection)]
-    throttles: Option<Box<Vec<Throttle>>>,
+    /// request wait or refused it: almost always empty, so boxed.
+    protection: Option<Box<ProtectionLog>>,
+}
+
+/// What load protection did to a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ProtectionLog {
+    throttles: Vec<Throttle>,
+    /// `host:port`, or `(policy)` for `Scope::Policy`.
+    endpoint: Option<Box<str>>,
 }
 
 impl RetryReport {
@@ -220,7 +226,15 @@ impl RetryReport {
             history: History::Empty,
             total_backoff: Duration::ZERO,
             stop: None,
-            throttles: None,
+            protection: None,
+        }
+    }
+
+    /// Names the endpoint whose load protection acted on the request.
+    pub(crate) fn set_endpoint(&mut self, endpoint: impl FnOnce() -> String) {
+        let log = self.protection.get_or_insert_with(Box::default);
+        if log.endpoint.is_none() {
+            log.endpoint = Some(endpoint().into_boxed_str());
         }
     }
 
@@ -228,7 +242,7 @@ impl RetryReport {
     /// one if it was for the same attempt and reason.
     pub(crate) fn add_throttle(&mut self, reason: ThrottleReason, waited: Duration) {
         let before_attempt = self.attempts() + 1;
-        let throttles = self.throttles.get_or_insert_with(Box::default);
+        let throttles = &mut self.protection.get_or_insert_with(Box::default).throttles;
         if let Some(last) = throttles.last_mut()
             && last.reason == reason
             && last.before_attempt == before_attempt
@@ -306,7 +320,15 @@ impl RetryReport {
     /// Every wait imposed by load protection (local rate limit, server
     /// quota), in order; empty for most requests.
     pub fn throttles(&self) -> &[Throttle] {
-        self.throttles.as_deref().map_or(&[], Vec::as_slice)
+        self.protection
+            .as_deref()
+            .map_or(&[], |log| log.throttles.as_slice())
+    }
+    /// The endpoint (`host:port`, or `(policy)` when the policy's
+    /// [`Scope`](crate::Scope) is the whole policy) whose load protection
+    /// made the request wait or refused it; `None` if it did neither.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.protection.as_deref()?.endpoint.as_deref()
     }
     /// The sum of [`throttles`](Self::throttles).
     pub fn total_throttled(&self) -> Duration {
@@ -330,7 +352,8 @@ impl fmt::Debug for RetryReport {
 
 /// `3 attempts [503 -> wait 1s (retry_after), 503 -> wait 1.2s (backoff), 200]`,
 /// then `; throttled 2s (server_quota)` if load protection made it wait,
-/// and `; stopped: budget_exhausted` for a load-protection refusal.
+/// `; stopped: budget_exhausted` for a load-protection refusal, and
+/// ` at api.github.com:443`, the endpoint, after either.
 impl fmt::Display for RetryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.attempts();
@@ -353,6 +376,9 @@ impl fmt::Display for RetryReport {
         ) = self.stop
         {
             write!(f, "; stopped: {}", stop.as_str())?;
+        }
+        if let Some(endpoint) = self.endpoint() {
+            write!(f, " at {endpoint}")?;
         }
         Ok(())
     }

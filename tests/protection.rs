@@ -238,6 +238,7 @@ async fn one_hosts_outage_does_not_spend_anothers_budget() {
         flaky.script("/2", vec![Step::status(503), Step::status(200)]);
         let got = client.send(&flaky.url("/2"), &get()).await;
         assert_eq!(got.code, Some("RETRY_BUDGET_EXHAUSTED"), "{via:?}");
+        assert_eq!(got.report.endpoint(), Some("(policy)"));
     }
 }
 
@@ -283,6 +284,10 @@ async fn the_breaker_opens_probes_and_closes_and_sends_nothing_while_open() {
         assert_eq!(error.retry_in(), Some(Duration::from_secs(5)));
         assert_eq!(got.report.attempts(), 0);
         assert_eq!(got.elapsed, Duration::ZERO);
+        assert_eq!(
+            got.report.endpoint(),
+            Some(format!("127.0.0.1:{}", server.addr().port()).as_str())
+        );
         tokio::time::advance(Duration::from_secs(2)).await;
         let got = client.send(&url, &get()).await;
         assert_eq!(
@@ -563,6 +568,10 @@ async fn github_quota_gone_holds_the_next_50_requests_until_the_reset_and_no_oth
             assert_eq!(t[0].reason(), ThrottleReason::ServerQuota);
             assert_eq!(t[0].waited(), Duration::from_secs(30));
             assert_eq!(g.report.attempts(), 1);
+            assert_eq!(
+                g.report.endpoint(),
+                Some(format!("127.0.0.1:{}", github.addr().port()).as_str())
+            );
         }
     }
 }
