@@ -382,9 +382,13 @@ impl CircuitState {
     }
 
     fn open(&mut self, config: &CircuitBreaker, now: Instant) {
-        self.transition(Mode::Open {
-            until: now + config.break_duration,
-        });
+        // A policy's breaker is validated (at most 365 days); a state used
+        // directly with a larger one stays open as long as it can.
+        let until = now
+            .checked_add(config.break_duration)
+            .or_else(|| now.checked_add(MAX_SETTING))
+            .unwrap_or(now);
+        self.transition(Mode::Open { until });
     }
 
     fn transition(&mut self, mode: Mode) {
@@ -566,6 +570,19 @@ mod tests {
         let p = allow(&mut s, &c, t1);
         s.record(&c, p, false, t1);
         assert_eq!(s.status(t1), CircuitStatus::Closed);
+    }
+
+    #[test]
+    fn an_unvalidated_huge_break_does_not_panic() {
+        let c = CircuitBreaker::default()
+            .consecutive_failures(1)
+            .break_duration(Duration::MAX)
+            .sampling_window(Duration::MAX);
+        let t0 = Instant::now();
+        let mut s = CircuitState::default();
+        let t = allow(&mut s, &c, t0);
+        s.record(&c, t, true, t0);
+        assert!(matches!(s.status(t0), CircuitStatus::Open { .. }));
     }
 
     #[test]
