@@ -79,7 +79,9 @@
 //! - `tracing` (default): one `INFO` event per retry and one `WARN` event
 //!   when giving up, under the target `http_resilience`, with the method,
 //!   host and path, never header values. Nothing for a request that succeeds
-//!   on its first attempt.
+//!   on its first attempt. Load protection adds an `INFO` event for each
+//!   wait before an attempt and each server quota noted, and a `WARN`
+//!   event for each refusal, with the host, port and reason.
 //! - `serde`: [`RetryPolicy`] and [`EndpointPolicies`] from TOML or JSON
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
 //!   base and errors that name the key path, load protection included;
