@@ -304,8 +304,11 @@ pub(crate) fn quota_reset_at(
     headers: &HeaderMap,
     now: impl FnOnce() -> SystemTime,
 ) -> Option<(Duration, QuotaHeaders)> {
-    // Which families say `0`, in order of precedence.
+    // Which families say `0`, in order of precedence. As everywhere in
+    // this crate, the first of several values of one header is the one
+    // read.
     let mut gone = [false; 3];
+    let mut seen = [false; 3];
     for (name, value) in headers {
         let family = match name.as_str() {
             "x-ratelimit-remaining" => 0,
@@ -313,7 +316,9 @@ pub(crate) fn quota_reset_at(
             "x-ratelimit-remaining-requests" => 2,
             _ => continue,
         };
-        gone[family] |= trim_ows(value.as_bytes()) == b"0";
+        if !std::mem::replace(&mut seen[family], true) {
+            gone[family] = trim_ows(value.as_bytes()) == b"0";
+        }
     }
     let (wait, which) = if gone[0] {
         if headers
@@ -498,6 +503,15 @@ mod tests {
             None
         );
         assert_eq!(q(&[("x-ratelimit-remaining", "0")]), None, "no reset");
+        assert_eq!(
+            q(&[
+                ("x-ratelimit-remaining", "1"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1000030")
+            ]),
+            None,
+            "the first of two values is read (found by the quota_reset fuzzer)"
+        );
         assert_eq!(
             q(&[
                 ("x-ratelimit-remaining", "0"),
