@@ -92,13 +92,7 @@ fn row(name: &'static str, (allocs, bytes): (f64, f64)) -> Row {
 // Decision core
 
 fn core() {
-    let on = RetryPolicy::default();
-    let off = RetryPolicy::builder()
-        .retry_budget(None)
-        .server_limits(false)
-        .build()
-        .unwrap();
-    assert!(on.retry_budget().is_some() && on.server_limits());
+    let (on, off) = support::protection_on_off();
     let inputs = CoreInputs::new();
     let meta = inputs.request();
     let t0 = Instant::now();

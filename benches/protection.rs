@@ -29,13 +29,7 @@ use http_resilience::{
 use support::{CoreInputs, config};
 
 fn decide(c: &mut Criterion) {
-    let on = RetryPolicy::builder().build().unwrap();
-    let off = RetryPolicy::builder()
-        .retry_budget(None)
-        .server_limits(false)
-        .build()
-        .unwrap();
-    assert!(on.retry_budget().is_some() && on.server_limits());
+    let (on, off) = support::protection_on_off();
     let inputs = CoreInputs::new();
     let meta = inputs.request();
     let t0 = Instant::now();

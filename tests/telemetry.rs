@@ -8,17 +8,23 @@ use support::capture::Captured;
 use support::clients::{BOTH, Req, base, get, send};
 use support::{Server, Step};
 
-#[tokio::test(start_paused = true)]
-async fn tracing_one_event_per_retry_and_no_secrets() {
+/// Captures every event on this thread until the guard is dropped.
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     use tracing_subscriber::util::SubscriberInitExt;
     let captured = Captured::default();
     let writer = captured.clone();
-    let _guard = tracing_subscriber::fmt()
+    let guard = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish()
         .set_default();
+    (captured, guard)
+}
+
+#[tokio::test(start_paused = true)]
+async fn tracing_one_event_per_retry_and_no_secrets() {
+    let (captured, _guard) = capture();
     let server = Server::start().await;
     for via in BOTH {
         let secret_req = Req {
@@ -93,15 +99,7 @@ async fn tracing_load_protection_refusals_and_waits() {
     use http_resilience::{CircuitBreaker, RateLimit, RetryBudget};
     use std::time::Duration;
     use support::clients::Client;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let _guard = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish()
-        .set_default();
+    let (captured, _guard) = capture();
     let server = Server::start().await;
     let port = format!("port={}", server.addr().port());
     server.script("/down", vec![Step::status(503)]);

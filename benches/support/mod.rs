@@ -373,3 +373,16 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
 }
+
+/// The default policy (retry budget and server-quota holds on) and the
+/// same with load protection off, for the benches that compare them.
+pub fn protection_on_off() -> (http_resilience::RetryPolicy, http_resilience::RetryPolicy) {
+    let on = http_resilience::RetryPolicy::default();
+    let off = http_resilience::RetryPolicy::builder()
+        .retry_budget(None)
+        .server_limits(false)
+        .build()
+        .expect("valid policy");
+    assert!(on.retry_budget().is_some() && on.server_limits());
+    (on, off)
+}

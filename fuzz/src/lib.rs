@@ -66,28 +66,7 @@ const NAMES: &[&str] = &[
 /// (non-UTF-8 allowed). Entries `http` refuses are skipped; repeated names
 /// are appended, so duplicates occur.
 pub fn header_map(data: &[u8]) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    for entry in data.split(|&b| b == b'\n') {
-        let Some((&pick, rest)) = entry.split_first() else {
-            continue;
-        };
-        let (name, value) = if pick < 0xF0 {
-            let name = NAMES[usize::from(pick) % NAMES.len()];
-            (HeaderName::from_bytes(name.as_bytes()).ok(), rest)
-        } else {
-            match rest.iter().position(|&b| b == b':') {
-                Some(colon) => (
-                    HeaderName::from_bytes(&rest[..colon]).ok(),
-                    &rest[colon + 1..],
-                ),
-                None => (None, rest),
-            }
-        };
-        if let (Some(name), Ok(value)) = (name, HeaderValue::from_bytes(value)) {
-            headers.append(name, value);
-        }
-    }
-    headers
+    header_map_with(data, NAMES)
 }
 
 /// The circuit-breaker harness shared with the property tests.
