@@ -7,7 +7,7 @@
 //! | outcome | class |
 //! |---|---|
 //! | 1xx, 2xx, 3xx | [`Class::Success`] |
-//! | 408, 429, 5xx except 501 and 505 | [`Class::Transient`] |
+//! | 408, 425, 429, 5xx except 501 and 505 | [`Class::Transient`] |
 //! | 409 on a request carrying `Idempotency-Key` (the original is still in progress) | [`Class::Transient`] |
 //! | 403 or 429 with `x-ratelimit-remaining: 0` (GitHub's primary rate limit) | [`Class::Transient`] |
 //! | any other 4xx, 501, 505 | [`Class::Permanent`] |
@@ -22,7 +22,10 @@
 //!
 //! Whether a transient failure is then *retried* also depends on the
 //! request's method (see [`RequestMeta::is_idempotent`]) and on the policy;
-//! that is decided by the engine, not here.
+//! that is decided by the engine, not here. A non-idempotent request
+//! without an `Idempotency-Key` is resent only after an outcome that proves
+//! the server did not act on it ([`Classify::not_processed`]): a refused
+//! connection, 408, 425, 429, or a rate-limit 403.
 
 use std::error::Error as StdError;
 use std::io;
@@ -487,6 +490,24 @@ pub trait Classify: Send + Sync + 'static {
         None
     }
 
+    /// Whether `outcome` proves that the server did not act on `request`,
+    /// so that resending it is safe whatever its method (a POST without an
+    /// `Idempotency-Key` included).
+    ///
+    /// The default ([`not_processed`]): a refused connection (the request
+    /// never reached the server), a rate-limit rejection (429, and a 403
+    /// with `x-ratelimit-remaining: 0`, GitHub's primary limit), 408
+    /// Request Timeout (RFC 9110 §15.5.9: the server did not receive a
+    /// complete request) and 425 Too Early (RFC 8470 §5.2). Presets add the
+    /// rejections their provider documents (GitHub's secondary-limit 403s).
+    /// Only consulted for outcomes classified [`Class::Transient`]; a
+    /// request the classifier marks never retryable
+    /// ([`retry_safety`](Self::retry_safety) `Some(false)`) stays so.
+    fn not_processed(&self, request: &RequestMeta<'_>, outcome: &Outcome<'_>) -> bool {
+        let _ = request;
+        not_processed(outcome)
+    }
+
     /// How many bytes of this response's body the classifier needs to see
     /// before it can decide; `0` (the default) for none. At most
     /// [`MAX_INSPECTED_BODY`] is read. The adapters read that prefix, pass it
@@ -539,6 +560,34 @@ impl Classify for DefaultClassifier {
     }
 }
 
+/// The default rule of [`Classify::not_processed`]: `true` for a refused
+/// connection ([`FailureKind::request_not_sent`]) and for responses that
+/// reject a request before acting on it: 408, 425, 429, and a 403 with
+/// `x-ratelimit-remaining: 0`.
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+/// use http_resilience::Outcome;
+/// use http_resilience::classify::not_processed;
+///
+/// let none = HeaderMap::new();
+/// assert!(not_processed(&Outcome::response(StatusCode::TOO_MANY_REQUESTS, &none)));
+/// assert!(not_processed(&Outcome::response(StatusCode::REQUEST_TIMEOUT, &none)));
+/// assert!(!not_processed(&Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &none)));
+/// ```
+pub fn not_processed(outcome: &Outcome<'_>) -> bool {
+    match *outcome {
+        Outcome::Response {
+            status, headers, ..
+        } => match status.as_u16() {
+            408 | 425 | 429 => true,
+            403 => rate_limit_exhausted(headers),
+            _ => false,
+        },
+        Outcome::Error { kind, .. } => kind.request_not_sent(),
+    }
+}
+
 /// The default rule for a transport failure.
 pub fn classify_failure(kind: FailureKind) -> Class {
     match kind {
@@ -570,7 +619,7 @@ pub fn classify_status(
         };
     }
     match status.as_u16() {
-        408 | 429 => Class::Transient,
+        408 | 425 | 429 => Class::Transient,
         403 if rate_limit_exhausted(headers) => Class::Transient,
         409 if request.has_idempotency_key() => Class::Transient,
         501 | 505 => Class::Permanent,
@@ -639,7 +688,7 @@ mod tests {
         for s in [100, 200, 201, 204, 301, 304, 399] {
             assert_eq!(class(s, &[], &none), Class::Success, "{s}");
         }
-        for s in [408, 429, 500, 502, 503, 504, 507, 529, 599] {
+        for s in [408, 425, 429, 500, 502, 503, 504, 507, 529, 599] {
             assert_eq!(class(s, &[], &none), Class::Transient, "{s}");
         }
         for s in [400, 401, 403, 404, 409, 410, 422, 451, 501, 505] {

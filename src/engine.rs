@@ -11,8 +11,10 @@
 //! The checks, in order, for an outcome the classifier calls transient:
 //! 1. the deadline was reached during the attempt → fail (`DEADLINE_EXCEEDED`);
 //! 2. the request is not idempotent, has no `Idempotency-Key`, the policy
-//!    does not opt in, and the server may have acted on it (anything but a
-//!    refused connection or a 429) → return it as it is;
+//!    does not opt in, and the outcome does not prove that the server did
+//!    not act on it ([`Classify::not_processed`](crate::Classify::not_processed):
+//!    a refused connection, 408, 425, 429, a rate-limit 403) → return it as
+//!    it is;
 //! 3. the body cannot be replayed → return it as it is;
 //! 4. `max_retries` used up → fail (`MAX_RETRIES_EXCEEDED`);
 //! 5. the server's hint is above `max_retry_after` → fail
@@ -385,7 +387,9 @@ impl RetryState {
         }
         let forbidden = match self.safety {
             Safety::Safe => false,
-            Safety::Unsafe => !p.retry_non_idempotent && !provably_unprocessed(outcome),
+            Safety::Unsafe => {
+                !p.retry_non_idempotent && !p.classifier.not_processed(request, outcome)
+            }
             Safety::Never => true,
         };
         if forbidden {
@@ -662,15 +666,6 @@ enum Safety {
     Unsafe,
     /// Declared never retryable by the classifier.
     Never,
-}
-
-/// A refused connection never reached the server, and a 429 was refused
-/// before being acted on: both are safe to repeat whatever the method.
-fn provably_unprocessed(outcome: &Outcome<'_>) -> bool {
-    match outcome {
-        Outcome::Response { status, .. } => *status == StatusCode::TOO_MANY_REQUESTS,
-        Outcome::Error { kind, .. } => kind.request_not_sent(),
-    }
 }
 
 /// Adds a generated `Idempotency-Key` to a non-idempotent request that lacks

@@ -5,7 +5,7 @@
 //! 529 overloads, connection resets, hangs) are retried the way the HTTP
 //! standard and those services expect, and nothing else is:
 //!
-//! - **classification**: transient (408, 429, 5xx but 501/505, connection
+//! - **classification**: transient (408, 425, 429, 5xx but 501/505, connection
 //!   errors, timeouts) against permanent (other 4xx, TLS, bad URLs), with
 //!   `x-should-retry`, `Idempotency-Key` 409s and GitHub's rate-limit 403s
 //!   understood; replaceable ([`Classify`]);
@@ -16,7 +16,8 @@
 //!   at once with `RETRY_AFTER_TOO_LONG` instead of a silent long sleep
 //!   ([`retry_after`]);
 //! - **HTTP semantics**: non-idempotent requests are retried only when the
-//!   server provably did not act on them, or when they carry an
+//!   server provably did not act on them (a refused connection, 408, 425,
+//!   a rate-limit rejection: 429 and GitHub's rate-limit 403s), or when they carry an
 //!   `Idempotency-Key` (which the policy can add); a total deadline that is
 //!   never overshot; per-attempt timeouts;
 //! - **nothing lost**: when retries run out the [`Error`] says why

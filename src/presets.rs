@@ -31,7 +31,7 @@ use http::{HeaderMap, StatusCode};
 use crate::backoff::Jitter;
 use crate::classify::{
     Class, Classify, DefaultClassifier, MAX_INSPECTED_BODY, Outcome, RequestMeta, classify_failure,
-    rate_limit_exhausted, should_retry_header,
+    not_processed, rate_limit_exhausted, should_retry_header,
 };
 use crate::policy::{LongHint, RetryPolicy, RetryPolicyBuilder};
 use crate::retry_after::{
@@ -158,7 +158,10 @@ impl RetryPolicy {
     ///   by integration"), and 400, 401, 404, 410, 422, 451 (octokit's
     ///   `doNotRetry` list).
     /// - **Retried**: 5xx except 501/505, 408, and connection errors, for
-    ///   idempotent requests (or ones with an `Idempotency-Key`).
+    ///   idempotent requests (or ones with an `Idempotency-Key`). A rate
+    ///   limit (primary or secondary) is retried for **any** method, POST
+    ///   included: GitHub documents that a rate-limited request was not
+    ///   processed ([`Classify::not_processed`](crate::Classify::not_processed)).
     /// - Settings: 3 retries, backoff 1 s doubling to 60 s with full jitter;
     ///   a wait above 5 minutes (a primary reset far ahead) fails at once
     ///   with `RETRY_AFTER_TOO_LONG`, carrying the wait, rather than
@@ -178,7 +181,7 @@ impl RetryPolicy {
 
     /// OpenAI's API, as the official SDK retries it.
     ///
-    /// - Retries 408, 409, 429, every 5xx, timeouts and connection errors,
+    /// - Retries 408, 409, 425, 429, every 5xx, timeouts and connection errors,
     ///   for every method, POST included (`retry_non_idempotent`).
     /// - `x-should-retry: true|false` wins over the status rule.
     /// - Waits `retry-after-ms`, else `Retry-After` (seconds or HTTP-date);
@@ -258,26 +261,41 @@ fn mentions_secondary_limit(body: &[u8]) -> bool {
 /// GitHub's minimum wait after a secondary rate limit.
 const SECONDARY_MINIMUM: Duration = Duration::from_secs(60);
 
+/// `Some(true)` for GitHub's rate-limit rejections (a 403 or 429 with
+/// `x-ratelimit-remaining: 0`, a `retry-after`, or a secondary-limit
+/// message; any 429), `Some(false)` for its other 403s, `None` for
+/// anything else.
+fn github_rate_limited(outcome: &Outcome<'_>) -> Option<bool> {
+    match *outcome {
+        Outcome::Response {
+            status,
+            headers,
+            body,
+        } if rate_limit_status(status) => Some(
+            status == StatusCode::TOO_MANY_REQUESTS
+                || rate_limit_exhausted(headers)
+                || headers.contains_key(http::header::RETRY_AFTER)
+                || body.is_some_and(mentions_secondary_limit),
+        ),
+        _ => None,
+    }
+}
+
 impl Classify for GitHubRules {
     fn classify(&self, request: &RequestMeta<'_>, outcome: &Outcome<'_>) -> Class {
-        match *outcome {
-            Outcome::Response {
-                status,
-                headers,
-                body,
-            } if rate_limit_status(status) => {
-                let limited = status == StatusCode::TOO_MANY_REQUESTS
-                    || rate_limit_exhausted(headers)
-                    || headers.contains_key(http::header::RETRY_AFTER)
-                    || body.is_some_and(mentions_secondary_limit);
-                if limited {
-                    Class::Transient
-                } else {
-                    Class::Permanent
-                }
-            }
-            _ => DefaultClassifier.classify(request, outcome),
+        match github_rate_limited(outcome) {
+            Some(true) => Class::Transient,
+            Some(false) => Class::Permanent,
+            None => DefaultClassifier.classify(request, outcome),
         }
+    }
+
+    /// GitHub documents that a rate-limited request was not processed
+    /// (primary and secondary limits alike), and content-creating POSTs
+    /// are what trigger secondary limits: any method may be resent after
+    /// one.
+    fn not_processed(&self, _: &RequestMeta<'_>, outcome: &Outcome<'_>) -> bool {
+        github_rate_limited(outcome).unwrap_or_else(|| not_processed(outcome))
     }
 
     fn inspect_body(&self, _: &RequestMeta<'_>, status: StatusCode, headers: &HeaderMap) -> usize {
@@ -342,7 +360,7 @@ impl Classify for LlmRules {
                     return Class::Success;
                 }
                 let retry = should_retry_header(headers)
-                    .unwrap_or(matches!(status.as_u16(), 408 | 409 | 429 | 529 | 500..=599));
+                    .unwrap_or(matches!(status.as_u16(), 408 | 409 | 425 | 429 | 529 | 500..=599));
                 if retry {
                     Class::Transient
                 } else {

@@ -249,6 +249,52 @@ fn rows() -> Vec<Row> {
             )
         },
         Row {
+            req: post,
+            ..row(
+                "POST 408 is retried: the server did not receive it whole",
+                vec![Step::status(408), Step::status(201)],
+                Status(201),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        Row {
+            req: post,
+            ..row(
+                "POST 425 Too Early is retried (RFC 8470)",
+                vec![Step::status(425), Step::status(201)],
+                Status(201),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        Row {
+            req: post,
+            ..row(
+                "POST after GitHub's primary-limit 403 is retried",
+                vec![
+                    Step::with(
+                        403,
+                        &[
+                            ("x-ratelimit-remaining", "0"),
+                            ("x-ratelimit-reset", "1700000002"),
+                        ],
+                    ),
+                    Step::status(201),
+                ],
+                Status(201),
+                2,
+                vec![(2_000, RateLimitReset)],
+            )
+        },
+        row(
+            "425 Too Early is transient",
+            vec![Step::status(425), Step::status(200)],
+            Status(200),
+            2,
+            vec![(100, Backoff)],
+        ),
+        Row {
             req: keyed_post,
             ..row(
                 "POST with Idempotency-Key is retried",

@@ -184,6 +184,55 @@ fn rows() -> Vec<Row> {
                 vec![],
             )
         },
+        // A rate-limit rejection proves the server did not act on the
+        // request: a POST without a key is retried after it.
+        Row {
+            req: post,
+            ..row(
+                "github: POST after a primary-limit 403 is retried at the reset",
+                GitHub,
+                vec![primary(&in_30), Step::status(201)],
+                Status(201),
+                2,
+                vec![(31_000, RateLimitReset)],
+            )
+        },
+        Row {
+            req: post,
+            ..row(
+                "github: POST after a secondary-limit 403 (message only) is retried",
+                GitHub,
+                vec![Step::respond(403, &[], SECONDARY), Step::status(201)],
+                Status(201),
+                2,
+                vec![(60_000, ProviderRule)],
+            )
+        },
+        Row {
+            req: post,
+            ..row(
+                "github: POST after a secondary-limit 403 with retry-after is retried",
+                GitHub,
+                vec![
+                    Step::respond(403, &[("retry-after", "5")], SECONDARY),
+                    Step::status(201),
+                ],
+                Status(201),
+                2,
+                vec![(5_000, RetryAfter)],
+            )
+        },
+        Row {
+            req: post,
+            ..row(
+                "github: POST after 'Resource not accessible' 403 is not retried",
+                GitHub,
+                vec![Step::respond(403, &[], NOT_ACCESSIBLE)],
+                Status(403),
+                1,
+                vec![],
+            )
+        },
         // OpenAI.
         row(
             "openai: retry-after 121 is not waited for",
