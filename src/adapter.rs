@@ -79,6 +79,7 @@ pub(crate) fn decide<R: HttpResponse>(
 pub(crate) fn finish<R: HttpResponse>(
     decision: Decision,
     engine: &mut RetryState,
+    request: &RequestMeta<'_>,
     result: Result<R, BoxError>,
 ) -> Result<R, Error> {
     let report = engine.take_report();
@@ -103,19 +104,43 @@ pub(crate) fn finish<R: HttpResponse>(
                 }
                 Err(e) => Last::Error(e),
             };
-            Err(Error::from_stop(reason, report, last))
+            Err(with_url(
+                Error::from_stop(reason, report, last),
+                engine,
+                request,
+            ))
         }
     }
 }
 
+/// Names the request in the error, redacted as the policy says.
+fn with_url(error: Error, engine: &RetryState, request: &RequestMeta<'_>) -> Error {
+    error.with_url(request.redacted_url(engine.policy().hide_paths()))
+}
+
 /// Load protection refused the next attempt before it was sent (see
 /// [`RetryState::admit`]): an [`Error`] with the report so far.
-pub(crate) fn refused(engine: &mut RetryState, reason: StopReason) -> Error {
-    Error::from_stop::<()>(reason, engine.take_report(), Last::Nothing)
+pub(crate) fn refused(
+    engine: &mut RetryState,
+    request: &RequestMeta<'_>,
+    reason: StopReason,
+) -> Error {
+    let error = Error::from_stop::<()>(reason, engine.take_report(), Last::Nothing);
+    with_url(error, engine, request)
 }
 
 /// The inner service failed to become ready (before the first attempt, or
 /// before a retry): not retried, reported with what is known so far.
 pub(crate) fn not_ready(report: RetryReport, error: BoxError) -> Error {
     Error::from_stop::<()>(StopReason::Permanent, report, Last::Error(error))
+}
+
+/// [`not_ready`] for a request the adapter had started.
+pub(crate) fn not_ready_for(
+    engine: &mut RetryState,
+    request: &RequestMeta<'_>,
+    error: BoxError,
+) -> Error {
+    let error = not_ready(engine.take_report(), error);
+    with_url(error, engine, request)
 }

@@ -324,11 +324,7 @@ impl<'a> RequestMeta<'a> {
         {
             return port;
         }
-        match self.scheme {
-            s if s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("wss") => 443,
-            s if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("ws") => 80,
-            _ => 0,
-        }
+        default_port(self.scheme)
     }
     /// The path (no query string).
     pub fn path(&self) -> &'a str {
@@ -337,6 +333,28 @@ impl<'a> RequestMeta<'a> {
     /// The request headers.
     pub fn headers(&self) -> &'a HeaderMap {
         self.headers
+    }
+
+    /// The request's URL as the crate prints it (in [`Error::url`](crate::Error::url)):
+    /// scheme, host, the port unless it is the scheme's default, and the
+    /// path unless `hide_path`; never user info or the query string.
+    /// Made only when an error is.
+    pub(crate) fn redacted_url(&self, hide_path: bool) -> String {
+        use std::fmt::Write as _;
+        let mut url = String::new();
+        if !self.scheme.is_empty() {
+            url.push_str(self.scheme);
+            url.push_str("://");
+        }
+        url.push_str(self.host());
+        let port = self.port();
+        if port != default_port(self.scheme) && port != 0 {
+            let _ = write!(url, ":{port}");
+        }
+        if !hide_path {
+            url.push_str(self.path);
+        }
+        url
     }
 
     /// `true` if the request carries an `Idempotency-Key` header.
@@ -349,6 +367,16 @@ impl<'a> RequestMeta<'a> {
     /// `Idempotency-Key` header.
     pub fn is_idempotent(&self) -> bool {
         is_idempotent_method(self.method) || self.has_idempotency_key()
+    }
+}
+
+/// A scheme's default port: 443 for `https` and `wss`, 80 for `http` and
+/// `ws`, 0 if unknown.
+fn default_port(scheme: &str) -> u16 {
+    match scheme {
+        s if s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("wss") => 443,
+        s if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("ws") => 80,
+        _ => 0,
     }
 }
 

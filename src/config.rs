@@ -30,6 +30,7 @@
 //! | `retry_non_idempotent` | boolean | [`retry_non_idempotent`](crate::RetryPolicyBuilder::retry_non_idempotent) |
 //! | `auto_idempotency_key` | boolean | [`auto_idempotency_key`](crate::RetryPolicyBuilder::auto_idempotency_key) |
 //! | `return_last_response` | boolean | [`return_last_response`](crate::RetryPolicyBuilder::return_last_response) |
+//! | `hide_paths` | boolean | [`hide_paths`](crate::RetryPolicyBuilder::hide_paths) |
 //! | `retry_budget` | `true`, `false` or a table (see [below](#load-protection)) | [`retry_budget`](crate::RetryPolicyBuilder::retry_budget) |
 //! | `circuit_breaker` | `true`, `false` or a table | [`circuit_breaker`](crate::RetryPolicyBuilder::circuit_breaker) |
 //! | `rate_limit` | `false` or a table | [`rate_limit`](crate::RetryPolicyBuilder::rate_limit) |
@@ -525,6 +526,7 @@ struct PolicySpec {
     retry_non_idempotent: Option<bool>,
     auto_idempotency_key: Option<bool>,
     return_last_response: Option<bool>,
+    hide_paths: Option<bool>,
     retry_budget: Option<Toggle<BudgetSpec>>,
     circuit_breaker: Option<Toggle<BreakerSpec>>,
     rate_limit: Option<Toggle<RateLimitSpec>>,
@@ -591,6 +593,7 @@ impl PolicySpec {
             self.return_last_response,
             RetryPolicyBuilder::return_last_response,
         );
+        b = set(b, self.hide_paths, RetryPolicyBuilder::hide_paths);
         // `false` turns off what the base (builder or preset) had; `true`
         // and a table set the crate's defaults plus the table's keys.
         b = match self.retry_budget {

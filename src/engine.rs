@@ -467,7 +467,8 @@ impl RetryState {
             reason = %Reason(outcome),
             method = %request.method(),
             host = request.host(),
-            path = request.path(),
+            port = request.port(),
+            path = shown_path(&self.policy, request),
             "retrying request"
         );
         Decision::Retry { delay, source }
@@ -499,7 +500,8 @@ impl RetryState {
                 last_failure = last.and_then(|r| r.failure()).map(|k| k.as_str()),
                 method = %request.method(),
                 host = request.host(),
-                path = request.path(),
+                port = request.port(),
+                path = shown_path(&self.policy, request),
                 "giving up on request"
             );
         }
@@ -681,6 +683,16 @@ pub fn prepare_request(policy: &RetryPolicy, method: &Method, headers: &mut Head
         if let Ok(value) = HeaderValue::from_str(key) {
             headers.insert(IDEMPOTENCY_KEY, value);
         }
+    }
+}
+
+/// The path as tracing shows it: `(hidden)` under `hide_paths`.
+#[cfg(feature = "tracing")]
+fn shown_path<'a>(policy: &RetryPolicy, request: &RequestMeta<'a>) -> &'a str {
+    if policy.hide_paths() {
+        "(hidden)"
+    } else {
+        request.path()
     }
 }
 

@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 
+use crate::classify::FailureKind;
 use crate::report::{RetryReport, StopReason};
 
 /// A boxed error, as `tower` uses.
@@ -120,6 +121,8 @@ pub struct Failure {
     // only `Send`.
     response: Mutex<Option<Box<dyn Any + Send>>>,
     source: Option<BoxError>,
+    /// The request's URL as the crate prints it (see [`Error::url`]).
+    url: Option<Box<str>>,
 }
 
 /// The last outcome, as adapters hand it over.
@@ -156,6 +159,7 @@ impl Failure {
             headers,
             response: Mutex::new(response),
             source,
+            url: None,
         })
     }
 
@@ -174,6 +178,10 @@ impl Failure {
     /// The last transport error, if the last attempt got no response.
     pub fn last_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
         self.source.as_deref()
+    }
+    /// The request's URL, redacted (see [`Error::url`]).
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
     }
 
     fn take_response<R: 'static>(&mut self) -> Option<R> {
@@ -197,6 +205,7 @@ impl fmt::Debug for Failure {
         f.debug_struct("Failure")
             .field("report", &self.report)
             .field("status", &self.status)
+            .field("url", &self.url)
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
@@ -269,6 +278,139 @@ impl Error {
         self.failure().status()
     }
 
+    /// The URL of the request, as the crate prints it: without user info
+    /// or query string, and with host and port only under
+    /// [`hide_paths`](crate::RetryPolicyBuilder::hide_paths)
+    /// (`https://api.example.com/v1/items`, `http://127.0.0.1:8080`).
+    /// `None` for an error made outside the adapters.
+    ///
+    /// With `reqwest`, it stands in for `reqwest::Error::url()`.
+    pub fn url(&self) -> Option<&str> {
+        self.failure().url()
+    }
+
+    /// `true` if the request ran out of time: its last attempt timed out
+    /// (the policy's [`attempt_timeout`](crate::RetryPolicyBuilder::attempt_timeout),
+    /// the client's own timeout, a connect timeout), or the
+    /// [`deadline`](crate::RetryPolicyBuilder::deadline) stopped it
+    /// ([`Error::DeadlineExceeded`]).
+    ///
+    /// The check a caller of `reqwest::Error::is_timeout()` had keeps
+    /// working with the middleware installed:
+    ///
+    /// ```
+    /// fn should_alert(e: &http_resilience::Error) -> bool {
+    ///     !e.is_timeout() && !e.is_connect()
+    /// }
+    /// # let _ = should_alert;
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::DeadlineExceeded(_))
+            || self.last_failure() == Some(FailureKind::Timeout)
+            || self.last_source_says(reqwest_timeout)
+    }
+
+    /// `true` if the last attempt could not connect (refused, DNS failure,
+    /// connect timeout): the request never reached the server. It stands
+    /// in for `reqwest::Error::is_connect()`.
+    pub fn is_connect(&self) -> bool {
+        self.last_failure() == Some(FailureKind::Connect)
+            || self.last_source_says(reqwest_connect)
+    }
+
+    fn last_failure(&self) -> Option<FailureKind> {
+        self.report().last().and_then(|r| r.failure())
+    }
+
+    /// Asks the last transport error, if it is reqwest's (which knows a
+    /// connect timeout from a connect error).
+    fn last_source_says(&self, ask: fn(&(dyn StdError + 'static)) -> bool) -> bool {
+        let mut current = self
+            .failure()
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static));
+        while let Some(e) = current {
+            if ask(e) {
+                return true;
+            }
+            current = e.source();
+        }
+        false
+    }
+
+    /// Finds this crate's [`Error`] in `error`: the error itself, one in
+    /// its [`source()`](std::error::Error::source) chain, or (with the
+    /// `reqwest` feature) the one inside a
+    /// `reqwest_middleware::Error::Middleware`, however deep. This is how
+    /// to get it back once an SDK has turned the middleware's error into a
+    /// `Box<dyn Error>` (a plain `downcast` finds only the
+    /// `reqwest_middleware::Error` then).
+    ///
+    /// ```
+    /// # #[cfg(feature = "reqwest")]
+    /// # async fn demo(client: reqwest_middleware::ClientWithMiddleware) {
+    /// // What SDKs built on reqwest-middleware do with its errors:
+    /// let result: Result<reqwest::Response, Box<dyn std::error::Error + Send + Sync>> =
+    ///     client.get("http://127.0.0.1:1/").send().await.map_err(Into::into);
+    /// if let Err(boxed) = result {
+    ///     if let Some(e) = http_resilience::Error::find(&*boxed) {
+    ///         println!("{} after {} attempts", e.code(), e.report().attempts());
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if let Some(found) = e.downcast_ref::<Error>() {
+                return Some(found);
+            }
+            #[cfg(feature = "reqwest")]
+            if let Some(reqwest_middleware::Error::Middleware(inner)) =
+                e.downcast_ref::<reqwest_middleware::Error>()
+                && let Some(found) = inner.downcast_ref::<Error>()
+            {
+                return Some(found);
+            }
+            current = e.source();
+        }
+        None
+    }
+
+    /// Takes this crate's [`Error`] out of a `reqwest_middleware::Error`
+    /// (it is inside `Error::Middleware` when the middleware gave up), or
+    /// gives the error back.
+    ///
+    /// ```
+    /// # async fn demo(client: reqwest_middleware::ClientWithMiddleware) {
+    /// if let Err(e) = client.get("http://127.0.0.1:1/").send().await {
+    ///     match http_resilience::Error::from_middleware(e) {
+    ///         Ok(ours) => println!("{}: {}", ours.code(), ours),
+    ///         Err(other) => println!("{other}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn from_middleware(
+        error: reqwest_middleware::Error,
+    ) -> Result<Error, reqwest_middleware::Error> {
+        match error {
+            reqwest_middleware::Error::Middleware(inner) => inner
+                .downcast::<Error>()
+                .map_err(reqwest_middleware::Error::Middleware),
+            other => Err(other),
+        }
+    }
+
+    /// Sets the redacted URL (adapters, once, when the error is made).
+    pub(crate) fn with_url(mut self, url: String) -> Error {
+        self.failure_mut().url = Some(url.into_boxed_str());
+        self
+    }
+
     /// The last response's headers, if the last attempt got a response.
     pub fn headers(&self) -> Option<&HeaderMap> {
         self.failure().headers()
@@ -308,6 +450,26 @@ impl Error {
             _ => Error::NotRetryable(failure),
         }
     }
+}
+
+/// `reqwest::Error::is_timeout`, for any error.
+fn reqwest_timeout(e: &(dyn StdError + 'static)) -> bool {
+    #[cfg(feature = "reqwest")]
+    if let Some(e) = e.downcast_ref::<reqwest::Error>() {
+        return e.is_timeout();
+    }
+    let _ = e;
+    false
+}
+
+/// `reqwest::Error::is_connect`, for any error.
+fn reqwest_connect(e: &(dyn StdError + 'static)) -> bool {
+    #[cfg(feature = "reqwest")]
+    if let Some(e) = e.downcast_ref::<reqwest::Error>() {
+        return e.is_connect();
+    }
+    let _ = e;
+    false
 }
 
 fn whole_ms(d: Duration) -> Duration {

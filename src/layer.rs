@@ -49,7 +49,7 @@ use tower::{Layer, Service};
 use bytes::Bytes;
 use http_body::Body;
 
-use crate::adapter::{body_to_inspect, decide, finish, not_ready, refused};
+use crate::adapter::{body_to_inspect, decide, finish, not_ready, not_ready_for, refused};
 use crate::body::{Inspect, ResponseBody};
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -272,7 +272,8 @@ where
                 }
                 StateProj::Refused { reason } => {
                     let reason = *reason;
-                    return Poll::Ready(Err(refused(this.engine, reason)));
+                    let meta = RequestMeta::from_http(this.request);
+                    return Poll::Ready(Err(refused(this.engine, &meta, reason)));
                 }
                 StateProj::Ready { admitted } => {
                     if !*admitted {
@@ -286,13 +287,13 @@ where
                                 continue;
                             }
                             Admission::Fail(reason) => {
-                                return Poll::Ready(Err(refused(this.engine, reason)));
+                                return Poll::Ready(Err(refused(this.engine, &meta, reason)));
                             }
                         }
                     }
                     if let Err(e) = ready!(this.inner.poll_ready(cx)) {
-                        let report = this.engine.take_report();
-                        return Poll::Ready(Err(not_ready(report, e.into())));
+                        let meta = RequestMeta::from_http(this.request);
+                        return Poll::Ready(Err(not_ready_for(this.engine, &meta, e.into())));
                     }
                     let timeout = this.engine.attempt_timeout(Instant::now().into_std());
                     let fut = this.inner.call(this.request.clone());
@@ -333,7 +334,7 @@ where
                 });
                 continue;
             }
-            return Poll::Ready(finish(decision, this.engine, result));
+            return Poll::Ready(finish(decision, this.engine, &meta, result));
         }
     }
 }

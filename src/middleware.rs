@@ -142,8 +142,10 @@ impl Middleware for RetryMiddleware {
                     Admission::Send => break,
                     Admission::Wait { delay, .. } => Box::pin(tokio::time::sleep(delay)),
                     Admission::Fail(reason) => {
+                        let meta = meta_of(request.method(), request.url(), request.headers());
                         return Err(reqwest_middleware::Error::middleware(refused(
                             &mut engine,
+                            &meta,
                             reason,
                         )));
                     }
@@ -167,9 +169,9 @@ impl Middleware for RetryMiddleware {
             let timeout = engine.attempt_timeout(starts);
             let send = next.clone().run(attempt, extensions);
             let mut result = match timeout {
-                None => send.await.map_err(into_box),
+                None => send.await.map_err(|e| into_box(e, &engine)),
                 Some(after) => match Box::pin(tokio::time::timeout(after, send)).await {
-                    Ok(result) => result.map_err(into_box),
+                    Ok(result) => result.map_err(|e| into_box(e, &engine)),
                     Err(_elapsed) => Err(Box::new(AttemptTimedOut { after }) as BoxError),
                 },
             };
@@ -201,11 +203,38 @@ impl Middleware for RetryMiddleware {
                     starts = Instant::now().into_std();
                 }
                 decision => {
-                    return finish(decision, &mut engine, result)
+                    return finish(decision, &mut engine, &meta, result)
                         .map_err(reqwest_middleware::Error::middleware);
                 }
             }
         }
+    }
+}
+
+/// Turns the middleware's error into a boxed error that still downcasts to
+/// [`http_resilience::Error`](crate::Error) when the middleware gave up
+/// (`reqwest_middleware::Error::Middleware` holds it inside an
+/// `anyhow::Error`, which a plain `.into()` boxes as it is). Any other
+/// error is boxed as it is.
+///
+/// ```
+/// # async fn demo(client: reqwest_middleware::ClientWithMiddleware) {
+/// use http_resilience::middleware::into_box_error;
+///
+/// let result = client.get("http://127.0.0.1:1/").send().await.map_err(into_box_error);
+/// if let Err(boxed) = result {
+///     match boxed.downcast::<http_resilience::Error>() {
+///         Ok(e) => println!("{} after {} attempts", e.code(), e.report().attempts()),
+///         Err(other) => println!("{other}"),
+///     }
+/// }
+/// # }
+/// ```
+pub fn into_box_error(error: reqwest_middleware::Error) -> BoxError {
+    match crate::Error::from_middleware(error) {
+        Ok(ours) => Box::new(ours),
+        Err(reqwest_middleware::Error::Reqwest(e)) => Box::new(e),
+        Err(reqwest_middleware::Error::Middleware(e)) => e.into(),
     }
 }
 
@@ -230,13 +259,21 @@ async fn inspect(response: Response, limit: usize) -> (Vec<u8>, Response) {
     )
 }
 
-fn into_box(error: reqwest_middleware::Error) -> BoxError {
+fn into_box(error: reqwest_middleware::Error, engine: &RetryState) -> BoxError {
     match error {
+        reqwest_middleware::Error::Reqwest(e) if engine.policy().hide_paths() => {
+            Box::new(e.without_url())
+        }
         reqwest_middleware::Error::Reqwest(mut e) => {
-            // reqwest prints the URL in its errors; a query string can hold
-            // an API key (`?key=`), so it is dropped (the path stays).
+            // reqwest prints the URL in its errors: user info (a
+            // `Request` built directly keeps it in the URL) and the query
+            // string (`?key=`) can hold credentials, so both go; the path
+            // stays.
             if let Some(url) = e.url_mut() {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
                 url.set_query(None);
+                url.set_fragment(None);
             }
             Box::new(e)
         }

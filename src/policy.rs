@@ -19,6 +19,7 @@
 //! | [`retry_non_idempotent`](RetryPolicyBuilder::retry_non_idempotent) | false |
 //! | [`auto_idempotency_key`](RetryPolicyBuilder::auto_idempotency_key) | false |
 //! | [`return_last_response`](RetryPolicyBuilder::return_last_response) | false |
+//! | [`hide_paths`](RetryPolicyBuilder::hide_paths) | false |
 //! | [`classifier`](RetryPolicyBuilder::classifier) | [`DefaultClassifier`] |
 //! | [`wall_clock`](RetryPolicyBuilder::wall_clock) | [`SystemClock`] |
 //! | [`retry_budget`](RetryPolicyBuilder::retry_budget) | [`RetryBudget::default`] (AWS: 500 tokens, 5 a retry) |
@@ -111,6 +112,7 @@ pub(crate) struct Inner {
     pub(crate) retry_non_idempotent: bool,
     pub(crate) auto_idempotency_key: bool,
     pub(crate) return_last_response: bool,
+    pub(crate) hide_paths: bool,
     pub(crate) classifier: Arc<dyn Classify>,
     pub(crate) preset: Option<Preset>,
     pub(crate) clock: Arc<dyn WallClock>,
@@ -211,6 +213,11 @@ impl RetryPolicy {
     pub fn return_last_response(&self) -> bool {
         self.inner.return_last_response
     }
+    /// Whether errors, reports and tracing leave the request's path out
+    /// (host and port only).
+    pub fn hide_paths(&self) -> bool {
+        self.inner.hide_paths
+    }
 
     /// A fresh backoff schedule following this policy. With a
     /// [`seed`](RetryPolicyBuilder::seed), the n-th backoff handed out by a
@@ -285,6 +292,7 @@ impl fmt::Debug for RetryPolicy {
             .field("retry_non_idempotent", &i.retry_non_idempotent)
             .field("auto_idempotency_key", &i.auto_idempotency_key)
             .field("return_last_response", &i.return_last_response)
+            .field("hide_paths", &i.hide_paths)
             .field("retry_budget", &i.protection.budget)
             .field("circuit_breaker", &i.protection.circuit)
             .field("rate_limit", &i.protection.rate_limit)
@@ -315,6 +323,7 @@ pub struct RetryPolicyBuilder {
     retry_non_idempotent: bool,
     auto_idempotency_key: bool,
     return_last_response: bool,
+    hide_paths: bool,
     classifier: Arc<dyn Classify>,
     preset: Option<Preset>,
     clock: Arc<dyn WallClock>,
@@ -342,6 +351,7 @@ impl Default for RetryPolicyBuilder {
             retry_non_idempotent: false,
             auto_idempotency_key: false,
             return_last_response: false,
+            hide_paths: false,
             classifier: Arc::new(DefaultClassifier),
             preset: None,
             clock: Arc::new(SystemClock),
@@ -457,6 +467,25 @@ impl RetryPolicyBuilder {
     /// in the extensions) instead of an [`Error`](crate::Error). Default false.
     pub fn return_last_response(mut self, yes: bool) -> Self {
         self.return_last_response = yes;
+        self
+    }
+    /// Keep request paths out of errors, reports and tracing: they name the
+    /// host and port only. Default false (the path is shown; user info and
+    /// the query string never are).
+    ///
+    /// For services whose URLs carry a secret in the path, such as
+    /// Telegram's `https://api.telegram.org/bot<token>/sendMessage` or a
+    /// Slack webhook `https://hooks.slack.com/services/T000/B000/<secret>`:
+    ///
+    /// ```
+    /// let telegram = http_resilience::RetryPolicy::builder()
+    ///     .hide_paths(true)
+    ///     .build()?;
+    /// assert!(telegram.hide_paths());
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn hide_paths(mut self, yes: bool) -> Self {
+        self.hide_paths = yes;
         self
     }
     /// Replaces the classifier: the [`DefaultClassifier`], or a
@@ -609,6 +638,7 @@ impl RetryPolicyBuilder {
                 retry_non_idempotent: self.retry_non_idempotent,
                 auto_idempotency_key: self.auto_idempotency_key,
                 return_last_response: self.return_last_response,
+                hide_paths: self.hide_paths,
                 classifier: self.classifier,
                 preset: self.preset,
                 clock: self.clock,

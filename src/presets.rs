@@ -359,8 +359,10 @@ impl Classify for LlmRules {
                 if status.as_u16() < 400 {
                     return Class::Success;
                 }
-                let retry = should_retry_header(headers)
-                    .unwrap_or(matches!(status.as_u16(), 408 | 409 | 425 | 429 | 529 | 500..=599));
+                let retry = should_retry_header(headers).unwrap_or(matches!(
+                    status.as_u16(),
+                    408 | 409 | 425 | 429 | 529 | 500..=599
+                ));
                 if retry {
                     Class::Transient
                 } else {

@@ -40,6 +40,7 @@ attempt_timeout = "45s"
 retry_non_idempotent = true
 auto_idempotency_key = true
 return_last_response = true
+hide_paths = true
 "#;
 
 const EVERY_SETTING_JSON: &str = r#"{
@@ -55,7 +56,8 @@ const EVERY_SETTING_JSON: &str = r#"{
     "attempt_timeout": "45s",
     "retry_non_idempotent": true,
     "auto_idempotency_key": true,
-    "return_last_response": true
+    "return_last_response": true,
+    "hide_paths": true
 }"#;
 
 fn every_setting_built() -> RetryPolicy {
@@ -73,6 +75,7 @@ fn every_setting_built() -> RetryPolicy {
         .retry_non_idempotent(true)
         .auto_idempotency_key(true)
         .return_last_response(true)
+        .hide_paths(true)
         .build()
         .unwrap()
 }
@@ -98,6 +101,7 @@ fn every_setting_loads_from_toml_and_json_as_the_builder_sets_it() {
     assert!(from_toml.retry_non_idempotent());
     assert!(from_toml.auto_idempotency_key());
     assert!(from_toml.return_last_response());
+    assert!(from_toml.hide_paths());
     assert_eq!(from_toml.preset(), None);
     // the same seed gives the same jitter as the builder's policy
     let a: Vec<Duration> = from_json.backoff().take(5).collect();
@@ -316,6 +320,7 @@ fn every_protection_setting_loads_from_toml_and_json_as_the_builder_sets_it() {
         .retry_non_idempotent(true)
         .auto_idempotency_key(true)
         .return_last_response(true)
+        .hide_paths(true)
         .build()
         .unwrap();
     assert_eq!(

@@ -19,7 +19,7 @@ mod support;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use http_resilience::{DelaySource, LongHint, RetryLayer, StopReason};
+use http_resilience::{DelaySource, Error, LongHint, RetryLayer, StopReason};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use support::capture::Captured;
@@ -188,8 +188,16 @@ async fn tracing_never_shows_credentials() {
         let ours = text.lines().filter(|l| l.contains(&path)).count();
         assert_eq!(ours, 3, "{via:?}: two retries and a give-up:\n{text}");
     }
-    // And no test of this binary logged a secret.
-    assert!(!text.contains(MARK), "a secret in the logs:\n{text}");
+    // And no test of this binary made the crate log a secret. (Only the
+    // crate's own events count: hyper-util's TRACE events print a URI's
+    // user info, which is the client's business.)
+    let ours: String = text
+        .lines()
+        .filter(|l| l.contains("http_resilience"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!ours.is_empty());
+    assert!(!ours.contains(MARK), "a secret in the logs:\n{ours}");
 }
 
 /// Hostile hints: huge, negative, far-future, fractional, garbage.
@@ -411,5 +419,100 @@ async fn url_query_strings_never_appear_in_errors() {
             assert!(text.contains("/query"), "{text}");
         }
         assert!(!text.contains(MARK), "{via:?}: the query leaked:\n{text}");
+    }
+}
+
+/// A `reqwest::Request` built directly (not through `RequestBuilder`, which
+/// moves URL credentials into an `Authorization` header) keeps its user
+/// info in the URL, and reqwest prints the URL in its errors: the password
+/// must not reach the caller's error text.
+#[tokio::test(start_paused = true)]
+async fn url_passwords_of_directly_built_requests_never_appear_in_errors() {
+    logs();
+    let server = Server::start().await;
+    server.script("/direct?token=sekrit-q", vec![Step::Reset]);
+    let url = format!(
+        "http://user:sekrit-direct@{}/direct?token=sekrit-q",
+        server.addr()
+    );
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(http_resilience::RetryMiddleware::new(
+            base().max_retries(1).build().unwrap(),
+        ))
+        .build();
+    let request = reqwest::Request::new(http::Method::GET, url.parse().unwrap());
+    let error = match client.execute(request).await {
+        Err(reqwest_middleware::Error::Middleware(e)) => e.downcast::<Error>().unwrap(),
+        other => panic!("expected a middleware error, got {other:?}"),
+    };
+    assert_eq!(error.code(), "MAX_RETRIES_EXCEEDED");
+    assert_eq!(server.seen("/direct?token=sekrit-q").len(), 2);
+    let mut text = format!("{error}\n{error:?}\n");
+    let mut source = std::error::Error::source(&error);
+    while let Some(s) = source {
+        text.push_str(&format!("{s}\n{s:?}\n"));
+        source = s.source();
+    }
+    assert!(text.contains("/direct"), "the path stays:\n{text}");
+    assert!(!text.contains(MARK), "the URL password leaked:\n{text}");
+}
+
+/// Some URLs carry a token in the path (Telegram's `/bot<token>/`, Slack
+/// webhooks): with `hide_paths(true)` errors, reports and tracing name the
+/// host and port only.
+#[tokio::test(start_paused = true)]
+async fn hide_paths_keeps_tokens_in_paths_out_of_errors_reports_and_logs() {
+    let captured = logs();
+    let server = Server::start().await;
+    let port = server.addr().port().to_string();
+    for via in BOTH {
+        let path = format!("/botsekrit-path-token-{via:?}/sendMessage");
+        server.script(&path, vec![Step::status(503), Step::Reset]);
+        let policy = base().max_retries(2).hide_paths(true).build().unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.code, Some("MAX_RETRIES_EXCEEDED"), "{via:?}");
+        assert_eq!(server.seen(&path).len(), 3, "{via:?}");
+        let error = got.error.as_ref().unwrap();
+        assert_eq!(
+            error.url(),
+            Some(format!("http://127.0.0.1:{port}").as_str()),
+            "{via:?}"
+        );
+        let text = printed(&got);
+        assert!(!text.contains(MARK), "{via:?}: the path leaked:\n{text}");
+    }
+    let text = captured.text();
+    let ours = text
+        .lines()
+        .filter(|l| l.contains(&format!("port={port}")) && l.contains("retrying request"))
+        .count();
+    assert_eq!(
+        ours, 4,
+        "both adapters' retries are logged, with the host and port:\n{text}"
+    );
+    assert!(
+        !text.contains("sekrit-path"),
+        "a path token in the logs:\n{text}"
+    );
+}
+
+/// Without `hide_paths`, the error's URL keeps the path but never user
+/// info or the query string.
+#[tokio::test(start_paused = true)]
+async fn the_errors_url_is_redacted() {
+    logs();
+    let server = Server::start().await;
+    let port = server.addr().port();
+    for via in BOTH {
+        let path = format!("/redacted/{via:?}?key=sekrit-{via:?}");
+        server.script(&path, vec![Step::Reset]);
+        let url = format!("http://user:sekrit-pw@127.0.0.1:{port}{path}");
+        let got = send(via, base().max_retries(0).build().unwrap(), &url, &get()).await;
+        let error = got.error.as_ref().unwrap();
+        assert_eq!(
+            error.url(),
+            Some(format!("http://127.0.0.1:{port}/redacted/{via:?}").as_str()),
+            "{via:?}"
+        );
     }
 }
