@@ -161,7 +161,7 @@ impl RetryPolicy {
     ///   idempotent requests (or ones with an `Idempotency-Key`). A rate
     ///   limit (primary or secondary) is retried for **any** method, POST
     ///   included: GitHub documents that a rate-limited request was not
-    ///   processed ([`Classify::not_processed`](crate::Classify::not_processed)).
+    ///   processed ([`Classify::not_processed`]).
     /// - Settings: 3 retries, backoff 1 s doubling to 60 s with full jitter;
     ///   a wait above 5 minutes (a primary reset far ahead) fails at once
     ///   with `RETRY_AFTER_TOO_LONG`, carrying the wait, rather than
