@@ -12,8 +12,16 @@
 //! | 403 or 429 with `x-ratelimit-remaining: 0` (GitHub's primary rate limit) | [`Class::Transient`] |
 //! | any other 4xx, 501, 505 | [`Class::Permanent`] |
 //! | `x-should-retry: true` / `false` on any response | overrides the status rule |
-//! | connection refused, reset or closed early; connect or attempt timeouts | [`Class::Transient`] |
-//! | TLS, invalid request or URL, redirect loop, body or decode errors, anything unknown | [`Class::Permanent`] |
+//! | a failure to connect: DNS failure, refused, unreachable, connect timeout ([`FailureKind::Connect`]: the request was not sent, so any method may be retried) | [`Class::Transient`] |
+//! | connection reset or closed before the response; attempt timeouts (the policy's, tower's `TimeoutLayer`, the client's own) | [`Class::Transient`] |
+//! | TLS (handshake, certificate), invalid request or URL, redirect loop, malformed response head, body or decode errors, anything unknown | [`Class::Permanent`] |
+//!
+//! A transport failure's [`FailureKind`] comes from the types in the error's
+//! `source()` chain ([`FailureKind::from_error`] has the table), never from
+//! its text: reqwest's errors end with the URL, and a refused connection to
+//! `/v1/certificates` or to a host named `mtls.internal` is still a refused
+//! connection. Both adapters map the same failure to the same kind,
+//! whichever the client reports it in (reqwest or hyper-util).
 //!
 //! Replace it with your own [`Classify`] implementation through
 //! [`RetryPolicyBuilder::classifier`](crate::RetryPolicyBuilder::classifier);
@@ -123,110 +131,147 @@ impl FailureKind {
         matches!(self, FailureKind::Connect)
     }
 
-    /// Best-effort mapping of an error (and its `source()` chain) into a
-    /// kind: `std::io::Error` kinds, `hyper::Error`, and TLS/certificate
-    /// failures recognised by their message. Unknown errors map to
-    /// [`FailureKind::Other`].
+    /// Maps an error (and its `source()` chain) into a kind, from the types
+    /// in the chain only: never from an error's text, which for most
+    /// clients ends with the URL (a path such as `/v1/certificates` or a
+    /// host such as `mtls.internal` says nothing about the failure).
+    /// Cheap and allocation-free; it runs only when an attempt failed.
+    ///
+    /// | in the chain | kind |
+    /// |---|---|
+    /// | hyper-util's client error with `is_connect()` (feature `hyper-util`), and an `io::Error` of kind `InvalidData` below it (how `tokio-rustls`, and so `hyper-rustls` and reqwest's rustls, report every TLS failure) | [`Tls`](FailureKind::Tls) |
+    /// | hyper-util's client error with `is_connect()`, anything else below it: DNS failure, refused, unreachable, connect timeout, a handshake cut short | [`Connect`](FailureKind::Connect) |
+    /// | `io::Error`: `ConnectionRefused`, `AddrNotAvailable`, `NotConnected`, `HostUnreachable`, `NetworkUnreachable`, `NetworkDown` | [`Connect`](FailureKind::Connect) |
+    /// | `io::Error`: `ConnectionReset`, `ConnectionAborted`, `BrokenPipe` | [`ConnectionReset`](FailureKind::ConnectionReset) |
+    /// | `io::Error`: `UnexpectedEof`; `hyper::Error`: incomplete message, canceled, closed | [`ConnectionClosed`](FailureKind::ConnectionClosed) |
+    /// | `io::Error`: `TimedOut`; `hyper::Error::is_timeout`; the policy's attempt timeout; `tokio::time::error::Elapsed`; `tower::timeout::error::Elapsed` (tower's `TimeoutLayer`) | [`Timeout`](FailureKind::Timeout) |
+    /// | `hyper::Error`: parse error (a malformed response head) | [`Decode`](FailureKind::Decode) |
+    /// | `hyper::Error`: body write aborted, user error | [`Body`](FailureKind::Body) |
+    /// | anything else | [`Other`](FailureKind::Other) |
+    ///
+    /// Outside the connect phase the innermost specific cause wins (a
+    /// `hyper::Error` wrapping a reset `io::Error` is a reset). An
+    /// `io::Error` that wraps another error is looked through.
+    ///
+    /// A TLS stack that reports its failures otherwise (native-tls, in
+    /// its own error type) is seen as a failure to connect; a custom
+    /// [`Classify`] can tell its error type apart.
     ///
     /// ```
     /// use http_resilience::FailureKind;
     /// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
     /// assert_eq!(FailureKind::from_error(&refused), FailureKind::Connect);
+    /// // The text does not matter, only the kind.
+    /// let named = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "tls handshake");
+    /// assert_eq!(FailureKind::from_error(&named), FailureKind::Connect);
     /// ```
     pub fn from_error(error: &(dyn StdError + 'static)) -> FailureKind {
+        let mut scan = Scan::default();
         let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-        let mut found = FailureKind::Other;
         while let Some(err) = current {
-            if let Some(kind) = kind_of_one(err) {
-                // The innermost specific cause wins, except that TLS
-                // anywhere in the chain is decisive.
-                if kind == FailureKind::Tls {
-                    return kind;
-                }
-                found = kind;
-            }
+            scan.link(err);
             current = err.source();
         }
-        found
+        scan.kind()
     }
 }
 
-fn kind_of_one(err: &(dyn StdError + 'static)) -> Option<FailureKind> {
-    if let Some(io) = err.downcast_ref::<io::Error>() {
-        return kind_of_io(io);
+/// What the walk down an error's `source()` chain has seen so far.
+#[derive(Default)]
+struct Scan {
+    /// The innermost specific kind.
+    innermost: Option<FailureKind>,
+    /// The failure happened while connecting (hyper-util's client said
+    /// so): the request was not sent.
+    connecting: bool,
+    /// An `io::Error` of kind `InvalidData`: what the TLS stream reports a
+    /// TLS failure as.
+    invalid_data: bool,
+}
+
+impl Scan {
+    fn kind(&self) -> FailureKind {
+        match (self.connecting, self.invalid_data) {
+            (true, true) => FailureKind::Tls,
+            // Whatever the cause (refused, DNS, a connect timeout), no
+            // byte of the request left: safe to retry any method.
+            (true, false) => FailureKind::Connect,
+            (false, _) => self.innermost.unwrap_or(FailureKind::Other),
+        }
     }
-    if let Some(h) = err.downcast_ref::<hyper::Error>() {
-        if h.is_incomplete_message() {
-            return Some(FailureKind::ConnectionClosed);
+
+    fn found(&mut self, kind: Option<FailureKind>) {
+        if kind.is_some() {
+            self.innermost = kind;
         }
-        if h.is_timeout() {
-            return Some(FailureKind::Timeout);
+    }
+
+    fn link(&mut self, err: &(dyn StdError + 'static)) {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            self.io(io);
+            return;
         }
-        if h.is_canceled() || h.is_closed() {
-            return Some(FailureKind::ConnectionClosed);
+        #[cfg(feature = "hyper-util")]
+        if let Some(e) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+            self.connecting |= e.is_connect();
+            return;
         }
-        if h.is_body_write_aborted() || h.is_user() {
-            return Some(FailureKind::Body);
+        let kind = if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            kind_of_hyper(h)
+        } else if err.is::<crate::error::AttemptTimedOut>()
+            || err.is::<tokio::time::error::Elapsed>()
+            || err.is::<tower::timeout::error::Elapsed>()
+        {
+            Some(FailureKind::Timeout)
+        } else {
+            None
+        };
+        self.found(kind);
+    }
+
+    fn io(&mut self, io: &io::Error) {
+        self.invalid_data |= io.kind() == io::ErrorKind::InvalidData;
+        self.found(kind_of_io(io.kind()));
+        // An `io::Error`'s `source()` is its inner error's source, not the
+        // inner error: look at that here (a rustls error, a timer's
+        // `Elapsed`, another `io::Error`).
+        if let Some(inner) = io.get_ref() {
+            let inner: &(dyn StdError + 'static) = inner;
+            self.link(inner);
         }
-        if h.is_parse() {
-            return Some(FailureKind::Decode);
-        }
+    }
+}
+
+fn kind_of_hyper(h: &hyper::Error) -> Option<FailureKind> {
+    let kind = if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+        FailureKind::ConnectionClosed
+    } else if h.is_timeout() {
+        FailureKind::Timeout
+    } else if h.is_body_write_aborted() || h.is_user() {
+        FailureKind::Body
+    } else if h.is_parse() {
+        FailureKind::Decode
+    } else {
         return None;
-    }
-    if err.is::<crate::error::AttemptTimedOut>() {
-        return Some(FailureKind::Timeout);
-    }
-    if err.downcast_ref::<tokio::time::error::Elapsed>().is_some() {
-        return Some(FailureKind::Timeout);
-    }
-    if looks_like_tls(err) {
-        return Some(FailureKind::Tls);
-    }
-    None
-}
-
-fn kind_of_io(io: &io::Error) -> Option<FailureKind> {
-    use io::ErrorKind as K;
-    let kind = match io.kind() {
-        K::ConnectionRefused | K::AddrNotAvailable | K::NotConnected => FailureKind::Connect,
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => FailureKind::ConnectionReset,
-        K::UnexpectedEof => FailureKind::ConnectionClosed,
-        K::TimedOut => FailureKind::Timeout,
-        K::InvalidData if looks_like_tls(io) => FailureKind::Tls,
-        _ => {
-            // An io::Error may wrap a more specific error (rustls, for one).
-            return io.get_ref().and_then(|inner| {
-                let inner: &(dyn StdError + 'static) = inner;
-                kind_of_one(inner)
-            });
-        }
     };
     Some(kind)
 }
 
-fn looks_like_tls(err: &dyn StdError) -> bool {
-    // TLS stacks differ (rustls, native-tls, openssl); none is a dependency
-    // here, so recognise them by what they say. Allocation-free.
-    struct Probe(bool);
-    impl std::fmt::Write for Probe {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            let hit = ["certificate", "tls", "ssl", "handshake"]
-                .iter()
-                .any(|needle| contains_ignore_ascii_case(s, needle));
-            self.0 |= hit;
-            Ok(())
-        }
-    }
-    let mut probe = Probe(false);
-    let _ = std::fmt::write(&mut probe, format_args!("{err}"));
-    probe.0
-}
-
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+fn kind_of_io(kind: io::ErrorKind) -> Option<FailureKind> {
+    use io::ErrorKind as K;
+    let kind = match kind {
+        K::ConnectionRefused
+        | K::AddrNotAvailable
+        | K::NotConnected
+        | K::HostUnreachable
+        | K::NetworkUnreachable
+        | K::NetworkDown => FailureKind::Connect,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => FailureKind::ConnectionReset,
+        K::UnexpectedEof => FailureKind::ConnectionClosed,
+        K::TimedOut => FailureKind::Timeout,
+        _ => return None,
+    };
+    Some(kind)
 }
 
 /// What a classifier (and the engine) may know about the request, whatever
@@ -771,8 +816,6 @@ mod tests {
             let e = io::Error::from(io_kind);
             assert_eq!(FailureKind::from_error(&e), want, "{io_kind:?}");
         }
-        let tls = io::Error::new(K::InvalidData, "invalid peer certificate: UnknownIssuer");
-        assert_eq!(FailureKind::from_error(&tls), FailureKind::Tls);
         assert_eq!(classify_failure(FailureKind::Tls), Class::Permanent);
         assert_eq!(classify_failure(FailureKind::Connect), Class::Transient);
         assert_eq!(classify_failure(FailureKind::Timeout), Class::Transient);
@@ -799,6 +842,79 @@ mod tests {
     fn walks_the_source_chain() {
         let e = Wrapper(io::Error::from(io::ErrorKind::ConnectionReset));
         assert_eq!(FailureKind::from_error(&e), FailureKind::ConnectionReset);
+    }
+
+    /// Says what it is told to, like an error that prints its URL.
+    #[derive(Debug)]
+    struct Says(&'static str, Option<io::Error>);
+    impl std::fmt::Display for Says {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl StdError for Says {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.1.as_ref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn the_text_never_decides() {
+        use io::ErrorKind as K;
+        let words = [
+            "error sending request for url (http://127.0.0.1:9/v1/certificates)",
+            "http://127.0.0.1:9/tls/handshake",
+            "http://mtls.internal/ssl",
+            "invalid peer certificate: UnknownIssuer",
+        ];
+        for text in words {
+            let refused = Says(text, Some(io::Error::from(K::ConnectionRefused)));
+            assert_eq!(
+                FailureKind::from_error(&refused),
+                FailureKind::Connect,
+                "{text}"
+            );
+            let inner = io::Error::new(K::ConnectionRefused, text);
+            assert_eq!(
+                FailureKind::from_error(&inner),
+                FailureKind::Connect,
+                "{text}"
+            );
+            // Nothing typed: unknown, whatever it says.
+            assert_eq!(
+                FailureKind::from_error(&Says(text, None)),
+                FailureKind::Other
+            );
+            // `InvalidData` is a TLS failure only while connecting (hyper-util's
+            // error says so; tested in tests/transport.rs).
+            let data = io::Error::new(K::InvalidData, text);
+            assert_eq!(FailureKind::from_error(&data), FailureKind::Other, "{text}");
+        }
+    }
+
+    #[test]
+    fn timers_and_nested_io_errors() {
+        use io::ErrorKind as K;
+        let attempt = crate::error::AttemptTimedOut {
+            after: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(FailureKind::from_error(&attempt), FailureKind::Timeout);
+        let tower = tower::timeout::error::Elapsed::new();
+        assert_eq!(FailureKind::from_error(&tower), FailureKind::Timeout);
+        // An io::Error inside an io::Error: the innermost kind wins.
+        let nested = io::Error::other(io::Error::from(K::ConnectionAborted));
+        assert_eq!(
+            FailureKind::from_error(&nested),
+            FailureKind::ConnectionReset
+        );
+        for kind in [K::HostUnreachable, K::NetworkUnreachable, K::NetworkDown] {
+            let e = io::Error::from(kind);
+            assert_eq!(
+                FailureKind::from_error(&e),
+                FailureKind::Connect,
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]

@@ -83,6 +83,12 @@
 //!   on its first attempt. Load protection adds an `INFO` event for each
 //!   wait before an attempt and each server quota noted, and a `WARN`
 //!   event for each refusal, with the host, port and reason.
+//! - `hyper-util` (default; `reqwest` turns it on): recognises hyper-util's
+//!   client errors (`is_connect()`), so that a failure to connect through
+//!   the tower layer over hyper-util's client (DNS failure, refused,
+//!   connect timeout) is [`FailureKind::Connect`], as through reqwest.
+//!   Without it such a failure has the kind of its innermost cause (a DNS
+//!   failure is then [`FailureKind::Other`]).
 //! - `serde`: [`RetryPolicy`] and [`EndpointPolicies`] from TOML or JSON
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
 //!   base and errors that name the key path, load protection included;

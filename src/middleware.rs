@@ -281,33 +281,29 @@ fn into_box(error: reqwest_middleware::Error, engine: &RetryState) -> BoxError {
     }
 }
 
-/// Maps reqwest's error flags first (they know connect from read), then the
-/// error's source chain.
+/// Maps a reqwest error: its builder and redirect flags first; then the
+/// source chain's connect-phase verdict (`Tls` or `Connect`, from
+/// hyper-util's typed error, as through the tower layer); then reqwest's
+/// flags for what only reqwest knows (its own `timeout()` and
+/// `connect_timeout()` fire as a private type); then the chain. Never from
+/// the error's text, which ends with the URL.
 fn kind_of(error: &(dyn std::error::Error + 'static)) -> FailureKind {
     let Some(e) = error.downcast_ref::<reqwest::Error>() else {
         return FailureKind::from_error(error);
     };
-    let chain = FailureKind::from_error(e);
     if e.is_builder() {
-        FailureKind::InvalidRequest
-    } else if e.is_redirect() {
-        FailureKind::Redirect
-    } else if e.is_connect() {
-        // TLS handshakes fail as connect errors in reqwest.
-        if chain == FailureKind::Tls {
-            FailureKind::Tls
-        } else {
-            FailureKind::Connect
-        }
-    } else if e.is_timeout() {
-        FailureKind::Timeout
-    } else if e.is_decode() {
-        FailureKind::Decode
-    } else if chain != FailureKind::Other {
-        chain
-    } else if e.is_body() {
-        FailureKind::Body
-    } else {
-        FailureKind::Other
+        return FailureKind::InvalidRequest;
+    }
+    if e.is_redirect() {
+        return FailureKind::Redirect;
+    }
+    match FailureKind::from_error(e) {
+        chain @ (FailureKind::Tls | FailureKind::Connect) => chain,
+        // reqwest's connect timeout: the request was not sent.
+        _ if e.is_connect() => FailureKind::Connect,
+        _ if e.is_timeout() => FailureKind::Timeout,
+        _ if e.is_decode() => FailureKind::Decode,
+        FailureKind::Other if e.is_body() => FailureKind::Body,
+        chain => chain,
     }
 }

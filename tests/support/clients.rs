@@ -13,8 +13,8 @@ use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_resilience::{
-    DelaySource, EndpointPolicies, Error, Jitter, RetryLayer, RetryMiddleware, RetryPolicy,
-    RetryPolicyBuilder, RetryReport,
+    DelaySource, EndpointPolicies, Error, FailureKind, Jitter, RetryLayer, RetryMiddleware,
+    RetryPolicy, RetryPolicyBuilder, RetryReport,
 };
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
@@ -149,6 +149,8 @@ pub struct Got {
     /// Reading the returned response's body failed (after the adapter had
     /// handed the response over): the error, as text.
     pub body_error: Option<String>,
+    /// That error's kind, by `FailureKind::from_error`.
+    pub body_failure: Option<FailureKind>,
     pub report: RetryReport,
     pub code: Option<&'static str>,
     pub error: Option<Error>,
@@ -156,15 +158,23 @@ pub struct Got {
 }
 
 impl Got {
-    fn ok(status: u16, body: Result<String, String>, report: RetryReport) -> Got {
-        let (body, body_error) = match body {
-            Ok(b) => (Some(b), None),
-            Err(e) => (None, Some(e)),
+    fn ok<E>(status: u16, body: Result<String, E>, report: RetryReport) -> Got
+    where
+        E: std::error::Error + 'static,
+    {
+        let (body, body_error, body_failure) = match body {
+            Ok(b) => (Some(b), None, None),
+            Err(e) => (
+                None,
+                Some(format!("{e:?}")),
+                Some(FailureKind::from_error(&e)),
+            ),
         };
         Got {
             status: Some(status),
             body,
             body_error,
+            body_failure,
             report,
             code: None,
             error: None,
@@ -178,6 +188,7 @@ impl Got {
             status: None,
             body,
             body_error: None,
+            body_failure: None,
             report: error.report().clone(),
             code: Some(error.code()),
             error: Some(error),
@@ -211,6 +222,13 @@ pub async fn send(via: Via, policy: impl Into<EndpointPolicies>, url: &str, req:
 
 type Hyper = HyperClient<hyper_util::client::legacy::connect::HttpConnector, ReplayBody>;
 
+/// Any client stack under the tower layer (see `support::net`).
+pub type TowerService = tower::util::BoxCloneSyncService<
+    http::Request<ReplayBody>,
+    http::Response<hyper::body::Incoming>,
+    Box<dyn std::error::Error + Send + Sync>,
+>;
+
 /// One client through `via`, to send many requests through the same
 /// middleware or layer (and so the same load-protection state). Cheap to
 /// clone: clones share the connection pool.
@@ -218,6 +236,8 @@ type Hyper = HyperClient<hyper_util::client::legacy::connect::HttpConnector, Rep
 pub enum Client {
     Reqwest(reqwest_middleware::ClientWithMiddleware),
     Tower(http_resilience::Retry<Hyper>),
+    /// The tower layer over another client stack.
+    Custom(http_resilience::Retry<TowerService>),
 }
 
 impl Client {
@@ -243,6 +263,7 @@ impl Client {
         let mut got = match self {
             Client::Reqwest(client) => send_reqwest(client, url, req).await,
             Client::Tower(svc) => send_tower(svc.clone(), url, req).await,
+            Client::Custom(svc) => send_tower(svc.clone(), url, req).await,
         };
         got.elapsed = start.elapsed();
         got
@@ -270,7 +291,7 @@ async fn send_reqwest(
         Ok(response) => {
             let report = response.extensions().get::<RetryReport>().cloned().unwrap();
             let status = response.status().as_u16();
-            let body = response.text().await.map_err(|e| format!("{e:?}"));
+            let body = response.text().await;
             Got::ok(status, body, report)
         }
         Err(reqwest_middleware::Error::Middleware(e)) => {
@@ -287,7 +308,11 @@ async fn send_reqwest(
 
 type TowerBody = http_resilience::ResponseBody<hyper::body::Incoming>;
 
-async fn send_tower(mut svc: http_resilience::Retry<Hyper>, url: &str, req: &Req) -> Got {
+async fn send_tower<S>(mut svc: http_resilience::Retry<S>, url: &str, req: &Req) -> Got
+where
+    S: Service<http::Request<ReplayBody>, Response = http::Response<hyper::body::Incoming>> + Clone,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut request = http::Request::builder().method(req.method.clone()).uri(url);
     for (k, v) in &req.headers {
         request = request.header(*k, *v);
@@ -305,7 +330,7 @@ async fn send_tower(mut svc: http_resilience::Retry<Hyper>, url: &str, req: &Req
             let status = response.status().as_u16();
             let body = match response.into_body().collect().await {
                 Ok(b) => Ok(String::from_utf8_lossy(&b.to_bytes()).into_owned()),
-                Err(e) => Err(format!("{e:?}")),
+                Err(e) => Err(e),
             };
             Got::ok(status, body, report)
         }

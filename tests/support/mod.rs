@@ -17,7 +17,11 @@
 
 pub mod capture;
 pub mod clients;
+#[cfg(all(feature = "reqwest", feature = "hyper-util"))]
+pub mod net;
 pub mod table;
+#[cfg(all(feature = "reqwest", feature = "hyper-util"))]
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
