@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_like::join_all;
+use http_resilience::rate_limit::Turn;
+use http_resilience::store::Partition;
 use http_resilience::{
     CircuitBreaker, EndpointKey, EndpointState, InMemoryStore, Preset, RateLimit, RetryBudget,
     RetryPolicy, Scope, StateStore, StopReason, ThrottleReason,
@@ -546,10 +548,8 @@ async fn a_turn_beyond_max_wait_fails_with_rate_limited_locally() {
             // refused at once, not after waiting out max_wait
             assert_eq!(g.elapsed, Duration::ZERO, "{via:?}: {e}");
         }
-        // each refusal says when its turn would have come: 600 ms, ..., 1.9 s
-        refused_in.sort();
-        let want: Vec<Duration> = (6..20).map(|n| Duration::from_millis(100 * n)).collect();
-        assert_eq!(refused_in, want, "{via:?}");
+        // a refusal takes no turn: each says when the next free one comes
+        assert_eq!(refused_in, [Duration::from_millis(600); 14], "{via:?}");
     }
 }
 
@@ -588,15 +588,26 @@ impl EndpointState for CountingEndpoint {
     fn circuit(&self, update: &mut dyn FnMut(&mut http_resilience::circuit::CircuitState)) {
         self.inner.circuit(update)
     }
-    fn blocked_until(&self) -> Option<std::time::Instant> {
-        self.inner.blocked_until()
+    fn blocked_until(&self, partition: Partition) -> Option<std::time::Instant> {
+        self.inner.blocked_until(partition)
     }
-    fn block_until(&self, until: std::time::Instant) {
-        self.inner.block_until(until)
+    fn block_until(&self, partition: Partition, until: std::time::Instant) {
+        self.inner.block_until(partition, until)
     }
-    fn acquire(&self, limit: &RateLimit) -> Result<(), Duration> {
+    fn holding(&self, now: std::time::Instant) -> bool {
+        self.inner.holding(now)
+    }
+    fn acquire(
+        &self,
+        limit: &RateLimit,
+        now: std::time::Instant,
+        max_wait: Duration,
+    ) -> Result<Turn, Duration> {
         self.asks.fetch_add(1, Ordering::SeqCst);
-        self.inner.acquire(limit)
+        self.inner.acquire(limit, now, max_wait)
+    }
+    fn release(&self, limit: &RateLimit, turn: Turn) {
+        self.inner.release(limit, turn)
     }
     fn tokens(&self, budget: &RetryBudget) -> u32 {
         self.inner.tokens(budget)
@@ -638,7 +649,11 @@ async fn three_hundred_waiters_are_served_in_order_asking_the_limiter_once_each(
         for h in handles {
             got.push(h.await.unwrap());
         }
-        assert!(got.iter().all(|g| g.status == Some(200)), "{via:?}: {:?}", codes(&got));
+        assert!(
+            got.iter().all(|g| g.status == Some(200)),
+            "{via:?}: {:?}",
+            codes(&got)
+        );
         let seen = server.seen("/api");
         assert_eq!(seen.len(), N);
         let order: Vec<&str> = seen.iter().map(|s| s.header("x-seq").unwrap()).collect();
@@ -762,7 +777,9 @@ async fn github_quota_gone_holds_the_next_50_requests_until_the_reset_and_no_oth
                 t[0].waited() >= reset && t[0].waited() <= reset + spread,
                 "{via:?}: {t:?}"
             );
-            assert_eq!(t[0].waited(), g.elapsed, "{via:?}: the wait is the whole delay");
+            // the wait is the whole delay (timers fire on the millisecond)
+            let late = g.elapsed - t[0].waited();
+            assert!(late < Duration::from_millis(1), "{via:?}: {late:?}");
             assert_eq!(g.report.attempts(), 1);
             assert_eq!(
                 g.report.endpoint(),
@@ -779,7 +796,11 @@ async fn github_quota_gone_holds_the_next_50_requests_until_the_reset_and_no_oth
 #[tokio::test(start_paused = true)]
 async fn a_quota_hold_belongs_to_the_credential_that_ran_out() {
     let credentials = [
-        ("authorization", "Bearer ghp_tokenA-secret", "Bearer ghp_tokenB-secret"),
+        (
+            "authorization",
+            "Bearer ghp_tokenA-secret",
+            "Bearer ghp_tokenB-secret",
+        ),
         ("x-api-key", "sk-ant-keyA-secret", "sk-ant-keyB-secret"),
         ("api-key", "azure-keyA-secret", "azure-keyB-secret"),
     ];
@@ -992,9 +1013,20 @@ async fn anthropic_and_openai_quota_headers_hold_the_endpoint() {
             match expect {
                 Ok(wait) => {
                     assert_eq!(got.status, Some(200), "{via:?} {name}");
-                    assert_eq!(got.report.total_throttled(), *wait, "{via:?} {name}");
+                    // the reset, plus a spread of at most 1 s and at most
+                    // the hold itself
+                    let most = *wait + (*wait).min(Duration::from_secs(1));
+                    let throttled = got.report.total_throttled();
+                    assert!(
+                        throttled >= *wait && throttled <= most,
+                        "{via:?} {name}: {throttled:?}"
+                    );
                     let seen = server.seen("/v1");
-                    assert_eq!(seen[1].at - seen[0].at, *wait, "{via:?} {name}");
+                    let gap = seen[1].at - seen[0].at;
+                    assert!(
+                        gap >= throttled && gap - throttled < Duration::from_millis(1),
+                        "{via:?} {name}: {gap:?}"
+                    );
                 }
                 Err(code) => {
                     assert_eq!(got.code, Some(*code), "{via:?} {name}");
