@@ -225,19 +225,29 @@ pub struct RateLimitState {
     /// Reserved turns given back, in time order, to hand out again (only at
     /// or after their time).
     free: VecDeque<Instant>,
+    /// The last turn the schedule handed out and the `tat` before it: a
+    /// turn free at once and given back at once (its attempt refused by the
+    /// breaker) comes off exactly.
+    last: Option<(Instant, Option<Instant>)>,
 }
 
 impl RateLimitState {
     /// The state of `limit` before any turn. A policy holds only validated
     /// limits; an invalid one lets everything pass.
     pub fn new(limit: &RateLimit) -> RateLimitState {
-        let interval = limit.interval();
-        let burst = limit.burst_size().max(1);
+        let burst = limit.burst_size();
+        let interval = if limit.requests == 0 || burst == 0 {
+            Duration::ZERO
+        } else {
+            limit.interval()
+        };
+        let burst = burst.max(1);
         RateLimitState {
             interval,
             tolerance: interval.saturating_mul(burst - 1),
             tat: None,
             free: VecDeque::new(),
+            last: None,
         }
     }
 
@@ -271,6 +281,7 @@ impl RateLimitState {
             return Err(wait.max(Duration::from_nanos(1)));
         }
         let base = self.tat.map_or(now, |tat| tat.max(now));
+        self.last = Some((next, self.tat));
         // A limit valid for a policy (an interval of at most 365 days)
         // never overflows; past that, the schedule stops moving.
         self.tat = Some(base.checked_add(self.interval).unwrap_or(base));
@@ -281,8 +292,13 @@ impl RateLimitState {
     /// refused after taking it). The last turn of the schedule comes off
     /// it; another is handed to the next request that asks, at its time.
     pub fn release(&mut self, turn: Turn) {
-        if self.is_last(turn.at) {
-            self.unschedule_last();
+        let undo = self.last.filter(|(at, _)| *at == turn.at);
+        if undo.is_some() || self.is_last(turn.at) {
+            match undo {
+                Some((_, before)) => self.tat = before,
+                None => self.unschedule_last(),
+            }
+            self.last = None;
             // Turns given back earlier may now be the last ones.
             while let Some(&at) = self.free.back()
                 && self.is_last(at)
@@ -312,6 +328,7 @@ impl RateLimitState {
     }
 
     fn unschedule_last(&mut self) {
+        self.last = None;
         if let Some(tat) = self.tat {
             self.tat = tat.checked_sub(self.interval).or(Some(tat));
         }
@@ -378,6 +395,61 @@ mod tests {
             assert_eq!(limiter.try_acquire(), Ok(()));
         }
         assert_eq!(limiter.try_acquire(), Err(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn waiters_take_their_place_in_line_and_give_it_back() {
+        let limit = RateLimit::per_second(10).burst(2);
+        let mut s = RateLimitState::new(&limit);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let long = Duration::from_secs(60);
+        let at = |turn: &Turn| turn.at() - t0;
+        // a burst of 2, then one every 100 ms, in the order asked
+        let turns: Vec<Turn> = (0..5).map(|_| s.acquire(t0, long).unwrap()).collect();
+        let times: Vec<Duration> = turns.iter().map(at).collect();
+        assert_eq!(times, [ms(0), ms(0), ms(100), ms(200), ms(300)]);
+        // beyond max_wait: refused, nothing taken
+        assert_eq!(s.acquire(t0, ms(350)), Err(ms(400)));
+        assert_eq!(at(&s.acquire(t0, ms(400)).unwrap()), ms(400));
+        let mut turns = turns;
+        // the last turn given back comes off the schedule...
+        let last = s.acquire(t0, long).unwrap();
+        assert_eq!(at(&last), ms(500));
+        s.release(last);
+        assert_eq!(s.given_back(), 0);
+        // ...one in the middle goes to the next request that asks
+        let middle = turns.remove(3);
+        s.release(middle);
+        assert_eq!(s.given_back(), 1);
+        assert_eq!(at(&s.acquire(t0, long).unwrap()), ms(200));
+        assert_eq!(at(&s.acquire(t0, long).unwrap()), ms(500));
+        // given back, then the last one too: both come off
+        let a = s.acquire(t0, long).unwrap();
+        let b = s.acquire(t0, long).unwrap();
+        s.release(a);
+        s.release(b);
+        assert_eq!(s.given_back(), 0);
+        assert_eq!(at(&s.acquire(t0, long).unwrap()), ms(600));
+        // a turn given back is not handed out after its time has passed
+        let c = s.acquire(t0, long).unwrap();
+        let _d = s.acquire(t0, long).unwrap();
+        assert_eq!(at(&c), ms(700));
+        s.release(c);
+        let later = t0 + ms(750);
+        let next = s.acquire(later, long).unwrap();
+        assert_eq!(next.at() - t0, ms(900));
+        assert_eq!(s.given_back(), 0);
+    }
+
+    #[test]
+    fn an_invalid_limit_lets_everything_pass() {
+        let mut s = RateLimitState::new(&RateLimit::per_second(0));
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(s.acquire(t0, Duration::ZERO).unwrap().at(), t0);
+        }
+        s.release(Turn::new(t0));
     }
 
     #[test]
