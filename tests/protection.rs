@@ -674,6 +674,52 @@ async fn three_hundred_waiters_are_served_in_order_asking_the_limiter_once_each(
     }
 }
 
+/// An attempt the breaker refuses gives its rate-limit turn back at once:
+/// refusals while the breaker is open keep no turn from the requests that
+/// follow.
+#[tokio::test(start_paused = true)]
+async fn attempts_the_breaker_refuses_keep_no_rate_limit_turn() {
+    for via in BOTH {
+        let server = Server::start().await;
+        server.script("/fail", vec![Step::status(503)]);
+        server.script("/ok", vec![Step::status(200)]);
+        // one turn every 10 s, three at once; open for 1 s after a failure
+        let policy = base()
+            .max_retries(0)
+            .rate_limit(RateLimit::per_minute(6).burst(3))
+            .circuit_breaker(
+                CircuitBreaker::default()
+                    .consecutive_failures(1)
+                    .break_duration(Duration::from_secs(1)),
+            )
+            .build()
+            .unwrap();
+        let client = Client::new(via, policy);
+        let t0 = Instant::now();
+        let got = client.send(&server.url("/fail"), &get()).await;
+        assert_eq!(got.code, Some("MAX_RETRIES_EXCEEDED"), "{via:?}");
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            let got = client.send(&server.url("/ok"), &get()).await;
+            assert_eq!(got.code, Some("CIRCUIT_OPEN"), "{via:?}");
+            assert_eq!(got.elapsed, Duration::ZERO, "{via:?}: refused at once");
+        }
+        tokio::time::advance(Duration::from_millis(500)).await;
+        // the two turns left of the burst: the probe, then one more
+        for _ in 0..2 {
+            let got = client.send(&server.url("/ok"), &get()).await;
+            assert_eq!(got.status, Some(200), "{via:?}: {got:?}");
+            assert_eq!(got.elapsed, Duration::ZERO, "{via:?}: {got:?}");
+        }
+        // the burst is spent: the next turn is 10 s after the first
+        let got = client.send(&server.url("/ok"), &get()).await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let at: Vec<Duration> = server.seen("/ok").iter().map(|s| s.at - t0).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(at, [ms(1000), ms(1000), ms(10_000)], "{via:?}");
+    }
+}
+
 /// Rate limiting sits in front of the retries: a retry takes its turn too.
 #[tokio::test(start_paused = true)]
 async fn retries_take_their_turn() {
