@@ -7,6 +7,16 @@
 //! live in plain types ([`Tokens`], [`CircuitState`]) that every store
 //! applies, so a store only has to keep values and update them atomically.
 //!
+//! Server quota holds are kept per endpoint *and* per [`Partition`]: the
+//! credential a request carries, as a keyed hash made in this process
+//! (GitHub, OpenAI and Anthropic count quotas per token or key). A request
+//! works out its partition only when a quota is seen gone or its endpoint
+//! holds one ([`EndpointState::holding`]); the credential itself is never
+//! kept. The hash key is drawn per process, so partitions mean nothing to
+//! another process: a store shared between processes shares its
+//! credential holds within each process only (and the anonymous holds
+//! with everyone).
+//!
 //! [`InMemoryStore`] is the default: each [`RetryPolicy`](crate::RetryPolicy)
 //! gets its own when built, shared by every clone of the policy and of the
 //! layers and middlewares built from it. Give several policies one store
