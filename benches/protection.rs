@@ -6,7 +6,8 @@
 //!   for a 200 and for a 503 with `Retry-After: 2` that is retried;
 //! - `InMemoryStore::endpoint` with 1 and 1,000 endpoints in the store;
 //! - `CircuitState::admit` + `record` on a closed breaker;
-//! - `Limiter::try_acquire` when a cell is free and when none is;
+//! - `Limiter::try_acquire` when a cell is free and when none is, and
+//!   `Limiter::acquire` taking a reservation and giving it back;
 //! - `retry_after::quota_reset` on a response without quota headers and
 //!   with each family's (epoch, Anthropic RFC 3339, OpenAI Go duration).
 //!
@@ -105,6 +106,23 @@ fn limiter(c: &mut Criterion) {
     let mut group = c.benchmark_group("limiter_try_acquire");
     group.bench_function("free", |b| b.iter(|| black_box(free.try_acquire())));
     group.bench_function("exhausted", |b| b.iter(|| black_box(spent.try_acquire())));
+    group.finish();
+    // A waiter's place in line: reserved, then given back (a cancelled
+    // request), which leaves the limiter as it was.
+    let t0 = Instant::now();
+    let hour = Duration::from_secs(3600);
+    let reserved = Limiter::new(&RateLimit::per_hour(1000).burst(1));
+    assert_eq!(reserved.acquire(t0, hour).unwrap().at(), t0);
+    let turn = reserved.acquire(t0, hour).unwrap();
+    assert!(turn.at() > t0);
+    reserved.release(turn);
+    let mut group = c.benchmark_group("limiter_acquire");
+    group.bench_function("reserve_release", |b| {
+        b.iter(|| {
+            let turn = reserved.acquire(black_box(t0), hour).unwrap();
+            reserved.release(black_box(turn));
+        })
+    });
     group.finish();
 }
 

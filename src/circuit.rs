@@ -19,10 +19,16 @@
 //!   [`Error::CircuitOpen`](crate::Error::CircuitOpen), which says when the
 //!   breaker will let a probe through. Nothing is sent.
 //! - **Half-open**: up to [`half_open_probes`](CircuitBreaker::half_open_probes)
-//!   attempts go through as probes; the others are refused. When that many
+//!   attempts go through as probes; the others are refused, with a
+//!   `retry_in` that says when the next probe may go. When that many
 //!   probes have succeeded it closes; the first probe that fails opens it
 //!   again. A probe whose request is dropped (a cancelled future) frees its
-//!   slot.
+//!   slot. A probe that never ends (there is no attempt timeout by default)
+//!   cannot keep it shut: once the latest probe has been out for
+//!   [`max_half_open_wait`](CircuitBreaker::max_half_open_wait), a new
+//!   half-open round starts with a new probe, and the outcomes of the
+//!   probes before it no longer count (resilience4j's
+//!   `maxWaitDurationInHalfOpenState`).
 //!
 //! A request that fails and finds the breaker open (its own failure may
 //! have opened it) stops at once with `CIRCUIT_OPEN` and its last
@@ -60,6 +66,7 @@ use crate::policy::{ConfigError, MAX_SETTING};
 /// | [`sampling_window`](Self::sampling_window) | 30 s | .NET |
 /// | [`break_duration`](Self::break_duration) | 5 s | .NET |
 /// | [`half_open_probes`](Self::half_open_probes) | 1 | .NET |
+/// | [`max_half_open_wait`](Self::max_half_open_wait) | 30 s | .NET's total timeout |
 /// | [`consecutive_failures`](Self::consecutive_failures) | off | |
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[must_use]
@@ -69,6 +76,7 @@ pub struct CircuitBreaker {
     sampling_window: Duration,
     break_duration: Duration,
     half_open_probes: u32,
+    max_half_open_wait: Duration,
     consecutive_failures: Option<u32>,
 }
 
@@ -80,6 +88,7 @@ impl Default for CircuitBreaker {
             sampling_window: Duration::from_secs(30),
             break_duration: Duration::from_secs(5),
             half_open_probes: 1,
+            max_half_open_wait: Duration::from_secs(30),
             consecutive_failures: None,
         }
     }
@@ -116,6 +125,17 @@ impl CircuitBreaker {
         self.half_open_probes = probes;
         self
     }
+    /// The longest the breaker waits, half-open, for its probes: once the
+    /// latest probe has been out this long without an outcome, a new probe
+    /// is admitted (a new half-open round: the older probes' outcomes no
+    /// longer count). Until then the others are refused with a `retry_in`
+    /// that says when that will be. Default 30 s, the total timeout of
+    /// .NET's standard resilience handler: a probe still out after it would
+    /// have failed there. Must be positive.
+    pub fn max_half_open_wait(mut self, wait: Duration) -> Self {
+        self.max_half_open_wait = wait;
+        self
+    }
     /// Also open after this many failures in a row, whatever the ratio.
     /// Default: off. Must be positive.
     pub fn consecutive_failures(mut self, failures: u32) -> Self {
@@ -143,6 +163,10 @@ impl CircuitBreaker {
     pub fn probes(&self) -> u32 {
         self.half_open_probes
     }
+    /// The maximum half-open wait.
+    pub fn half_open_wait(&self) -> Duration {
+        self.max_half_open_wait
+    }
     /// The consecutive failures that open it, if set.
     pub fn consecutive(&self) -> Option<u32> {
         self.consecutive_failures
@@ -163,6 +187,7 @@ impl CircuitBreaker {
         for (what, d) in [
             ("sampling_window", self.sampling_window),
             ("break_duration", self.break_duration),
+            ("max_half_open_wait", self.max_half_open_wait),
         ] {
             if d.is_zero() || d > MAX_SETTING {
                 return bad(
@@ -203,8 +228,9 @@ pub enum Verdict {
     Allow(Ticket),
     /// Refuse it; the breaker lets probes through in `retry_in`.
     Refuse {
-        /// Time until probes are let through (while probes are already in
-        /// flight: the break duration, the longest it may stay shut).
+        /// Time until the next probe may go: the end of the break, or
+        /// while half-open with every probe out, the end of the
+        /// [maximum half-open wait](CircuitBreaker::max_half_open_wait).
         retry_in: Duration,
     },
 }
@@ -246,8 +272,15 @@ pub struct CircuitState {
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     Closed,
-    Open { until: Instant },
-    HalfOpen { in_flight: u32, succeeded: u32 },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        in_flight: u32,
+        succeeded: u32,
+        /// When the latest probe was admitted.
+        latest: Instant,
+    },
 }
 
 impl Default for CircuitState {
@@ -280,30 +313,45 @@ impl CircuitState {
             Mode::Open { until } if now < until => Verdict::Refuse {
                 retry_in: until - now,
             },
-            Mode::Open { .. } => {
-                self.transition(Mode::HalfOpen {
-                    in_flight: 1,
-                    succeeded: 0,
-                });
-                Verdict::Allow(self.ticket(true))
-            }
+            Mode::Open { .. } => self.start_probing(now),
             Mode::HalfOpen {
                 in_flight,
                 succeeded,
+                latest,
             } => {
                 if in_flight + succeeded < config.half_open_probes {
                     self.mode = Mode::HalfOpen {
                         in_flight: in_flight + 1,
                         succeeded,
+                        latest: now,
                     };
-                    Verdict::Allow(self.ticket(true))
-                } else {
-                    Verdict::Refuse {
-                        retry_in: config.break_duration,
-                    }
+                    return Verdict::Allow(self.ticket(true));
+                }
+                // Every probe is out: the next goes when the latest has
+                // been out for the maximum wait (an unvalidated wait too
+                // large for an `Instant`: never).
+                match latest.checked_add(config.max_half_open_wait) {
+                    Some(next) if now < next => Verdict::Refuse {
+                        retry_in: next - now,
+                    },
+                    Some(_) => self.start_probing(now),
+                    None => Verdict::Refuse {
+                        retry_in: MAX_SETTING,
+                    },
                 }
             }
         }
+    }
+
+    /// A new half-open round with one probe, admitted at `now`: the
+    /// tickets of earlier probes become stale.
+    fn start_probing(&mut self, now: Instant) -> Verdict {
+        self.transition(Mode::HalfOpen {
+            in_flight: 1,
+            succeeded: 0,
+            latest: now,
+        });
+        Verdict::Allow(self.ticket(true))
     }
 
     /// Records the outcome of an admitted attempt.
@@ -332,6 +380,7 @@ impl CircuitState {
             Mode::HalfOpen {
                 in_flight,
                 succeeded,
+                latest,
             } if ticket.probe => {
                 if failed {
                     self.open(config, now);
@@ -341,6 +390,7 @@ impl CircuitState {
                     self.mode = Mode::HalfOpen {
                         in_flight: in_flight.saturating_sub(1),
                         succeeded: succeeded + 1,
+                        latest,
                     };
                 }
             }
@@ -357,11 +407,13 @@ impl CircuitState {
         if let Mode::HalfOpen {
             in_flight,
             succeeded,
+            latest,
         } = self.mode
         {
             self.mode = Mode::HalfOpen {
                 in_flight: in_flight.saturating_sub(1),
                 succeeded,
+                latest,
             };
         }
     }
@@ -573,6 +625,49 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_out_for_the_maximum_wait_gives_way_to_a_new_one() {
+        let c = CircuitBreaker::default()
+            .consecutive_failures(1)
+            .max_half_open_wait(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let mut s = CircuitState::default();
+        let t = allow(&mut s, &c, t0);
+        s.record(&c, t, true, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        let stuck = allow(&mut s, &c, t1);
+        let secs = Duration::from_secs;
+        assert_eq!(s.admit(&c, t1), Verdict::Refuse { retry_in: secs(30) });
+        assert_eq!(
+            s.admit(&c, t1 + secs(29)),
+            Verdict::Refuse { retry_in: secs(1) }
+        );
+        let t2 = t1 + secs(30);
+        let fresh = allow(&mut s, &c, t2);
+        assert!(fresh.is_probe());
+        assert_eq!(
+            s.probes_in_flight(),
+            1,
+            "the stuck probe is no longer counted"
+        );
+        assert_eq!(s.admit(&c, t2), Verdict::Refuse { retry_in: secs(30) });
+        // the stuck probe's late failure and release change nothing
+        s.record(&c, stuck, true, t2);
+        s.release(stuck);
+        assert_eq!(s.status(t2), CircuitStatus::HalfOpen);
+        assert_eq!(s.probes_in_flight(), 1);
+        s.record(&c, fresh, false, t2);
+        assert_eq!(s.status(t2), CircuitStatus::Closed);
+
+        // an unvalidated wait too large for an Instant: refused, no panic
+        let huge = c.max_half_open_wait(Duration::MAX);
+        let mut s = CircuitState::default();
+        let t = allow(&mut s, &huge, t0);
+        s.record(&huge, t, true, t0);
+        let _probe = allow(&mut s, &huge, t1);
+        assert!(matches!(s.admit(&huge, t1), Verdict::Refuse { .. }));
+    }
+
+    #[test]
     fn an_unvalidated_huge_break_does_not_panic() {
         let c = CircuitBreaker::default()
             .consecutive_failures(1)
@@ -615,6 +710,10 @@ mod tests {
             (
                 CircuitBreaker::default().half_open_probes(0),
                 "c.half_open_probes",
+            ),
+            (
+                CircuitBreaker::default().max_half_open_wait(Duration::ZERO),
+                "c.max_half_open_wait",
             ),
             (
                 CircuitBreaker::default().consecutive_failures(0),

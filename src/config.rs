@@ -35,6 +35,8 @@
 //! | `circuit_breaker` | `true`, `false` or a table | [`circuit_breaker`](crate::RetryPolicyBuilder::circuit_breaker) |
 //! | `rate_limit` | `false` or a table | [`rate_limit`](crate::RetryPolicyBuilder::rate_limit) |
 //! | `server_limits` | boolean | [`server_limits`](crate::RetryPolicyBuilder::server_limits) |
+//! | `max_quota_reset` | duration | [`max_quota_reset`](crate::RetryPolicyBuilder::max_quota_reset) |
+//! | `quota_release_spread` | duration (`"0s"` for none) | [`quota_release_spread`](crate::RetryPolicyBuilder::quota_release_spread) |
 //! | `scope` | `"endpoint"` or `"policy"` | [`scope`](crate::RetryPolicyBuilder::scope) |
 //!
 //! A **duration** is a string in [`humantime`]'s format: `"500ms"`, `"2m"`,
@@ -87,6 +89,7 @@
 //! sampling_window = "30s"
 //! break_duration = "5s"
 //! half_open_probes = 1
+//! max_half_open_wait = "30s"  # a new probe once the latest is out this long
 //! consecutive_failures = 5    # default: off
 //!
 //! # `requests` per `per`, both required; `false` for none. There is no
@@ -101,7 +104,9 @@
 //! and, beside them in the policy table,
 //!
 //! ```toml
-//! server_limits = true    # hold the endpoint when a server says its quota is gone
+//! server_limits = true    # hold a credential's requests when a server says its quota is gone
+//! max_quota_reset = "24h" # a reset further ahead is invalid and holds nothing
+//! quota_release_spread = "1s"  # held requests go over this long after the reset
 //! scope = "endpoint"      # per host and port; "policy": one state for all
 //! ```
 //!
@@ -531,6 +536,8 @@ struct PolicySpec {
     circuit_breaker: Option<Toggle<BreakerSpec>>,
     rate_limit: Option<Toggle<RateLimitSpec>>,
     server_limits: Option<bool>,
+    max_quota_reset: Option<Word<Duration>>,
+    quota_release_spread: Option<Word<Duration>>,
     scope: Option<Word<Scope>>,
 }
 
@@ -616,6 +623,16 @@ impl PolicySpec {
             Some(Toggle::Table(spec)) => b.rate_limit(spec.build()),
         };
         b = set(b, self.server_limits, RetryPolicyBuilder::server_limits);
+        b = set(
+            b,
+            word(self.max_quota_reset),
+            RetryPolicyBuilder::max_quota_reset,
+        );
+        b = set(
+            b,
+            word(self.quota_release_spread),
+            RetryPolicyBuilder::quota_release_spread,
+        );
         b = set(b, self.scope.map(|w| w.0), RetryPolicyBuilder::scope);
         b.build().map_err(|e| under(at, &e))
     }
@@ -661,6 +678,7 @@ struct BreakerSpec {
     sampling_window: Option<Word<Duration>>,
     break_duration: Option<Word<Duration>>,
     half_open_probes: Option<u32>,
+    max_half_open_wait: Option<Word<Duration>>,
     consecutive_failures: Option<u32>,
 }
 
@@ -681,6 +699,9 @@ impl BreakerSpec {
         }
         if let Some(n) = self.half_open_probes {
             c = c.half_open_probes(n);
+        }
+        if let Some(Word(d)) = self.max_half_open_wait {
+            c = c.max_half_open_wait(d);
         }
         if let Some(n) = self.consecutive_failures {
             c = c.consecutive_failures(n);

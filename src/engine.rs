@@ -64,9 +64,10 @@ use crate::classify::{
     is_idempotent_method,
 };
 use crate::policy::{LongHint, Protection, RetryPolicy};
+use crate::rate_limit::Turn;
 use crate::report::{AttemptRecord, RetryReport, StopReason, ThrottleReason};
 use crate::retry_after::{DelaySource, quota_reset_at};
-use crate::store::{EndpointKey, EndpointState, Scope};
+use crate::store::{EndpointKey, EndpointState, Partition, Scope};
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +143,22 @@ struct Guard {
     /// after `RetryState::started`, plus one; 0 for not yet (a word, not an
     /// `Option<Instant>`'s two: the state is moved with every request).
     turn_started: u64,
+    /// The request's credential partition for server quota holds, worked
+    /// out (a keyed hash of its credential headers) when first needed: when
+    /// a quota is seen gone, or when the endpoint holds some.
+    partition: Option<Partition>,
+    /// The rate-limit turn the next attempt holds: a reservation it waits
+    /// for, or a turn that has come and is used when the attempt is sent.
+    /// Given back if the attempt is refused or the request dropped.
+    turn: Option<Turn>,
+}
+
+impl Guard {
+    fn partition(&mut self, request: &RequestMeta<'_>) -> Partition {
+        *self
+            .partition
+            .get_or_insert_with(|| Partition::of(request.headers()))
+    }
 }
 
 impl RetryState {
@@ -228,8 +245,10 @@ impl RetryState {
 
     /// Asks whether the next attempt (the first included) may be sent at
     /// `now`, applying the load protection in front of it, in order: a
-    /// quota the server said is gone (wait for its reset), the local rate
-    /// limit (wait for a turn), the circuit breaker (refuse while open).
+    /// quota the server said is gone for the request's credential (wait
+    /// for its reset, plus a small spread), the local rate limit (take the
+    /// next turn in line and wait for it), the circuit breaker (refuse while
+    /// open, or while half-open with every probe out).
     /// On [`Admission::Wait`], sleep and ask again; the waits are recorded
     /// in the report. A wait before a retry that would cross the deadline
     /// fails with `DEADLINE_EXCEEDED`; the deadline itself starts when the
@@ -254,27 +273,56 @@ impl RetryState {
         let turn_started = self.started + Duration::from_nanos(guard.turn_started - 1);
         let endpoint = &guard.endpoint;
         let mut wait = None;
-        if protection.server_limits
-            && let Some(until) = endpoint.blocked_until()
-            && until > now
-        {
-            let delay = until - now;
-            if delay <= p.max_retry_after {
-                wait = Some((delay, ThrottleReason::ServerQuota));
-            } else if p.on_long_hint != LongHint::UseBackoff {
-                return self.refuse(request, StopReason::RetryAfterTooLong { hint: delay });
+        // The partition is worked out only if the endpoint holds a quota.
+        if protection.server_limits && endpoint.holding(now) {
+            let partition = *guard
+                .partition
+                .get_or_insert_with(|| Partition::of(request.headers()));
+            if let Some(until) = endpoint.blocked_until(partition)
+                && until > now
+            {
+                let delay = until - now;
+                if delay <= p.max_retry_after {
+                    // Released over a small spread after the reset, not all
+                    // in the same millisecond.
+                    let delay = delay + p.release_spread(delay);
+                    wait = Some((delay, ThrottleReason::ServerQuota));
+                } else if p.on_long_hint != LongHint::UseBackoff {
+                    return self.refuse(request, StopReason::RetryAfterTooLong { hint: delay });
+                }
+                // A policy that ignores long hints ignores a far reset too.
             }
-            // A policy that ignores long hints ignores a far reset too.
         }
-        if wait.is_none()
-            && let Some(limit) = &protection.rate_limit
-            && let Err(delay) = endpoint.acquire(limit)
-        {
-            let total = now.saturating_duration_since(turn_started) + delay;
-            if total > limit.max_wait_time() {
-                return self.refuse(request, StopReason::RateLimitedLocally { wait: total });
+        if let Some(limit) = &protection.rate_limit {
+            match guard.turn.take() {
+                // Held by a server quota after all: the turn will not be
+                // used at its time.
+                Some(turn) if wait.is_some() => endpoint.release(limit, turn),
+                Some(turn) => {
+                    if turn.at() > now {
+                        wait = Some((turn.at() - now, ThrottleReason::LocalRateLimit));
+                    }
+                    guard.turn = Some(turn);
+                }
+                None if wait.is_some() => {}
+                None => {
+                    // The place in line: one ask, however many wait.
+                    let waited = now.saturating_duration_since(turn_started);
+                    let left = limit.max_wait_time().saturating_sub(waited);
+                    match endpoint.acquire(limit, now, left) {
+                        Ok(turn) => {
+                            if turn.at() > now {
+                                wait = Some((turn.at() - now, ThrottleReason::LocalRateLimit));
+                            }
+                            guard.turn = Some(turn);
+                        }
+                        Err(delay) => {
+                            let wait = waited + delay;
+                            return self.refuse(request, StopReason::RateLimitedLocally { wait });
+                        }
+                    }
+                }
             }
-            wait = Some((delay, ThrottleReason::LocalRateLimit));
         }
         if let Some((delay, reason)) = wait {
             if self.sent
@@ -326,12 +374,15 @@ impl RetryState {
         if let Some(guard) = &mut self.guard {
             guard.turn_started = 0;
             guard.spent += std::mem::take(&mut guard.paid);
+            // Used: the attempt goes in its turn.
+            guard.turn = None;
         }
     }
 
     /// Refuses the next attempt before it is sent.
     fn refuse(&mut self, request: &RequestMeta<'_>, reason: StopReason) -> Admission {
         self.refund();
+        self.give_back_turn();
         self.report.set_stop(reason);
         let protection = &self.policy.inner().protection;
         self.report
@@ -554,22 +605,44 @@ impl RetryState {
             && let Some(headers) = outcome.headers()
             && let Some((wait, which)) = quota_reset_at(headers, || p.clock.now())
         {
-            guard_of(&mut self.guard, &p.protection, request)
-                .endpoint
-                .block_until(now + wait);
+            // A reset absurdly far ahead (the year 2100) is garbage: holding
+            // it would refuse every request for the life of the process.
+            let valid = wait <= p.protection.max_quota_reset;
+            let mut credential = false;
+            if valid {
+                let guard = guard_of(&mut self.guard, &p.protection, request);
+                let partition = guard.partition(request);
+                credential = !partition.is_anonymous();
+                guard.endpoint.block_until(partition, now + wait);
+            }
             #[cfg(feature = "tracing")]
-            tracing::info!(
-                target: "http_resilience",
-                reason = "server_quota",
-                headers = which.as_str(),
-                reset_ms = wait.as_millis() as u64,
-                method = %request.method(),
-                host = request.host(),
-                port = request.port(),
-                "server quota exhausted; holding the endpoint's requests until the reset"
-            );
+            if valid {
+                tracing::info!(
+                    target: "http_resilience",
+                    reason = "server_quota",
+                    headers = which.as_str(),
+                    reset_ms = wait.as_millis() as u64,
+                    credential,
+                    method = %request.method(),
+                    host = request.host(),
+                    port = request.port(),
+                    "server quota exhausted; holding the requests with this credential until the reset"
+                );
+            } else {
+                tracing::warn!(
+                    target: "http_resilience",
+                    reason = "server_quota",
+                    headers = which.as_str(),
+                    reset_ms = wait.as_millis() as u64,
+                    max_quota_reset_ms = p.protection.max_quota_reset.as_millis() as u64,
+                    method = %request.method(),
+                    host = request.host(),
+                    port = request.port(),
+                    "server quota reset beyond max_quota_reset ignored as invalid"
+                );
+            }
             #[cfg(not(feature = "tracing"))]
-            let _ = (request, which);
+            let _ = (request, which, credential);
         }
         #[cfg(not(feature = "tracing"))]
         let _ = request;
@@ -597,6 +670,17 @@ impl RetryState {
         guard_of(&mut self.guard, &p.protection, request)
             .endpoint
             .deposit(budget, tokens);
+    }
+
+    /// Gives back the rate-limit turn the next attempt held: it will not be
+    /// sent in it.
+    fn give_back_turn(&mut self) {
+        if let Some(guard) = &mut self.guard
+            && let Some(turn) = guard.turn.take()
+            && let Some(limit) = self.policy.rate_limit()
+        {
+            guard.endpoint.release(limit, turn);
+        }
     }
 
     /// Gives back the tokens paid for a retry that will not be sent.
@@ -640,16 +724,19 @@ fn guard_of<'a>(
             paid: 0,
             spent: 0,
             turn_started: 0,
+            partition: None,
+            turn: None,
         })
     })
 }
 
 /// A dropped request (a cancelled future) gives back what it held and did
-/// not use: the tokens paid for a retry not yet sent, a half-open probe's
-/// slot.
+/// not use: the tokens paid for a retry not yet sent, its place in the rate
+/// limiter's line, a half-open probe's slot.
 impl Drop for RetryState {
     fn drop(&mut self) {
         self.refund();
+        self.give_back_turn();
         if let Some(guard) = &mut self.guard
             && let Some(ticket) = guard.ticket.take()
         {
@@ -1003,7 +1090,10 @@ mod tests {
 
         #[test]
         fn a_quota_gone_holds_the_next_request_until_the_reset() {
-            let p = policy().build().unwrap();
+            let p = policy()
+                .quota_release_spread(Duration::ZERO)
+                .build()
+                .unwrap();
             let none = HeaderMap::new();
             let mut gone = HeaderMap::new();
             gone.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
@@ -1043,6 +1133,64 @@ mod tests {
                     hint: Duration::from_secs(600)
                 })
             );
+        }
+
+        #[test]
+        fn a_hold_is_the_credentials_and_is_released_over_the_spread() {
+            let p = policy().seed(1).build().unwrap();
+            let mut gone = HeaderMap::new();
+            gone.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+            gone.insert("x-ratelimit-reset", HeaderValue::from_static("1000030"));
+            let mut a = HeaderMap::new();
+            a.insert("authorization", HeaderValue::from_static("token a"));
+            let mut b = HeaderMap::new();
+            b.insert("authorization", HeaderValue::from_static("token b"));
+            let none = HeaderMap::new();
+            let t0 = Instant::now();
+            let mut first = RetryState::new(&p, &meta(&a), t0);
+            assert_eq!(first.admit(&meta(&a), t0), Admission::Send);
+            first.decide(&meta(&a), &respond(200, &gone), t0);
+            let thirty = Duration::from_secs(30);
+            let mut delays = vec![];
+            for _ in 0..20 {
+                let mut held = RetryState::new(&p, &meta(&a), t0);
+                match held.admit(&meta(&a), t0) {
+                    Admission::Wait { delay, reason } => {
+                        assert_eq!(reason, ThrottleReason::ServerQuota);
+                        assert!(delay >= thirty && delay <= thirty + Duration::from_secs(1));
+                        delays.push(delay);
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            delays.dedup();
+            assert!(delays.len() > 1, "spread: {delays:?}");
+            for other in [&b, &none] {
+                let mut free = RetryState::new(&p, &meta(other), t0);
+                assert_eq!(free.admit(&meta(other), t0), Admission::Send);
+            }
+        }
+
+        #[test]
+        fn a_reset_beyond_max_quota_reset_holds_nothing() {
+            let none = HeaderMap::new();
+            let t0 = Instant::now();
+            // the fixed wall clock is at 1,000,000 s; the maximum is 1 h
+            for (reset, held) in [("1003599", true), ("1003601", false), ("4102444800", false)] {
+                let mut gone = HeaderMap::new();
+                gone.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+                gone.insert("x-ratelimit-reset", HeaderValue::from_static(reset));
+                let p = policy()
+                    .max_quota_reset(Duration::from_secs(3600))
+                    .build()
+                    .unwrap();
+                let mut first = RetryState::new(&p, &meta(&none), t0);
+                first.admit(&meta(&none), t0);
+                first.decide(&meta(&none), &respond(200, &gone), t0);
+                let mut next = RetryState::new(&p, &meta(&none), t0);
+                let got = next.admit(&meta(&none), t0);
+                assert_eq!(got != Admission::Send, held, "{reset}: {got:?}");
+            }
         }
 
         #[test]

@@ -34,10 +34,11 @@
 //!   [`EndpointPolicies::well_known`]);
 //! - **load protection**, so that retries never turn an outage into a
 //!   flood: a per-endpoint [`RetryBudget`] (on by default), a
-//!   [`CircuitBreaker`], a client-side [`RateLimit`] (`governor`), and
-//!   quotas that servers announce as gone (`x-ratelimit-remaining: 0` and
-//!   the Anthropic and OpenAI forms) holding later requests until the
-//!   reset; state behind a [`StateStore`] seam. The stages run in one
+//!   [`CircuitBreaker`], a client-side [`RateLimit`] (a GCRA with
+//!   reservations: first come, first served), and quotas that servers
+//!   announce as gone (`x-ratelimit-remaining: 0` and the Anthropic and
+//!   OpenAI forms) holding the later requests with the same credential
+//!   until the reset; state behind a [`StateStore`] seam. The stages run in one
 //!   documented order, see [policy](policy#load-protection).
 //!
 //! # With reqwest

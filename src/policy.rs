@@ -26,6 +26,8 @@
 //! | [`circuit_breaker`](RetryPolicyBuilder::circuit_breaker) | none |
 //! | [`rate_limit`](RetryPolicyBuilder::rate_limit) | none |
 //! | [`server_limits`](RetryPolicyBuilder::server_limits) | true |
+//! | [`max_quota_reset`](RetryPolicyBuilder::max_quota_reset) | 24 h |
+//! | [`quota_release_spread`](RetryPolicyBuilder::quota_release_spread) | 1 s |
 //! | [`scope`](RetryPolicyBuilder::scope) | [`Scope::Endpoint`] (host and port) |
 //! | [`state_store`](RetryPolicyBuilder::state_store) | a new [`InMemoryStore`] per built policy |
 //!
@@ -34,7 +36,8 @@
 //! Each request goes through these stages, outermost first (the order of
 //! .NET's standard resilience handler):
 //! 1. **rate limit**: the local [`RateLimit`] and any quota a server said
-//!    is gone ([`server_limits`](RetryPolicyBuilder::server_limits)); every
+//!    is gone for the request's credential
+//!    ([`server_limits`](RetryPolicyBuilder::server_limits)); every
 //!    attempt, retries included, waits its turn here;
 //! 2. **total deadline** ([`deadline`](RetryPolicyBuilder::deadline)),
 //!    counted from the first attempt;
@@ -51,6 +54,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use rand::Rng;
 
 use crate::backoff::{Backoff, Jitter, Schedule, mix_seed};
 use crate::budget::RetryBudget;
@@ -105,6 +110,9 @@ pub(crate) struct Inner {
     pub(crate) schedule: Schedule,
     pub(crate) seed: Option<u64>,
     pub(crate) seed_counter: AtomicU64,
+    /// Draws of the quota release spread (seeded like the backoffs, in
+    /// their own sequence).
+    pub(crate) spread_counter: AtomicU64,
     pub(crate) max_retry_after: Duration,
     pub(crate) on_long_hint: LongHint,
     pub(crate) deadline: Option<Duration>,
@@ -125,8 +133,34 @@ pub(crate) struct Protection {
     pub(crate) circuit: Option<CircuitBreaker>,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) server_limits: bool,
+    pub(crate) max_quota_reset: Duration,
+    pub(crate) quota_release_spread: Duration,
     pub(crate) scope: Scope,
     pub(crate) store: Arc<dyn StateStore>,
+}
+
+impl Inner {
+    /// The extra wait of a request held by a server quota for `hold` more:
+    /// uniform in `[0, min(quota_release_spread, hold)]`, reproducible with
+    /// the policy's seed.
+    pub(crate) fn release_spread(&self, hold: Duration) -> Duration {
+        let most = self.protection.quota_release_spread.min(hold);
+        let Ok(most) = u64::try_from(most.as_nanos()) else {
+            return most;
+        };
+        if most == 0 {
+            return Duration::ZERO;
+        }
+        let draw = match self.seed {
+            Some(seed) => {
+                let n = self.spread_counter.fetch_add(1, Ordering::Relaxed);
+                // Salted: not the same numbers as the n-th backoff.
+                mix_seed(seed ^ 0x5eed_5b7e_ad00_0001, n)
+            }
+            None => rand::rng().next_u64(),
+        };
+        Duration::from_nanos(draw % (most + 1))
+    }
 }
 
 impl Protection {
@@ -253,6 +287,15 @@ impl RetryPolicy {
     pub fn server_limits(&self) -> bool {
         self.inner.protection.server_limits
     }
+    /// The furthest quota reset taken as valid.
+    pub fn max_quota_reset(&self) -> Duration {
+        self.inner.protection.max_quota_reset
+    }
+    /// The most by which a request held by a server quota is released
+    /// after the reset.
+    pub fn quota_release_spread(&self) -> Duration {
+        self.inner.protection.quota_release_spread
+    }
     /// How requests are grouped for load protection.
     pub fn scope(&self) -> Scope {
         self.inner.protection.scope
@@ -297,6 +340,8 @@ impl fmt::Debug for RetryPolicy {
             .field("circuit_breaker", &i.protection.circuit)
             .field("rate_limit", &i.protection.rate_limit)
             .field("server_limits", &i.protection.server_limits)
+            .field("max_quota_reset", &i.protection.max_quota_reset)
+            .field("quota_release_spread", &i.protection.quota_release_spread)
             .field("scope", &i.protection.scope)
             .field(
                 "rules",
@@ -331,6 +376,8 @@ pub struct RetryPolicyBuilder {
     circuit_breaker: Option<CircuitBreaker>,
     rate_limit: Option<RateLimit>,
     server_limits: bool,
+    max_quota_reset: Duration,
+    quota_release_spread: Duration,
     scope: Scope,
     store: Option<Arc<dyn StateStore>>,
 }
@@ -359,6 +406,8 @@ impl Default for RetryPolicyBuilder {
             circuit_breaker: None,
             rate_limit: None,
             server_limits: true,
+            max_quota_reset: Duration::from_secs(24 * 3600),
+            quota_release_spread: Duration::from_secs(1),
             scope: Scope::Endpoint,
             store: None,
         }
@@ -542,18 +591,47 @@ impl RetryPolicyBuilder {
         self.rate_limit = limit.into();
         self
     }
-    /// When a response says the endpoint's request quota is gone
+    /// When a response says the request quota is gone
     /// (`x-ratelimit-remaining: 0` with a reset, and the Anthropic and
     /// OpenAI equivalents, see
-    /// [`quota_reset`](crate::retry_after::quota_reset)), hold the
-    /// endpoint's later attempts until the reset instead of sending them to
-    /// fail. A reset further away than
+    /// [`quota_reset`](crate::retry_after::quota_reset)), hold the later
+    /// attempts to that endpoint *with the same credential* until the reset
+    /// instead of sending them to fail. Quotas are per credential (GitHub
+    /// counts per token, OpenAI and Anthropic per key): a hold applies to
+    /// the requests carrying the same `Authorization`, `x-api-key` or
+    /// `api-key` (compared by a keyed hash made in this process, see
+    /// [`Partition`](crate::store::Partition)), and requests without a
+    /// credential share one hold of their own. A reset further away than
     /// [`max_retry_after`](Self::max_retry_after) fails them at once with
     /// [`Error::RetryAfterTooLong`](crate::Error::RetryAfterTooLong), or,
-    /// with [`LongHint::UseBackoff`], is ignored like any long hint.
-    /// Default true.
+    /// with [`LongHint::UseBackoff`], is ignored like any long hint; one
+    /// beyond [`max_quota_reset`](Self::max_quota_reset) is invalid and
+    /// holds nothing. Held requests are released over
+    /// [`quota_release_spread`](Self::quota_release_spread) after the
+    /// reset. Default true.
     pub fn server_limits(mut self, yes: bool) -> Self {
         self.server_limits = yes;
+        self
+    }
+    /// The furthest ahead a server's quota reset may lie and still be
+    /// believed: a reset beyond it (a response claiming its quota comes
+    /// back in the year 2100) is taken for garbage and holds nothing, so
+    /// that one bad response cannot refuse every request for the life of
+    /// the process. Default 24 h (the longest quota window the providers
+    /// document is a day). Must be positive and at most 365 days.
+    pub fn max_quota_reset(mut self, d: Duration) -> Self {
+        self.max_quota_reset = d;
+        self
+    }
+    /// How much later than the reset a request held by a server quota may
+    /// be released: each waits until the reset plus a random extra of up to
+    /// this much (never more than the hold itself, so a 12 ms hold adds at
+    /// most 12 ms), so that the held requests do not all reach the server in
+    /// the same millisecond. Reproducible with the policy's
+    /// [`seed`](Self::seed). Default 1 s; zero releases them all at the
+    /// reset. At most 365 days.
+    pub fn quota_release_spread(mut self, d: Duration) -> Self {
+        self.quota_release_spread = d;
         self
     }
     /// How requests are grouped for budgets, breakers and limits. Default
@@ -620,6 +698,16 @@ impl RetryPolicyBuilder {
         if let Some(r) = &self.rate_limit {
             r.validate("rate_limit")?;
         }
+        positive("max_quota_reset", self.max_quota_reset)?;
+        if self.quota_release_spread > MAX_SETTING {
+            return Err(ConfigError::new(
+                "quota_release_spread",
+                format!(
+                    "must be at most 365 days (got {:?}); infinite values are not accepted",
+                    self.quota_release_spread
+                ),
+            ));
+        }
         Ok(RetryPolicy {
             inner: Arc::new(Inner {
                 max_retries: self.max_retries,
@@ -631,6 +719,7 @@ impl RetryPolicyBuilder {
                 },
                 seed: self.seed,
                 seed_counter: AtomicU64::new(0),
+                spread_counter: AtomicU64::new(0),
                 max_retry_after: self.max_retry_after,
                 on_long_hint: self.on_long_hint,
                 deadline: self.deadline,
@@ -647,6 +736,8 @@ impl RetryPolicyBuilder {
                     circuit: self.circuit_breaker,
                     rate_limit: self.rate_limit,
                     server_limits: self.server_limits,
+                    max_quota_reset: self.max_quota_reset,
+                    quota_release_spread: self.quota_release_spread,
                     scope: self.scope,
                     store: self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new())),
                 },
@@ -739,6 +830,8 @@ mod tests {
         assert!(!p.retry_non_idempotent());
         assert!(!p.auto_idempotency_key());
         assert!(!p.return_last_response());
+        assert_eq!(p.max_quota_reset(), Duration::from_secs(24 * 3600));
+        assert_eq!(p.quota_release_spread(), Duration::from_secs(1));
         assert_eq!(RetryPolicy::disabled().max_retries(), 0);
     }
 
@@ -761,6 +854,12 @@ mod tests {
             (b().deadline(Duration::ZERO), "deadline"),
             (b().attempt_timeout(Duration::ZERO), "attempt_timeout"),
             (b().attempt_timeout(Duration::MAX), "attempt_timeout"),
+            (b().max_quota_reset(Duration::ZERO), "max_quota_reset"),
+            (b().max_quota_reset(Duration::MAX), "max_quota_reset"),
+            (
+                b().quota_release_spread(Duration::MAX),
+                "quota_release_spread",
+            ),
         ];
         for (builder, field) in cases {
             let err = builder.build().unwrap_err();
@@ -774,6 +873,31 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(err.field(), "initial_backoff");
+    }
+
+    #[test]
+    fn the_release_spread_stays_in_range_and_follows_the_seed() {
+        let spread = Duration::from_secs(1);
+        let p = RetryPolicy::builder().seed(9).build().unwrap();
+        let q = RetryPolicy::builder().seed(9).build().unwrap();
+        let a: Vec<Duration> = (0..50)
+            .map(|_| p.inner().release_spread(spread * 30))
+            .collect();
+        let b: Vec<Duration> = (0..50)
+            .map(|_| q.inner().release_spread(spread * 30))
+            .collect();
+        assert_eq!(a, b, "reproducible with the seed");
+        assert!(a.iter().all(|d| *d <= spread));
+        assert!(a.windows(2).any(|w| w[0] != w[1]));
+        let short = Duration::from_millis(12);
+        assert!((0..50).all(|_| p.inner().release_spread(short) <= short));
+        let none = RetryPolicy::builder()
+            .quota_release_spread(Duration::ZERO)
+            .build()
+            .unwrap();
+        assert_eq!(none.inner().release_spread(spread * 30), Duration::ZERO);
+        let unseeded = RetryPolicy::default();
+        assert!((0..50).all(|_| unseeded.inner().release_spread(spread * 30) <= spread));
     }
 
     #[test]

@@ -1,13 +1,22 @@
 //! [`RateLimit`]: a client-side quota per endpoint, with bursts, enforced
-//! by [`governor`]'s GCRA.
+//! by a GCRA (the generic cell rate algorithm) with reservations.
 //!
 //! Every attempt takes its turn, retries included: the limiter sits in
-//! front of the retries. An attempt that finds no cell free waits for one,
-//! under tokio's clock, for at most [`max_wait`](RateLimit::max_wait) per
-//! attempt; if its turn would come later than that, it fails at once with
+//! front of the retries. An attempt that finds no turn free now takes the
+//! next one in line (a reservation) and waits for it, under tokio's clock,
+//! for at most [`max_wait`](RateLimit::max_wait) per attempt; turns go
+//! first come, first served, and the limiter is asked once per attempt
+//! however many wait. If its turn would come later than `max_wait`, the
+//! attempt fails at once with
 //! [`Error::RateLimitedLocally`](crate::Error::RateLimitedLocally), which
-//! says how long it would have had to wait. A waiting request holds no
-//! cell, so dropping it leaves nothing behind.
+//! says how long it would have had to wait, and takes nothing. A request
+//! dropped while it waits (a cancelled future) gives its turn back: the
+//! next request to ask takes it, so the limit is never exceeded and no turn
+//! is kept by a request that is gone.
+//!
+//! The rules live in [`RateLimitState`], a plain value that takes the time
+//! as an argument (tested without a runtime, against a model of the
+//! limit); [`Limiter`] is that state behind a lock.
 //!
 //! The waits before the first attempt do not count against the policy's
 //! [`deadline`](crate::RetryPolicyBuilder::deadline) (the deadline starts
@@ -28,13 +37,9 @@
 //! # Ok::<(), http_resilience::ConfigError>(())
 //! ```
 
-use std::num::NonZeroU32;
-use std::time::Duration;
-
-use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::policy::{ConfigError, MAX_SETTING};
 
@@ -131,7 +136,7 @@ impl RateLimit {
                 format!("must be at most 365 days (got {:?})", self.max_wait),
             );
         }
-        if self.quota().is_none() {
+        if self.interval().is_zero() {
             return bad(
                 "per",
                 format!(
@@ -143,65 +148,228 @@ impl RateLimit {
         Ok(())
     }
 
-    fn quota(&self) -> Option<Quota> {
-        let burst = NonZeroU32::new(self.burst_size())?;
-        let interval = self.period / self.requests.max(1);
-        Some(Quota::with_period(interval)?.allow_burst(burst))
+    /// The time between two turns at the steady rate (zero for an invalid
+    /// limit).
+    fn interval(&self) -> Duration {
+        self.period / self.requests.max(1)
     }
 }
 
-/// A GCRA limiter on tokio's clock (so it follows a paused test clock).
+/// A turn under a rate limit: the instant at which the attempt holding it
+/// may be sent (now, or later for a reservation). Handed out by
+/// [`RateLimitState::acquire`]; an attempt sends at [`at`](Self::at) and
+/// drops the turn, or gives it back with [`RateLimitState::release`] if it
+/// will not use it. Not `Clone`: a turn is given back at most once.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Turn {
+    at: Instant,
+}
+
+impl Turn {
+    /// A turn at `at`, for a [`StateStore`](crate::StateStore) that keeps
+    /// its own limiter.
+    pub fn new(at: Instant) -> Turn {
+        Turn { at }
+    }
+    /// When the attempt holding it may be sent.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+}
+
+/// One rate limit's state, as a plain value: the GCRA's theoretical
+/// arrival time and the reserved turns given back before they came. Every
+/// transition takes the time as an argument.
+///
+/// GCRA by virtual scheduling: each turn moves the theoretical arrival time
+/// (`tat`) one interval (`period / requests`) on; a turn is free at `now`
+/// if `now >= tat - tolerance` (the tolerance is `burst - 1` intervals),
+/// and otherwise the next turn is at `tat - tolerance`, which a request may
+/// reserve. A reservation given back is taken off the end of the schedule
+/// if it is the last one, and otherwise handed to the next request that
+/// asks (never earlier than its time, so the limit holds either way).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use http_resilience::RateLimit;
+/// use http_resilience::rate_limit::RateLimitState;
+///
+/// let limit = RateLimit::per_second(10).burst(1);
+/// let mut state = RateLimitState::new(&limit);
+/// let t0 = Instant::now();
+/// let wait = Duration::from_secs(1);
+/// assert_eq!(state.acquire(t0, wait).unwrap().at(), t0);
+/// // the next ones wait in line, 100 ms apart
+/// let second = state.acquire(t0, wait).unwrap();
+/// assert_eq!(second.at(), t0 + Duration::from_millis(100));
+/// let third = state.acquire(t0, wait).unwrap();
+/// assert_eq!(third.at(), t0 + Duration::from_millis(200));
+/// // beyond max_wait: refused at once, with the wait, taking nothing
+/// assert_eq!(state.acquire(t0, Duration::from_millis(250)), Err(Duration::from_millis(300)));
+/// // a request dropped while it waits gives its turn back; the next takes it
+/// state.release(second);
+/// assert_eq!(state.acquire(t0, wait).unwrap().at(), t0 + Duration::from_millis(100));
+/// # let _ = third;
+/// ```
+#[derive(Debug, Clone)]
+pub struct RateLimitState {
+    /// The interval between turns; zero lets everything pass.
+    interval: Duration,
+    /// How far ahead of the theoretical arrival time a turn may be taken:
+    /// `burst - 1` intervals.
+    tolerance: Duration,
+    /// The theoretical arrival time of the next turn; `None` before the
+    /// first.
+    tat: Option<Instant>,
+    /// Reserved turns given back, in time order, to hand out again (only at
+    /// or after their time).
+    free: VecDeque<Instant>,
+    /// The last turn the schedule handed out and the `tat` before it: a
+    /// turn free at once and given back at once (its attempt refused by the
+    /// breaker) comes off exactly.
+    last: Option<(Instant, Option<Instant>)>,
+}
+
+impl RateLimitState {
+    /// The state of `limit` before any turn. A policy holds only validated
+    /// limits; an invalid one lets everything pass.
+    pub fn new(limit: &RateLimit) -> RateLimitState {
+        let burst = limit.burst_size();
+        let interval = if limit.requests == 0 || burst == 0 {
+            Duration::ZERO
+        } else {
+            limit.interval()
+        };
+        let burst = burst.max(1);
+        RateLimitState {
+            interval,
+            tolerance: interval.saturating_mul(burst - 1),
+            tat: None,
+            free: VecDeque::new(),
+            last: None,
+        }
+    }
+
+    /// Takes the next turn at `now`: free now, or a reservation of the next
+    /// one in line, if that comes within `max_wait`; otherwise how long
+    /// until it would come (at least a nanosecond), taking nothing.
+    pub fn acquire(&mut self, now: Instant, max_wait: Duration) -> Result<Turn, Duration> {
+        // Turns given back that have passed are gone: sending one now
+        // could exceed the limit.
+        while self.free.front().is_some_and(|&at| at < now) {
+            self.free.pop_front();
+        }
+        let next = match self.tat {
+            Some(tat) => tat
+                .checked_sub(self.tolerance)
+                .map_or(now, |earliest| earliest.max(now)),
+            None => now,
+        };
+        if let Some(&at) = self.free.front()
+            && at <= next
+        {
+            let wait = at - now;
+            if wait > max_wait {
+                return Err(wait.max(Duration::from_nanos(1)));
+            }
+            self.free.pop_front();
+            return Ok(Turn { at });
+        }
+        let wait = next - now;
+        if wait > max_wait {
+            return Err(wait.max(Duration::from_nanos(1)));
+        }
+        let base = self.tat.map_or(now, |tat| tat.max(now));
+        self.last = Some((next, self.tat));
+        // A limit valid for a policy (an interval of at most 365 days)
+        // never overflows; past that, the schedule stops moving.
+        self.tat = Some(base.checked_add(self.interval).unwrap_or(base));
+        Ok(Turn { at: next })
+    }
+
+    /// Gives back a turn that will not be used (its request was dropped, or
+    /// refused after taking it). The last turn of the schedule comes off
+    /// it; another is handed to the next request that asks, at its time.
+    pub fn release(&mut self, turn: Turn) {
+        let undo = self.last.filter(|(at, _)| *at == turn.at);
+        if undo.is_some() || self.is_last(turn.at) {
+            match undo {
+                Some((_, before)) => self.tat = before,
+                None => self.unschedule_last(),
+            }
+            self.last = None;
+            // Turns given back earlier may now be the last ones.
+            while let Some(&at) = self.free.back()
+                && self.is_last(at)
+            {
+                self.free.pop_back();
+                self.unschedule_last();
+            }
+        } else {
+            let i = self.free.partition_point(|&at| at <= turn.at);
+            self.free.insert(i, turn.at);
+        }
+    }
+
+    /// Reserved turns given back and not yet handed out again.
+    pub fn given_back(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Whether `at` is the last turn of the schedule: `tat` is one interval
+    /// past it, plus the tolerance.
+    fn is_last(&self, at: Instant) -> bool {
+        !self.interval.is_zero()
+            && self
+                .tat
+                .and_then(|tat| tat.checked_sub(self.interval)?.checked_sub(self.tolerance))
+                == Some(at)
+    }
+
+    fn unschedule_last(&mut self) {
+        self.last = None;
+        if let Some(tat) = self.tat {
+            self.tat = tat.checked_sub(self.interval).or(Some(tat));
+        }
+    }
+}
+
+/// A [`RateLimitState`] behind a lock: what
+/// [`InMemoryStore`](crate::InMemoryStore) keeps per endpoint.
+#[derive(Debug)]
 pub struct Limiter {
-    inner: RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>,
-    clock: TokioClock,
-}
-
-impl std::fmt::Debug for Limiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limiter").finish_non_exhaustive()
-    }
+    state: Mutex<RateLimitState>,
 }
 
 impl Limiter {
     /// A limiter for `limit`. A policy holds only validated limits; an
     /// invalid one gives a limiter that lets everything pass.
     pub fn new(limit: &RateLimit) -> Limiter {
-        let quota = limit
-            .quota()
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX));
-        let clock = TokioClock {
-            origin: tokio::time::Instant::now(),
-        };
         Limiter {
-            inner: RateLimiter::direct_with_clock(quota, clock),
-            clock,
+            state: Mutex::new(RateLimitState::new(limit)),
         }
     }
 
-    /// Takes a cell if one is free now; otherwise says how long until one
-    /// is (and takes nothing).
+    /// [`RateLimitState::acquire`].
+    pub fn acquire(&self, now: Instant, max_wait: Duration) -> Result<Turn, Duration> {
+        self.lock().acquire(now, max_wait)
+    }
+
+    /// [`RateLimitState::release`].
+    pub fn release(&self, turn: Turn) {
+        self.lock().release(turn)
+    }
+
+    /// Takes a turn if one is free now (on tokio's clock); otherwise says
+    /// how long until one is (and takes nothing).
     pub fn try_acquire(&self) -> Result<(), Duration> {
-        match self.inner.check() {
-            Ok(()) => Ok(()),
-            // At least a nanosecond, so that a caller sleeping on it makes
-            // progress.
-            Err(not_until) => Err(not_until
-                .wait_time_from(self.clock.now())
-                .max(Duration::from_nanos(1))),
-        }
+        let now = tokio::time::Instant::now().into_std();
+        self.acquire(now, Duration::ZERO).map(|_| ())
     }
-}
 
-/// Tokio's clock as governor sees it: the time since the limiter was made.
-#[derive(Debug, Clone, Copy)]
-struct TokioClock {
-    origin: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    type Instant = Duration;
-    fn now(&self) -> Duration {
-        tokio::time::Instant::now().saturating_duration_since(self.origin)
+    fn lock(&self) -> std::sync::MutexGuard<'_, RateLimitState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -227,6 +395,61 @@ mod tests {
             assert_eq!(limiter.try_acquire(), Ok(()));
         }
         assert_eq!(limiter.try_acquire(), Err(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn waiters_take_their_place_in_line_and_give_it_back() {
+        let limit = RateLimit::per_second(10).burst(2);
+        let mut s = RateLimitState::new(&limit);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let long = Duration::from_secs(60);
+        let at = |turn: &Turn| turn.at() - t0;
+        // a burst of 2, then one every 100 ms, in the order asked
+        let turns: Vec<Turn> = (0..5).map(|_| s.acquire(t0, long).unwrap()).collect();
+        let times: Vec<Duration> = turns.iter().map(at).collect();
+        assert_eq!(times, [ms(0), ms(0), ms(100), ms(200), ms(300)]);
+        // beyond max_wait: refused, nothing taken
+        assert_eq!(s.acquire(t0, ms(350)), Err(ms(400)));
+        assert_eq!(at(&s.acquire(t0, ms(400)).unwrap()), ms(400));
+        let mut turns = turns;
+        // the last turn given back comes off the schedule...
+        let last = s.acquire(t0, long).unwrap();
+        assert_eq!(at(&last), ms(500));
+        s.release(last);
+        assert_eq!(s.given_back(), 0);
+        // ...one in the middle goes to the next request that asks
+        let middle = turns.remove(3);
+        s.release(middle);
+        assert_eq!(s.given_back(), 1);
+        assert_eq!(at(&s.acquire(t0, long).unwrap()), ms(200));
+        assert_eq!(at(&s.acquire(t0, long).unwrap()), ms(500));
+        // given back, then the last one too: both come off
+        let a = s.acquire(t0, long).unwrap();
+        let b = s.acquire(t0, long).unwrap();
+        s.release(a);
+        s.release(b);
+        assert_eq!(s.given_back(), 0);
+        assert_eq!(at(&s.acquire(t0, long).unwrap()), ms(600));
+        // a turn given back is not handed out after its time has passed
+        let c = s.acquire(t0, long).unwrap();
+        let _d = s.acquire(t0, long).unwrap();
+        assert_eq!(at(&c), ms(700));
+        s.release(c);
+        let later = t0 + ms(750);
+        let next = s.acquire(later, long).unwrap();
+        assert_eq!(next.at() - t0, ms(900));
+        assert_eq!(s.given_back(), 0);
+    }
+
+    #[test]
+    fn an_invalid_limit_lets_everything_pass() {
+        let mut s = RateLimitState::new(&RateLimit::per_second(0));
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(s.acquire(t0, Duration::ZERO).unwrap().at(), t0);
+        }
+        s.release(Turn::new(t0));
     }
 
     #[test]

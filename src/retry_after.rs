@@ -280,6 +280,13 @@ impl QuotaHeaders {
 /// covers only some of the host's paths, and holding the whole host for it
 /// would stall requests that have quota left.
 ///
+/// With [`server_limits`](crate::RetryPolicyBuilder::server_limits) on,
+/// the engine holds the later requests carrying the same credential (see
+/// [`Partition`](crate::store::Partition)) until the reset, and ignores as
+/// invalid a reset beyond
+/// [`max_quota_reset`](crate::RetryPolicyBuilder::max_quota_reset) (24 h by
+/// default); this function reports any reset up to 100 years away.
+///
 /// ```
 /// use std::time::{Duration, SystemTime};
 /// use http::HeaderMap;

@@ -7,6 +7,16 @@
 //! live in plain types ([`Tokens`], [`CircuitState`]) that every store
 //! applies, so a store only has to keep values and update them atomically.
 //!
+//! Server quota holds are kept per endpoint *and* per [`Partition`]: the
+//! credential a request carries, as a keyed hash made in this process
+//! (GitHub, OpenAI and Anthropic count quotas per token or key). A request
+//! works out its partition only when a quota is seen gone or its endpoint
+//! holds one ([`EndpointState::holding`]); the credential itself is never
+//! kept. The hash key is drawn per process, so partitions mean nothing to
+//! another process: a store shared between processes shares its
+//! credential holds within each process only (and the anonymous holds
+//! with everyone).
+//!
 //! [`InMemoryStore`] is the default: each [`RetryPolicy`](crate::RetryPolicy)
 //! gets its own when built, shared by every clone of the policy and of the
 //! layers and middlewares built from it. Give several policies one store
@@ -30,15 +40,18 @@
 //! # Ok::<(), http_resilience::ConfigError>(())
 //! ```
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use http::{HeaderMap, HeaderName};
+
 use crate::budget::{RetryBudget, Tokens};
 use crate::circuit::CircuitState;
-use crate::rate_limit::{Limiter, RateLimit};
+use crate::rate_limit::{Limiter, RateLimit, Turn};
 
 /// Which endpoint a request's load-protection state belongs to: a host
 /// (compared without regard to ASCII case) and a port.
@@ -101,6 +114,112 @@ impl Scope {
     }
 }
 
+/// The headers that carry a request's credential, in the order they are
+/// hashed into its [`Partition`]: `Authorization` (GitHub's tokens,
+/// OpenAI's keys, any bearer or basic credential), `x-api-key`
+/// (Anthropic) and `api-key` (Azure OpenAI).
+pub const CREDENTIAL_HEADERS: [HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+];
+
+/// Headers that narrow a credential's quota, hashed in after it when a
+/// credential is present: OpenAI's limits are per organization and
+/// project, which a request may pick with these.
+const QUOTA_SCOPE_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+];
+
+/// Which requests a server quota hold applies to: those carrying the same
+/// credential, since providers count quotas per credential (GitHub per
+/// token and App installation, OpenAI and Anthropic per key and project).
+/// One token running dry does not hold the requests of another.
+///
+/// A partition is a keyed hash (SipHash, with a key drawn at random once
+/// per process) of the request's credential headers
+/// ([`CREDENTIAL_HEADERS`], then OpenAI's `openai-organization` and
+/// `openai-project` if present): the credential itself is never stored,
+/// and the hash means nothing outside this process. Requests without a
+/// credential share [`Partition::ANONYMOUS`], the host's own hold. Its
+/// `Debug` form says only which of the two it is.
+///
+/// ```
+/// use http::HeaderMap;
+/// use http_resilience::store::Partition;
+///
+/// let mut a = HeaderMap::new();
+/// a.insert("authorization", "Bearer token-a".parse().unwrap());
+/// let mut b = HeaderMap::new();
+/// b.insert("authorization", "Bearer token-b".parse().unwrap());
+/// assert_eq!(Partition::of(&a), Partition::of(&a));
+/// assert_ne!(Partition::of(&a), Partition::of(&b));
+/// assert_eq!(Partition::of(&HeaderMap::new()), Partition::ANONYMOUS);
+/// assert_eq!(format!("{:?}", Partition::of(&a)), "Partition(credential)");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Partition(u64);
+
+impl Partition {
+    /// Requests without a credential.
+    pub const ANONYMOUS: Partition = Partition(0);
+
+    /// The partition of a request with these headers.
+    pub fn of(headers: &HeaderMap) -> Partition {
+        fn feed(h: &mut impl Hasher, tag: usize, value: &http::HeaderValue) {
+            h.write_usize(tag);
+            h.write_usize(value.len());
+            h.write(value.as_bytes());
+        }
+        let mut hasher = None;
+        for (i, name) in CREDENTIAL_HEADERS.iter().enumerate() {
+            for value in headers.get_all(name) {
+                let h = hasher.get_or_insert_with(|| credential_key().build_hasher());
+                feed(h, i, value);
+            }
+        }
+        let Some(mut h) = hasher else {
+            return Partition::ANONYMOUS;
+        };
+        for (i, name) in QUOTA_SCOPE_HEADERS.iter().enumerate() {
+            for value in headers.get_all(name) {
+                feed(&mut h, 0x10 + i, value);
+            }
+        }
+        // 0 is the anonymous partition's.
+        Partition(h.finish().max(1))
+    }
+
+    /// The partition's number, for a store to key its holds by: 0 for
+    /// [`ANONYMOUS`](Self::ANONYMOUS), otherwise the keyed hash (the same
+    /// for the same credential throughout this process only).
+    pub fn id(self) -> u64 {
+        self.0
+    }
+
+    /// Whether it is [`ANONYMOUS`](Self::ANONYMOUS).
+    pub fn is_anonymous(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Debug for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_anonymous() {
+            "Partition(anonymous)"
+        } else {
+            "Partition(credential)"
+        })
+    }
+}
+
+/// The process's key for credential hashes, drawn once.
+fn credential_key() -> &'static RandomState {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    KEY.get_or_init(RandomState::new)
+}
+
 /// Hands out the load-protection state of each endpoint. See the
 /// [module docs](self).
 pub trait StateStore: Send + Sync + fmt::Debug + 'static {
@@ -110,9 +229,9 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// A hint that lets a request skip looking its endpoint up: `true` only
     /// if, at `now`, every endpoint is at rest: every retry budget full and
-    /// no server quota held. (Breakers and rate limits are always looked
-    /// up.) The default, `false`, is always correct; it only costs a
-    /// lookup per request.
+    /// no server quota held, whatever its partition. (Breakers and rate
+    /// limits are always looked up.) The default, `false`, is always
+    /// correct; it only costs a lookup per request.
     fn quiet(&self, now: Instant) -> bool {
         let _ = now;
         false
@@ -140,20 +259,45 @@ pub trait EndpointState: Send + Sync + fmt::Debug {
     fn deposit(&self, budget: &RetryBudget, tokens: u32);
     /// Applies `update` to the endpoint's breaker state (closed at first).
     fn circuit(&self, update: &mut dyn FnMut(&mut CircuitState));
-    /// Until when the server said the endpoint's quota is gone, if it did.
-    fn blocked_until(&self) -> Option<Instant>;
-    /// Records that the quota is gone until `until` (a later time wins).
-    fn block_until(&self, until: Instant);
-    /// Takes a turn under `limit` if one is free now, or says how long
-    /// until one is (taking nothing). The limiter is made from the first
-    /// `limit` the endpoint sees.
-    fn acquire(&self, limit: &RateLimit) -> Result<(), Duration>;
+    /// Until when the server said the quota of the requests in `partition`
+    /// (their credential, see [`Partition`]) is gone, if it did.
+    fn blocked_until(&self, partition: Partition) -> Option<Instant>;
+    /// Records that the quota of `partition` is gone until `until` (a later
+    /// time wins). The memory it takes must stay bounded: a hold may be
+    /// dropped once `until` has passed.
+    fn block_until(&self, partition: Partition, until: Instant);
+    /// A hint that lets a request skip working out its partition (a hash of
+    /// its credential headers): `false` only if no hold of any partition
+    /// lasts beyond `now`. The default, `true`, is always correct.
+    fn holding(&self, now: Instant) -> bool {
+        let _ = now;
+        true
+    }
+    /// Takes the next turn under `limit` at `now`, if it comes within
+    /// `max_wait`: free now, or a reservation of a later one (the
+    /// request's place in line); otherwise says how long until it would
+    /// come, taking nothing. See [`RateLimitState`](crate::rate_limit::RateLimitState),
+    /// whose rules an implementation applies. The limiter is made from the
+    /// first `limit` the endpoint sees.
+    fn acquire(
+        &self,
+        limit: &RateLimit,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Turn, Duration>;
+    /// Gives back a turn from [`acquire`](Self::acquire) that will not be
+    /// used (its request was dropped while waiting for it, or refused), so
+    /// that another request can take it.
+    fn release(&self, limit: &RateLimit, turn: Turn);
     /// The tokens left in the retry budget (for reports and tests).
     fn tokens(&self, budget: &RetryBudget) -> u32;
 }
 
 /// The default store: state in this process's memory. One entry per
-/// endpoint reached (a few hundred bytes), kept for the store's life.
+/// endpoint reached (a few hundred bytes), kept for the store's life, and
+/// at most [`MAX_HOLDS`] quota holds per endpoint (one per credential that
+/// ran out; expired holds make room for new ones first, then the hold that
+/// ends first).
 ///
 /// It also keeps two store-wide figures (how many buckets are below
 /// capacity, the latest quota hold), so that [`quiet`](StateStore::quiet)
@@ -291,21 +435,32 @@ impl From<&EndpointKey<'_>> for OwnedKey {
 /// A bucket no request has touched: full, whatever its capacity.
 const UNTOUCHED: u64 = u64::MAX;
 
+/// The most quota holds [`InMemoryStore`] keeps per endpoint (one per
+/// credential whose quota is gone): 1,024, about 32 KiB.
+pub const MAX_HOLDS: usize = 1024;
+
 struct InMemoryEndpoint {
     /// The bucket's tokens, or `UNTOUCHED`.
     tokens: AtomicU64,
     circuit: Mutex<CircuitState>,
-    /// Encoded as in `Shared`; 0 for none.
-    blocked: AtomicU64,
+    /// The latest hold of any partition, encoded as in `Shared`; 0 for none.
+    latest_hold: AtomicU64,
+    /// Partition id → its hold, encoded as in `Shared`; at most `MAX_HOLDS`.
+    holds: Mutex<hashbrown::HashMap<u64, u64>>,
     limiter: OnceLock<Limiter>,
     shared: Arc<Shared>,
 }
 
 impl fmt::Debug for InMemoryEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Partitions are not shown: only how many holds there are.
         f.debug_struct("InMemoryEndpoint")
             .field("tokens", &self.tokens.load(Ordering::Relaxed))
-            .field("blocked_until", &self.blocked_until())
+            .field("holds", &self.lock_holds().len())
+            .field(
+                "latest_hold",
+                &self.shared.decode(self.latest_hold.load(Ordering::Relaxed)),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -315,10 +470,15 @@ impl InMemoryEndpoint {
         InMemoryEndpoint {
             tokens: AtomicU64::new(UNTOUCHED),
             circuit: Mutex::new(CircuitState::default()),
-            blocked: AtomicU64::new(0),
+            latest_hold: AtomicU64::new(0),
+            holds: Mutex::new(hashbrown::HashMap::new()),
             limiter: OnceLock::new(),
             shared,
         }
+    }
+
+    fn lock_holds(&self) -> std::sync::MutexGuard<'_, hashbrown::HashMap<u64, u64>> {
+        self.holds.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn update_tokens(&self, budget: &RetryBudget, f: impl Fn(&mut Tokens) -> bool) -> bool {
@@ -376,20 +536,57 @@ impl EndpointState for InMemoryEndpoint {
         update(&mut self.circuit.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
-    fn blocked_until(&self) -> Option<Instant> {
-        self.shared.decode(self.blocked.load(Ordering::Acquire))
+    fn blocked_until(&self, partition: Partition) -> Option<Instant> {
+        if self.latest_hold.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let until = *self.lock_holds().get(&partition.id())?;
+        self.shared.decode(until)
     }
 
-    fn block_until(&self, until: Instant) {
+    fn block_until(&self, partition: Partition, until: Instant) {
         let encoded = self.shared.encode(until);
-        self.blocked.fetch_max(encoded, Ordering::AcqRel);
+        {
+            let mut holds = self.lock_holds();
+            if holds.len() >= MAX_HOLDS && !holds.contains_key(&partition.id()) {
+                // Room for one more: the holds that are over go first, then
+                // the one that ends first.
+                let now = self.shared.encode(tokio::time::Instant::now().into_std());
+                holds.retain(|_, until| *until > now);
+                if holds.len() >= MAX_HOLDS
+                    && let Some(first) = holds.iter().min_by_key(|(_, u)| **u).map(|(p, _)| *p)
+                {
+                    holds.remove(&first);
+                }
+            }
+            let hold = holds.entry(partition.id()).or_insert(0);
+            *hold = (*hold).max(encoded);
+        }
+        self.latest_hold.fetch_max(encoded, Ordering::AcqRel);
         self.shared.latest_hold.fetch_max(encoded, Ordering::AcqRel);
     }
 
-    fn acquire(&self, limit: &RateLimit) -> Result<(), Duration> {
+    fn holding(&self, now: Instant) -> bool {
+        self.shared
+            .decode(self.latest_hold.load(Ordering::Acquire))
+            .is_some_and(|until| until > now)
+    }
+
+    fn acquire(
+        &self,
+        limit: &RateLimit,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Turn, Duration> {
         self.limiter
             .get_or_init(|| Limiter::new(limit))
-            .try_acquire()
+            .acquire(now, max_wait)
+    }
+
+    fn release(&self, _limit: &RateLimit, turn: Turn) {
+        if let Some(limiter) = self.limiter.get() {
+            limiter.release(turn);
+        }
     }
 
     fn tokens(&self, budget: &RetryBudget) -> u32 {
@@ -452,7 +649,7 @@ mod tests {
         assert!(!store.quiet(now), "b is still below capacity");
         b.deposit(&budget, 100);
         assert!(store.quiet(now));
-        a.block_until(now + Duration::from_secs(30));
+        a.block_until(Partition::ANONYMOUS, now + Duration::from_secs(30));
         assert!(!store.quiet(now));
         assert!(
             store.quiet(now + Duration::from_secs(30)),
@@ -464,12 +661,93 @@ mod tests {
     fn blocks_keep_the_latest() {
         let store = InMemoryStore::new();
         let e = store.endpoint(&EndpointKey::whole_policy());
-        assert_eq!(e.blocked_until(), None);
+        let p = Partition::ANONYMOUS;
+        assert_eq!(e.blocked_until(p), None);
         let now = Instant::now();
-        e.block_until(now + Duration::from_secs(30));
-        e.block_until(now + Duration::from_secs(10));
-        let until = e.blocked_until().unwrap();
+        e.block_until(p, now + Duration::from_secs(30));
+        e.block_until(p, now + Duration::from_secs(10));
+        let until = e.blocked_until(p).unwrap();
         assert!(until >= now + Duration::from_secs(30) - Duration::from_micros(1));
         assert!(until <= now + Duration::from_secs(30) + Duration::from_micros(1));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn partitions_follow_the_credential_and_nothing_else() {
+        let of = |pairs: &[(&'static str, &'static str)]| Partition::of(&headers(pairs));
+        let a = of(&[("authorization", "Bearer a")]);
+        assert!(!a.is_anonymous());
+        assert_eq!(a, of(&[("Authorization", "Bearer a"), ("accept", "*/*")]));
+        assert_ne!(a, of(&[("authorization", "Bearer b")]));
+        assert_ne!(a, of(&[("x-api-key", "Bearer a")]), "another header");
+        assert_ne!(of(&[("x-api-key", "k")]), of(&[("api-key", "k")]));
+        assert_ne!(
+            a,
+            of(&[("authorization", "Bearer a"), ("openai-project", "p")]),
+            "OpenAI quotas are per project"
+        );
+        assert_eq!(of(&[]), Partition::ANONYMOUS);
+        assert_eq!(
+            of(&[("openai-project", "p"), ("cookie", "c")]),
+            Partition::ANONYMOUS,
+            "no credential"
+        );
+        // values are not split at a boundary: ("ab", "c") != ("a", "bc")
+        assert_ne!(
+            of(&[("authorization", "ab"), ("x-api-key", "c")]),
+            of(&[("authorization", "a"), ("x-api-key", "bc")])
+        );
+        assert!(!format!("{a:?}").contains("Bearer"));
+    }
+
+    #[test]
+    fn holds_are_per_partition_and_bounded() {
+        let store = InMemoryStore::new();
+        let e = store.endpoint(&EndpointKey::new("h", 1));
+        let now = Instant::now();
+        let a = Partition::of(&headers(&[("authorization", "a")]));
+        let b = Partition::of(&headers(&[("authorization", "b")]));
+        assert!(!e.holding(now));
+        e.block_until(a, now + Duration::from_secs(30));
+        assert!(e.holding(now));
+        assert!(e.blocked_until(a).is_some());
+        assert_eq!(e.blocked_until(b), None);
+        assert_eq!(e.blocked_until(Partition::ANONYMOUS), None);
+        assert!(
+            !e.holding(now + Duration::from_secs(30)),
+            "over at the reset"
+        );
+        // many credentials run dry: the map stays at MAX_HOLDS, and the
+        // newest hold is kept
+        for i in 0..MAX_HOLDS + 10 {
+            let h: HeaderMap = [(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(&format!("t{i}")).unwrap(),
+            )]
+            .into_iter()
+            .collect();
+            e.block_until(Partition::of(&h), now + Duration::from_secs(60 + i as u64));
+        }
+        let debug = format!("{e:?}");
+        assert!(debug.contains(&format!("holds: {MAX_HOLDS}")), "{debug}");
+        let last: HeaderMap = [(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("t{}", MAX_HOLDS + 9)).unwrap(),
+        )]
+        .into_iter()
+        .collect();
+        assert!(e.blocked_until(Partition::of(&last)).is_some());
+        assert_eq!(
+            e.blocked_until(a),
+            None,
+            "the hold that ended first gave way"
+        );
     }
 }

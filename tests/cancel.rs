@@ -13,8 +13,8 @@
 //! - load protection: requests dropped while they wait for their turn
 //!   under a rate limit, for a server quota's reset, or in a backoff they
 //!   paid budget tokens for, or while they are a half-open probe, give back
-//!   what they held (tokens refunded, the probe's slot freed, no limiter
-//!   turn kept).
+//!   what they held (tokens refunded, the probe's slot freed, their place
+//!   in the rate limiter's line handed to the next request that asks).
 
 mod support;
 
@@ -481,5 +481,73 @@ async fn dropping_requests_mid_wait_leaks_no_load_protection_state() {
         abort_all(held).await;
         advance(Duration::from_secs(3600)).await;
         assert_eq!(server.count("/quota"), 1, "{via:?}");
+    }
+}
+
+/// A request dropped while it waits for its rate-limit turn gives its place
+/// in line back: the next request to ask takes it, the others keep theirs,
+/// and the limit is never exceeded. 1/s: one goes at 0; five wait for 1 s
+/// to 5 s; the ones waiting for 2 s and 3 s are aborted; two newcomers take
+/// 2 s and 3 s.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_waiter_gives_its_turn_to_the_next_request() {
+    use support::clients::Req;
+    for via in BOTH {
+        let server = Server::start().await;
+        server.script("/limited", vec![Step::status(200)]);
+        let policy = base()
+            .rate_limit(
+                RateLimit::per_second(1)
+                    .burst(1)
+                    .max_wait(Duration::from_secs(3600)),
+            )
+            .build()
+            .unwrap();
+        let client = Client::new(via, policy);
+        let t0 = tokio::time::Instant::now();
+        let send = |who: &'static str| {
+            let (client, url) = (client.clone(), server.url("/limited"));
+            let req = Req {
+                headers: vec![("x-who", who)],
+                ..get()
+            };
+            tokio::spawn(async move { client.send(&url, &req).await })
+        };
+        send("first").await.unwrap();
+        let mut waiting: Vec<_> = ["w1", "w2", "w3", "w4", "w5"]
+            .into_iter()
+            .map(send)
+            .collect();
+        advance(Duration::from_millis(100)).await;
+        let w3 = waiting.remove(2);
+        let w2 = waiting.remove(1);
+        for h in [w2, w3] {
+            h.abort();
+            assert!(h.await.unwrap_err().is_cancelled());
+        }
+        let newcomers = [send("a"), send("b")];
+        for h in waiting.into_iter().chain(newcomers) {
+            assert_eq!(h.await.unwrap().status, Some(200), "{via:?}");
+        }
+        let seen: Vec<(u64, String)> = server
+            .seen("/limited")
+            .iter()
+            .map(|s| {
+                let at = (s.at - t0).as_millis() as u64;
+                (at, s.header("x-who").unwrap().to_string())
+            })
+            .collect();
+        let want: Vec<(u64, String)> = [
+            (0, "first"),
+            (1000, "w1"),
+            (2000, "a"),
+            (3000, "b"),
+            (4000, "w4"),
+            (5000, "w5"),
+        ]
+        .into_iter()
+        .map(|(at, who)| (at, who.to_string()))
+        .collect();
+        assert_eq!(seen, want, "{via:?}");
     }
 }

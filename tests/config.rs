@@ -204,6 +204,8 @@ fn a_preset_is_a_base_that_the_other_keys_override() {
 
 const PROTECTION_TOML: &str = r#"
 server_limits = false
+max_quota_reset = "6h"
+quota_release_spread = "250ms"
 scope = "policy"
 
 [retry_budget]
@@ -218,6 +220,7 @@ minimum_throughput = 20
 sampling_window = "1m"
 break_duration = "15s"
 half_open_probes = 3
+max_half_open_wait = "45s"
 consecutive_failures = 7
 
 [rate_limit]
@@ -229,6 +232,8 @@ max_wait = "45s"
 
 const PROTECTION_JSON: &str = r#"{
     "server_limits": false,
+    "max_quota_reset": "360m",
+    "quota_release_spread": "250ms",
     "scope": "policy",
     "retry_budget": {"capacity": 200, "retry_cost": 4, "timeout_cost": 12, "success_refund": 2},
     "circuit_breaker": {
@@ -237,6 +242,7 @@ const PROTECTION_JSON: &str = r#"{
         "sampling_window": "60s",
         "break_duration": "15s",
         "half_open_probes": 3,
+        "max_half_open_wait": "45s",
         "consecutive_failures": 7
     },
     "rate_limit": {"requests": 5000, "per": "60m", "burst": 100, "max_wait": "45s"}
@@ -249,6 +255,8 @@ fn protection_built() -> RetryPolicy {
 fn protection_builder() -> http_resilience::RetryPolicyBuilder {
     RetryPolicy::builder()
         .server_limits(false)
+        .max_quota_reset(secs(6 * 3600))
+        .quota_release_spread(Duration::from_millis(250))
         .scope(Scope::Policy)
         .retry_budget(
             RetryBudget::default()
@@ -264,6 +272,7 @@ fn protection_builder() -> http_resilience::RetryPolicyBuilder {
                 .sampling_window(secs(60))
                 .break_duration(secs(15))
                 .half_open_probes(3)
+                .max_half_open_wait(secs(45))
                 .consecutive_failures(7),
         )
         .rate_limit(RateLimit::per_hour(5000).burst(100).max_wait(secs(45)))
@@ -280,6 +289,8 @@ fn every_protection_setting_loads_from_toml_and_json_as_the_builder_sets_it() {
     assert_ne!(dbg(&from_toml), dbg(&RetryPolicy::default()));
     // and the values themselves
     assert!(!from_toml.server_limits());
+    assert_eq!(from_toml.max_quota_reset(), secs(6 * 3600));
+    assert_eq!(from_json.quota_release_spread(), Duration::from_millis(250));
     assert_eq!(from_toml.scope(), Scope::Policy);
     let budget = from_toml.retry_budget().unwrap();
     assert_eq!(
@@ -297,6 +308,7 @@ fn every_protection_setting_loads_from_toml_and_json_as_the_builder_sets_it() {
     assert_eq!(breaker.window(), secs(60));
     assert_eq!(breaker.break_for(), secs(15));
     assert_eq!(breaker.probes(), 3);
+    assert_eq!(breaker.half_open_wait(), secs(45));
     assert_eq!(breaker.consecutive(), Some(7));
     let limit = from_json.rate_limit().unwrap();
     assert_eq!(limit.requests(), 5000);
@@ -1296,6 +1308,48 @@ fn each_bad_policy_value_names_its_key_and_reason() {
             "must be greater than zero and at most 365 days",
         ),
         (
+            "zero half-open wait",
+            Json,
+            r#"{"circuit_breaker": {"max_half_open_wait": "0s"}}"#,
+            "circuit_breaker.max_half_open_wait",
+            "must be greater than zero and at most 365 days",
+        ),
+        (
+            "half-open wait not a duration",
+            Toml,
+            "circuit_breaker = { max_half_open_wait = 30 }",
+            "circuit_breaker.max_half_open_wait",
+            "invalid type: integer `30`",
+        ),
+        (
+            "zero max_quota_reset",
+            Toml,
+            "max_quota_reset = \"0s\"",
+            "max_quota_reset",
+            "must be greater than zero",
+        ),
+        (
+            "max_quota_reset beyond 365 days",
+            Json,
+            r#"{"max_quota_reset": "400days"}"#,
+            "max_quota_reset",
+            "must be at most 365 days",
+        ),
+        (
+            "quota_release_spread beyond 365 days",
+            Toml,
+            "quota_release_spread = \"400days\"",
+            "quota_release_spread",
+            "must be at most 365 days",
+        ),
+        (
+            "quota_release_spread not a duration",
+            Json,
+            r#"{"quota_release_spread": "a bit"}"#,
+            "quota_release_spread",
+            "`a bit` is not a duration",
+        ),
+        (
             "bad window duration",
             Toml,
             "circuit_breaker = { sampling_window = \"soon\" }",
@@ -1574,6 +1628,24 @@ fn each_bad_endpoint_set_names_its_key_and_reason() {
             route("policy = \"github\""),
             "routes[0].policy",
             "expected a table",
+        ),
+        (
+            "a route's half-open wait refused by the builder",
+            Toml,
+            format!(
+                "{}{}",
+                route("policy = {}"),
+                route("policy = { circuit_breaker = { max_half_open_wait = \"0s\" } }")
+            ),
+            "routes[1].policy.circuit_breaker.max_half_open_wait",
+            "must be greater than zero",
+        ),
+        (
+            "a default max_quota_reset refused by the builder",
+            Json,
+            r#"{"default": {"max_quota_reset": "0s"}}"#.into(),
+            "default.max_quota_reset",
+            "must be greater than zero",
         ),
         (
             "bad duration in a route",

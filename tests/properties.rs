@@ -23,7 +23,14 @@
 //!   `tests/properties/circuit_harness.rs`, shared with the `circuit` fuzz
 //!   target) and the sliding window's guarantees; `parse_reset_duration`
 //!   and `parse_rfc3339_reset` against models of Go durations and strict
-//!   RFC 3339 written without jiff, and `quota_reset`'s family order.
+//!   RFC 3339 written without jiff, and `quota_reset`'s family order;
+//!   `RateLimitState` (the GCRA with reservations) against the limit itself
+//!   (`model::rate_limit_holds`, a window rule over every turn taken, and
+//!   `model::earliest_next_turn`): the limit holds through any sequence of
+//!   turns taken, given back and used, a turn is never later than needed
+//!   while none is given back, a refusal is exactly a turn beyond
+//!   `max_wait`, and giving back every turn still to come restores the
+//!   earliest next turn.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -1719,6 +1726,35 @@ enum TokenOp {
     Deposit(u32),
 }
 
+/// One operation on a rate limit.
+#[derive(Debug, Clone, Copy)]
+enum LimitOp {
+    /// Move the clock on by this many milliseconds.
+    Advance(u32),
+    /// Ask for a turn, waiting at most this many milliseconds (`None`: no
+    /// bound).
+    Acquire(Option<u32>),
+    /// Give back the n-th outstanding turn (modulo their number) that has
+    /// not come yet.
+    Release(u16),
+    /// Take a turn and give it back at once (an attempt the breaker
+    /// refuses): nothing changes.
+    Refused,
+    /// Give back every turn still to come (the ones due now are sent), then
+    /// ask for one.
+    ReleaseAll,
+}
+
+fn limit_op() -> impl Strategy<Value = LimitOp> {
+    prop_oneof![
+        3 => (0u32..400).prop_map(LimitOp::Advance),
+        5 => prop::option::of(0u32..3_000).prop_map(LimitOp::Acquire),
+        2 => any::<u16>().prop_map(LimitOp::Release),
+        1 => Just(LimitOp::Refused),
+        1 => Just(LimitOp::ReleaseAll),
+    ]
+}
+
 fn token_op() -> impl Strategy<Value = TokenOp> {
     let amount = prop_oneof![8 => 0u32..64, 1 => any::<u32>()];
     prop_oneof![
@@ -1735,14 +1771,16 @@ fn circuit_config() -> impl Strategy<Value = CircuitBreaker> {
         1u64..20_000,
         1u64..20_000,
         prop::option::of(1u32..8),
+        1u64..40_000,
     )
-        .prop_map(|(probes, min, ratio, window, brk, consecutive)| {
+        .prop_map(|(probes, min, ratio, window, brk, consecutive, wait)| {
             let c = CircuitBreaker::default()
                 .half_open_probes(probes)
                 .minimum_throughput(min)
                 .failure_ratio(f64::from(ratio) / 100.0)
                 .sampling_window(Duration::from_millis(window))
-                .break_duration(Duration::from_millis(brk));
+                .break_duration(Duration::from_millis(brk))
+                .max_half_open_wait(Duration::from_millis(wait));
             match consecutive {
                 Some(n) => c.consecutive_failures(n),
                 None => c,
@@ -1926,6 +1964,123 @@ proptest! {
         let per_retry = budget.cost(timeout);
         let want = n.min((budget.capacity_tokens() / per_retry) as usize);
         prop_assert_eq!(retries, want);
+    }
+
+    /// The rate limiter's turns, through any sequence of asks, turns given
+    /// back and the clock moving, against the limit itself.
+    #[test]
+    fn the_rate_limit_holds_and_turns_come_as_early_as_it_allows(
+        requests in 1u32..20,
+        period_ms in 100u64..10_000,
+        burst in 1u32..6,
+        ops in prop::collection::vec(limit_op(), 0..120),
+    ) {
+        use http_resilience::RateLimit;
+        use http_resilience::rate_limit::{RateLimitState, Turn};
+
+        let limit = RateLimit::new(requests, Duration::from_millis(period_ms)).burst(burst);
+        let interval = (Duration::from_millis(period_ms) / requests).as_nanos();
+        let mut state = RateLimitState::new(&limit);
+        let t0 = Instant::now();
+        let ns = |at: Instant| (at - t0).as_nanos();
+        let mut now = t0;
+        // Turns taken and not given back: still to come, and come (sent).
+        let mut waiting: Vec<Turn> = Vec::new();
+        let mut sent: Vec<u128> = Vec::new();
+        let mut released_any = false;
+        // A turn given back and not taken again before its time is lost
+        // (sending it late could break the limit): the schedule then runs
+        // that much later than the turns taken require.
+        let mut maybe_lost = false;
+        let taken = |waiting: &[Turn], sent: &[u128]| {
+            let mut all: Vec<u128> = sent.to_vec();
+            all.extend(waiting.iter().map(|t| ns(t.at())));
+            all.sort_unstable();
+            all
+        };
+        for (i, op) in ops.iter().enumerate() {
+            match *op {
+                LimitOp::Advance(ms) => {
+                    maybe_lost |= state.given_back() > 0 && ms > 0;
+                    now += Duration::from_millis(u64::from(ms));
+                    // turns that have come are used: sent at their time
+                    let (come, still): (Vec<Turn>, Vec<Turn>) =
+                        waiting.drain(..).partition(|t| t.at() < now);
+                    sent.extend(come.iter().map(|t| ns(t.at())));
+                    waiting = still;
+                }
+                LimitOp::Acquire(max_ms) => {
+                    let max_wait = max_ms.map_or(Duration::MAX, |ms| Duration::from_millis(u64::from(ms)));
+                    let unbounded = state.clone().acquire(now, Duration::MAX);
+                    let Ok(would) = unbounded else {
+                        return Err(TestCaseError::fail(format!("op {i}: refused without a bound")));
+                    };
+                    prop_assert!(would.at() >= now, "op {}: a turn in the past", i);
+                    let all = taken(&waiting, &sent);
+                    if !released_any {
+                        let want = model::earliest_next_turn(&all, ns(now), interval, burst);
+                        prop_assert_eq!(ns(would.at()), want, "op {}: not the earliest turn", i);
+                    }
+                    match state.acquire(now, max_wait) {
+                        Ok(turn) => {
+                            prop_assert!(turn.at() - now <= max_wait, "op {}", i);
+                            prop_assert_eq!(turn.at(), would.at(), "op {}", i);
+                            waiting.push(turn);
+                        }
+                        Err(wait) => {
+                            prop_assert!(would.at() - now > max_wait, "op {}: refused in time", i);
+                            prop_assert_eq!(wait, would.at() - now, "op {}", i);
+                        }
+                    }
+                }
+                LimitOp::Release(n) => {
+                    let to_come: Vec<usize> = (0..waiting.len())
+                        .filter(|&k| waiting[k].at() > now)
+                        .collect();
+                    if !to_come.is_empty() {
+                        let k = to_come[usize::from(n) % to_come.len()];
+                        state.release(waiting.swap_remove(k));
+                        released_any = true;
+                    }
+                }
+                LimitOp::Refused => {
+                    let before = state.clone();
+                    if let Ok(turn) = state.acquire(now, Duration::MAX) {
+                        state.release(turn);
+                    }
+                    let next = |s: &RateLimitState| s.clone().acquire(now, Duration::MAX).map(|t| t.at());
+                    prop_assert_eq!(next(&state), next(&before), "op {}: a refusal kept a turn", i);
+                }
+                LimitOp::ReleaseAll => {
+                    // those that come now are sent; the rest given back
+                    let (now_due, to_come): (Vec<Turn>, Vec<Turn>) =
+                        waiting.drain(..).partition(|t| t.at() <= now);
+                    sent.extend(now_due.iter().map(|t| ns(t.at())));
+                    for turn in to_come {
+                        state.release(turn);
+                    }
+                    let turn = state.acquire(now, Duration::MAX).unwrap();
+                    if !maybe_lost {
+                        prop_assert_eq!(state.given_back(), 0, "op {}: all off the schedule", i);
+                        let want = model::earliest_next_turn(&taken(&[], &sent), ns(now), interval, burst);
+                        prop_assert_eq!(ns(turn.at()), want, "op {}: not restored", i);
+                    }
+                    waiting.push(turn);
+                }
+            }
+            // The classic GCRA pass over everything taken: conforming.
+            let all = taken(&waiting, &sent);
+            let tolerance = interval * u128::from(burst - 1);
+            let mut tat: Option<u128> = None;
+            for &x in &all {
+                if let Some(tat) = tat {
+                    prop_assert!(x + tolerance >= tat, "op {}: {:?} breaks the limit", i, all);
+                }
+                tat = Some(tat.map_or(x, |tat| tat.max(x)) + interval);
+            }
+        }
+        let all = taken(&waiting, &sent);
+        prop_assert!(model::rate_limit_holds(&all, interval, burst), "{:?}", all);
     }
 
     /// `CircuitState` follows the documented state machine step by step

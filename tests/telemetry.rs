@@ -155,7 +155,9 @@ async fn tracing_load_protection_refusals_and_waits() {
         assert!(line.contains("delay_ms=1000"), "{line}");
 
         // a server quota: noted, then the next request is held
-        let client2 = Client::new(via, base().build().unwrap());
+        // (no release spread: the wait is exactly the reset's)
+        let no_spread = base().quota_release_spread(Duration::ZERO);
+        let client2 = Client::new(via, no_spread.build().unwrap());
         let quota = format!("/quota/{via:?}");
         server.script(&quota, vec![support::quota_gone(30), Step::status(200)]);
         client2.send(&server.url(&quota), &get()).await;

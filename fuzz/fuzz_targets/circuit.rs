@@ -3,11 +3,14 @@
 //! `tests/properties/model.rs` through `tests/properties/circuit_harness.rs`
 //! (the property tests use the same harness): never more probes in flight
 //! than `half_open_probes`, an open breaker refuses until its `until`, a
-//! released probe frees its slot, stale tickets change nothing, no panic and
-//! no overflow (the targets are built with overflow checks).
+//! half-open one with every probe out until the latest has been out for
+//! `max_half_open_wait`, every refusal's `retry_in` is true, a released
+//! probe frees its slot, stale tickets change nothing, no panic and no
+//! overflow (the targets are built with overflow checks).
 //!
 //! Input: 8 bytes of configuration, then one operation per 2 bytes (see
-//! `ops` below).
+//! `ops` below). The maximum half-open wait comes from the high bits of the
+//! 8th byte (1 ms to 31 s), so corpora from before it still apply.
 #![no_main]
 
 use std::time::Duration;
@@ -33,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
     if head[7] % 8 != 0 {
         config = config.consecutive_failures(u32::from(head[7] % 8));
     }
+    config = config.max_half_open_wait(Duration::from_millis(
+        1 + u64::from(head[7] >> 3) * 1000,
+    ));
     let ops: Vec<Op> = rest
         .chunks_exact(2)
         .map(|op| match op[0] % 4 {

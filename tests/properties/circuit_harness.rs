@@ -5,6 +5,10 @@
 //! - never more probes in flight than `half_open_probes`, and exactly the
 //!   probes admitted in this half-open episode and not yet settled;
 //! - an open breaker refuses until its `until`, with `retry_in = until - now`;
+//! - a half-open breaker with every probe out refuses until the latest has
+//!   been out for `max_half_open_wait`, then starts a new round with one
+//!   probe; every refusal's `retry_in` is true: asked again that much later
+//!   (nothing else happening), the breaker admits a probe;
 //! - a released probe frees its slot;
 //! - a stale ticket (admitted before a change of state) changes nothing;
 //! - a closed breaker opens only on a failure (never on a success), opens
@@ -42,7 +46,11 @@ pub fn run_circuit(config: &CircuitBreaker, ops: &[Op]) -> Result<(), String> {
     let t0 = Instant::now();
     let mut elapsed: u128 = 0; // ns since t0
     let mut state = CircuitState::default();
-    let mut model = CircuitModel::new(config.probes(), config.break_for().as_nanos());
+    let mut model = CircuitModel::new(
+        config.probes(),
+        config.break_for().as_nanos(),
+        config.half_open_wait().as_nanos(),
+    );
     let mut outstanding: Vec<(Ticket, ModelTicket)> = Vec::new();
     let at = |ns: u128| t0 + Duration::from_nanos(ns as u64);
     for (i, op) in ops.iter().enumerate() {
@@ -65,6 +73,12 @@ pub fn run_circuit(config: &CircuitBreaker, ops: &[Op]) -> Result<(), String> {
                     {
                         if format!("{state:?}") != before {
                             return Err(format!("op {i}: a refusal changed the state"));
+                        }
+                        let mut later = state.clone();
+                        if !matches!(later.admit(config, now + retry_in), Verdict::Allow(_)) {
+                            return Err(format!(
+                                "op {i}: refused again after retry_in {retry_in:?}"
+                            ));
                         }
                     }
                     (got, want) => return Err(format!("op {i}: admit {got:?}, model {want:?}")),

@@ -567,12 +567,16 @@ pub enum ModelMode {
         until: u128,
     },
     /// Admits up to `probes` probes; `in_flight` admitted and not yet
-    /// recorded or released, `succeeded` recorded successes.
+    /// recorded or released, `succeeded` recorded successes; with every
+    /// probe out, a new round once the latest has been out for the maximum
+    /// half-open wait.
     HalfOpen {
         /// Probes admitted and not yet settled.
         in_flight: u32,
         /// Probes that succeeded.
         succeeded: u32,
+        /// When the latest probe was admitted.
+        latest: u128,
     },
 }
 
@@ -589,7 +593,9 @@ pub struct ModelTicket {
 
 /// The state machine: closed → open (decided by the harness), open refuses
 /// until the break ends, then the first admission starts half-open with one
-/// probe; at most `probes` probes (in flight plus succeeded); a failed probe
+/// probe; at most `probes` probes (in flight plus succeeded), the others
+/// refused until the latest probe has been out for the maximum half-open
+/// wait, when a new half-open episode starts with one probe; a failed probe
 /// reopens for another break, `probes` successes close it; a released probe
 /// frees its slot; every change of state starts a new episode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -604,6 +610,8 @@ pub struct CircuitModel {
     pub probes: u32,
     /// `break_duration` in nanoseconds.
     pub break_ns: u128,
+    /// `max_half_open_wait` in nanoseconds.
+    pub half_open_wait_ns: u128,
 }
 
 /// What the model says an admission does.
@@ -617,13 +625,14 @@ pub enum ModelVerdict {
 
 impl CircuitModel {
     /// A closed breaker.
-    pub fn new(probes: u32, break_ns: u128) -> CircuitModel {
+    pub fn new(probes: u32, break_ns: u128, half_open_wait_ns: u128) -> CircuitModel {
         CircuitModel {
             mode: ModelMode::Closed,
             episode: 0,
             consecutive: 0,
             probes,
             break_ns,
+            half_open_wait_ns,
         }
     }
 
@@ -651,20 +660,33 @@ impl CircuitModel {
                 self.change(ModelMode::HalfOpen {
                     in_flight: 1,
                     succeeded: 0,
+                    latest: now,
                 });
                 ticket(true, self.episode)
             }
             ModelMode::HalfOpen {
                 in_flight,
                 succeeded,
+                ..
             } if in_flight + succeeded < self.probes => {
                 self.mode = ModelMode::HalfOpen {
                     in_flight: in_flight + 1,
                     succeeded,
+                    latest: now,
                 };
                 ticket(true, self.episode)
             }
-            ModelMode::HalfOpen { .. } => ModelVerdict::Refuse(self.break_ns),
+            ModelMode::HalfOpen { latest, .. } if now < latest + self.half_open_wait_ns => {
+                ModelVerdict::Refuse(latest + self.half_open_wait_ns - now)
+            }
+            ModelMode::HalfOpen { .. } => {
+                self.change(ModelMode::HalfOpen {
+                    in_flight: 1,
+                    succeeded: 0,
+                    latest: now,
+                });
+                ticket(true, self.episode)
+            }
         }
     }
 
@@ -686,6 +708,7 @@ impl CircuitModel {
             ModelMode::HalfOpen {
                 in_flight,
                 succeeded,
+                latest,
             } if ticket.probe => {
                 if failed {
                     self.change(ModelMode::Open {
@@ -697,6 +720,7 @@ impl CircuitModel {
                     self.mode = ModelMode::HalfOpen {
                         in_flight: in_flight - 1,
                         succeeded: succeeded + 1,
+                        latest,
                     };
                 }
             }
@@ -712,12 +736,50 @@ impl CircuitModel {
         if let ModelMode::HalfOpen {
             in_flight,
             succeeded,
+            latest,
         } = self.mode
         {
             self.mode = ModelMode::HalfOpen {
                 in_flight: in_flight - 1,
                 succeeded,
+                latest,
             };
         }
     }
+}
+
+// ---------------------------------------------------------------------
+// The rate limit: `burst` at once, then one every `interval`, written as
+// the limit itself (a window rule over the turns actually taken), not as
+// the GCRA's bookkeeping.
+
+/// Whether the turns `sorted` (times in nanoseconds, in order) keep a limit
+/// of `burst` at once and one every `interval_ns`: between any two turns
+/// `i < j` lies at least `(j - i + 1 - burst)` intervals, so that no span
+/// holds more than `burst` turns plus one per interval.
+pub fn rate_limit_holds(sorted: &[u128], interval_ns: u128, burst: u32) -> bool {
+    let burst = u128::from(burst);
+    for i in 0..sorted.len() {
+        for j in i + 1..sorted.len() {
+            let turns = (j - i + 1) as u128;
+            let need = turns.saturating_sub(burst) * interval_ns;
+            if sorted[j] - sorted[i] < need {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The earliest turn at or after `now_ns` that keeps the limit, if it is
+/// taken after every turn in `sorted`: for turn `i` (counting from 0) of
+/// `n`, at least `(n - i + 1 - burst)` intervals after it.
+pub fn earliest_next_turn(sorted: &[u128], now_ns: u128, interval_ns: u128, burst: u32) -> u128 {
+    let n = sorted.len() as u128;
+    let burst = u128::from(burst);
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| x + (n - i as u128 + 1).saturating_sub(burst) * interval_ns)
+        .fold(now_ns, u128::max)
 }
