@@ -119,6 +119,12 @@ pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod layer;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+// The recording side is crate-private until the engine calls it (issue 16,
+// wiring phase: design/observability.md).
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod metrics;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod middleware;
