@@ -134,6 +134,9 @@ pub mod rate_limit;
 pub mod report;
 pub mod retry_after;
 pub mod store;
+// Used by the adapters once wired (issue 16: design/observability.md).
+#[cfg_attr(not(test), allow(dead_code))]
+mod trace;
 
 pub use backoff::{Backoff, Jitter};
 pub use body::ResponseBody;
