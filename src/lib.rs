@@ -131,6 +131,9 @@ pub mod middleware;
 pub mod policy;
 pub mod presets;
 pub mod rate_limit;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod record;
 pub mod report;
 pub mod retry_after;
 pub mod store;
