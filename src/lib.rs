@@ -128,6 +128,7 @@ pub mod metrics;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod middleware;
+pub mod op;
 pub mod policy;
 pub mod presets;
 pub mod rate_limit;
@@ -155,6 +156,7 @@ pub use layer::{Retry, RetryLayer};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use middleware::RetryMiddleware;
+pub use op::{Attempt, ErrorClass, Operation};
 pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
 pub use rate_limit::RateLimit;

@@ -102,7 +102,7 @@ pub enum LongHint {
 /// ```
 #[derive(Clone)]
 pub struct RetryPolicy {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
