@@ -39,7 +39,10 @@
 //!   announce as gone (`x-ratelimit-remaining: 0` and the Anthropic and
 //!   OpenAI forms) holding the later requests with the same credential
 //!   until the reset; state behind a [`StateStore`] seam. The stages run in one
-//!   documented order, see [policy](policy#load-protection).
+//!   documented order, see [policy](policy#load-protection);
+//! - **any async operation**, not only HTTP: [`RetryPolicy::retry`] runs a
+//!   queue poll or a store call under the same backoff, deadline, budget
+//!   and report, with your function classifying its errors (see [`op`]).
 //!
 //! # With reqwest
 //!
@@ -93,7 +96,8 @@
 //! - `serde`: [`RetryPolicy`] and [`EndpointPolicies`] from TOML or JSON
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
 //!   base and errors that name the key path, load protection included;
-//!   see [`config`].
+//!   see [`config`]. JSON records of reports and errors, in a stable
+//!   shape: see [`record`].
 //!
 //! # Time
 //!
