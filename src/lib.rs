@@ -143,7 +143,7 @@ pub mod report;
 pub mod retry_after;
 pub mod store;
 // Used by the adapters once wired (issue 16: design/observability.md).
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg_attr(not(all(test, feature = "tracing")), allow(dead_code))]
 mod trace;
 
 pub use backoff::{Backoff, Jitter};

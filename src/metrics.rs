@@ -16,7 +16,7 @@
 //!
 //! Names are OpenTelemetry-style (dotted, under `http_resilience.`); units
 //! are given as OpenTelemetry writes them and as the `metrics` facade's
-//! [`Unit`](::metrics::Unit) that [`describe`] registers.
+//! [`Unit`] that [`describe`] registers.
 //!
 //! | name | kind | unit | extra labels | recorded |
 //! |---|---|---|---|---|
@@ -530,8 +530,11 @@ mod tests {
     use super::*;
     use crate::{Jitter, Outcome, RequestMeta, RetryBudget, RetryPolicy, RetryState};
 
-    /// What the recorder holds: (name, labels sorted, value).
-    fn read(snap: &Snapshotter) -> Vec<(String, Vec<(String, String)>, DebugValue)> {
+    /// One series: its name, its labels (sorted) and its value.
+    type Series = (String, Vec<(String, String)>, DebugValue);
+
+    /// What the recorder holds, sorted.
+    fn read(snap: &Snapshotter) -> Vec<Series> {
         let mut out: Vec<_> = snap
             .snapshot()
             .into_vec()

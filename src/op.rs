@@ -59,7 +59,7 @@
 //! - The policy's [`attempt_timeout`](crate::RetryPolicyBuilder::attempt_timeout)
 //!   (clamped to what is left of the deadline) bounds each attempt; an
 //!   attempt that runs out is a transient [`FailureKind::Timeout`], its
-//!   error an [`AttemptTimedOut`](crate::AttemptTimedOut). The operation
+//!   error an [`AttemptTimedOut`]. The operation
 //!   is given each attempt's number and timeout ([`Attempt`]), for a
 //!   client that sets its own.
 //! - Load protection keeps its state under the operation's name

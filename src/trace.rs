@@ -357,13 +357,18 @@ mod tests {
 
     #[test]
     fn no_subscriber_no_span() {
-        let headers = HeaderMap::new();
-        let meta = RequestMeta::new(&Method::GET, "http", "h", "/", &headers);
-        let span = AttemptSpan::new(&meta, 1, false);
-        assert!(span.span().is_disabled());
-        span.outcome(&Outcome::response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &headers,
-        ));
+        // A subscriber that wants nothing, as the thread's default (the
+        // process-wide one is whatever other tests of this binary left).
+        let none = tracing::subscriber::NoSubscriber::default();
+        tracing::subscriber::with_default(none, || {
+            let headers = HeaderMap::new();
+            let meta = RequestMeta::new(&Method::GET, "http", "h", "/", &headers);
+            let span = AttemptSpan::new(&meta, 2, false);
+            assert!(span.span().is_disabled());
+            span.outcome(&Outcome::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &headers,
+            ));
+        });
     }
 }
