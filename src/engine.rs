@@ -26,7 +26,12 @@
 //! Before every attempt, the first included, the adapter asks
 //! [`RetryState::admit`], which applies the load protection in front of
 //! the attempt (a server quota's reset, the local rate limit, the circuit
-//! breaker): send it, wait and ask again, or fail.
+//! breaker): send it, wait and ask again, or fail. An adapter that cannot
+//! send an admitted attempt after all (its transport not ready before the
+//! deadline, no time left) gives it back with [`RetryState::withdraw`]. A
+//! refusal before a retry means what a refusal right after the last
+//! attempt would ([`RetryState::refusal`]): the adapter keeps the last
+//! response through the wait and hands it over.
 //!
 //! A custom adapter looks like this (timers and I/O are the adapter's):
 //!
@@ -136,6 +141,9 @@ struct Guard {
     paid: u32,
     /// Tokens paid for retries already sent (refunded on success).
     spent: u32,
+    /// Of `spent`, the tokens of the attempt last let through: given back
+    /// if the adapter withdraws it unsent ([`RetryState::withdraw`]).
+    admitted: u32,
     /// When the attempt about to be sent first asked to go, in nanoseconds
     /// after `RetryState::started`, plus one; 0 for not yet (a word, not an
     /// `Option<Instant>`'s two: the state is moved with every request).
@@ -186,14 +194,21 @@ impl RetryState {
     /// The timeout for the next attempt: the policy's `attempt_timeout`,
     /// clamped to what is left of the `deadline`. `None`: no timeout.
     pub fn attempt_timeout(&self, now: Instant) -> Option<Duration> {
-        let p = self.policy.inner();
-        let left = p
-            .deadline
-            .map(|d| d.saturating_sub(now.saturating_duration_since(self.started)));
-        match (p.attempt_timeout, left) {
+        match (self.policy.inner().attempt_timeout, self.deadline_left(now)) {
             (Some(a), Some(l)) => Some(a.min(l)),
             (a, l) => a.or(l),
         }
+    }
+
+    /// What is left of the `deadline` at `now` (`None`: no deadline), as
+    /// [`attempt_timeout`](Self::attempt_timeout) clamps to it: the
+    /// deadline counts from the first attempt's admission. An adapter that
+    /// waits for its transport after [`admit`](Self::admit) bounds that
+    /// wait by it.
+    pub fn deadline_left(&self, now: Instant) -> Option<Duration> {
+        let p = self.policy.inner();
+        p.deadline
+            .map(|d| d.saturating_sub(now.saturating_duration_since(self.started)))
     }
 
     /// How many bytes of this response's body the policy's classifier needs
@@ -323,7 +338,77 @@ impl RetryState {
         }
         if let Some(guard) = &mut self.guard {
             guard.turn_started = 0;
-            guard.spent += std::mem::take(&mut guard.paid);
+            guard.admitted = std::mem::take(&mut guard.paid);
+            guard.spent += guard.admitted;
+        }
+    }
+
+    /// Gives up, for `reason`, on the attempt [`admit`](Self::admit) just
+    /// let through, before it is sent: the adapter's inner service did not
+    /// become ready before the deadline, no time was left to send it, or
+    /// its body was no longer the one the first attempt had. Whatever the
+    /// admission took is given back (a breaker's probe slot, the tokens
+    /// paid for the retry; a local rate limit's turn is spent), and the
+    /// refusal is recorded as [`admit`](Self::admit) records its own.
+    /// Returns the same [`Admission::Fail`], which the adapter then treats
+    /// as any refusal (see [`refusal`](Self::refusal)).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use http::{HeaderMap, Method};
+    /// use http_resilience::{Admission, RequestMeta, RetryPolicy, RetryState, StopReason};
+    ///
+    /// let policy = RetryPolicy::default();
+    /// let headers = HeaderMap::new();
+    /// let request = RequestMeta::new(&Method::GET, "https", "example.com", "/", &headers);
+    /// let now = Instant::now();
+    /// let mut state = RetryState::new(&policy, &request, now);
+    /// assert_eq!(state.admit(&request, now), Admission::Send);
+    /// // ... but the transport cannot take it before the deadline:
+    /// let refused = state.withdraw(&request, StopReason::Deadline);
+    /// assert_eq!(refused, Admission::Fail(StopReason::Deadline));
+    /// assert_eq!(state.report().stop_reason(), Some(StopReason::Deadline));
+    /// ```
+    pub fn withdraw(&mut self, request: &RequestMeta<'_>, reason: StopReason) -> Admission {
+        if let Some(guard) = &mut self.guard {
+            if let Some(ticket) = guard.ticket.take() {
+                guard.endpoint.circuit(&mut |state| state.release(ticket));
+            }
+            let admitted = std::mem::take(&mut guard.admitted);
+            guard.spent = guard.spent.saturating_sub(admitted);
+            guard.paid = guard.paid.saturating_add(admitted);
+        }
+        self.refuse(request, reason)
+    }
+
+    /// What a refusal before the next attempt ([`Admission::Fail`] from
+    /// [`admit`](Self::admit) or [`withdraw`](Self::withdraw)) means for
+    /// the request: the same as if [`decide`](Self::decide) had refused the
+    /// retry right after the last attempt. `last_was_response`: whether the
+    /// last attempt got a response, which the adapter kept through the wait.
+    ///
+    /// - before the first attempt, or after a transport error: fail with
+    ///   the reason ([`Decision::Fail`]);
+    /// - after a response: [`Decision::Return`] it if the policy's
+    ///   `return_last_response` is set or the reason is not one of giving
+    ///   up (a body that cannot be sent again), else fail with it attached.
+    ///
+    /// ```
+    /// use http_resilience::{Decision, RetryPolicy, RetryState, RequestMeta, StopReason};
+    /// # use http::{HeaderMap, Method};
+    /// # let headers = HeaderMap::new();
+    /// # let request = RequestMeta::new(&Method::GET, "https", "example.com", "/", &headers);
+    /// let policy = RetryPolicy::builder().return_last_response(true).build()?;
+    /// let state = RetryState::new(&policy, &request, std::time::Instant::now());
+    /// assert_eq!(state.refusal(StopReason::Deadline, true), Decision::Return);
+    /// assert_eq!(state.refusal(StopReason::Deadline, false), Decision::Fail(StopReason::Deadline));
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn refusal(&self, reason: StopReason, last_was_response: bool) -> Decision {
+        if !last_was_response || (gives_up(reason) && !self.policy.inner().return_last_response) {
+            Decision::Fail(reason)
+        } else {
+            Decision::Return
         }
     }
 
@@ -356,6 +441,10 @@ impl RetryState {
         outcome: &Outcome<'_>,
         now: Instant,
     ) -> Decision {
+        if let Some(guard) = &mut self.guard {
+            // The attempt was sent: no longer one to withdraw.
+            guard.admitted = 0;
+        }
         let elapsed = now.saturating_duration_since(self.started);
         let class = self.policy.inner().classifier.classify(request, outcome);
         self.report.push(AttemptRecord {
@@ -501,19 +590,7 @@ impl RetryState {
         }
         #[cfg(not(feature = "tracing"))]
         let _ = request;
-        let exhausted = matches!(
-            reason,
-            StopReason::MaxRetries
-                | StopReason::RetryAfterTooLong { .. }
-                | StopReason::Deadline
-                | StopReason::BudgetExhausted
-                | StopReason::CircuitOpen { .. }
-        );
-        if !is_response || (exhausted && !self.policy.inner().return_last_response) {
-            Decision::Fail(reason)
-        } else {
-            Decision::Return
-        }
+        self.refusal(reason, is_response)
     }
 }
 
@@ -606,6 +683,21 @@ impl RetryState {
     }
 }
 
+/// Whether stopping for `reason` is giving up on a response that was worth
+/// retrying (an error, unless `return_last_response`), rather than handing
+/// it over as it is.
+fn gives_up(reason: StopReason) -> bool {
+    matches!(
+        reason,
+        StopReason::MaxRetries
+            | StopReason::RetryAfterTooLong { .. }
+            | StopReason::Deadline
+            | StopReason::BudgetExhausted
+            | StopReason::CircuitOpen { .. }
+            | StopReason::RateLimitedLocally { .. }
+    )
+}
+
 /// The endpoint's name for reports: `host:port`, or `(policy)`.
 fn endpoint_label(protection: &Protection, request: &RequestMeta<'_>) -> String {
     endpoint_key(protection, request).to_string()
@@ -633,6 +725,7 @@ fn guard_of<'a>(
             ticket: None,
             paid: 0,
             spent: 0,
+            admitted: 0,
             turn_started: 0,
         })
     })
