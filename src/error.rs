@@ -16,9 +16,11 @@
 //! | [`Error::RateLimitedLocally`] | `RATE_LIMITED_LOCALLY` |
 //!
 //! A load-protection refusal before an attempt was sent (an open breaker,
-//! a local rate limit, a server quota reset too far ahead) has no response
-//! of its own: the error then carries the report, and the last response
-//! only if the refusal came right after one.
+//! a local rate limit, a server quota reset too far ahead, the deadline)
+//! has no response of its own. Before the first attempt, the error carries
+//! the report alone; before a retry, it carries the last attempt's response
+//! (or transport error), kept through the wait, as if the retry had been
+//! refused right after that attempt.
 //!
 //! Through `reqwest-middleware` it arrives as
 //! `reqwest_middleware::Error::Middleware`, from which it downcasts:
