@@ -1088,6 +1088,93 @@ mod tests {
         }
 
         #[test]
+        fn a_withdrawn_attempt_gives_back_its_tokens_and_its_probe_slot() {
+            let budget = RetryBudget::default().capacity(10);
+            let p = policy().retry_budget(budget).build().unwrap();
+            let h = HeaderMap::new();
+            let t0 = Instant::now();
+            let endpoint = p.state_store().endpoint(&EndpointKey::new("h", 80));
+            // A retry paid for and admitted, then withdrawn: its 5 tokens
+            // come back, as if it had been refused at admission.
+            let mut state = RetryState::new(&p, &meta(&h), t0);
+            assert_eq!(state.admit(&meta(&h), t0), Admission::Send);
+            assert_eq!(
+                state.decide(&meta(&h), &respond(429, &h), t0),
+                Decision::Retry {
+                    delay: Duration::from_millis(5),
+                    source: DelaySource::Backoff
+                }
+            );
+            assert_eq!(endpoint.tokens(&budget), 5);
+            let t1 = t0 + Duration::from_millis(5);
+            assert_eq!(state.admit(&meta(&h), t1), Admission::Send);
+            assert_eq!(
+                state.withdraw(&meta(&h), StopReason::Deadline),
+                Admission::Fail(StopReason::Deadline)
+            );
+            assert_eq!(endpoint.tokens(&budget), 10);
+            assert_eq!(state.report().stop_reason(), Some(StopReason::Deadline));
+            assert_eq!(
+                state.refusal(StopReason::Deadline, true),
+                Decision::Fail(StopReason::Deadline)
+            );
+            drop(state);
+            assert_eq!(endpoint.tokens(&budget), 10, "nothing paid twice");
+
+            // Open the breaker, then admit the half-open probe and withdraw
+            // it: the slot is free for the next request.
+            let p = policy()
+                .circuit_breaker(CircuitBreaker::default().consecutive_failures(1))
+                .build()
+                .unwrap();
+            let mut opener = RetryState::new(&p, &meta(&h), t0);
+            assert_eq!(opener.admit(&meta(&h), t0), Admission::Send);
+            opener.decide(&meta(&h), &respond(503, &h), t0);
+            let five = t0 + Duration::from_secs(5);
+            let mut probe = RetryState::new(&p, &meta(&h), five);
+            assert_eq!(probe.admit(&meta(&h), five), Admission::Send);
+            probe.withdraw(&meta(&h), StopReason::Deadline);
+            let mut next = RetryState::new(&p, &meta(&h), five);
+            assert_eq!(next.admit(&meta(&h), five), Admission::Send);
+        }
+
+        #[test]
+        fn a_refusal_before_a_retry_returns_the_last_response_only_when_asked() {
+            let h = HeaderMap::new();
+            let t0 = Instant::now();
+            let plain = policy().build().unwrap();
+            let keep = policy().return_last_response(true).build().unwrap();
+            let local = StopReason::RateLimitedLocally {
+                wait: Duration::from_secs(1),
+            };
+            for reason in [
+                StopReason::Deadline,
+                StopReason::CircuitOpen {
+                    retry_in: Duration::from_secs(1),
+                },
+                StopReason::RetryAfterTooLong {
+                    hint: Duration::from_secs(600),
+                },
+                local,
+            ] {
+                let state = RetryState::new(&plain, &meta(&h), t0);
+                assert_eq!(state.refusal(reason, true), Decision::Fail(reason));
+                assert_eq!(state.refusal(reason, false), Decision::Fail(reason));
+                let state = RetryState::new(&keep, &meta(&h), t0);
+                assert_eq!(state.refusal(reason, true), Decision::Return);
+                assert_eq!(state.refusal(reason, false), Decision::Fail(reason));
+            }
+            // A body that cannot be sent again: the response as it is.
+            let state = RetryState::new(&plain, &meta(&h), t0);
+            let not_replayable = StopReason::BodyNotReplayable;
+            assert_eq!(state.refusal(not_replayable, true), Decision::Return);
+            assert_eq!(
+                state.refusal(not_replayable, false),
+                Decision::Fail(not_replayable)
+            );
+        }
+
+        #[test]
         fn a_quota_gone_holds_the_next_request_until_the_reset() {
             let p = policy().build().unwrap();
             let none = HeaderMap::new();
