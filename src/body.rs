@@ -230,18 +230,21 @@ impl<B: Body<Data = Bytes>> Future for Inspect<B> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BodyShape {
     lower: u64,
-    /// `u64::MAX` for no upper bound.
-    upper: u64,
-    end: bool,
+    /// The upper bound (`u64::MAX >> 1` and above: none), its top bit
+    /// `is_end_stream` (two words, not three: the tower future carries it).
+    upper_end: u64,
 }
 
 impl BodyShape {
+    const END: u64 = 1 << 63;
+
     pub(crate) fn of<B: Body>(body: &B) -> BodyShape {
         let hint = body.size_hint();
+        let upper = hint.upper().map_or(!Self::END, |u| u.min(!Self::END));
+        let end = if body.is_end_stream() { Self::END } else { 0 };
         BodyShape {
             lower: hint.lower(),
-            upper: hint.upper().unwrap_or(u64::MAX),
-            end: body.is_end_stream(),
+            upper_end: upper | end,
         }
     }
 

@@ -194,7 +194,8 @@ impl RetryState {
     /// The timeout for the next attempt: the policy's `attempt_timeout`,
     /// clamped to what is left of the `deadline`. `None`: no timeout.
     pub fn attempt_timeout(&self, now: Instant) -> Option<Duration> {
-        match (self.policy.inner().attempt_timeout, self.deadline_left(now)) {
+        let p = self.policy.inner();
+        match (p.attempt_timeout, self.left(p.deadline, now)) {
             (Some(a), Some(l)) => Some(a.min(l)),
             (a, l) => a.or(l),
         }
@@ -206,9 +207,12 @@ impl RetryState {
     /// waits for its transport after [`admit`](Self::admit) bounds that
     /// wait by it.
     pub fn deadline_left(&self, now: Instant) -> Option<Duration> {
-        let p = self.policy.inner();
-        p.deadline
-            .map(|d| d.saturating_sub(now.saturating_duration_since(self.started)))
+        self.left(self.policy.inner().deadline, now)
+    }
+
+    #[inline]
+    fn left(&self, deadline: Option<Duration>, now: Instant) -> Option<Duration> {
+        deadline.map(|d| d.saturating_sub(now.saturating_duration_since(self.started)))
     }
 
     /// How many bytes of this response's body the policy's classifier needs
@@ -404,6 +408,7 @@ impl RetryState {
     /// assert_eq!(state.refusal(StopReason::Deadline, false), Decision::Fail(StopReason::Deadline));
     /// # Ok::<(), http_resilience::ConfigError>(())
     /// ```
+    #[inline]
     pub fn refusal(&self, reason: StopReason, last_was_response: bool) -> Decision {
         if !last_was_response || (gives_up(reason) && !self.policy.inner().return_last_response) {
             Decision::Fail(reason)
@@ -441,10 +446,6 @@ impl RetryState {
         outcome: &Outcome<'_>,
         now: Instant,
     ) -> Decision {
-        if let Some(guard) = &mut self.guard {
-            // The attempt was sent: no longer one to withdraw.
-            guard.admitted = 0;
-        }
         let elapsed = now.saturating_duration_since(self.started);
         let class = self.policy.inner().classifier.classify(request, outcome);
         self.report.push(AttemptRecord {
@@ -605,6 +606,11 @@ impl RetryState {
         now: Instant,
     ) {
         let p = self.policy.inner();
+        if let Some(guard) = &mut self.guard {
+            // The attempt was sent: no longer one to withdraw. (Only load
+            // protection makes a guard, so this is the only place needed.)
+            guard.admitted = 0;
+        }
         if let Some(guard) = &mut self.guard
             && let (Some(ticket), Some(breaker)) = (guard.ticket.take(), &p.protection.circuit)
         {

@@ -42,6 +42,31 @@
 //! once per request). Layers that must redo their work for every attempt go
 //! below it.
 //!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, Uri};
+//! use http_resilience::{EndpointPolicies, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), http_resilience::Error> {
+//! // Sets the absolute URI, as octocrab's `BaseUriLayer` does.
+//! let base_uri = tower::util::MapRequestLayer::new(|mut req: Request<String>| {
+//!     let path = req.uri().path().to_string();
+//!     *req.uri_mut() = format!("https://api.github.com{path}").parse::<Uri>().unwrap();
+//!     req
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(base_uri) // outermost: runs first
+//!     .layer(RetryLayer::new(EndpointPolicies::well_known())) // sees api.github.com
+//!     .service(tower::service_fn(|_req: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("{}")))
+//!     }));
+//! let response = svc.oneshot(Request::new(String::new())).await?;
+//! assert_eq!(response.status(), 200);
+//! # Ok(()) }
+//! ```
+//!
 //! # Time
 //!
 //! Each attempt has one timer, from its send: the policy's
@@ -199,12 +224,13 @@ where
         // still say the same.
         let shape = BodyShape::of(request.body());
         let state = match engine.admit(&meta, now) {
-            Admission::Send => match attempt_window(&mut engine, || meta, now) {
-                Ok(timeout) => State::start(inner.call(request.clone()), timeout),
-                Err(reason) => State::Refused { reason },
-            },
+            // The first attempt always has time: the deadline starts now.
+            Admission::Send => {
+                State::start(inner.call(request.clone()), engine.attempt_timeout(now))
+            }
             Admission::Wait { delay, .. } => State::Sleeping {
                 sleep: tokio::time::sleep(delay),
+                kept: None,
             },
             Admission::Fail(reason) => State::Refused { reason },
         };
@@ -214,7 +240,6 @@ where
             request,
             engine,
             shape,
-            kept: None,
         }
     }
 }
@@ -234,12 +259,17 @@ pin_project! {
         // cheap to move.
         Inspecting { inspect: Pin<Box<Inspection<R>>> },
         // A backoff, or a wait that load protection imposed; either way
-        // the next attempt asks to be admitted again.
-        Sleeping { #[pin] sleep: Sleep },
+        // the next attempt asks to be admitted again. `kept`: the last
+        // result (before a retry), handed over if the retry is refused.
+        Sleeping { #[pin] sleep: Sleep, kept: Kept<Response<ResponseBody<R>>> },
         // Admitted (or about to ask): wait for the inner service, until
         // the deadline at most (the timer is set only if it is not ready
         // at once), then send.
-        Ready { admitted: bool, #[pin] deadline: Option<Sleep> },
+        Ready {
+            admitted: bool,
+            #[pin] deadline: Option<Sleep>,
+            kept: Kept<Response<ResponseBody<R>>>,
+        },
         // Refused before the first attempt.
         Refused { reason: StopReason },
     }
@@ -257,10 +287,11 @@ impl<F: Future, R: Body> State<F, R> {
         }
     }
 
-    fn ready() -> Self {
+    fn ready(kept: Kept<Response<ResponseBody<R>>>) -> Self {
         State::Ready {
             admitted: false,
             deadline: None,
+            kept,
         }
     }
 }
@@ -291,8 +322,6 @@ pin_project! {
         engine: RetryState,
         // What the request body said of itself at the first send.
         shape: BodyShape,
-        // The last result, while a decided retry waits to be sent.
-        kept: Kept<Response<ResponseBody<R>>>,
     }
 }
 
@@ -370,31 +399,35 @@ where
                         }
                     }
                 }
-                StateProj::Sleeping { sleep } => {
+                StateProj::Sleeping { sleep, kept } => {
                     ready!(sleep.poll(cx));
-                    this.state.set(State::ready());
+                    let kept = kept.take();
+                    this.state.set(State::ready(kept));
                     continue;
                 }
                 StateProj::Refused { reason } => {
                     let reason = *reason;
-                    return Poll::Ready(refused(this.engine, reason, this.kept.take()));
+                    return Poll::Ready(refused(this.engine, reason, None));
                 }
                 StateProj::Ready {
                     admitted,
                     mut deadline,
+                    kept,
                 } => {
                     let meta = RequestMeta::from_http(this.request);
                     if !*admitted {
                         match this.engine.admit(&meta, Instant::now().into_std()) {
                             Admission::Send => *admitted = true,
                             Admission::Wait { delay, .. } => {
+                                let kept = kept.take();
                                 this.state.set(State::Sleeping {
                                     sleep: tokio::time::sleep(delay),
+                                    kept,
                                 });
                                 continue;
                             }
                             Admission::Fail(reason) => {
-                                return Poll::Ready(refused(this.engine, reason, this.kept.take()));
+                                return Poll::Ready(refused(this.engine, reason, kept.take()));
                             }
                         }
                     }
@@ -419,7 +452,7 @@ where
                                 ready!(timer.poll(cx));
                             }
                             this.engine.withdraw(&meta, StopReason::Deadline);
-                            let kept = this.kept.take();
+                            let kept = kept.take();
                             return Poll::Ready(refused(this.engine, StopReason::Deadline, kept));
                         }
                     }
@@ -431,7 +464,7 @@ where
                     ) {
                         Ok(timeout) => timeout,
                         Err(reason) => {
-                            return Poll::Ready(refused(this.engine, reason, this.kept.take()));
+                            return Poll::Ready(refused(this.engine, reason, kept.take()));
                         }
                     };
                     let copy = this.request.clone();
@@ -440,10 +473,10 @@ where
                         // a shorter body.
                         let reason = StopReason::BodyNotReplayable;
                         this.engine.withdraw(&meta, reason);
-                        return Poll::Ready(refused(this.engine, reason, this.kept.take()));
+                        return Poll::Ready(refused(this.engine, reason, kept.take()));
                     }
                     // Sent: the last result is no longer needed.
-                    *this.kept = None;
+                    drop(kept.take());
                     let fut = this.inner.call(copy);
                     this.state.set(State::start(fut, timeout));
                     continue;
@@ -473,9 +506,12 @@ where
                 }
                 Attempt::Inspected(response, prefix) => (Ok(response), Some(prefix)),
             };
-            if !this.shape.matches(this.request.body()) {
-                // The body's copies share one stream, which this attempt
-                // drained: it cannot be sent again.
+            // A body whose copies share one stream, drained by this
+            // attempt, cannot be sent again: known now, no wait is spent on
+            // it. (Skipped for a 2xx, which is not retried unless a custom
+            // classifier says so; the copy is checked again before any send.)
+            let success = matches!(&result, Ok(r) if r.status().is_success());
+            if !success && !this.shape.matches(this.request.body()) {
                 this.engine.set_replayable(false);
             }
             let decision = decide(
@@ -488,9 +524,9 @@ where
             );
             if let Decision::Retry { delay, .. } = decision {
                 // Kept through the wait, in case the retry is refused.
-                *this.kept = Some(Box::new(result));
                 this.state.set(State::Sleeping {
                     sleep: tokio::time::sleep(delay),
+                    kept: Some(Box::new(result)),
                 });
                 continue;
             }
