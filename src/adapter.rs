@@ -3,7 +3,7 @@
 //! adapters themselves only move requests, responses and timers.
 
 use std::error::Error as StdError;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Extensions, HeaderMap, StatusCode};
 
@@ -118,15 +118,51 @@ fn with_url(error: Error, engine: &RetryState, request: &RequestMeta<'_>) -> Err
     error.with_url(request.redacted_url(engine.policy().hide_paths()))
 }
 
-/// Load protection refused the next attempt before it was sent (see
-/// [`RetryState::admit`]): an [`Error`] with the report so far.
-pub(crate) fn refused(
+/// The last attempt's result, kept (boxed: it is rare, and the futures that
+/// carry it across their waits stay small) while a decided retry waits:
+/// if the retry is refused before it is sent, this is what the caller
+/// gets, as if the retry had been refused right after the attempt.
+pub(crate) type Kept<R> = Option<Box<Result<R, BoxError>>>;
+
+/// The next attempt was refused before it was sent ([`RetryState::admit`]
+/// or [`RetryState::withdraw`]): before the first attempt, an [`Error`]
+/// with the report; before a retry, what the engine says of the `kept`
+/// last result ([`RetryState::refusal`]): the response itself, or an
+/// [`Error`] that carries it (or the last transport error).
+pub(crate) fn refused<R: HttpResponse>(
     engine: &mut RetryState,
     request: &RequestMeta<'_>,
     reason: StopReason,
-) -> Error {
-    let error = Error::from_stop::<()>(reason, engine.take_report(), Last::Nothing);
-    with_url(error, engine, request)
+    kept: Kept<R>,
+) -> Result<R, Error> {
+    match kept {
+        None => {
+            let error = Error::from_stop::<()>(reason, engine.take_report(), Last::Nothing);
+            Err(with_url(error, engine, request))
+        }
+        Some(last) => {
+            let decision = engine.refusal(reason, last.is_ok());
+            finish(decision, engine, request, *last)
+        }
+    }
+}
+
+/// The timeout of the attempt about to be sent at `now` (`None`: none).
+/// With no time left before the deadline, the attempt is withdrawn
+/// instead (`Err`): nothing is sent with no time left. `request` makes the
+/// request's metadata, needed only then.
+pub(crate) fn attempt_window<'a>(
+    engine: &mut RetryState,
+    request: impl FnOnce() -> RequestMeta<'a>,
+    now: Instant,
+) -> Result<Option<Duration>, StopReason> {
+    match engine.attempt_timeout(now) {
+        Some(left) if left.is_zero() => {
+            engine.withdraw(&request(), StopReason::Deadline);
+            Err(StopReason::Deadline)
+        }
+        timeout => Ok(timeout),
+    }
 }
 
 /// The inner service failed to become ready (before the first attempt, or

@@ -28,7 +28,12 @@
 //! Before every attempt, the first included, the adapter asks
 //! [`RetryState::admit`], which applies the load protection in front of
 //! the attempt (a server quota's reset, the local rate limit, the circuit
-//! breaker): send it, wait and ask again, or fail.
+//! breaker): send it, wait and ask again, or fail. An adapter that cannot
+//! send an admitted attempt after all (its transport not ready before the
+//! deadline, no time left) gives it back with [`RetryState::withdraw`]. A
+//! refusal before a retry means what a refusal right after the last
+//! attempt would ([`RetryState::refusal`]): the adapter keeps the last
+//! response through the wait and hands it over.
 //!
 //! A custom adapter looks like this (timers and I/O are the adapter's):
 //!
@@ -139,6 +144,9 @@ struct Guard {
     paid: u32,
     /// Tokens paid for retries already sent (refunded on success).
     spent: u32,
+    /// Of `spent`, the tokens of the attempt last let through: given back
+    /// if the adapter withdraws it unsent ([`RetryState::withdraw`]).
+    admitted: u32,
     /// When the attempt about to be sent first asked to go, in nanoseconds
     /// after `RetryState::started`, plus one; 0 for not yet (a word, not an
     /// `Option<Instant>`'s two: the state is moved with every request).
@@ -206,13 +214,24 @@ impl RetryState {
     /// clamped to what is left of the `deadline`. `None`: no timeout.
     pub fn attempt_timeout(&self, now: Instant) -> Option<Duration> {
         let p = self.policy.inner();
-        let left = p
-            .deadline
-            .map(|d| d.saturating_sub(now.saturating_duration_since(self.started)));
-        match (p.attempt_timeout, left) {
+        match (p.attempt_timeout, self.left(p.deadline, now)) {
             (Some(a), Some(l)) => Some(a.min(l)),
             (a, l) => a.or(l),
         }
+    }
+
+    /// What is left of the `deadline` at `now` (`None`: no deadline), as
+    /// [`attempt_timeout`](Self::attempt_timeout) clamps to it: the
+    /// deadline counts from the first attempt's admission. An adapter that
+    /// waits for its transport after [`admit`](Self::admit) bounds that
+    /// wait by it.
+    pub fn deadline_left(&self, now: Instant) -> Option<Duration> {
+        self.left(self.policy.inner().deadline, now)
+    }
+
+    #[inline]
+    fn left(&self, deadline: Option<Duration>, now: Instant) -> Option<Duration> {
+        deadline.map(|d| d.saturating_sub(now.saturating_duration_since(self.started)))
     }
 
     /// How many bytes of this response's body the policy's classifier needs
@@ -373,9 +392,80 @@ impl RetryState {
         }
         if let Some(guard) = &mut self.guard {
             guard.turn_started = 0;
-            guard.spent += std::mem::take(&mut guard.paid);
+            guard.admitted = std::mem::take(&mut guard.paid);
+            guard.spent += guard.admitted;
             // Used: the attempt goes in its turn.
             guard.turn = None;
+        }
+    }
+
+    /// Gives up, for `reason`, on the attempt [`admit`](Self::admit) just
+    /// let through, before it is sent: the adapter's inner service did not
+    /// become ready before the deadline, no time was left to send it, or
+    /// its body was no longer the one the first attempt had. Whatever the
+    /// admission took is given back (a breaker's probe slot, the tokens
+    /// paid for the retry; a local rate limit's turn is spent), and the
+    /// refusal is recorded as [`admit`](Self::admit) records its own.
+    /// Returns the same [`Admission::Fail`], which the adapter then treats
+    /// as any refusal (see [`refusal`](Self::refusal)).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use http::{HeaderMap, Method};
+    /// use http_resilience::{Admission, RequestMeta, RetryPolicy, RetryState, StopReason};
+    ///
+    /// let policy = RetryPolicy::default();
+    /// let headers = HeaderMap::new();
+    /// let request = RequestMeta::new(&Method::GET, "https", "example.com", "/", &headers);
+    /// let now = Instant::now();
+    /// let mut state = RetryState::new(&policy, &request, now);
+    /// assert_eq!(state.admit(&request, now), Admission::Send);
+    /// // ... but the transport cannot take it before the deadline:
+    /// let refused = state.withdraw(&request, StopReason::Deadline);
+    /// assert_eq!(refused, Admission::Fail(StopReason::Deadline));
+    /// assert_eq!(state.report().stop_reason(), Some(StopReason::Deadline));
+    /// ```
+    pub fn withdraw(&mut self, request: &RequestMeta<'_>, reason: StopReason) -> Admission {
+        if let Some(guard) = &mut self.guard {
+            if let Some(ticket) = guard.ticket.take() {
+                guard.endpoint.circuit(&mut |state| state.release(ticket));
+            }
+            let admitted = std::mem::take(&mut guard.admitted);
+            guard.spent = guard.spent.saturating_sub(admitted);
+            guard.paid = guard.paid.saturating_add(admitted);
+        }
+        self.refuse(request, reason)
+    }
+
+    /// What a refusal before the next attempt ([`Admission::Fail`] from
+    /// [`admit`](Self::admit) or [`withdraw`](Self::withdraw)) means for
+    /// the request: the same as if [`decide`](Self::decide) had refused the
+    /// retry right after the last attempt. `last_was_response`: whether the
+    /// last attempt got a response, which the adapter kept through the wait.
+    ///
+    /// - before the first attempt, or after a transport error: fail with
+    ///   the reason ([`Decision::Fail`]);
+    /// - after a response: [`Decision::Return`] it if the policy's
+    ///   `return_last_response` is set or the reason is not one of giving
+    ///   up (a body that cannot be sent again), else fail with it attached.
+    ///
+    /// ```
+    /// use http_resilience::{Decision, RetryPolicy, RetryState, RequestMeta, StopReason};
+    /// # use http::{HeaderMap, Method};
+    /// # let headers = HeaderMap::new();
+    /// # let request = RequestMeta::new(&Method::GET, "https", "example.com", "/", &headers);
+    /// let policy = RetryPolicy::builder().return_last_response(true).build()?;
+    /// let state = RetryState::new(&policy, &request, std::time::Instant::now());
+    /// assert_eq!(state.refusal(StopReason::Deadline, true), Decision::Return);
+    /// assert_eq!(state.refusal(StopReason::Deadline, false), Decision::Fail(StopReason::Deadline));
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    #[inline]
+    pub fn refusal(&self, reason: StopReason, last_was_response: bool) -> Decision {
+        if !last_was_response || (gives_up(reason) && !self.policy.inner().return_last_response) {
+            Decision::Fail(reason)
+        } else {
+            Decision::Return
         }
     }
 
@@ -558,19 +648,7 @@ impl RetryState {
         }
         #[cfg(not(feature = "tracing"))]
         let _ = request;
-        let exhausted = matches!(
-            reason,
-            StopReason::MaxRetries
-                | StopReason::RetryAfterTooLong { .. }
-                | StopReason::Deadline
-                | StopReason::BudgetExhausted
-                | StopReason::CircuitOpen { .. }
-        );
-        if !is_response || (exhausted && !self.policy.inner().return_last_response) {
-            Decision::Fail(reason)
-        } else {
-            Decision::Return
-        }
+        self.refusal(reason, is_response)
     }
 }
 
@@ -585,6 +663,11 @@ impl RetryState {
         now: Instant,
     ) {
         let p = self.policy.inner();
+        if let Some(guard) = &mut self.guard {
+            // The attempt was sent: no longer one to withdraw. (Only load
+            // protection makes a guard, so this is the only place needed.)
+            guard.admitted = 0;
+        }
         if let Some(guard) = &mut self.guard
             && let (Some(ticket), Some(breaker)) = (guard.ticket.take(), &p.protection.circuit)
         {
@@ -696,6 +779,21 @@ impl RetryState {
     }
 }
 
+/// Whether stopping for `reason` is giving up on a response that was worth
+/// retrying (an error, unless `return_last_response`), rather than handing
+/// it over as it is.
+fn gives_up(reason: StopReason) -> bool {
+    matches!(
+        reason,
+        StopReason::MaxRetries
+            | StopReason::RetryAfterTooLong { .. }
+            | StopReason::Deadline
+            | StopReason::BudgetExhausted
+            | StopReason::CircuitOpen { .. }
+            | StopReason::RateLimitedLocally { .. }
+    )
+}
+
 /// The endpoint's name for reports: `host:port`, or `(policy)`.
 fn endpoint_label(protection: &Protection, request: &RequestMeta<'_>) -> String {
     endpoint_key(protection, request).to_string()
@@ -723,6 +821,7 @@ fn guard_of<'a>(
             ticket: None,
             paid: 0,
             spent: 0,
+            admitted: 0,
             turn_started: 0,
             partition: None,
             turn: None,
@@ -1086,6 +1185,93 @@ mod tests {
             assert_eq!(endpoint.tokens(&budget), 5);
             drop(state);
             assert_eq!(endpoint.tokens(&budget), 10);
+        }
+
+        #[test]
+        fn a_withdrawn_attempt_gives_back_its_tokens_and_its_probe_slot() {
+            let budget = RetryBudget::default().capacity(10);
+            let p = policy().retry_budget(budget).build().unwrap();
+            let h = HeaderMap::new();
+            let t0 = Instant::now();
+            let endpoint = p.state_store().endpoint(&EndpointKey::new("h", 80));
+            // A retry paid for and admitted, then withdrawn: its 5 tokens
+            // come back, as if it had been refused at admission.
+            let mut state = RetryState::new(&p, &meta(&h), t0);
+            assert_eq!(state.admit(&meta(&h), t0), Admission::Send);
+            assert_eq!(
+                state.decide(&meta(&h), &respond(429, &h), t0),
+                Decision::Retry {
+                    delay: Duration::from_millis(5),
+                    source: DelaySource::Backoff
+                }
+            );
+            assert_eq!(endpoint.tokens(&budget), 5);
+            let t1 = t0 + Duration::from_millis(5);
+            assert_eq!(state.admit(&meta(&h), t1), Admission::Send);
+            assert_eq!(
+                state.withdraw(&meta(&h), StopReason::Deadline),
+                Admission::Fail(StopReason::Deadline)
+            );
+            assert_eq!(endpoint.tokens(&budget), 10);
+            assert_eq!(state.report().stop_reason(), Some(StopReason::Deadline));
+            assert_eq!(
+                state.refusal(StopReason::Deadline, true),
+                Decision::Fail(StopReason::Deadline)
+            );
+            drop(state);
+            assert_eq!(endpoint.tokens(&budget), 10, "nothing paid twice");
+
+            // Open the breaker, then admit the half-open probe and withdraw
+            // it: the slot is free for the next request.
+            let p = policy()
+                .circuit_breaker(CircuitBreaker::default().consecutive_failures(1))
+                .build()
+                .unwrap();
+            let mut opener = RetryState::new(&p, &meta(&h), t0);
+            assert_eq!(opener.admit(&meta(&h), t0), Admission::Send);
+            opener.decide(&meta(&h), &respond(503, &h), t0);
+            let five = t0 + Duration::from_secs(5);
+            let mut probe = RetryState::new(&p, &meta(&h), five);
+            assert_eq!(probe.admit(&meta(&h), five), Admission::Send);
+            probe.withdraw(&meta(&h), StopReason::Deadline);
+            let mut next = RetryState::new(&p, &meta(&h), five);
+            assert_eq!(next.admit(&meta(&h), five), Admission::Send);
+        }
+
+        #[test]
+        fn a_refusal_before_a_retry_returns_the_last_response_only_when_asked() {
+            let h = HeaderMap::new();
+            let t0 = Instant::now();
+            let plain = policy().build().unwrap();
+            let keep = policy().return_last_response(true).build().unwrap();
+            let local = StopReason::RateLimitedLocally {
+                wait: Duration::from_secs(1),
+            };
+            for reason in [
+                StopReason::Deadline,
+                StopReason::CircuitOpen {
+                    retry_in: Duration::from_secs(1),
+                },
+                StopReason::RetryAfterTooLong {
+                    hint: Duration::from_secs(600),
+                },
+                local,
+            ] {
+                let state = RetryState::new(&plain, &meta(&h), t0);
+                assert_eq!(state.refusal(reason, true), Decision::Fail(reason));
+                assert_eq!(state.refusal(reason, false), Decision::Fail(reason));
+                let state = RetryState::new(&keep, &meta(&h), t0);
+                assert_eq!(state.refusal(reason, true), Decision::Return);
+                assert_eq!(state.refusal(reason, false), Decision::Fail(reason));
+            }
+            // A body that cannot be sent again: the response as it is.
+            let state = RetryState::new(&plain, &meta(&h), t0);
+            let not_replayable = StopReason::BodyNotReplayable;
+            assert_eq!(state.refusal(not_replayable, true), Decision::Return);
+            assert_eq!(
+                state.refusal(not_replayable, false),
+                Decision::Fail(not_replayable)
+            );
         }
 
         #[test]

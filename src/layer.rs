@@ -1,11 +1,89 @@
 //! The `tower` adapter: [`RetryLayer`] and its [`Retry`] service.
 //!
 //! It wraps any `tower::Service<http::Request<B>, Response = http::Response<R>>`
-//! whose request body `B` is `Clone` (`Full<Bytes>`, `String`, `Bytes`,
-//! ...) and whose response body `R` is an [`http_body::Body`] of `Bytes`,
-//! such as hyper-util's client. Each attempt sends a clone of the request;
-//! the decision after each attempt is the shared [engine](crate::engine)'s,
-//! so this adapter only moves requests, responses and timers.
+//! whose request body `B` is an [`http_body::Body`] that is `Clone`
+//! (`Full<Bytes>`, `Empty<Bytes>`, `String`, ...) and whose response body
+//! `R` is an [`http_body::Body`] of `Bytes`, such as hyper-util's client.
+//! Each attempt sends a clone of the request; the decision after each
+//! attempt is the shared [engine](crate::engine)'s, so this adapter only
+//! moves requests, responses and timers.
+//!
+//! # The request body's `Clone` must give an independent copy
+//!
+//! Every retry sends a clone of the request, so **`Clone` on the body must
+//! give a copy that can be read whole on its own**, as `Full<Bytes>` and
+//! `String` do. A body whose clones share one stream (octocrab's `OctoBody`
+//! is an `Arc` around one body) is drained by the first attempt, and its
+//! clone would go out with nothing left. The layer notes the body's
+//! `size_hint` and `is_end_stream` at the first send and checks every
+//! retry's copy against them: a copy that no longer says the same is never
+//! sent, and the request stops as for a body that cannot be replayed (its
+//! report says `body_not_replayable`; the last response is returned as it
+//! is, or its transport error fails with `NOT_RETRYABLE`). A shared empty
+//! body still says the same, and is retried. A shared stream of unknown
+//! length that never reports its end cannot be told apart: give such a
+//! body a `Clone` that replays it.
+//!
+//! # Where the layer goes
+//!
+//! The layer reads the request as it reaches it: the URI picks the
+//! per-endpoint policy (and the load protection's endpoint), the headers
+//! say whether the request is keyed (`Idempotency-Key`). Put it **below
+//! (inside) the layers that set the URI or such headers**, so that it sees
+//! the request as it will be sent. With `tower::ServiceBuilder`, that means
+//! after them in the builder (`ServiceBuilder::new().layer(set_uri).layer(retry)`:
+//! the first layer is the outermost). With octocrab's `OctocrabBuilder`,
+//! each `with_layer` wraps what came before, so add the retry layer right
+//! after `with_service(...)` and before `BaseUriLayer`, `ExtraHeadersLayer`
+//! and `AuthHeaderLayer`. Above `BaseUriLayer`, the layer sees relative URIs
+//! with no host: routes that name a host cannot match them, and the request
+//! falls to the default policy. The first such request is noted in one
+//! `WARN` event (target `http_resilience`; once for each policy set, not
+//! once per request). Layers that must redo their work for every attempt go
+//! below it.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, Uri};
+//! use http_resilience::{EndpointPolicies, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), http_resilience::Error> {
+//! // Sets the absolute URI, as octocrab's `BaseUriLayer` does.
+//! let base_uri = tower::util::MapRequestLayer::new(|mut req: Request<String>| {
+//!     let path = req.uri().path().to_string();
+//!     *req.uri_mut() = format!("https://api.github.com{path}").parse::<Uri>().unwrap();
+//!     req
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(base_uri) // outermost: runs first
+//!     .layer(RetryLayer::new(EndpointPolicies::well_known())) // sees api.github.com
+//!     .service(tower::service_fn(|_req: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("{}")))
+//!     }));
+//! let response = svc.oneshot(Request::new(String::new())).await?;
+//! assert_eq!(response.status(), 200);
+//! # Ok(()) }
+//! ```
+//!
+//! # Time
+//!
+//! Each attempt has one timer, from its send: the policy's
+//! `attempt_timeout`, clamped to what is left of the `deadline`. It covers
+//! the response head and, when the classifier reads the start of the body
+//! (GitHub's 403s), that read too: a body that stalls or trickles ends the
+//! attempt as an attempt timeout, and a deadline it reaches ends the request
+//! with `DEADLINE_EXCEEDED` at the deadline. Before a retry, the wait for
+//! the inner service's readiness (a saturated `ConcurrencyLimit`, a full
+//! `Buffer`) counts against the deadline too, and ends there with
+//! `DEADLINE_EXCEEDED`; no attempt is sent with no time left.
+//!
+//! A retry that was decided and then refused before it was sent (load
+//! protection during the wait, the deadline, a drained body) hands over the
+//! last response, body unread, exactly as a refusal right after the attempt
+//! would: inside the [`Error`], or as the response with
+//! `return_last_response(true)`.
 //!
 //! It takes a single [`RetryPolicy`] or per-endpoint policies
 //! ([`EndpointPolicies`]); a [`RetryPolicy`] in a request's extensions
@@ -43,14 +121,16 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, Timeout};
+use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
 use bytes::Bytes;
 use http_body::Body;
 
-use crate::adapter::{body_to_inspect, decide, finish, not_ready, not_ready_for, refused};
-use crate::body::{Inspect, ResponseBody};
+use crate::adapter::{
+    Kept, attempt_window, body_to_inspect, decide, finish, not_ready, not_ready_for, refused,
+};
+use crate::body::{BodyShape, Inspect, ResponseBody};
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
 use crate::engine::{Admission, Decision, RetryState, prepare_request};
@@ -114,7 +194,7 @@ impl<S, B, R> Service<Request<B>> for Retry<S>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
-    B: Clone,
+    B: Body + Clone,
     R: Body<Data = Bytes> + Send + 'static,
     R::Error: Send,
 {
@@ -142,13 +222,17 @@ where
         let now = Instant::now().into_std();
         let meta = RequestMeta::from_http(&request);
         let mut engine = RetryState::with_policy(policy, &meta, now);
+        // Noted before anything reads the body: each retry's copy must
+        // still say the same.
+        let shape = BodyShape::of(request.body());
         let state = match engine.admit(&meta, now) {
+            // The first attempt always has time: the deadline starts now.
             Admission::Send => {
-                let timeout = engine.attempt_timeout(now);
-                State::start(inner.call(request.clone()), timeout)
+                State::start(inner.call(request.clone()), engine.attempt_timeout(now))
             }
             Admission::Wait { delay, .. } => State::Sleeping {
                 sleep: tokio::time::sleep(delay),
+                kept: None,
             },
             Admission::Fail(reason) => State::Refused { reason },
         };
@@ -157,6 +241,7 @@ where
             inner,
             request,
             engine,
+            shape,
         }
     }
 }
@@ -168,15 +253,25 @@ pin_project! {
         R: Body,
     {
         Calling { #[pin] fut: F },
-        CallingWithTimeout { #[pin] fut: Timeout<F>, after: Duration },
-        // Boxed: only GitHub's ambiguous 403s get here, and a small state
-        // keeps the future cheap to move.
-        Inspecting { inspect: Box<(Option<http::response::Parts>, Inspect<R>)> },
+        // One timer for the whole attempt, from its send: the response
+        // head, then any reading of its body for the classifier.
+        CallingWithTimeout { #[pin] fut: F, #[pin] timer: Sleep, after: Duration },
+        // Boxed: only responses whose body a classifier reads get here
+        // (GitHub's ambiguous 403s), and a small state keeps the future
+        // cheap to move.
+        Inspecting { inspect: Pin<Box<Inspection<R>>> },
         // A backoff, or a wait that load protection imposed; either way
-        // the next attempt asks to be admitted again.
-        Sleeping { #[pin] sleep: Sleep },
-        // Admitted (or about to ask): wait for the inner service, send.
-        Ready { admitted: bool },
+        // the next attempt asks to be admitted again. `kept`: the last
+        // result (before a retry), handed over if the retry is refused.
+        Sleeping { #[pin] sleep: Sleep, kept: Kept<Response<ResponseBody<R>>> },
+        // Admitted (or about to ask): wait for the inner service, until
+        // the deadline at most (the timer is set only if it is not ready
+        // at once), then send.
+        Ready {
+            admitted: bool,
+            #[pin] deadline: Option<Sleep>,
+            kept: Kept<Response<ResponseBody<R>>>,
+        },
         // Refused before the first attempt.
         Refused { reason: StopReason },
     }
@@ -186,11 +281,32 @@ impl<F: Future, R: Body> State<F, R> {
     fn start(fut: F, timeout: Option<Duration>) -> Self {
         match timeout {
             Some(after) => State::CallingWithTimeout {
-                fut: tokio::time::timeout(after, fut),
+                fut,
+                timer: tokio::time::sleep(after),
                 after,
             },
             None => State::Calling { fut },
         }
+    }
+
+    fn ready(kept: Kept<Response<ResponseBody<R>>>) -> Self {
+        State::Ready {
+            admitted: false,
+            deadline: None,
+            kept,
+        }
+    }
+}
+
+pin_project! {
+    /// A response whose body is being read for the classifier, within what
+    /// is left of its attempt's timer.
+    struct Inspection<R: Body> {
+        parts: Option<http::response::Parts>,
+        body: Inspect<R>,
+        #[pin]
+        timer: Option<Sleep>,
+        after: Duration,
     }
 }
 
@@ -206,6 +322,8 @@ pin_project! {
         inner: S,
         request: Request<B>,
         engine: RetryState,
+        // What the request body said of itself at the first send.
+        shape: BodyShape,
     }
 }
 
@@ -221,18 +339,23 @@ where
     }
 }
 
-/// One attempt's result: fresh from the inner service, or with the start
-/// of its body read for the classifier.
+/// One attempt's result: fresh from the inner service (with its timer's
+/// deadline, should its body be read next), or with the start of its body
+/// read for the classifier.
 enum Attempt<R: Body> {
-    Fresh(Result<Response<R>, BoxError>),
+    Fresh(Result<Response<R>, BoxError>, Option<(Instant, Duration)>),
     Inspected(Response<ResponseBody<R>>, Vec<u8>),
+}
+
+fn timed_out(after: Duration) -> BoxError {
+    Box::new(AttemptTimedOut { after })
 }
 
 impl<S, B, R> Future for ResponseFuture<S, B, R>
 where
     S: Service<Request<B>, Response = Response<R>>,
     S::Error: Into<BoxError>,
-    B: Clone,
+    B: Body + Clone,
     R: Body<Data = Bytes> + Send + 'static,
     R::Error: Send,
 {
@@ -243,60 +366,126 @@ where
         loop {
             let attempt = match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
-                    Attempt::Fresh(ready!(fut.poll(cx)).map_err(Into::into))
+                    Attempt::Fresh(ready!(fut.poll(cx)).map_err(Into::into), None)
                 }
-                StateProj::CallingWithTimeout { fut, after } => {
-                    Attempt::Fresh(match ready!(fut.poll(cx)) {
-                        Ok(result) => result.map_err(Into::into),
-                        Err(_elapsed) => {
-                            Err(Box::new(AttemptTimedOut { after: *after }) as BoxError)
-                        }
-                    })
-                }
+                StateProj::CallingWithTimeout { fut, timer, after } => match fut.poll(cx) {
+                    Poll::Ready(result) => {
+                        Attempt::Fresh(result.map_err(Into::into), Some((timer.deadline(), *after)))
+                    }
+                    Poll::Pending => {
+                        ready!(timer.poll(cx));
+                        Attempt::Fresh(Err(timed_out(*after)), None)
+                    }
+                },
                 StateProj::Inspecting { inspect } => {
-                    let (parts, inspect) = &mut **inspect;
-                    let (prefix, replay) = ready!(Pin::new(inspect).poll(cx));
-                    let Some(parts) = parts.take() else {
-                        // Polled again after completing: a caller bug.
-                        return Poll::Pending;
-                    };
-                    Attempt::Inspected(
-                        Response::from_parts(parts, ResponseBody::replay(replay)),
-                        prefix,
-                    )
+                    let inspection = inspect.as_mut().project();
+                    match Pin::new(inspection.body).poll(cx) {
+                        Poll::Ready((prefix, replay)) => {
+                            let Some(parts) = inspection.parts.take() else {
+                                // Polled again after completing: a caller bug.
+                                return Poll::Pending;
+                            };
+                            Attempt::Inspected(
+                                Response::from_parts(parts, ResponseBody::replay(replay)),
+                                prefix,
+                            )
+                        }
+                        Poll::Pending => {
+                            let Some(timer) = inspection.timer.as_pin_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.poll(cx));
+                            // The body did not come in time: an attempt
+                            // timeout, like a head that does not.
+                            Attempt::Fresh(Err(timed_out(*inspection.after)), None)
+                        }
+                    }
                 }
-                StateProj::Sleeping { sleep } => {
+                StateProj::Sleeping { sleep, kept } => {
                     ready!(sleep.poll(cx));
-                    this.state.set(State::Ready { admitted: false });
+                    let kept = kept.take();
+                    this.state.set(State::ready(kept));
                     continue;
                 }
                 StateProj::Refused { reason } => {
                     let reason = *reason;
                     let meta = RequestMeta::from_http(this.request);
-                    return Poll::Ready(Err(refused(this.engine, &meta, reason)));
+                    return Poll::Ready(refused(this.engine, &meta, reason, None));
                 }
-                StateProj::Ready { admitted } => {
+                StateProj::Ready {
+                    admitted,
+                    mut deadline,
+                    kept,
+                } => {
+                    let meta = RequestMeta::from_http(this.request);
                     if !*admitted {
-                        let meta = RequestMeta::from_http(this.request);
                         match this.engine.admit(&meta, Instant::now().into_std()) {
                             Admission::Send => *admitted = true,
                             Admission::Wait { delay, .. } => {
+                                let kept = kept.take();
                                 this.state.set(State::Sleeping {
                                     sleep: tokio::time::sleep(delay),
+                                    kept,
                                 });
                                 continue;
                             }
                             Admission::Fail(reason) => {
-                                return Poll::Ready(Err(refused(this.engine, &meta, reason)));
+                                return Poll::Ready(refused(
+                                    this.engine,
+                                    &meta,
+                                    reason,
+                                    kept.take(),
+                                ));
                             }
                         }
                     }
-                    if let Err(e) = ready!(this.inner.poll_ready(cx)) {
-                        let meta = RequestMeta::from_http(this.request);
-                        return Poll::Ready(Err(not_ready_for(this.engine, &meta, e.into())));
+                    match this.inner.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Err(not_ready_for(this.engine, &meta, e.into())));
+                        }
+                        Poll::Pending => {
+                            // Waiting for the inner service (a saturated
+                            // limit, a full buffer) counts against the
+                            // deadline.
+                            if deadline.is_none() {
+                                let now = Instant::now().into_std();
+                                match this.engine.deadline_left(now) {
+                                    Some(left) => deadline.set(Some(tokio::time::sleep(left))),
+                                    None => return Poll::Pending,
+                                }
+                            }
+                            if let Some(timer) = deadline.as_pin_mut() {
+                                ready!(timer.poll(cx));
+                            }
+                            this.engine.withdraw(&meta, StopReason::Deadline);
+                            let kept = kept.take();
+                            let reason = StopReason::Deadline;
+                            return Poll::Ready(refused(this.engine, &meta, reason, kept));
+                        }
                     }
-                    let timeout = this.engine.attempt_timeout(Instant::now().into_std());
-                    let fut = this.inner.call(this.request.clone());
+                    let now = Instant::now().into_std();
+                    let timeout = match attempt_window(
+                        this.engine,
+                        || RequestMeta::from_http(this.request),
+                        now,
+                    ) {
+                        Ok(timeout) => timeout,
+                        Err(reason) => {
+                            return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
+                        }
+                    };
+                    let copy = this.request.clone();
+                    if !this.shape.matches(copy.body()) {
+                        // Drained since the retry was decided: never send
+                        // a shorter body.
+                        let reason = StopReason::BodyNotReplayable;
+                        this.engine.withdraw(&meta, reason);
+                        return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
+                    }
+                    // Sent: the last result is no longer needed.
+                    drop(kept.take());
+                    let fut = this.inner.call(copy);
                     this.state.set(State::start(fut, timeout));
                     continue;
                 }
@@ -304,13 +493,19 @@ where
 
             let meta = RequestMeta::from_http(this.request);
             let (result, prefix) = match attempt {
-                Attempt::Fresh(result) => {
+                Attempt::Fresh(result, timer) => {
                     let wanted = body_to_inspect(this.engine, &meta, &result);
                     match result {
                         Ok(response) if wanted > 0 => {
                             let (parts, body) = response.into_parts();
+                            let (at, after) = timer.unzip();
                             this.state.set(State::Inspecting {
-                                inspect: Box::new((Some(parts), Inspect::new(body, wanted))),
+                                inspect: Box::pin(Inspection {
+                                    parts: Some(parts),
+                                    body: Inspect::new(body, wanted),
+                                    timer: at.map(tokio::time::sleep_until),
+                                    after: after.unwrap_or_default(),
+                                }),
                             });
                             continue;
                         }
@@ -319,6 +514,14 @@ where
                 }
                 Attempt::Inspected(response, prefix) => (Ok(response), Some(prefix)),
             };
+            // A body whose copies share one stream, drained by this
+            // attempt, cannot be sent again: known now, no wait is spent on
+            // it. (Skipped for a 2xx, which is not retried unless a custom
+            // classifier says so; the copy is checked again before any send.)
+            let success = matches!(&result, Ok(r) if r.status().is_success());
+            if !success && !this.shape.matches(this.request.body()) {
+                this.engine.set_replayable(false);
+            }
             let decision = decide(
                 this.engine,
                 &meta,
@@ -328,9 +531,10 @@ where
                 Instant::now().into_std(),
             );
             if let Decision::Retry { delay, .. } = decision {
-                drop(result);
+                // Kept through the wait, in case the retry is refused.
                 this.state.set(State::Sleeping {
                     sleep: tokio::time::sleep(delay),
+                    kept: Some(Box::new(result)),
                 });
                 continue;
             }

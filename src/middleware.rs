@@ -4,8 +4,21 @@
 //! of the middleware chain. A request whose body cannot be cloned (a
 //! stream) is sent once, as it is, and not retried; its report says
 //! [`StopReason::BodyNotReplayable`](crate::StopReason::BodyNotReplayable)
-//! if it failed transiently. The decision after each attempt is the shared
-//! [engine](crate::engine)'s.
+//! if it failed transiently. A stream known to be empty or complete is the
+//! exception: one that reports `is_end_stream` (clients that wrap every
+//! body as a stream, octocrab's reqwest connector among them, send even
+//! "no body" so), one whose exact size is 0, or any body under
+//! `Content-Length: 0`. It is replaced by an empty body, which every
+//! attempt sends, and the request is retried as any other. The decision
+//! after each attempt is the shared [engine](crate::engine)'s.
+//!
+//! Each attempt has one timer, from its send (`attempt_timeout`, clamped to
+//! what is left of the `deadline`), which also covers reading the start of
+//! the body for the classifier (GitHub's 403s): a body that stalls ends the
+//! attempt as an attempt timeout. A retry that was decided and then refused
+//! during its wait (an open breaker, a server quota hold, the local rate
+//! limit, the deadline) keeps the last response, as a refusal right after
+//! the attempt would.
 //!
 //! When the middleware gives up, the error is
 //! `reqwest_middleware::Error::Middleware` wrapping an
@@ -21,13 +34,16 @@
 //! # let _ = client;
 //! ```
 
+use bytes::Bytes;
 use http::{Extensions, HeaderMap, Method, StatusCode};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
-use crate::adapter::{HttpResponse, body_to_inspect, decide, finish, refused};
-use crate::body::{Inspect, ResponseBody};
+use crate::adapter::{
+    HttpResponse, Kept, attempt_window, body_to_inspect, decide, finish, refused,
+};
+use crate::body::{Inspect, ResponseBody, known_empty};
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
 use crate::engine::{Admission, Decision, RetryState, prepare_request};
@@ -130,6 +146,10 @@ impl Middleware for RetryMiddleware {
         // then a body-less stand-in with the same method, URL and headers
         // (what the engine reads), and no retry follows.
         let mut streamed = false;
+        // The last result while a decided retry waits: a refusal before
+        // the retry is sent hands it over. Boxed, so this (boxed) future
+        // stays small.
+        let mut kept: Kept<Response> = None;
         loop {
             // Load protection in front of every attempt: wait, or refuse.
             // Only the boxed sleep lives across the await, which keeps this
@@ -143,18 +163,27 @@ impl Middleware for RetryMiddleware {
                     Admission::Wait { delay, .. } => Box::pin(tokio::time::sleep(delay)),
                     Admission::Fail(reason) => {
                         let meta = meta_of(request.method(), request.url(), request.headers());
-                        return Err(reqwest_middleware::Error::middleware(refused(
-                            &mut engine,
-                            &meta,
-                            reason,
-                        )));
+                        return refused(&mut engine, &meta, reason, kept)
+                            .map_err(reqwest_middleware::Error::middleware);
                     }
                 };
                 wait.await;
                 starts = Instant::now().into_std();
             }
-            let attempt = match request.try_clone() {
-                Some(clone) => clone,
+            let timeout = match attempt_window(
+                &mut engine,
+                || meta_of(request.method(), request.url(), request.headers()),
+                starts,
+            ) {
+                Ok(timeout) => timeout,
+                Err(reason) => {
+                    let meta = meta_of(request.method(), request.url(), request.headers());
+                    return refused(&mut engine, &meta, reason, kept)
+                        .map_err(reqwest_middleware::Error::middleware);
+                }
+            };
+            let attempt = match replayable_copy(&mut request) {
+                Some(copy) => copy,
                 None => {
                     // A streaming body: send the original once; the engine
                     // will not ask for another attempt.
@@ -166,29 +195,40 @@ impl Middleware for RetryMiddleware {
                     std::mem::replace(&mut request, stand_in)
                 }
             };
-            let timeout = engine.attempt_timeout(starts);
+            // Sent: the last result is no longer needed.
+            drop(kept.take());
             let send = next.clone().run(attempt, extensions);
             let mut result = match timeout {
                 None => send.await.map_err(|e| into_box(e, &engine)),
                 Some(after) => match Box::pin(tokio::time::timeout(after, send)).await {
                     Ok(result) => result.map_err(|e| into_box(e, &engine)),
-                    Err(_elapsed) => Err(Box::new(AttemptTimedOut { after }) as BoxError),
+                    Err(_elapsed) => Err(timed_out(after)),
                 },
             };
 
-            let meta = meta_of(request.method(), request.url(), request.headers());
+            // The request's metadata is made again after the read rather
+            // than kept across it: this future is boxed on every request.
             let mut prefix = None;
-            let wanted = body_to_inspect(&engine, &meta, &result);
+            let wanted = body_to_inspect(
+                &engine,
+                &meta_of(request.method(), request.url(), request.headers()),
+                &result,
+            );
             if wanted > 0
                 && let Ok(response) = result
             {
-                let (start, response) = Box::pin(inspect(response, wanted)).await;
-                prefix = Some(start);
-                result = Ok(response);
+                // The attempt's timer covers reading the body too: it
+                // ends when the attempt's timeout, counted from the send,
+                // does.
+                let read = Box::pin(inspect_within(response, wanted, starts, timeout)).await;
+                result = read.map(|(start, response)| {
+                    prefix = Some(start);
+                    response
+                });
             }
             let decision = decide(
                 &mut engine,
-                &meta,
+                &meta_of(request.method(), request.url(), request.headers()),
                 &result,
                 prefix.as_deref(),
                 kind_of,
@@ -198,11 +238,12 @@ impl Middleware for RetryMiddleware {
                 // The engine never retries a request sent whole; the guard
                 // makes sure the stand-in is never sent.
                 Decision::Retry { delay, .. } if !streamed => {
-                    drop(result);
+                    kept = Some(Box::new(result));
                     Box::pin(tokio::time::sleep(delay)).await;
                     starts = Instant::now().into_std();
                 }
                 decision => {
+                    let meta = meta_of(request.method(), request.url(), request.headers());
                     return finish(decision, &mut engine, &meta, result)
                         .map_err(reqwest_middleware::Error::middleware);
                 }
@@ -236,6 +277,48 @@ pub fn into_box_error(error: reqwest_middleware::Error) -> BoxError {
         Err(reqwest_middleware::Error::Reqwest(e)) => Box::new(e),
         Err(reqwest_middleware::Error::Middleware(e)) => e.into(),
     }
+}
+
+/// A copy of `request` for the next attempt, if its body can be sent again:
+/// bytes, no body, or a body known to be empty or complete (a stream that
+/// has already ended, as clients that wrap every body as a stream send for
+/// none; `Content-Length: 0`), which is then replaced by an empty one.
+/// `None`: a stream that can be sent only once.
+fn replayable_copy(request: &mut Request) -> Option<Request> {
+    if let Some(copy) = request.try_clone() {
+        return Some(copy);
+    }
+    if !request
+        .body()
+        .is_some_and(|body| known_empty(body, request.headers()))
+    {
+        return None;
+    }
+    *request.body_mut() = Some(reqwest::Body::from(Bytes::new()));
+    request.try_clone()
+}
+
+/// [`inspect`], within what is left of the attempt's `timeout` (counted
+/// from `starts`, the send): past it, an attempt timeout.
+async fn inspect_within(
+    response: Response,
+    limit: usize,
+    starts: std::time::Instant,
+    timeout: Option<std::time::Duration>,
+) -> Result<(Vec<u8>, Response), BoxError> {
+    match timeout {
+        None => Ok(inspect(response, limit).await),
+        Some(after) => {
+            let until = Instant::from_std(starts) + after;
+            tokio::time::timeout_at(until, inspect(response, limit))
+                .await
+                .map_err(|_elapsed| timed_out(after))
+        }
+    }
+}
+
+fn timed_out(after: std::time::Duration) -> BoxError {
+    Box::new(AttemptTimedOut { after })
 }
 
 /// Reads the start of a response's body for the classifier, and rebuilds

@@ -487,10 +487,14 @@ impl RetryPolicyBuilder {
     /// A timeout for each attempt; a timed-out attempt counts as a transient
     /// failure. Default: none.
     ///
-    /// It bounds the wait for the response *head* (status and headers), which
-    /// is when the decision is made; reading the body afterwards is the
-    /// caller's, so bound a slow body with the client's own read timeout
-    /// (for example `reqwest::ClientBuilder::read_timeout`).
+    /// It runs from the attempt's send and bounds the wait for the response
+    /// *head* (status and headers), which is when the decision is made, and,
+    /// when the classifier reads the start of the body before deciding
+    /// ([`Classify::inspect_body`], as
+    /// GitHub's preset does for 403s), that read too. Reading the body of
+    /// the response handed over is the caller's, so bound a slow body with
+    /// the client's own read timeout (for example
+    /// `reqwest::ClientBuilder::read_timeout`).
     pub fn attempt_timeout(mut self, d: Duration) -> Self {
         self.attempt_timeout = Some(d);
         self
