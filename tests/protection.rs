@@ -20,7 +20,7 @@ use http_resilience::{
     CircuitBreaker, EndpointKey, EndpointState, InMemoryStore, Preset, RateLimit, RetryBudget,
     RetryPolicy, Scope, StateStore, StopReason, ThrottleReason,
 };
-use support::clients::{BOTH, Client, Got, Req, base, get};
+use support::clients::{BOTH, Client, Got, Req, base, breaker_policy, get};
 use support::{Server, Step, fixed_now};
 use tokio::time::Instant;
 
@@ -263,15 +263,7 @@ async fn the_breaker_opens_probes_and_closes_and_sends_nothing_while_open() {
                 Step::status(200),
             ],
         );
-        let policy = base()
-            .max_retries(0)
-            .circuit_breaker(
-                CircuitBreaker::default()
-                    .consecutive_failures(3)
-                    .break_duration(Duration::from_secs(5)),
-            )
-            .build()
-            .unwrap();
+        let policy = breaker_policy(3, Duration::from_secs(5));
         let client = Client::new(via, policy);
         let url = server.url("/svc");
         let t0 = Instant::now();
@@ -412,15 +404,7 @@ async fn a_hung_half_open_probe_does_not_keep_the_breaker_shut() {
             }],
         );
         server.script("/ok", vec![Step::status(200)]);
-        let policy = base()
-            .max_retries(0)
-            .circuit_breaker(
-                CircuitBreaker::default()
-                    .consecutive_failures(1)
-                    .break_duration(Duration::from_secs(5)),
-            )
-            .build()
-            .unwrap();
+        let policy = breaker_policy(1, Duration::from_secs(5));
         let client = Client::new(via, policy);
         let got = client.send(&server.url("/fail"), &get()).await;
         assert_eq!(got.code, Some("MAX_RETRIES_EXCEEDED"), "{via:?}");

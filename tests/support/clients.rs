@@ -250,6 +250,20 @@ pub fn base() -> RetryPolicyBuilder {
         .wall_clock(fixed_now)
 }
 
+/// [`base`] with no retries and a circuit breaker that opens after
+/// `failures` failures in a row, for `open`.
+pub fn breaker_policy(failures: u32, open: Duration) -> RetryPolicy {
+    base()
+        .max_retries(0)
+        .circuit_breaker(
+            http_resilience::CircuitBreaker::default()
+                .consecutive_failures(failures)
+                .break_duration(open),
+        )
+        .build()
+        .unwrap()
+}
+
 /// Sends `req` through `via` under `policy` (a policy or an endpoint set).
 pub async fn send(via: Via, policy: impl Into<EndpointPolicies>, url: &str, req: &Req) -> Got {
     Client::new(via, policy).send(url, req).await
