@@ -27,27 +27,29 @@
 //! use http_resilience::{RetryBudget, RetryPolicy};
 //!
 //! let policy = RetryPolicy::builder()
-//!     .retry_budget(RetryBudget::default().capacity(100))
+//!     .retry_budget(RetryBudget::builder().capacity(100).build()?)
 //!     .build()?;
-//! assert_eq!(policy.retry_budget().unwrap().capacity_tokens(), 100);
+//! assert_eq!(policy.retry_budget().unwrap().capacity(), 100);
 //! // Or without a budget:
 //! let unbounded = RetryPolicy::builder().retry_budget(None).build()?;
 //! assert!(unbounded.retry_budget().is_none());
 //! # Ok::<(), http_resilience::ConfigError>(())
 //! ```
 
-use crate::policy::ConfigError;
+use crate::validate::{self, Check, ConfigError};
 
-/// The settings of a retry budget. See the [module docs](self).
+/// The settings of a retry budget. See the [module docs](self). Made with
+/// [`RetryBudget::builder`], which checks them, or [`RetryBudget::default`].
+///
+/// # Default
 ///
 /// | setting | default | source |
 /// |---|---|---|
-/// | [`capacity`](Self::capacity) | 500 tokens | AWS SDK retry quota |
-/// | [`retry_cost`](Self::retry_cost) | 5 | AWS |
-/// | [`timeout_cost`](Self::timeout_cost) | 10 | AWS |
-/// | [`success_refund`](Self::success_refund) | 1 | AWS |
+/// | [`capacity`](RetryBudgetBuilder::capacity) | 500 tokens | AWS SDK retry quota |
+/// | [`retry_cost`](RetryBudgetBuilder::retry_cost) | 5 | AWS |
+/// | [`timeout_cost`](RetryBudgetBuilder::timeout_cost) | 10 | AWS |
+/// | [`success_refund`](RetryBudgetBuilder::success_refund) | 1 | AWS |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[must_use]
 pub struct RetryBudget {
     capacity: u32,
     retry_cost: u32,
@@ -67,45 +69,26 @@ impl Default for RetryBudget {
 }
 
 impl RetryBudget {
-    /// The tokens a full bucket holds, and where it starts. Default 500.
-    /// Must be at least `timeout_cost`.
-    pub fn capacity(mut self, tokens: u32) -> Self {
-        self.capacity = tokens;
-        self
+    /// A builder holding the defaults (see [`RetryBudget`]).
+    pub fn builder() -> RetryBudgetBuilder {
+        RetryBudgetBuilder {
+            budget: RetryBudget::default(),
+        }
     }
-    /// The tokens one retry costs. Default 5. Must be positive.
-    pub fn retry_cost(mut self, tokens: u32) -> Self {
-        self.retry_cost = tokens;
-        self
-    }
-    /// The tokens one retry after a timeout costs. Default 10. Must be at
-    /// least `retry_cost`.
-    pub fn timeout_cost(mut self, tokens: u32) -> Self {
-        self.timeout_cost = tokens;
-        self
-    }
-    /// The tokens a success at the first attempt puts back. Default 1; 0
-    /// makes the budget a fixed allowance that only successful retries
-    /// refill.
-    pub fn success_refund(mut self, tokens: u32) -> Self {
-        self.success_refund = tokens;
-        self
-    }
-
-    /// The bucket's capacity.
-    pub fn capacity_tokens(&self) -> u32 {
+    /// The tokens a full bucket holds, and where it starts.
+    pub fn capacity(&self) -> u32 {
         self.capacity
     }
     /// What one retry costs.
-    pub fn retry_cost_tokens(&self) -> u32 {
+    pub fn retry_cost(&self) -> u32 {
         self.retry_cost
     }
     /// What one retry after a timeout costs.
-    pub fn timeout_cost_tokens(&self) -> u32 {
+    pub fn timeout_cost(&self) -> u32 {
         self.timeout_cost
     }
     /// What a first-attempt success puts back.
-    pub fn success_refund_tokens(&self) -> u32 {
+    pub fn success_refund(&self) -> u32 {
         self.success_refund
     }
 
@@ -118,32 +101,57 @@ impl RetryBudget {
             self.retry_cost
         }
     }
+}
 
-    pub(crate) fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        let bad =
-            |what: &str, reason: String| Err(ConfigError::new(format!("{field}.{what}"), reason));
-        if self.retry_cost == 0 {
-            return bad("retry_cost", "must be greater than zero".into());
-        }
-        if self.timeout_cost < self.retry_cost {
-            return bad(
-                "timeout_cost",
-                format!(
-                    "must be at least retry_cost ({} < {})",
-                    self.timeout_cost, self.retry_cost
-                ),
-            );
-        }
-        if self.capacity < self.timeout_cost {
-            return bad(
-                "capacity",
-                format!(
-                    "must be at least timeout_cost ({} < {})",
-                    self.capacity, self.timeout_cost
-                ),
-            );
-        }
-        Ok(())
+/// Builds a [`RetryBudget`]; [`build`](Self::build) checks the settings.
+/// Defaults as [`RetryBudget`] lists them.
+///
+/// ```
+/// let budget = http_resilience::RetryBudget::builder().capacity(100).build()?;
+/// assert_eq!(budget.capacity(), 100);
+/// let err = http_resilience::RetryBudget::builder().retry_cost(0).build().unwrap_err();
+/// assert_eq!(err.field(), "retry_cost");
+/// # Ok::<(), http_resilience::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct RetryBudgetBuilder {
+    budget: RetryBudget,
+}
+
+impl RetryBudgetBuilder {
+    /// The tokens a full bucket holds, and where it starts. Default 500.
+    /// Must be at least `timeout_cost`.
+    pub fn capacity(mut self, tokens: u32) -> Self {
+        self.budget.capacity = tokens;
+        self
+    }
+    /// The tokens one retry costs. Default 5. Must be positive.
+    pub fn retry_cost(mut self, tokens: u32) -> Self {
+        self.budget.retry_cost = tokens;
+        self
+    }
+    /// The tokens one retry after a timeout costs. Default 10. Must be at
+    /// least `retry_cost`.
+    pub fn timeout_cost(mut self, tokens: u32) -> Self {
+        self.budget.timeout_cost = tokens;
+        self
+    }
+    /// The tokens a success at the first attempt puts back. Default 1; 0
+    /// makes the budget a fixed allowance that only successful retries
+    /// refill.
+    pub fn success_refund(mut self, tokens: u32) -> Self {
+        self.budget.success_refund = tokens;
+        self
+    }
+    /// Checks the settings, in the order above; the error names the first
+    /// bad one.
+    pub fn build(self) -> Result<RetryBudget, ConfigError> {
+        let b = self.budget;
+        validate::nonzero(b.retry_cost).at("retry_cost")?;
+        validate::at_least(b.timeout_cost, b.retry_cost, "retry_cost").at("timeout_cost")?;
+        validate::at_least(b.capacity, b.timeout_cost, "timeout_cost").at("capacity")?;
+        Ok(b)
     }
 }
 
@@ -190,7 +198,7 @@ mod tests {
         }
         assert_eq!(retries, 100, "500 tokens pay for 100 retries");
         assert_eq!(t, Tokens(0));
-        t.deposit(&b, b.success_refund_tokens());
+        t.deposit(&b, b.success_refund());
         assert!(!t.withdraw(5));
         for _ in 0..4 {
             t.deposit(&b, 1);
@@ -204,14 +212,15 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
+        let b = RetryBudget::builder;
         let bad = [
-            (RetryBudget::default().retry_cost(0), "b.retry_cost"),
-            (RetryBudget::default().timeout_cost(4), "b.timeout_cost"),
-            (RetryBudget::default().capacity(9), "b.capacity"),
+            (b().retry_cost(0), "retry_cost"),
+            (b().timeout_cost(4), "timeout_cost"),
+            (b().capacity(9), "capacity"),
         ];
         for (budget, field) in bad {
-            assert_eq!(budget.validate("b").unwrap_err().field(), field);
+            assert_eq!(budget.build().unwrap_err().field(), field);
         }
-        assert!(RetryBudget::default().validate("b").is_ok());
+        assert_eq!(b().build(), Ok(RetryBudget::default()));
     }
 }

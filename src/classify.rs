@@ -39,18 +39,12 @@ use std::error::Error as StdError;
 use std::io;
 use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 
 use crate::retry_after::{Hint, server_hint};
 
-/// The header that makes a non-idempotent request safe to retry.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-// Header names as `HeaderName`s: a `&str` key makes `http` parse and hash
-// the name on every lookup.
-const IDEMPOTENCY_KEY_NAME: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY);
-const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
-const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+use crate::headers::IDEMPOTENCY_KEY_NAME;
+pub use crate::headers::{IDEMPOTENCY_KEY, rate_limit_exhausted, should_retry_header};
 
 /// What a classifier returns for one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -701,39 +695,6 @@ pub fn classify_status(
     }
 }
 
-/// Reads `x-should-retry: true|false` (case-insensitive). Anything else is
-/// ignored.
-pub fn should_retry_header(headers: &HeaderMap) -> Option<bool> {
-    let value = headers.get(&X_SHOULD_RETRY)?.as_bytes();
-    let value = trim_ows(value);
-    if value.eq_ignore_ascii_case(b"true") {
-        Some(true)
-    } else if value.eq_ignore_ascii_case(b"false") {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-/// `true` when `x-ratelimit-remaining` is exactly `0` (GitHub's sign of an
-/// exhausted primary rate limit).
-pub fn rate_limit_exhausted(headers: &HeaderMap) -> bool {
-    headers
-        .get(&X_RATELIMIT_REMAINING)
-        .is_some_and(|v| trim_ows(v.as_bytes()) == b"0")
-}
-
-/// Trims optional white space (space and tab, RFC 9110 §5.6.3).
-pub(crate) fn trim_ows(mut value: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = value {
-        value = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = value {
-        value = rest;
-    }
-    value
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -979,12 +940,5 @@ mod tests {
                 "{uri}"
             );
         }
-    }
-
-    #[test]
-    fn trims_ows() {
-        assert_eq!(trim_ows(b" \t42 "), b"42");
-        assert_eq!(trim_ows(b""), b"");
-        assert_eq!(trim_ows(b"  "), b"");
     }
 }

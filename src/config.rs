@@ -144,14 +144,14 @@
 //!     set.select(&RequestMeta::new(&Method::GET, "https", host, "/", &headers)).clone()
 //! };
 //! let github = policy_for("api.github.com");
-//! assert_eq!(github.rate_limit().unwrap().burst_size(), 100);
-//! assert_eq!(github.retry_budget().unwrap().capacity_tokens(), 500); // not [default]'s
+//! assert_eq!(github.rate_limit().unwrap().burst(), 100);
+//! assert_eq!(github.retry_budget().unwrap().capacity(), 500); // not [default]'s
 //! let internal = policy_for("db.internal.example");
 //! assert!(internal.retry_budget().is_none());
-//! assert_eq!(internal.circuit_breaker().unwrap().break_for(), Duration::from_secs(10));
-//! assert_eq!(internal.circuit_breaker().unwrap().ratio(), 0.5); // the default's
+//! assert_eq!(internal.circuit_breaker().unwrap().break_duration(), Duration::from_secs(10));
+//! assert_eq!(internal.circuit_breaker().unwrap().failure_ratio(), 0.5); // the default's
 //! assert_eq!(internal.scope(), Scope::Policy);
-//! assert_eq!(policy_for("example.org").retry_budget().unwrap().capacity_tokens(), 100);
+//! assert_eq!(policy_for("example.org").retry_budget().unwrap().capacity(), 100);
 //!
 //! let err = RetryPolicy::from_toml_str("circuit_breaker = { failure_ratio = 1.5 }").unwrap_err();
 //! assert_eq!(err.field(), "circuit_breaker.failure_ratio");
@@ -602,25 +602,45 @@ impl PolicySpec {
         );
         b = set(b, self.hide_paths, RetryPolicyBuilder::hide_paths);
         // `false` turns off what the base (builder or preset) had; `true`
-        // and a table set the crate's defaults plus the table's keys.
+        // and a table set the crate's defaults plus the table's keys. A
+        // table's own checks come after the policy's (see `build` below).
+        let mut tables = Ok(());
         b = match self.retry_budget {
             None => b,
             Some(Toggle::Off) => b.retry_budget(None),
             Some(Toggle::On) => b.retry_budget(RetryBudget::default()),
-            Some(Toggle::Table(spec)) => b.retry_budget(spec.build()),
+            Some(Toggle::Table(spec)) => match spec.build() {
+                Ok(budget) => b.retry_budget(budget),
+                Err(e) => {
+                    tables = tables.and(Err(e.within("retry_budget")));
+                    b
+                }
+            },
         };
         b = match self.circuit_breaker {
             None => b,
             Some(Toggle::Off) => b.circuit_breaker(None),
             Some(Toggle::On) => b.circuit_breaker(CircuitBreaker::default()),
-            Some(Toggle::Table(spec)) => b.circuit_breaker(spec.build()),
+            Some(Toggle::Table(spec)) => match spec.build() {
+                Ok(breaker) => b.circuit_breaker(breaker),
+                Err(e) => {
+                    tables = tables.and(Err(e.within("circuit_breaker")));
+                    b
+                }
+            },
         };
         b = match self.rate_limit {
             None => b,
             Some(Toggle::Off) => b.rate_limit(None),
             // Refused while reading (a limit has no default quota).
             Some(Toggle::On) => b,
-            Some(Toggle::Table(spec)) => b.rate_limit(spec.build()),
+            Some(Toggle::Table(spec)) => match spec.build() {
+                Ok(limit) => b.rate_limit(limit),
+                Err(e) => {
+                    tables = tables.and(Err(e.within("rate_limit")));
+                    b
+                }
+            },
         };
         b = set(b, self.server_limits, RetryPolicyBuilder::server_limits);
         b = set(
@@ -634,7 +654,9 @@ impl PolicySpec {
             RetryPolicyBuilder::quota_release_spread,
         );
         b = set(b, self.scope.map(|w| w.0), RetryPolicyBuilder::scope);
-        b.build().map_err(|e| under(at, &e))
+        let policy = b.build().map_err(|e| under(at, &e))?;
+        tables.map_err(|e| under(at, &e))?;
+        Ok(policy)
     }
 }
 
@@ -650,8 +672,8 @@ struct BudgetSpec {
 }
 
 impl BudgetSpec {
-    fn build(self) -> RetryBudget {
-        let mut b = RetryBudget::default();
+    fn build(self) -> Result<RetryBudget, ConfigError> {
+        let mut b = RetryBudget::builder();
         if let Some(n) = self.capacity {
             b = b.capacity(n);
         }
@@ -664,7 +686,7 @@ impl BudgetSpec {
         if let Some(n) = self.success_refund {
             b = b.success_refund(n);
         }
-        b
+        b.build()
     }
 }
 
@@ -683,8 +705,8 @@ struct BreakerSpec {
 }
 
 impl BreakerSpec {
-    fn build(self) -> CircuitBreaker {
-        let mut c = CircuitBreaker::default();
+    fn build(self) -> Result<CircuitBreaker, ConfigError> {
+        let mut c = CircuitBreaker::builder();
         if let Some(r) = self.failure_ratio {
             c = c.failure_ratio(r);
         }
@@ -706,7 +728,7 @@ impl BreakerSpec {
         if let Some(n) = self.consecutive_failures {
             c = c.consecutive_failures(n);
         }
-        c
+        c.build()
     }
 }
 
@@ -721,15 +743,15 @@ struct RateLimitSpec {
 }
 
 impl RateLimitSpec {
-    fn build(self) -> RateLimit {
-        let mut r = RateLimit::new(self.requests, self.per.0);
+    fn build(self) -> Result<RateLimit, ConfigError> {
+        let mut r = RateLimit::builder(self.requests, self.per.0);
         if let Some(n) = self.burst {
             r = r.burst(n);
         }
         if let Some(Word(d)) = self.max_wait {
             r = r.max_wait(d);
         }
-        r
+        r.build()
     }
 }
 

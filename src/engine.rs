@@ -327,7 +327,7 @@ impl RetryState {
                 None => {
                     // The place in line: one ask, however many wait.
                     let waited = now.saturating_duration_since(turn_started);
-                    let left = limit.max_wait_time().saturating_sub(waited);
+                    let left = limit.max_wait().saturating_sub(waited);
                     match endpoint.acquire(limit, now, left) {
                         Ok(turn) => {
                             if turn.at() > now {
@@ -747,7 +747,7 @@ impl RetryState {
             .map_or(0, |g| std::mem::take(&mut g.spent));
         let tokens = match spent {
             0 if self.guard.is_none() && p.protection.store.quiet(now) => return,
-            0 => budget.success_refund_tokens(),
+            0 => budget.success_refund(),
             spent => spent,
         };
         guard_of(&mut self.guard, &p.protection, request)
@@ -1148,7 +1148,7 @@ mod tests {
 
         #[test]
         fn the_budget_pays_for_retries_until_it_cannot() {
-            let budget = RetryBudget::default().capacity(10);
+            let budget = RetryBudget::builder().capacity(10).build().unwrap();
             let p = policy()
                 .max_retries(5)
                 .retry_budget(budget)
@@ -1171,7 +1171,7 @@ mod tests {
 
         #[test]
         fn a_dropped_request_refunds_a_retry_it_paid_for() {
-            let budget = RetryBudget::default().capacity(10);
+            let budget = RetryBudget::builder().capacity(10).build().unwrap();
             let p = policy().retry_budget(budget).build().unwrap();
             let h = HeaderMap::new();
             let t0 = Instant::now();
@@ -1189,7 +1189,7 @@ mod tests {
 
         #[test]
         fn a_withdrawn_attempt_gives_back_its_tokens_and_its_probe_slot() {
-            let budget = RetryBudget::default().capacity(10);
+            let budget = RetryBudget::builder().capacity(10).build().unwrap();
             let p = policy().retry_budget(budget).build().unwrap();
             let h = HeaderMap::new();
             let t0 = Instant::now();
@@ -1224,7 +1224,12 @@ mod tests {
             // Open the breaker, then admit the half-open probe and withdraw
             // it: the slot is free for the next request.
             let p = policy()
-                .circuit_breaker(CircuitBreaker::default().consecutive_failures(1))
+                .circuit_breaker(
+                    CircuitBreaker::builder()
+                        .consecutive_failures(1)
+                        .build()
+                        .unwrap(),
+                )
                 .build()
                 .unwrap();
             let mut opener = RetryState::new(&p, &meta(&h), t0);
@@ -1382,7 +1387,12 @@ mod tests {
         #[test]
         fn an_open_breaker_refuses_and_a_failure_that_opens_it_stops_at_once() {
             let p = policy()
-                .circuit_breaker(CircuitBreaker::default().consecutive_failures(1))
+                .circuit_breaker(
+                    CircuitBreaker::builder()
+                        .consecutive_failures(1)
+                        .build()
+                        .unwrap(),
+                )
                 .build()
                 .unwrap();
             let h = HeaderMap::new();

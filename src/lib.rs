@@ -118,6 +118,7 @@ pub mod config;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
+mod headers;
 pub mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
@@ -128,6 +129,7 @@ pub mod rate_limit;
 pub mod report;
 pub mod retry_after;
 pub mod store;
+mod validate;
 
 pub use backoff::{Backoff, Jitter};
 pub use body::ResponseBody;

@@ -49,7 +49,6 @@
 //! [`StateStore`], shared by every clone of the policy and of the layers
 //! and middlewares built from it; see [`store`](crate::store).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,10 +64,9 @@ use crate::presets::Preset;
 use crate::rate_limit::RateLimit;
 use crate::retry_after::{SystemClock, WallClock};
 use crate::store::{InMemoryStore, Scope, StateStore};
+use crate::validate::{self, Check};
 
-/// The largest duration any setting accepts (365 days). Longer values are
-/// taken for "infinite" and rejected: they would overflow timers.
-pub const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
+pub use crate::validate::{ConfigError, MAX_SETTING};
 
 /// What to do when the server asks for a wait longer than
 /// [`max_retry_after`](RetryPolicyBuilder::max_retry_after).
@@ -655,8 +653,8 @@ impl RetryPolicyBuilder {
     /// Validates the settings. Fields are checked in a fixed order and the
     /// first problem is reported, so the error is deterministic.
     pub fn build(self) -> Result<RetryPolicy, ConfigError> {
-        positive("initial_backoff", self.initial_backoff)?;
-        positive("max_backoff", self.max_backoff)?;
+        validate::positive(self.initial_backoff).at("initial_backoff")?;
+        validate::positive(self.max_backoff).at("max_backoff")?;
         if self.initial_backoff > self.max_backoff {
             return Err(ConfigError::new(
                 "initial_backoff",
@@ -678,40 +676,20 @@ impl RetryPolicyBuilder {
                 format!("must be at least 1 (got {})", self.multiplier),
             ));
         }
-        if let Jitter::Scaled { min_factor } = self.jitter
-            && !(0.0..=1.0).contains(&min_factor)
-        {
-            return Err(ConfigError::new(
-                "jitter",
-                format!("the scaled factor must lie in [0, 1] (got {min_factor})"),
-            ));
+        if let Jitter::Scaled { min_factor } = self.jitter {
+            validate::factor(min_factor)
+                .map_err(|reason| format!("the scaled factor {reason}"))
+                .at("jitter")?;
         }
-        positive("max_retry_after", self.max_retry_after)?;
+        validate::positive(self.max_retry_after).at("max_retry_after")?;
         if let Some(d) = self.deadline {
-            positive("deadline", d)?;
+            validate::positive(d).at("deadline")?;
         }
         if let Some(d) = self.attempt_timeout {
-            positive("attempt_timeout", d)?;
+            validate::positive(d).at("attempt_timeout")?;
         }
-        if let Some(b) = &self.retry_budget {
-            b.validate("retry_budget")?;
-        }
-        if let Some(c) = &self.circuit_breaker {
-            c.validate("circuit_breaker")?;
-        }
-        if let Some(r) = &self.rate_limit {
-            r.validate("rate_limit")?;
-        }
-        positive("max_quota_reset", self.max_quota_reset)?;
-        if self.quota_release_spread > MAX_SETTING {
-            return Err(ConfigError::new(
-                "quota_release_spread",
-                format!(
-                    "must be at most 365 days (got {:?}); infinite values are not accepted",
-                    self.quota_release_spread
-                ),
-            ));
-        }
+        validate::positive(self.max_quota_reset).at("max_quota_reset")?;
+        validate::at_most_max(self.quota_release_spread).at("quota_release_spread")?;
         Ok(RetryPolicy {
             inner: Arc::new(Inner {
                 max_retries: self.max_retries,
@@ -749,71 +727,6 @@ impl RetryPolicyBuilder {
         })
     }
 }
-
-fn positive(field: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        return Err(ConfigError::new(field, "must be greater than zero".into()));
-    }
-    if d > MAX_SETTING {
-        return Err(ConfigError::new(
-            field,
-            format!("must be at most 365 days (got {d:?}); infinite values are not accepted"),
-        ));
-    }
-    Ok(())
-}
-
-/// An invalid policy setting: which field, and why.
-///
-/// ```
-/// use std::time::Duration;
-/// let err = http_resilience::RetryPolicy::builder()
-///     .multiplier(0.5)
-///     .build()
-///     .unwrap_err();
-/// assert_eq!(err.field(), "multiplier");
-/// assert_eq!(err.code(), "INVALID_CONFIG");
-/// assert_eq!(err.to_string(), "invalid retry policy: `multiplier` must be at least 1 (got 0.5)");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: Cow<'static, str>,
-    reason: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: impl Into<Cow<'static, str>>, reason: String) -> Self {
-        ConfigError {
-            field: field.into(),
-            reason,
-        }
-    }
-    /// The offending field: its builder setter's name, or for a
-    /// configuration file its key path (`routes[1].policy.initial_backoff`).
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-    /// Why the value was refused.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-    /// A stable code: `INVALID_CONFIG`.
-    pub fn code(&self) -> &'static str {
-        "INVALID_CONFIG"
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "invalid retry policy: {}", self.reason)
-        } else {
-            write!(f, "invalid retry policy: `{}` {}", self.field, self.reason)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests {

@@ -33,6 +33,7 @@ use crate::classify::{
     Class, Classify, DefaultClassifier, MAX_INSPECTED_BODY, Outcome, RequestMeta, classify_failure,
     not_processed, rate_limit_exhausted, should_retry_header,
 };
+use crate::headers::contains_ignore_ascii_case;
 use crate::policy::{LongHint, RetryPolicy, RetryPolicyBuilder};
 use crate::retry_after::{
     DelaySource, Hint, rate_limit_reset_hint, retry_after_hint, retry_after_ms_hint,
@@ -253,9 +254,7 @@ fn rate_limit_status(status: StatusCode) -> bool {
 }
 
 fn mentions_secondary_limit(body: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"secondary rate limit";
-    body.windows(NEEDLE.len())
-        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
+    contains_ignore_ascii_case(body, b"secondary rate limit")
 }
 
 /// GitHub's minimum wait after a secondary rate limit.

@@ -482,7 +482,7 @@ impl InMemoryEndpoint {
     }
 
     fn update_tokens(&self, budget: &RetryBudget, f: impl Fn(&mut Tokens) -> bool) -> bool {
-        let full = |raw: u64| raw == UNTOUCHED || raw >= u64::from(budget.capacity_tokens());
+        let full = |raw: u64| raw == UNTOUCHED || raw >= u64::from(budget.capacity());
         let mut after = 0;
         let result = self
             .tokens
@@ -522,7 +522,7 @@ impl EndpointState for InMemoryEndpoint {
     fn deposit(&self, budget: &RetryBudget, tokens: u32) {
         // A full bucket stays as it is: no write on the success path.
         let raw = self.tokens.load(Ordering::Relaxed);
-        if tokens == 0 || raw == UNTOUCHED || raw >= u64::from(budget.capacity_tokens()) {
+        if tokens == 0 || raw == UNTOUCHED || raw >= u64::from(budget.capacity()) {
             return;
         }
         self.update_tokens(budget, |t| {
@@ -591,7 +591,7 @@ impl EndpointState for InMemoryEndpoint {
 
     fn tokens(&self, budget: &RetryBudget) -> u32 {
         match self.tokens.load(Ordering::Acquire) {
-            UNTOUCHED => budget.capacity_tokens(),
+            UNTOUCHED => budget.capacity(),
             n => n as u32,
         }
     }

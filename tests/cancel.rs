@@ -385,7 +385,7 @@ async fn dropping_requests_mid_wait_leaks_no_load_protection_state() {
         // Budget: ten requests in a 10 s backoff have paid 5 tokens each;
         // aborting them refunds every token.
         server.script("/down", vec![Step::status(503)]);
-        let budget = RetryBudget::default().capacity(100);
+        let budget = RetryBudget::builder().capacity(100).build().unwrap();
         let policy = base()
             .initial_backoff(Duration::from_secs(10))
             .max_backoff(Duration::from_secs(10))
@@ -447,7 +447,9 @@ async fn dropping_requests_mid_wait_leaks_no_load_protection_state() {
             .rate_limit(
                 RateLimit::per_second(1)
                     .burst(1)
-                    .max_wait(Duration::from_secs(3600)),
+                    .max_wait(Duration::from_secs(3600))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();
@@ -491,7 +493,9 @@ async fn a_dropped_waiter_gives_its_turn_to_the_next_request() {
             .rate_limit(
                 RateLimit::per_second(1)
                     .burst(1)
-                    .max_wait(Duration::from_secs(3600)),
+                    .max_wait(Duration::from_secs(3600))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();

@@ -116,7 +116,7 @@ async fn tracing_load_protection_refusals_and_waits() {
         };
         // budget: capacity 10 pays for two retries, then gives up
         let policy = base()
-            .retry_budget(RetryBudget::default().capacity(10))
+            .retry_budget(RetryBudget::builder().capacity(10).build().unwrap())
             .build()
             .unwrap();
         send(via, policy, &server.url("/down"), &get()).await;
@@ -125,7 +125,12 @@ async fn tracing_load_protection_refusals_and_waits() {
         // circuit: opened by one failure, then refuses
         let policy = base()
             .max_retries(0)
-            .circuit_breaker(CircuitBreaker::default().consecutive_failures(1))
+            .circuit_breaker(
+                CircuitBreaker::builder()
+                    .consecutive_failures(1)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         let client = Client::new(via, policy);
@@ -139,7 +144,9 @@ async fn tracing_load_protection_refusals_and_waits() {
             .rate_limit(
                 RateLimit::per_second(1)
                     .burst(1)
-                    .max_wait(Duration::from_millis(1500)),
+                    .max_wait(Duration::from_millis(1500))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();
@@ -175,7 +182,9 @@ async fn tracing_load_protection_refusals_and_waits() {
             .rate_limit(
                 RateLimit::per_second(1)
                     .burst(1)
-                    .max_wait(Duration::from_millis(10)),
+                    .max_wait(Duration::from_millis(10))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();

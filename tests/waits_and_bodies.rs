@@ -236,7 +236,14 @@ fn refusals() -> Vec<Refusal> {
     vec![
         Refusal {
             name: "the breaker opens during the wait (another request's failure)",
-            policy: || base().circuit_breaker(CircuitBreaker::default().consecutive_failures(2)),
+            policy: || {
+                base().circuit_breaker(
+                    CircuitBreaker::builder()
+                        .consecutive_failures(2)
+                        .build()
+                        .unwrap(),
+                )
+            },
             first: kept(),
             other: Some(Step::status(503)),
             code: "CIRCUIT_OPEN",
@@ -250,7 +257,15 @@ fn refusals() -> Vec<Refusal> {
         },
         Refusal {
             name: "the local limiter's next turn is beyond max_wait",
-            policy: || base().rate_limit(RateLimit::per_second(1).burst(1).max_wait(ms(500))),
+            policy: || {
+                base().rate_limit(
+                    RateLimit::per_second(1)
+                        .burst(1)
+                        .max_wait(ms(500))
+                        .build()
+                        .unwrap(),
+                )
+            },
             first: kept(),
             other: None,
             code: "RATE_LIMITED_LOCALLY",
@@ -259,7 +274,13 @@ fn refusals() -> Vec<Refusal> {
             name: "the deadline passes during the limiter's wait",
             policy: || {
                 base()
-                    .rate_limit(RateLimit::per_second(1).burst(1).max_wait(secs(10)))
+                    .rate_limit(
+                        RateLimit::per_second(1)
+                            .burst(1)
+                            .max_wait(secs(10))
+                            .build()
+                            .unwrap(),
+                    )
                     .deadline(ms(500))
             },
             first: kept(),
@@ -357,7 +378,13 @@ async fn a_retry_refused_during_its_wait_keeps_the_last_transport_error() {
         let path = format!("/refused-error/{via:?}");
         server.script(&path, vec![Step::Reset, Step::status(200)]);
         let policy = base()
-            .rate_limit(RateLimit::per_second(1).burst(1).max_wait(ms(500)))
+            .rate_limit(
+                RateLimit::per_second(1)
+                    .burst(1)
+                    .max_wait(ms(500))
+                    .build()
+                    .unwrap(),
+            )
             .return_last_response(true)
             .build()
             .unwrap();

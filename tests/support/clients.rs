@@ -256,9 +256,11 @@ pub fn breaker_policy(failures: u32, open: Duration) -> RetryPolicy {
     base()
         .max_retries(0)
         .circuit_breaker(
-            http_resilience::CircuitBreaker::default()
+            http_resilience::CircuitBreaker::builder()
                 .consecutive_failures(failures)
-                .break_duration(open),
+                .break_duration(open)
+                .build()
+                .unwrap(),
         )
         .build()
         .unwrap()
