@@ -62,8 +62,8 @@
 //!
 //! # Load protection
 //!
-//! The [retry budget](crate::budget), [circuit breaker](crate::circuit),
-//! [rate limit](crate::rate_limit), server quota holds and their
+//! The [retry budget](crate::protection#retry-budget), [circuit breaker](crate::protection#circuit-breaker),
+//! [rate limit](crate::protection#rate-limit), server quota holds and their
 //! [scope](crate::Scope) are policy keys like the others: they go in a
 //! single-policy file, in `[default]` and in each route's `policy`, so each
 //! endpoint gets its own. The three tables take every key of their type,
@@ -274,13 +274,13 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::backoff::Jitter;
-use crate::budget::RetryBudget;
-use crate::circuit::CircuitBreaker;
 use crate::endpoint::{EndpointPolicies, Route};
 use crate::policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 use crate::presets::Preset;
-use crate::rate_limit::RateLimit;
-use crate::store::Scope;
+use crate::protection::CircuitBreaker;
+use crate::protection::RateLimit;
+use crate::protection::RetryBudget;
+use crate::protection::store::Scope;
 
 impl RetryPolicy {
     /// Reads a policy from TOML (see the [`config`](crate::config) module for

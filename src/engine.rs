@@ -63,16 +63,16 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::backoff::Backoff;
-use crate::circuit::{CircuitStatus, Ticket, Verdict};
 use crate::classify::{
     Class, FailureKind, IDEMPOTENCY_KEY, MAX_INSPECTED_BODY, Outcome, RequestMeta,
     is_idempotent_method,
 };
 use crate::policy::{LongHint, Protection, RetryPolicy};
-use crate::rate_limit::Turn;
+use crate::protection::Turn;
+use crate::protection::store::{EndpointKey, EndpointState, Partition, Scope};
+use crate::protection::{CircuitStatus, Ticket, Verdict};
 use crate::report::{AttemptRecord, RetryReport, StopReason, ThrottleReason};
 use crate::retry_after::{DelaySource, quota_reset_at};
-use crate::store::{EndpointKey, EndpointState, Partition, Scope};
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -51,28 +51,12 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 
+pub use crate::classify::AttemptTimedOut;
 use crate::classify::FailureKind;
 use crate::report::{RetryReport, StopReason};
 
 /// A boxed error, as `tower` uses.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// The error of an attempt that ran out of time
-/// ([`attempt_timeout`](crate::RetryPolicyBuilder::attempt_timeout), or
-/// what was left of the deadline).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttemptTimedOut {
-    /// The timeout that expired.
-    pub after: Duration,
-}
-
-impl fmt::Display for AttemptTimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attempt timed out after {:?}", self.after)
-    }
-}
-
-impl std::error::Error for AttemptTimedOut {}
 
 /// Why a request failed once the adapter stopped retrying.
 #[derive(Debug)]

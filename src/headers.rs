@@ -21,6 +21,24 @@ pub(crate) const ANTHROPIC_RESET: HeaderName =
     HeaderName::from_static("anthropic-ratelimit-requests-reset");
 pub(crate) const OPENAI_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
 
+/// The headers that carry a request's credential, in the order they are
+/// hashed into its `Partition`: `Authorization` (GitHub's tokens,
+/// OpenAI's keys, any bearer or basic credential), `x-api-key`
+/// (Anthropic) and `api-key` (Azure OpenAI).
+pub const CREDENTIAL_HEADERS: [HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+];
+
+/// Headers that narrow a credential's quota, hashed in after it when a
+/// credential is present: OpenAI's limits are per organization and
+/// project, which a request may pick with these.
+pub(crate) const QUOTA_SCOPE_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+];
+
 /// Reads `x-should-retry: true|false` (case-insensitive). Anything else is
 /// ignored.
 pub fn should_retry_header(headers: &HeaderMap) -> Option<bool> {

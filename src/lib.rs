@@ -109,8 +109,6 @@
 mod adapter;
 pub mod backoff;
 pub mod body;
-pub mod budget;
-pub mod circuit;
 pub mod classify;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
@@ -125,16 +123,35 @@ pub mod layer;
 pub mod middleware;
 pub mod policy;
 pub mod presets;
-pub mod rate_limit;
+pub mod protection;
 pub mod report;
 pub mod retry_after;
-pub mod store;
 mod validate;
+
+pub use protection::store;
+
+/// [`RetryBudget`] and its builder, at the path they had before
+/// [`protection`] held them; documented there ([retry budget](protection#retry-budget)).
+pub mod budget {
+    pub use crate::protection::{RetryBudget, RetryBudgetBuilder, Tokens};
+}
+
+/// [`CircuitBreaker`] and its state, at the path they had before
+/// [`protection`] held them; documented there ([circuit breaker](protection#circuit-breaker)).
+pub mod circuit {
+    pub use crate::protection::{
+        CircuitBreaker, CircuitBreakerBuilder, CircuitState, CircuitStatus, Ticket, Verdict,
+    };
+}
+
+/// [`RateLimit`] and its state, at the path they had before [`protection`]
+/// held them; documented there ([rate limit](protection#rate-limit)).
+pub mod rate_limit {
+    pub use crate::protection::{Limiter, RateLimit, RateLimitBuilder, RateLimitState, Turn};
+}
 
 pub use backoff::{Backoff, Jitter};
 pub use body::ResponseBody;
-pub use budget::RetryBudget;
-pub use circuit::{CircuitBreaker, CircuitStatus};
 pub use classify::{
     Class, Classify, DefaultClassifier, FailureKind, MAX_INSPECTED_BODY, Outcome, RequestMeta,
 };
@@ -147,7 +164,7 @@ pub use layer::{Retry, RetryLayer};
 pub use middleware::RetryMiddleware;
 pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
-pub use rate_limit::RateLimit;
+pub use protection::{CircuitBreaker, CircuitStatus, RateLimit, RetryBudget};
 pub use report::{AttemptRecord, RetryReport, StopReason, Throttle, ThrottleReason};
 pub use retry_after::{DelaySource, WallClock};
 pub use store::{EndpointKey, EndpointState, InMemoryStore, Scope, StateStore};

@@ -47,7 +47,7 @@
 //!
 //! Their state is kept per endpoint (host and port) in the policy's
 //! [`StateStore`], shared by every clone of the policy and of the layers
-//! and middlewares built from it; see [`store`](crate::store).
+//! and middlewares built from it; see [`store`](crate::protection::store).
 
 use std::fmt;
 use std::sync::Arc;
@@ -57,13 +57,13 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::backoff::{Backoff, Jitter, Schedule, mix_seed};
-use crate::budget::RetryBudget;
-use crate::circuit::CircuitBreaker;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::presets::Preset;
-use crate::rate_limit::RateLimit;
+use crate::protection::CircuitBreaker;
+use crate::protection::RateLimit;
+use crate::protection::RetryBudget;
+use crate::protection::store::{InMemoryStore, Scope, StateStore};
 use crate::retry_after::{SystemClock, WallClock};
-use crate::store::{InMemoryStore, Scope, StateStore};
 use crate::validate::{self, Check};
 
 pub use crate::validate::{ConfigError, MAX_SETTING};
@@ -571,7 +571,7 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// The [retry budget](crate::budget) of each endpoint; `None` for no
+    /// The [retry budget](crate::protection#retry-budget) of each endpoint; `None` for no
     /// budget (every retry the policy allows is made, however many
     /// requests fail at once). Default [`RetryBudget::default`]: 500
     /// tokens, 5 a retry, 10 a retry after a timeout, 1 back per success
@@ -580,13 +580,13 @@ impl RetryPolicyBuilder {
         self.retry_budget = budget.into();
         self
     }
-    /// The [circuit breaker](crate::circuit) of each endpoint; `None` for
+    /// The [circuit breaker](crate::protection#circuit-breaker) of each endpoint; `None` for
     /// none. Default: none.
     pub fn circuit_breaker(mut self, breaker: impl Into<Option<CircuitBreaker>>) -> Self {
         self.circuit_breaker = breaker.into();
         self
     }
-    /// A client-side [rate limit](crate::rate_limit) per endpoint, which
+    /// A client-side [rate limit](crate::protection#rate-limit) per endpoint, which
     /// every attempt (retries included) waits for; `None` for none.
     /// Default: none.
     pub fn rate_limit(mut self, limit: impl Into<Option<RateLimit>>) -> Self {
@@ -602,7 +602,7 @@ impl RetryPolicyBuilder {
     /// counts per token, OpenAI and Anthropic per key): a hold applies to
     /// the requests carrying the same `Authorization`, `x-api-key` or
     /// `api-key` (compared by a keyed hash made in this process, see
-    /// [`Partition`](crate::store::Partition)), and requests without a
+    /// [`Partition`](crate::protection::store::Partition)), and requests without a
     /// credential share one hold of their own. A reset further away than
     /// [`max_retry_after`](Self::max_retry_after) fails them at once with
     /// [`Error::RetryAfterTooLong`](crate::Error::RetryAfterTooLong), or,

@@ -275,7 +275,7 @@ impl QuotaHeaders {
 ///
 /// With [`server_limits`](crate::RetryPolicyBuilder::server_limits) on,
 /// the engine holds the later requests carrying the same credential (see
-/// [`Partition`](crate::store::Partition)) until the reset, and ignores as
+/// [`Partition`](crate::protection::store::Partition)) until the reset, and ignores as
 /// invalid a reset beyond
 /// [`max_quota_reset`](crate::RetryPolicyBuilder::max_quota_reset) (24 h by
 /// default); this function reports any reset up to 100 years away.

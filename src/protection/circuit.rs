@@ -1,64 +1,11 @@
-//! [`CircuitBreaker`]: stop sending to an endpoint that keeps failing, and
-//! let a few probes find out when it is back.
-//!
-//! The breaker of an endpoint (host and port, see [`Scope`](crate::Scope))
-//! is shared by every clone of the layer or middleware built from a policy.
-//! It sees every attempt, retries included; an attempt the policy's
-//! classifier calls transient (5xx, 408, 429, timeouts, resets) is a
-//! failure, anything else (2xx, 404, ...) a success.
-//!
-//! - **Closed**: attempts pass. It opens when, over the last
-//!   [`sampling_window`](CircuitBreaker::sampling_window), at least
-//!   [`minimum_throughput`](CircuitBreaker::minimum_throughput) attempts
-//!   were seen and the share of failures reached
-//!   [`failure_ratio`](CircuitBreaker::failure_ratio); or, if set, after
-//!   [`consecutive_failures`](CircuitBreaker::consecutive_failures) failures
-//!   in a row.
-//! - **Open** for [`break_duration`](CircuitBreaker::break_duration): every
-//!   attempt fails at once with
-//!   [`Error::CircuitOpen`](crate::Error::CircuitOpen), which says when the
-//!   breaker will let a probe through. Nothing is sent.
-//! - **Half-open**: up to [`half_open_probes`](CircuitBreaker::half_open_probes)
-//!   attempts go through as probes; the others are refused, with a
-//!   `retry_in` that says when the next probe may go. When that many
-//!   probes have succeeded it closes; the first probe that fails opens it
-//!   again. A probe whose request is dropped (a cancelled future) frees its
-//!   slot. A probe that never ends (there is no attempt timeout by default)
-//!   cannot keep it shut: once the latest probe has been out for
-//!   [`max_half_open_wait`](CircuitBreaker::max_half_open_wait), a new
-//!   half-open round starts with a new probe, and the outcomes of the
-//!   probes before it no longer count (resilience4j's
-//!   `maxWaitDurationInHalfOpenState`).
-//!
-//! A request that fails and finds the breaker open (its own failure may
-//! have opened it) stops at once with `CIRCUIT_OPEN` and its last
-//! response, instead of waiting for a retry that would be refused.
-//!
-//! The defaults follow .NET's standard resilience handler (30 s window,
-//! 5 s break, one probe) and resilience4j (50% failures over at least 100
-//! calls). A breaker is off unless a policy sets one:
-//!
-//! ```
-//! use std::time::Duration;
-//! use http_resilience::{CircuitBreaker, RetryPolicy};
-//!
-//! let policy = RetryPolicy::builder()
-//!     .circuit_breaker(
-//!         CircuitBreaker::builder()
-//!             .consecutive_failures(5)
-//!             .break_duration(Duration::from_secs(10))
-//!             .build()?,
-//!     )
-//!     .build()?;
-//! assert_eq!(policy.circuit_breaker().unwrap().break_duration(), Duration::from_secs(10));
-//! # Ok::<(), http_resilience::ConfigError>(())
-//! ```
+//! Circuit breaker: the settings and the sans-IO state; documented in
+//! [`protection`](super).
 
 use std::time::{Duration, Instant};
 
 use crate::validate::{self, Check, ConfigError, MAX_SETTING};
 
-/// The settings of a circuit breaker. See the [module docs](self). Made
+/// The settings of a circuit breaker. See the [module docs](crate::protection#circuit-breaker). Made
 /// with [`CircuitBreaker::builder`], which checks them, or
 /// [`CircuitBreaker::default`].
 ///

@@ -1,44 +1,9 @@
-//! [`RetryBudget`]: a token bucket that bounds how many retries an endpoint
-//! gets, so that retries cannot multiply the load on a failing service.
-//!
-//! Every request through a policy draws on the bucket of its endpoint
-//! (host and port, see [`Scope`](crate::Scope)), shared by every clone of
-//! the layer or middleware built from that policy:
-//! - a retry costs [`retry_cost`](RetryBudget::retry_cost) tokens, or
-//!   [`timeout_cost`](RetryBudget::timeout_cost) after a timeout (a hung
-//!   server is the most expensive kind to retry);
-//! - a request that succeeds at its first attempt puts back
-//!   [`success_refund`](RetryBudget::success_refund) tokens, and one that
-//!   succeeds after retries puts back what its retries cost;
-//! - when the bucket cannot pay, the request is not retried and fails with
-//!   [`Error::RetryBudgetExhausted`](crate::Error::RetryBudgetExhausted),
-//!   which carries the last response.
-//!
-//! The defaults are the AWS SDKs' retry quota (smithy-rs "standard" mode):
-//! 500 tokens, 5 per retry, 10 per retry after a timeout, 1 back per
-//! success. A bucket starts full, so an endpoint that was healthy gets 100
-//! retries at once in an outage, then one retry per 5 first-time successes;
-//! a service failing less than one request in six never drains it, and
-//! retries that succeed pay for themselves. In a total outage of 1,000
-//! concurrent requests with 3 retries each, the server sees 1,100 requests
-//! instead of 4,000.
-//!
-//! ```
-//! use http_resilience::{RetryBudget, RetryPolicy};
-//!
-//! let policy = RetryPolicy::builder()
-//!     .retry_budget(RetryBudget::builder().capacity(100).build()?)
-//!     .build()?;
-//! assert_eq!(policy.retry_budget().unwrap().capacity(), 100);
-//! // Or without a budget:
-//! let unbounded = RetryPolicy::builder().retry_budget(None).build()?;
-//! assert!(unbounded.retry_budget().is_none());
-//! # Ok::<(), http_resilience::ConfigError>(())
-//! ```
+//! Retry budget: the settings and the sans-IO state; documented in
+//! [`protection`](super).
 
 use crate::validate::{self, Check, ConfigError};
 
-/// The settings of a retry budget. See the [module docs](self). Made with
+/// The settings of a retry budget. See the [module docs](crate::protection#retry-budget). Made with
 /// [`RetryBudget::builder`], which checks them, or [`RetryBudget::default`].
 ///
 /// # Default

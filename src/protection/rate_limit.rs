@@ -1,42 +1,5 @@
-//! [`RateLimit`]: a client-side quota per endpoint, with bursts, enforced
-//! by a GCRA (the generic cell rate algorithm) with reservations.
-//!
-//! Every attempt takes its turn, retries included: the limiter sits in
-//! front of the retries. An attempt that finds no turn free now takes the
-//! next one in line (a reservation) and waits for it, under tokio's clock,
-//! for at most [`max_wait`](RateLimit::max_wait) per attempt; turns go
-//! first come, first served, and the limiter is asked once per attempt
-//! however many wait. If its turn would come later than `max_wait`, the
-//! attempt fails at once with
-//! [`Error::RateLimitedLocally`](crate::Error::RateLimitedLocally), which
-//! says how long it would have had to wait, and takes nothing. A request
-//! dropped while it waits (a cancelled future) gives its turn back: the
-//! next request to ask takes it, so the limit is never exceeded and no turn
-//! is kept by a request that is gone.
-//!
-//! The rules live in [`RateLimitState`], a plain value that takes the time
-//! as an argument (tested without a runtime, against a model of the
-//! limit); [`Limiter`] is that state behind a lock.
-//!
-//! The waits before the first attempt do not count against the policy's
-//! [`deadline`](crate::RetryPolicyBuilder::deadline) (the deadline starts
-//! when the first attempt is sent, as in .NET's pipeline); waits before a
-//! retry do.
-//!
-//! ```
-//! use std::time::Duration;
-//! use http_resilience::{RateLimit, RetryPolicy};
-//!
-//! // GitHub's 5,000 requests an hour, in bursts of at most 100, waiting at
-//! // most 30 s for a turn.
-//! let github = RateLimit::per_hour(5000)
-//!     .burst(100)
-//!     .max_wait(Duration::from_secs(30))
-//!     .build()?;
-//! let policy = http_resilience::Preset::GitHub.builder().rate_limit(github).build()?;
-//! assert_eq!(policy.rate_limit().unwrap().requests(), 5000);
-//! # Ok::<(), http_resilience::ConfigError>(())
-//! ```
+//! Rate limit: the settings and the sans-IO state; documented in
+//! [`protection`](super).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
