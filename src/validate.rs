@@ -38,6 +38,7 @@ impl ConfigError {
     }
     /// The same error, its field under `prefix` (`circuit_breaker` and
     /// `break_duration` make `circuit_breaker.break_duration`).
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
     pub(crate) fn within(self, prefix: &str) -> Self {
         let field = if self.field.is_empty() {
             prefix.to_owned()
