@@ -108,7 +108,6 @@
 
 mod adapter;
 pub mod backoff;
-pub mod body;
 pub mod classify;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
@@ -117,10 +116,6 @@ pub mod endpoint;
 pub mod engine;
 pub mod error;
 mod headers;
-pub mod layer;
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-pub mod middleware;
 pub mod policy;
 pub mod presets;
 pub mod protection;
@@ -128,6 +123,10 @@ pub mod report;
 pub mod retry_after;
 mod validate;
 
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use adapter::middleware;
+pub use adapter::{body, layer};
 pub use protection::store;
 
 /// [`RetryBudget`] and its builder, at the path they had before

@@ -614,7 +614,7 @@ fn protection_keys_load_in_default_and_in_routes() {
 fn the_documented_protection_example_loads_as_its_comments_say() {
     // the module docs' two TOML blocks under "# Load protection", as one
     // policy file
-    let docs = include_str!("../src/config.rs");
+    let docs = include_str!("../src/config/mod.rs");
     let section = docs
         .split("//! # Load protection")
         .nth(1)

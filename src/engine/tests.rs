@@ -2,7 +2,8 @@
 //! network.
 
 use super::*;
-use crate::{FailureKind, Jitter};
+use crate::backoff::Jitter;
+use crate::classify::FailureKind;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const NONE: &[(&str, &str)] = &[];
@@ -15,7 +16,7 @@ struct Case {
     req_headers: Vec<(&'static str, &'static str)>,
 }
 
-fn policy() -> crate::RetryPolicyBuilder {
+fn policy() -> crate::policy::RetryPolicyBuilder {
     let fixed = UNIX_EPOCH + Duration::from_secs(1_000_000);
     RetryPolicy::builder()
         .initial_backoff(Duration::from_millis(5))
@@ -236,7 +237,9 @@ fn permanent_and_errors() {
 
 mod protection {
     use super::*;
-    use crate::{CircuitBreaker, EndpointKey, RetryBudget, ThrottleReason};
+    use crate::protection::store::EndpointKey;
+    use crate::protection::{CircuitBreaker, RetryBudget};
+    use crate::report::ThrottleReason;
 
     fn meta(headers: &HeaderMap) -> RequestMeta<'_> {
         RequestMeta::new(&Method::GET, "http", "h", "/p", headers)

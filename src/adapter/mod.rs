@@ -12,6 +12,12 @@ use crate::engine::{Decision, RetryState};
 use crate::error::{BoxError, Error, Last};
 use crate::report::{RetryReport, StopReason};
 
+pub mod body;
+pub mod layer;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod middleware;
+
 /// A client's response type, as far as the adapters need it.
 pub(crate) trait HttpResponse: Send + 'static {
     fn status(&self) -> StatusCode;

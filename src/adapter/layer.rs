@@ -127,10 +127,10 @@ use tower::{Layer, Service};
 use bytes::Bytes;
 use http_body::Body;
 
+use crate::adapter::body::{BodyShape, Inspect, ResponseBody};
 use crate::adapter::{
     Kept, attempt_window, body_to_inspect, decide, finish, not_ready, not_ready_for, refused,
 };
-use crate::body::{BodyShape, Inspect, ResponseBody};
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
 use crate::engine::{Admission, Decision, RetryState, prepare_request};

@@ -40,10 +40,10 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
+use crate::adapter::body::{Inspect, ResponseBody, known_empty};
 use crate::adapter::{
     HttpResponse, Kept, attempt_window, body_to_inspect, decide, finish, refused,
 };
-use crate::body::{Inspect, ResponseBody, known_empty};
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
 use crate::engine::{Admission, Decision, RetryState, prepare_request};
@@ -272,7 +272,7 @@ impl Middleware for RetryMiddleware {
 /// # }
 /// ```
 pub fn into_box_error(error: reqwest_middleware::Error) -> BoxError {
-    match crate::Error::from_middleware(error) {
+    match crate::error::Error::from_middleware(error) {
         Ok(ours) => Box::new(ours),
         Err(reqwest_middleware::Error::Reqwest(e)) => Box::new(e),
         Err(reqwest_middleware::Error::Middleware(e)) => e.into(),
