@@ -127,13 +127,14 @@ use tower::{Layer, Service};
 use bytes::Bytes;
 use http_body::Body;
 
-use crate::adapter::body::{BodyShape, Inspect, ResponseBody};
-use crate::adapter::{
-    Kept, attempt_window, body_to_inspect, decide, finish, not_ready, not_ready_for, refused,
+use super::body::{BodyShape, Inspect, ResponseBody};
+use super::{
+    HttpRequest, Kept, attempt_window, body_to_inspect, decide, finish, not_ready, not_ready_for,
+    refused, start,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
-use crate::engine::{Admission, Decision, RetryState, prepare_request};
+use crate::engine::{Admission, Decision, RetryState};
 use crate::error::{AttemptTimedOut, BoxError, Error};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
@@ -190,6 +191,15 @@ impl<S> Retry<S> {
     }
 }
 
+impl<B> HttpRequest for Request<B> {
+    fn describe(&self) -> RequestMeta<'_> {
+        RequestMeta::from_http(self)
+    }
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        self.headers_mut()
+    }
+}
+
 impl<S, B, R> Service<Request<B>> for Retry<S>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone,
@@ -213,19 +223,23 @@ where
         // (the same dance as tower's own `Retry`).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let policy = self
-            .policies
-            .select_with(request.extensions(), &RequestMeta::from_http(&request))
-            .clone();
-        let method = request.method().clone();
-        prepare_request(&policy, &method, request.headers_mut());
+        // The request's description is made once here (twice when a key
+        // is added) for the policy, the engine and the first admission,
+        // and once after each attempt.
         let now = Instant::now().into_std();
-        let meta = RequestMeta::from_http(&request);
-        let mut engine = RetryState::with_policy(policy, &meta, now);
+        let (engine, admission) = start(
+            &mut request,
+            |request, meta| {
+                self.policies
+                    .select_with(request.extensions(), meta)
+                    .clone()
+            },
+            now,
+        );
         // Noted before anything reads the body: each retry's copy must
         // still say the same.
         let shape = BodyShape::of(request.body());
-        let state = match engine.admit(&meta, now) {
+        let state = match admission {
             // The first attempt always has time: the deadline starts now.
             Admission::Send => {
                 State::start(inner.call(request.clone()), engine.attempt_timeout(now))
@@ -538,7 +552,7 @@ where
                 });
                 continue;
             }
-            return Poll::Ready(finish(decision, this.engine, &meta, result));
+            return Poll::Ready(finish(decision, this.engine, || meta, result));
         }
     }
 }

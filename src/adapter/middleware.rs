@@ -35,18 +35,19 @@
 //! ```
 
 use bytes::Bytes;
-use http::{Extensions, HeaderMap, Method, StatusCode};
+use http::{Extensions, HeaderMap, StatusCode};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
-use crate::adapter::body::{Inspect, ResponseBody, known_empty};
-use crate::adapter::{
-    HttpResponse, Kept, attempt_window, body_to_inspect, decide, finish, refused,
+use super::body::{Inspect, ResponseBody, known_empty};
+use super::{
+    HttpRequest, HttpResponse, Kept, attempt_window, body_to_inspect, decide, finish, refused,
+    start,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
-use crate::engine::{Admission, Decision, RetryState, prepare_request};
+use crate::engine::{Admission, Decision, RetryState};
 use crate::error::{AttemptTimedOut, BoxError};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
@@ -99,19 +100,23 @@ impl HttpResponse for Response {
     }
 }
 
-fn meta_of<'a>(
-    method: &'a Method,
-    url: &'a reqwest::Url,
-    headers: &'a HeaderMap,
-) -> RequestMeta<'a> {
-    RequestMeta::new(
-        method,
-        url.scheme(),
-        url.host_str().unwrap_or(""),
-        url.path(),
-        headers,
-    )
-    .with_port(url.port_or_known_default().unwrap_or(0))
+/// The request as the engine and classifiers see it: a borrowed view,
+/// with the port the URL gives or its scheme's default.
+impl HttpRequest for Request {
+    fn describe(&self) -> RequestMeta<'_> {
+        let url = self.url();
+        RequestMeta::new(
+            self.method(),
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.path(),
+            self.headers(),
+        )
+        .with_port(url.port_or_known_default().unwrap_or(0))
+    }
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        self.headers_mut()
+    }
 }
 
 #[async_trait::async_trait]
@@ -122,24 +127,15 @@ impl Middleware for RetryMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let policy = self
-            .policies
-            .select_with(
-                extensions,
-                &meta_of(request.method(), request.url(), request.headers()),
-            )
-            .clone();
-        {
-            // In a block: nothing here may live across an await (the
-            // future is boxed, and its size is paid on every request).
-            let method = request.method().clone();
-            prepare_request(&policy, &method, request.headers_mut());
-        }
+        // The request's description borrows it, so it is made again after
+        // each await rather than kept across it (this future is boxed on
+        // every request, and its size is paid each time): once before the
+        // first send (policy, engine, admission), once after each attempt.
         // When the next attempt starts (one clock read per attempt).
         let mut starts = Instant::now().into_std();
-        let mut engine = RetryState::with_policy(
-            policy,
-            &meta_of(request.method(), request.url(), request.headers()),
+        let (mut engine, mut admission) = start(
+            &mut request,
+            |_, meta| self.policies.select_with(extensions, meta).clone(),
             starts,
         );
         // Set once a streaming body has been sent away whole: `request` is
@@ -155,30 +151,22 @@ impl Middleware for RetryMiddleware {
             // Only the boxed sleep lives across the await, which keeps this
             // (boxed) future small enough for the allocator's fast path.
             loop {
-                let wait = match engine.admit(
-                    &meta_of(request.method(), request.url(), request.headers()),
-                    starts,
-                ) {
+                let wait = match admission {
                     Admission::Send => break,
                     Admission::Wait { delay, .. } => Box::pin(tokio::time::sleep(delay)),
                     Admission::Fail(reason) => {
-                        let meta = meta_of(request.method(), request.url(), request.headers());
-                        return refused(&mut engine, &meta, reason, kept)
+                        return refused(&mut engine, &request.describe(), reason, kept)
                             .map_err(reqwest_middleware::Error::middleware);
                     }
                 };
                 wait.await;
                 starts = Instant::now().into_std();
+                admission = engine.admit(&request.describe(), starts);
             }
-            let timeout = match attempt_window(
-                &mut engine,
-                || meta_of(request.method(), request.url(), request.headers()),
-                starts,
-            ) {
+            let timeout = match attempt_window(&mut engine, || request.describe(), starts) {
                 Ok(timeout) => timeout,
                 Err(reason) => {
-                    let meta = meta_of(request.method(), request.url(), request.headers());
-                    return refused(&mut engine, &meta, reason, kept)
+                    return refused(&mut engine, &request.describe(), reason, kept)
                         .map_err(reqwest_middleware::Error::middleware);
                 }
             };
@@ -206,48 +194,55 @@ impl Middleware for RetryMiddleware {
                 },
             };
 
-            // The request's metadata is made again after the read rather
-            // than kept across it: this future is boxed on every request.
-            let mut prefix = None;
-            let wanted = body_to_inspect(
-                &engine,
-                &meta_of(request.method(), request.url(), request.headers()),
-                &result,
-            );
-            if wanted > 0
-                && let Ok(response) = result
-            {
-                // The attempt's timer covers reading the body too: it
-                // ends when the attempt's timeout, counted from the send,
-                // does.
-                let read = Box::pin(inspect_within(response, wanted, starts, timeout)).await;
-                result = read.map(|(start, response)| {
-                    prefix = Some(start);
-                    response
-                });
-            }
-            let decision = decide(
-                &mut engine,
-                &meta_of(request.method(), request.url(), request.headers()),
-                &result,
-                prefix.as_deref(),
-                kind_of,
-                Instant::now().into_std(),
-            );
-            match decision {
+            // One description after the attempt, for the decision; a second
+            // only when a classifier reads the start of the body first.
+            let decided = {
+                let meta = request.describe();
+                match body_to_inspect(&engine, &meta, &result) {
+                    0 => Ok(decide(
+                        &mut engine,
+                        &meta,
+                        &result,
+                        None,
+                        kind_of,
+                        Instant::now().into_std(),
+                    )),
+                    wanted => Err(wanted),
+                }
+            };
+            let decision = match decided {
+                Ok(decision) => decision,
+                Err(wanted) => {
+                    let mut prefix = None;
+                    if let Ok(response) = result {
+                        // The attempt's timer covers reading the body too:
+                        // it ends when the attempt's timeout, counted from
+                        // the send, does.
+                        let read =
+                            Box::pin(inspect_within(response, wanted, starts, timeout)).await;
+                        result = read.map(|(start, response)| {
+                            prefix = Some(start);
+                            response
+                        });
+                    }
+                    let now = Instant::now().into_std();
+                    let meta = request.describe();
+                    decide(&mut engine, &meta, &result, prefix.as_deref(), kind_of, now)
+                }
+            };
+            let delay = match decision {
                 // The engine never retries a request sent whole; the guard
                 // makes sure the stand-in is never sent.
-                Decision::Retry { delay, .. } if !streamed => {
-                    kept = Some(Box::new(result));
-                    Box::pin(tokio::time::sleep(delay)).await;
-                    starts = Instant::now().into_std();
-                }
+                Decision::Retry { delay, .. } if !streamed => delay,
                 decision => {
-                    let meta = meta_of(request.method(), request.url(), request.headers());
-                    return finish(decision, &mut engine, &meta, result)
+                    return finish(decision, &mut engine, || request.describe(), result)
                         .map_err(reqwest_middleware::Error::middleware);
                 }
-            }
+            };
+            kept = Some(Box::new(result));
+            Box::pin(tokio::time::sleep(delay)).await;
+            starts = Instant::now().into_std();
+            admission = engine.admit(&request.describe(), starts);
         }
     }
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use http::{Extensions, HeaderMap, StatusCode};
 
 use crate::classify::{FailureKind, Outcome, RequestMeta};
-use crate::engine::{Decision, RetryState};
+use crate::engine::{Admission, Decision, RetryState, needs_idempotency_key, prepare_request};
 use crate::error::{BoxError, Error, Last};
+use crate::policy::RetryPolicy;
 use crate::report::{RetryReport, StopReason};
 
 pub mod body;
@@ -17,6 +18,39 @@ pub mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod middleware;
+
+/// A client's request type, as far as the adapters need it.
+pub(crate) trait HttpRequest {
+    /// The request as the engine and classifiers see it (a borrowed view,
+    /// cheap to make).
+    fn describe(&self) -> RequestMeta<'_>;
+    fn headers_mut(&mut self) -> &mut HeaderMap;
+}
+
+/// Starts a request: its policy (`select` reads the request's
+/// description), a generated `Idempotency-Key` if the policy adds one, the
+/// engine, and the first admission at `now`. The description is made once,
+/// or twice when a key is added.
+pub(crate) fn start<Q: HttpRequest>(
+    request: &mut Q,
+    select: impl FnOnce(&Q, &RequestMeta<'_>) -> RetryPolicy,
+    now: Instant,
+) -> (RetryState, Admission) {
+    let meta = request.describe();
+    let policy = select(request, &meta);
+    let begin = |policy, meta: &RequestMeta<'_>| {
+        let mut engine = RetryState::with_policy(policy, meta, now);
+        let admission = engine.admit(meta, now);
+        (engine, admission)
+    };
+    if needs_idempotency_key(&policy, &meta) {
+        let method = meta.method().clone();
+        prepare_request(&policy, &method, request.headers_mut());
+        begin(policy, &request.describe())
+    } else {
+        begin(policy, &meta)
+    }
+}
 
 /// A client's response type, as far as the adapters need it.
 pub(crate) trait HttpResponse: Send + 'static {
@@ -82,10 +116,10 @@ pub(crate) fn decide<R: HttpResponse>(
 /// Turns a final (non-retry) decision into the caller's result: the
 /// response with its report attached, or an [`Error`] that keeps the report
 /// and the last response or error.
-pub(crate) fn finish<R: HttpResponse>(
+pub(crate) fn finish<'a, R: HttpResponse>(
     decision: Decision,
     engine: &mut RetryState,
-    request: &RequestMeta<'_>,
+    request: impl FnOnce() -> RequestMeta<'a>,
     result: Result<R, BoxError>,
 ) -> Result<R, Error> {
     let report = engine.take_report();
@@ -113,7 +147,7 @@ pub(crate) fn finish<R: HttpResponse>(
             Err(with_url(
                 Error::from_stop(reason, report, last),
                 engine,
-                request,
+                &request(),
             ))
         }
     }
@@ -148,7 +182,7 @@ pub(crate) fn refused<R: HttpResponse>(
         }
         Some(last) => {
             let decision = engine.refusal(reason, last.is_ok());
-            finish(decision, engine, request, *last)
+            finish(decision, engine, || *request, *last)
         }
     }
 }

@@ -562,3 +562,12 @@ pub fn prepare_request(policy: &RetryPolicy, method: &Method, headers: &mut Head
         }
     }
 }
+
+/// Whether [`prepare_request`] would add a key to `request` under
+/// `policy`: adapters then describe the request again after it, and only
+/// then.
+pub(crate) fn needs_idempotency_key(policy: &RetryPolicy, request: &RequestMeta<'_>) -> bool {
+    policy.auto_idempotency_key()
+        && !is_idempotent_method(request.method())
+        && !request.has_idempotency_key()
+}
