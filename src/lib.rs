@@ -101,10 +101,19 @@
 //! Wall-clock reads (HTTP-dates, epoch resets) go through
 //! [`RetryPolicyBuilder::wall_clock`], which tests can fix.
 
+// `rust_2018_idioms`, clippy's lints and `unsafe_code = "deny"` are set for
+// every target in Cargo.toml's `[lints]` (the benches' and tests' counting
+// allocators allow it where they implement `GlobalAlloc`); the library
+// forbids it outright, and these two concern only its public API.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-#![warn(rust_2018_idioms, unreachable_pub)]
+#![warn(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's Rust examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 mod adapter;
 pub mod backoff;

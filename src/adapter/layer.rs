@@ -185,6 +185,27 @@ impl<S> Retry<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes the layer's service, returning the inner service.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http_resilience::{Retry, RetryPolicy};
+    ///
+    /// let inner = tower::service_fn(|_req: http::Request<String>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(String::new()))
+    /// });
+    /// let mut retry = Retry::new(inner, RetryPolicy::default());
+    /// let _: &mut _ = retry.get_mut();
+    /// let inner = retry.into_inner();
+    /// # let _ = inner;
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
     /// The policies.
     pub fn policies(&self) -> &EndpointPolicies {
         &self.policies
