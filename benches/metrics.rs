@@ -11,7 +11,7 @@
 //!   recorder's state, a `dyn` call);
 //! - `cached_handle`: `Counter::increment` on a handle registered once (the
 //!   wiring's path once enabled; a no-op handle without a recorder);
-//! - `attempt_span`: the per-attempt span of `src/trace.rs` (the same
+//! - `attempt_span`: the per-attempt span of `src/adapter/span.rs` (the same
 //!   fields) with no tracing subscriber.
 //!
 //! `cargo bench --bench metrics --features metrics`. For instruction

@@ -18,6 +18,10 @@ pub mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod middleware;
+// One span per attempt, made by both adapters once wired (issue 16:
+// design/observability.md).
+#[cfg_attr(not(all(test, feature = "tracing")), allow(dead_code))]
+mod span;
 
 /// A client's request type, as far as the adapters need it.
 pub(crate) trait HttpRequest {

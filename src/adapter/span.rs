@@ -11,10 +11,10 @@
 //! | `http.request.method` | `GET`, `POST`, ... | always |
 //! | `server.address` | the host | always |
 //! | `server.port` | the port | always |
-//! | `url.path` | the path, never the query | unless the policy hides paths ([`hide_paths`](crate::RetryPolicyBuilder::hide_paths)) |
+//! | `url.path` | the path, never the query | unless the policy hides paths ([`hide_paths`](crate::policy::RetryPolicyBuilder::hide_paths)) |
 //! | `http.request.resend_count` | 1, 2, ... | on resends only: absent on the first attempt |
 //! | `http.response.status_code` | the status | when a response arrived |
-//! | `error.type` | the status (`"503"`) for a 4xx or 5xx; the [`FailureKind`](crate::FailureKind) (`"connection_reset"`, `"timeout"`) for a transport failure | when the attempt failed |
+//! | `error.type` | the status (`"503"`) for a 4xx or 5xx; the [`FailureKind`](crate::classify::FailureKind) (`"connection_reset"`, `"timeout"`) for a transport failure | when the attempt failed |
 //! | `otel.status_code` | `error` | when `error.type` is set |
 //!
 //! The span is an `INFO` span of the target `http_resilience`, named
@@ -120,7 +120,7 @@ mod tests {
     use tracing_subscriber::registry::LookupSpan;
 
     use super::*;
-    use crate::FailureKind;
+    use crate::classify::FailureKind;
 
     /// A span as the subscriber saw it.
     #[derive(Debug, Clone, Default)]
