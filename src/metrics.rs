@@ -61,10 +61,10 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
-use crate::circuit::CircuitStatus;
 use crate::classify::Class;
-use crate::engine::{Admission, Decision};
+use crate::protection::CircuitStatus;
 use crate::report::{RetryReport, StopReason, ThrottleReason};
 use crate::retry_after::DelaySource;
 
@@ -221,10 +221,10 @@ impl Refusal {
     }
 
     /// The refusal a stop reason is, if any. `before_attempt`: the engine
-    /// stopped the request in [`admit`](crate::RetryState::admit) (where a
-    /// `RetryAfterTooLong` is a server quota held too long), not in
-    /// [`decide`](crate::RetryState::decide) (where it is the server's
-    /// hint, not load protection).
+    /// stopped the request in [`admit`](crate::engine::RetryState::admit)
+    /// (where a `RetryAfterTooLong` is a server quota held too long), not
+    /// in [`decide`](crate::engine::RetryState::decide) (where it is the
+    /// server's hint, not load protection).
     pub const fn of(reason: StopReason, before_attempt: bool) -> Option<Refusal> {
         match reason {
             StopReason::BudgetExhausted => Some(Refusal::BudgetExhausted),
@@ -334,67 +334,50 @@ impl EndpointMetrics {
         .clone()
     }
 
-    /// After [`RetryState::decide`](crate::RetryState::decide): the
-    /// attempt (its class is the report's last), the retry's delay, a
-    /// budget or breaker refusal, and the retries of a request that ends.
-    pub(crate) fn decided(&self, decision: &Decision, report: &RetryReport) {
-        if let Some(last) = report.last() {
-            let i = outcome(last.class());
-            self.counter(&self.attempts[i], ATTEMPTS, Some(("outcome", OUTCOMES[i])))
-                .increment(1);
-        }
-        match *decision {
-            Decision::Retry { delay, source } => {
-                let i = delay_source(source);
-                self.histogram(
-                    &self.delay[i],
-                    RETRY_DELAY,
-                    Some(("source", DELAY_SOURCES[i])),
-                )
-                .record(delay.as_secs_f64());
-            }
-            Decision::Fail(reason) => {
-                self.refused(Refusal::of(reason, false));
-                self.ended(report);
-            }
-            _ => self.ended(report),
-        }
-    }
-
-    /// After [`RetryState::admit`](crate::RetryState::admit): a wait, or a
-    /// refusal (which ends the request).
-    pub(crate) fn admitted(&self, admission: &Admission, report: &RetryReport) {
-        match *admission {
-            Admission::Send => {}
-            Admission::Wait { reason, .. } => {
-                let i = throttle(reason);
-                self.counter(
-                    &self.throttles[i],
-                    THROTTLES,
-                    Some(("reason", THROTTLE_REASONS[i])),
-                )
-                .increment(1);
-            }
-            Admission::Fail(reason) => {
-                self.refused(Refusal::of(reason, true));
-                self.ended(report);
-            }
-        }
-    }
-
-    fn refused(&self, refusal: Option<Refusal>) {
-        if let Some(refusal) = refusal {
-            let i = refusal.index();
-            self.counter(
-                &self.refusals[i],
-                REFUSALS,
-                Some(("reason", REFUSAL_REASONS[i])),
-            )
+    /// An attempt whose outcome arrived, of class `class` (the report's
+    /// last record).
+    pub(crate) fn attempted(&self, class: Class) {
+        let i = outcome(class);
+        self.counter(&self.attempts[i], ATTEMPTS, Some(("outcome", OUTCOMES[i])))
             .increment(1);
-        }
     }
 
-    fn ended(&self, report: &RetryReport) {
+    /// A retry decided, after `delay` from `source`.
+    pub(crate) fn retrying(&self, delay: Duration, source: DelaySource) {
+        let i = delay_source(source);
+        self.histogram(
+            &self.delay[i],
+            RETRY_DELAY,
+            Some(("source", DELAY_SOURCES[i])),
+        )
+        .record(delay.as_secs_f64());
+    }
+
+    /// A wait before an attempt that load protection imposed.
+    pub(crate) fn throttled(&self, reason: ThrottleReason) {
+        let i = throttle(reason);
+        self.counter(
+            &self.throttles[i],
+            THROTTLES,
+            Some(("reason", THROTTLE_REASONS[i])),
+        )
+        .increment(1);
+    }
+
+    /// A request that load protection stopped.
+    pub(crate) fn refused(&self, refusal: Refusal) {
+        let i = refusal.index();
+        self.counter(
+            &self.refusals[i],
+            REFUSALS,
+            Some(("reason", REFUSAL_REASONS[i])),
+        )
+        .increment(1);
+    }
+
+    /// A request that ended (returned or stopped), with `report`: its
+    /// retries, if it was retried.
+    pub(crate) fn ended(&self, report: &RetryReport) {
         let retries = report.retries();
         if retries > 0 {
             self.histogram(&self.retries, REQUEST_RETRIES, None)
@@ -521,20 +504,23 @@ impl MetricsCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    //! The metrics' own tests, and the helpers that the engine's recording
+    //! tests (`engine/metrics.rs`) read the recorder with.
+
     use std::time::{Duration, Instant};
 
-    use http::{HeaderMap, Method, StatusCode};
+    use http::HeaderMap;
     use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
     use super::*;
-    use crate::{Jitter, Outcome, RequestMeta, RetryBudget, RetryPolicy, RetryState};
+    use crate::classify::RequestMeta;
 
     /// One series: its name, its labels (sorted) and its value.
-    type Series = (String, Vec<(String, String)>, DebugValue);
+    pub(crate) type Series = (String, Vec<(String, String)>, DebugValue);
 
     /// What the recorder holds, sorted.
-    fn read(snap: &Snapshotter) -> Vec<Series> {
+    pub(crate) fn read(snap: &Snapshotter) -> Vec<Series> {
         let mut out: Vec<_> = snap
             .snapshot()
             .into_vec()
@@ -553,46 +539,8 @@ mod tests {
         out
     }
 
-    fn policy() -> crate::RetryPolicyBuilder {
-        RetryPolicy::builder()
-            .initial_backoff(Duration::from_millis(5))
-            .max_backoff(Duration::from_millis(20))
-            .jitter(Jitter::None)
-    }
-
-    /// Runs one request through the engine with `statuses` as the
-    /// attempts' outcomes, recording as the wiring does: after every
-    /// `admit` and every `decide`. Returns the report.
-    fn run(
-        policy: &RetryPolicy,
-        cache: &MetricsCache,
-        statuses: &[u16],
-        t0: Instant,
-    ) -> RetryReport {
-        let headers = HeaderMap::new();
-        let meta = RequestMeta::new(&Method::GET, "http", "h", "/p", &headers);
-        let mut now = t0;
-        let mut state = RetryState::new(policy, &meta, now);
-        let m = cache.get(meta.host(), meta.port()).expect("enabled");
-        for &status in statuses {
-            let admission = state.admit(&meta, now);
-            m.admitted(&admission, state.report());
-            if admission != Admission::Send {
-                break;
-            }
-            let h = HeaderMap::new();
-            let outcome = Outcome::response(StatusCode::from_u16(status).unwrap(), &h);
-            let decision = state.decide(&meta, &outcome, now);
-            m.decided(&decision, state.report());
-            match decision {
-                Decision::Retry { delay, .. } => now += delay,
-                _ => break,
-            }
-        }
-        state.take_report()
-    }
-
-    fn labels(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// The labels of the endpoint `h:80`, with `extra`, sorted.
+    pub(crate) fn labels(extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = [("server.address", "h"), ("server.port", "80")]
             .iter()
             .chain(extra)
@@ -602,101 +550,9 @@ mod tests {
         v
     }
 
-    fn histogram(values: &[f64]) -> DebugValue {
+    /// A histogram's values.
+    pub(crate) fn histogram(values: &[f64]) -> DebugValue {
         DebugValue::Histogram(values.iter().map(|v| (*v).into()).collect())
-    }
-
-    #[test]
-    fn two_retries_record_their_delays_and_the_retry_count() {
-        let recorder = DebuggingRecorder::new();
-        let snap = recorder.snapshotter();
-        let _local = ::metrics::set_default_local_recorder(&recorder);
-        enable();
-        let cache = MetricsCache::new(None);
-        let p = policy().build().unwrap();
-        let report = run(&p, &cache, &[503, 503, 200], Instant::now());
-        assert_eq!(report.retries(), 2);
-        assert_eq!(report.total_backoff(), Duration::from_millis(15));
-        let got = read(&snap);
-        assert_eq!(
-            got,
-            vec![
-                (
-                    ATTEMPTS.into(),
-                    labels(&[("outcome", "success")]),
-                    DebugValue::Counter(1)
-                ),
-                (
-                    ATTEMPTS.into(),
-                    labels(&[("outcome", "transient")]),
-                    DebugValue::Counter(2)
-                ),
-                (REQUEST_RETRIES.into(), labels(&[]), histogram(&[2.0])),
-                (
-                    RETRY_DELAY.into(),
-                    labels(&[("source", "backoff")]),
-                    histogram(&[0.005, 0.010])
-                ),
-            ]
-        );
-        // The delays recorded add up to the report's total backoff.
-        let recorded: f64 = [0.005, 0.010].iter().sum();
-        assert_eq!(
-            Duration::from_secs_f64(recorded).as_millis(),
-            report.total_backoff().as_millis()
-        );
-        assert_eq!(report.total_backoff().as_secs_f64(), recorded);
-    }
-
-    #[test]
-    fn a_clean_run_records_one_successful_attempt_and_nothing_else() {
-        let recorder = DebuggingRecorder::new();
-        let snap = recorder.snapshotter();
-        let _local = ::metrics::set_default_local_recorder(&recorder);
-        enable();
-        let cache = MetricsCache::new(Some("github"));
-        run(&policy().build().unwrap(), &cache, &[200], Instant::now());
-        assert_eq!(
-            read(&snap),
-            vec![(
-                ATTEMPTS.into(),
-                labels(&[("outcome", "success"), (POLICY, "github")]),
-                DebugValue::Counter(1)
-            )]
-        );
-    }
-
-    #[test]
-    fn a_budget_refusal_is_counted_once() {
-        let recorder = DebuggingRecorder::new();
-        let snap = recorder.snapshotter();
-        let _local = ::metrics::set_default_local_recorder(&recorder);
-        enable();
-        let cache = MetricsCache::new(None);
-        // 10 tokens, 5 a retry: two retries, and the third is refused.
-        let p = policy()
-            .max_retries(5)
-            .retry_budget(RetryBudget::default().capacity(10))
-            .build()
-            .unwrap();
-        let report = run(&p, &cache, &[503; 6], Instant::now());
-        assert_eq!(report.stop_reason(), Some(StopReason::BudgetExhausted));
-        let got = read(&snap);
-        let refusals: Vec<_> = got.iter().filter(|(name, ..)| name == REFUSALS).collect();
-        assert_eq!(
-            refusals,
-            vec![&(
-                REFUSALS.to_owned(),
-                labels(&[("reason", "budget_exhausted")]),
-                DebugValue::Counter(1)
-            )]
-        );
-        assert!(got.contains(&(
-            ATTEMPTS.into(),
-            labels(&[("outcome", "transient")]),
-            DebugValue::Counter(3)
-        )));
-        assert!(got.contains(&(REQUEST_RETRIES.into(), labels(&[]), histogram(&[2.0]))));
     }
 
     #[test]
@@ -710,28 +566,22 @@ mod tests {
             until: Instant::now(),
         });
         m.budget_tokens(495);
-        let report = RetryReport::new();
-        m.admitted(
-            &Admission::Wait {
-                delay: Duration::from_secs(1),
-                reason: ThrottleReason::ServerQuota,
-            },
-            &report,
-        );
-        m.admitted(
-            &Admission::Fail(StopReason::RetryAfterTooLong {
+        m.throttled(ThrottleReason::ServerQuota);
+        let refusals = [
+            StopReason::RetryAfterTooLong {
                 hint: Duration::from_secs(600),
-            }),
-            &report,
-        );
-        m.admitted(
-            &Admission::Fail(StopReason::RateLimitedLocally {
+            },
+            StopReason::RateLimitedLocally {
                 wait: Duration::from_secs(9),
-            }),
-            &report,
-        );
-        // A deadline is not load protection: no refusal.
-        m.admitted(&Admission::Fail(StopReason::Deadline), &report);
+            },
+            // A deadline is not load protection: no refusal.
+            StopReason::Deadline,
+        ];
+        for reason in refusals {
+            if let Some(refusal) = Refusal::of(reason, true) {
+                m.refused(refusal);
+            }
+        }
         assert_eq!(
             read(&snap),
             vec![
@@ -765,19 +615,28 @@ mod tests {
     }
 
     #[test]
+    fn a_long_hint_is_a_refusal_only_before_an_attempt() {
+        let long = StopReason::RetryAfterTooLong {
+            hint: Duration::from_secs(600),
+        };
+        assert_eq!(Refusal::of(long, true), Some(Refusal::QuotaHeld));
+        assert_eq!(Refusal::of(long, false), None);
+        assert_eq!(
+            Refusal::of(StopReason::BudgetExhausted, false),
+            Some(Refusal::BudgetExhausted)
+        );
+        assert_eq!(Refusal::of(StopReason::MaxRetries, false), None);
+        assert_eq!(Refusal::CircuitOpen.to_string(), "circuit_open");
+    }
+
+    #[test]
     fn every_instrument_is_described_with_its_unit() {
         let recorder = DebuggingRecorder::new();
         let snap = recorder.snapshotter();
         let _local = ::metrics::set_default_local_recorder(&recorder);
         enable();
         let m = MetricsCache::new(None).get("h", 80).unwrap();
-        m.decided(
-            &Decision::Retry {
-                delay: Duration::from_millis(1),
-                source: DelaySource::RateLimitReset,
-            },
-            &RetryReport::new(),
-        );
+        m.retrying(Duration::from_millis(1), DelaySource::RateLimitReset);
         m.budget_tokens(1);
         let units: Vec<(String, Option<Unit>, bool)> = snap
             .snapshot()
@@ -804,16 +663,7 @@ mod tests {
         let request = http::Request::builder().uri(uri).body(()).unwrap();
         let meta = RequestMeta::from_http(&request);
         let m = cache.get(meta.host(), meta.port()).unwrap();
-        let mut report = RetryReport::new();
-        report.push(crate::AttemptRecord {
-            status: Some(StatusCode::OK),
-            failure: None,
-            class: Class::Success,
-            delay: None,
-            delay_source: None,
-            elapsed: Duration::ZERO,
-        });
-        m.decided(&Decision::Return, &report);
+        m.attempted(Class::Success);
         let got = read(&snap);
         assert_eq!(got.len(), 1);
         assert_eq!(

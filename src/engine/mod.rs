@@ -71,6 +71,11 @@ use crate::report::{AttemptRecord, RetryReport, StopReason, ThrottleReason};
 use crate::retry_after::DelaySource;
 
 mod endpoint;
+// The recording points, called by `admit` and `decide` once wired (issue
+// 16: design/observability.md).
+#[cfg(feature = "metrics")]
+#[cfg_attr(not(test), allow(dead_code))]
+mod metrics;
 #[cfg(test)]
 mod tests;
 mod trace;
