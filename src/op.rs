@@ -56,7 +56,7 @@
 //!   policy allows: `max_retries`, the deadline (never overshot), the
 //!   retry budget, the breaker. The HTTP rules for methods and bodies do
 //!   not apply: the operation is yours to declare safe to repeat.
-//! - The policy's [`attempt_timeout`](crate::RetryPolicyBuilder::attempt_timeout)
+//! - The policy's [`attempt_timeout`](crate::policy::RetryPolicyBuilder::attempt_timeout)
 //!   (clamped to what is left of the deadline) bounds each attempt; an
 //!   attempt that runs out is a transient [`FailureKind::Timeout`], its
 //!   error an [`AttemptTimedOut`]. The operation
@@ -64,7 +64,7 @@
 //!   client that sets its own.
 //! - Load protection keeps its state under the operation's name
 //!   ([`RetryPolicy::operation`]; `operation` for [`RetryPolicy::retry`]),
-//!   port 0, in the policy's [`StateStore`](crate::StateStore): every run
+//!   port 0, in the policy's [`StateStore`](crate::protection::store::StateStore): every run
 //!   of `store.poll` pays from one budget and trips one breaker.
 //! - Each run starts afresh: a poll loop that calls `retry` once per poll
 //!   starts again at the initial backoff after every success.
@@ -82,9 +82,9 @@ use http::{HeaderMap, Method, StatusCode};
 use tokio::time::Instant;
 
 use crate::backoff::mix_seed;
-use crate::classify::{Class, Classify, FailureKind, Outcome, RequestMeta};
+use crate::classify::{AttemptTimedOut, Class, Classify, FailureKind, Outcome, RequestMeta};
 use crate::engine::{Admission, Decision, RetryState};
-use crate::error::{AttemptTimedOut, BoxError, Error, Last};
+use crate::error::{BoxError, Error, Last};
 use crate::policy::{Inner, Protection, RetryPolicy};
 use crate::report::{RetryReport, StopReason};
 

@@ -45,10 +45,10 @@
 //! log store sees the same columns for every record. Durations are
 //! milliseconds (`_ms`, fractional: jitter has nanoseconds), times are RFC
 //! 3339 in UTC with milliseconds, names are the stable snake_case names of
-//! the crate's enums ([`Class::as_str`](crate::Class::as_str),
-//! [`FailureKind::as_str`](crate::FailureKind::as_str),
+//! the crate's enums ([`Class::as_str`](crate::classify::Class::as_str),
+//! [`FailureKind::as_str`](crate::classify::FailureKind::as_str),
 //! [`DelaySource::as_str`], [`StopReason::as_str`],
-//! [`ThrottleReason::as_str`](crate::ThrottleReason::as_str)). A change to
+//! [`ThrottleReason::as_str`](crate::report::ThrottleReason::as_str)). A change to
 //! this shape is a CHANGELOG entry.
 //!
 //! An error ([`ErrorRecord`]):
@@ -97,7 +97,7 @@
 //! | `stop_wait_ms` | the wait a stop reason carries: the server's hint (`retry_after_too_long`), the breaker's `retry_in` (`circuit_open`), the turn's wait (`rate_limited_locally`) |
 //! | `total_backoff_ms`, `total_throttled_ms` | the sums of the waits between attempts and before them |
 //! | `endpoint` | [`RetryReport::endpoint`]: `host:port` whose load protection acted |
-//! | `history[].at` | when the attempt's outcome arrived, by the policy's [`WallClock`](crate::WallClock) |
+//! | `history[].at` | when the attempt's outcome arrived, by the policy's [`WallClock`](crate::retry_after::WallClock) |
 //! | `history[].elapsed_ms` | from the start of the first attempt to the end of this one |
 //! | `history[].class`, `status`, `failure` | the attempt's class, its response status or its transport failure kind |
 //! | `history[].delay_ms`, `delay_source` | the wait chosen after it and where it came from, if it was retried |
@@ -353,8 +353,11 @@ mod tests {
     use http::{HeaderMap, Method, StatusCode};
 
     use super::*;
+    use crate::backoff::Jitter;
+    use crate::classify::{FailureKind, Outcome, RequestMeta};
+    use crate::engine::{Decision, RetryState};
     use crate::error::Last;
-    use crate::{Jitter, Outcome, RequestMeta, RetryPolicy, RetryState};
+    use crate::policy::RetryPolicy;
 
     #[test]
     fn anchor_arithmetic_saturates() {
@@ -393,7 +396,7 @@ mod tests {
         let outcomes = [
             Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &headers),
             Outcome::Error {
-                kind: crate::FailureKind::ConnectionReset,
+                kind: FailureKind::ConnectionReset,
                 error: &err,
             },
             Outcome::response(StatusCode::BAD_GATEWAY, &headers),
@@ -402,11 +405,11 @@ mod tests {
         for o in &outcomes {
             state.admit(&meta, now);
             match state.decide(&meta, o, now) {
-                crate::Decision::Retry { delay, .. } => now += delay + Duration::from_millis(1),
+                Decision::Retry { delay, .. } => now += delay + Duration::from_millis(1),
                 d => last = Some(d),
             }
         }
-        let Some(crate::Decision::Fail(reason)) = last else {
+        let Some(Decision::Fail(reason)) = last else {
             panic!("{last:?}")
         };
         let error = Error::from_stop(
