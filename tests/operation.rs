@@ -274,7 +274,7 @@ async fn the_budget_is_the_operations_across_runs() {
     // 10 tokens, 5 a retry.
     let p = policy()
         .max_retries(5)
-        .retry_budget(RetryBudget::default().capacity(10))
+        .retry_budget(RetryBudget::builder().capacity(10).build().unwrap())
         .build()
         .unwrap();
     let failing = |calls: &mut u32| {
@@ -311,7 +311,12 @@ async fn the_budget_is_the_operations_across_runs() {
 async fn an_open_breaker_refuses_a_run_before_calling_the_operation() {
     let p = policy()
         .max_retries(0)
-        .circuit_breaker(CircuitBreaker::default().consecutive_failures(2))
+        .circuit_breaker(
+            CircuitBreaker::builder()
+                .consecutive_failures(2)
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     for _ in 0..2 {
