@@ -3,7 +3,7 @@
 //! before the move): moving code must not break a caller's imports.
 //! Compiling this file is the test.
 
-// Each import is there to be resolved, not used.
+// The imports are the test: nothing uses them.
 #![allow(unused_imports)]
 
 use http_resilience::AttemptRecord as _;
