@@ -143,6 +143,7 @@ pub mod protection;
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod record;
 pub mod report;
+pub mod resend;
 pub mod retry_after;
 mod validate;
 
@@ -189,5 +190,6 @@ pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
 pub use protection::{CircuitBreaker, CircuitStatus, RateLimit, RetryBudget};
 pub use report::{AttemptRecord, ResponseExt, RetryReport, StopReason, Throttle, ThrottleReason};
+pub use resend::{BeforeRetry, ResendRequest};
 pub use retry_after::{DelaySource, WallClock};
 pub use store::{EndpointKey, EndpointState, InMemoryStore, Scope, StateStore};

@@ -448,9 +448,9 @@ impl hashbrown::Equivalent<OwnedKey> for BorrowedKey<'_> {
 
 impl MetricsCache {
     /// The cache of a policy named `policy` (`None`: no policy label).
-    pub(crate) fn new(policy: Option<&'static str>) -> MetricsCache {
+    pub(crate) fn new(policy: Option<SharedString>) -> MetricsCache {
         MetricsCache {
-            policy: policy.map(SharedString::const_str),
+            policy,
             endpoints: RwLock::new(hashbrown::HashMap::new()),
             other: OnceLock::new(),
         }

@@ -75,17 +75,15 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
 use tokio::time::Instant;
 
-use crate::backoff::mix_seed;
 use crate::classify::{AttemptTimedOut, Class, Classify, FailureKind, Outcome, RequestMeta};
 use crate::engine::{Admission, Decision, RetryState};
 use crate::error::{BoxError, Error, Last};
-use crate::policy::{Inner, Protection, RetryPolicy};
+use crate::policy::RetryPolicy;
 use crate::report::{RetryReport, StopReason};
 
 /// How your function classifies one error of an operation (see the
@@ -239,7 +237,7 @@ impl Operation<'_> {
         C: FnMut(&E) -> K,
         K: Into<ErrorClass>,
     {
-        let policy = for_operations(self.policy);
+        let policy = self.policy.with_classifier(Arc::new(Operations));
         let headers = HeaderMap::new();
         let method = Method::from_bytes(b"OPERATION").unwrap_or_default();
         let meta = RequestMeta::new(&method, "", self.name, "", &headers).with_port(0);
@@ -366,46 +364,5 @@ impl Classify for Operations {
 
     fn retry_safety(&self, _: &RequestMeta<'_>) -> Option<bool> {
         Some(true)
-    }
-}
-
-/// `policy` with the operations' classifier, and a seed of its own per
-/// run (reproducible from the policy's seed, distinct for each run, as
-/// for each request).
-fn for_operations(policy: &RetryPolicy) -> RetryPolicy {
-    let p = policy.inner();
-    let seed = p
-        .seed
-        .map(|seed| mix_seed(seed, p.seed_counter.fetch_add(1, Ordering::Relaxed)));
-    let protection = &p.protection;
-    RetryPolicy {
-        inner: Arc::new(Inner {
-            max_retries: p.max_retries,
-            schedule: p.schedule,
-            seed,
-            seed_counter: AtomicU64::new(0),
-            spread_counter: AtomicU64::new(0),
-            max_retry_after: p.max_retry_after,
-            on_long_hint: p.on_long_hint,
-            deadline: p.deadline,
-            attempt_timeout: p.attempt_timeout,
-            retry_non_idempotent: true,
-            auto_idempotency_key: false,
-            return_last_response: false,
-            hide_paths: p.hide_paths,
-            classifier: Arc::new(Operations),
-            preset: p.preset,
-            clock: Arc::clone(&p.clock),
-            protection: Protection {
-                budget: protection.budget,
-                circuit: protection.circuit,
-                rate_limit: protection.rate_limit,
-                server_limits: protection.server_limits,
-                max_quota_reset: protection.max_quota_reset,
-                quota_release_spread: protection.quota_release_spread,
-                scope: protection.scope,
-                store: Arc::clone(&protection.store),
-            },
-        }),
     }
 }

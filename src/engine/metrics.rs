@@ -153,7 +153,7 @@ mod tests {
         let snap = recorder.snapshotter();
         let _local = ::metrics::set_default_local_recorder(&recorder);
         enable();
-        let cache = MetricsCache::new(Some("github"));
+        let cache = MetricsCache::new(Some("github".into()));
         run(&policy().build().unwrap(), &cache, &[200], Instant::now());
         assert_eq!(
             read(&snap),
