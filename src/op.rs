@@ -75,31 +75,41 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method, StatusCode};
 use tokio::time::Instant;
 
-use crate::classify::{AttemptTimedOut, Class, Classify, FailureKind, Outcome, RequestMeta};
+use crate::classify::{
+    AttemptTimedOut, Class, Classify, FailureKind, OPERATION, Outcome, RequestMeta,
+};
 use crate::engine::{Admission, Decision, RetryState};
 use crate::error::{BoxError, Error, Last};
 use crate::policy::RetryPolicy;
 use crate::report::{RetryReport, StopReason};
+use crate::retry_after::{DelaySource, Hint};
 
 /// How your function classifies one error of an operation (see the
-/// [module docs](self)).
+/// [module docs](self)): transient or permanent, the failure's kind for
+/// the report, and optionally the wait the service asked for.
 ///
 /// ```
-/// use http_resilience::{Class, ErrorClass, FailureKind};
+/// use std::time::Duration;
+/// use http_resilience::{Class, DelaySource, ErrorClass, FailureKind};
 /// let c = ErrorClass::transient().kind(FailureKind::Timeout);
 /// assert_eq!(c.class(), Class::Transient);
 /// assert_eq!(c.failure_kind(), FailureKind::Timeout);
 /// assert_eq!(ErrorClass::from(Class::Permanent), ErrorClass::permanent());
+/// // A store that says "busy, try again in 250 ms":
+/// let busy = ErrorClass::transient().retry_after(Duration::from_millis(250));
+/// let hint = busy.hint().unwrap();
+/// assert_eq!((hint.delay, hint.source), (Duration::from_millis(250), DelaySource::RetryAfter));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorClass {
     class: Class,
     kind: FailureKind,
+    hint: Option<Hint>,
 }
 
 impl ErrorClass {
@@ -108,6 +118,7 @@ impl ErrorClass {
         ErrorClass {
             class: Class::Transient,
             kind: FailureKind::Other,
+            hint: None,
         }
     }
 
@@ -116,6 +127,7 @@ impl ErrorClass {
         ErrorClass {
             class: Class::Permanent,
             kind: FailureKind::Other,
+            hint: None,
         }
     }
 
@@ -125,6 +137,39 @@ impl ErrorClass {
     pub const fn kind(mut self, kind: FailureKind) -> ErrorClass {
         self.kind = kind;
         self
+    }
+
+    /// The wait the operation's service asked for before the next attempt
+    /// (a queue's "retry in 2 s", a store's throttling delay), used instead
+    /// of the backoff as a server's `Retry-After` is: capped by the
+    /// policy's [`max_retry_after`](crate::policy::RetryPolicyBuilder::max_retry_after)
+    /// (a longer one stops the run with `RETRY_AFTER_TOO_LONG`, or is
+    /// ignored under [`LongHint::UseBackoff`](crate::policy::LongHint::UseBackoff)),
+    /// never past the deadline, recorded with the source
+    /// [`DelaySource::RetryAfter`]. Zero means no hint (the backoff).
+    /// Only a transient error waits.
+    pub const fn retry_after(self, delay: Duration) -> ErrorClass {
+        self.with_hint(Hint {
+            delay,
+            source: DelaySource::RetryAfter,
+        })
+    }
+
+    /// [`retry_after`](Self::retry_after) with a source of your choice
+    /// (for the report and the metrics: [`DelaySource::RateLimitReset`] for
+    /// a quota's reset, say). A zero delay means no hint.
+    pub const fn with_hint(mut self, hint: Hint) -> ErrorClass {
+        self.hint = if hint.delay.is_zero() {
+            None
+        } else {
+            Some(hint)
+        };
+        self
+    }
+
+    /// The wait asked for, if any.
+    pub const fn hint(&self) -> Option<Hint> {
+        self.hint
     }
 
     /// [`Class::Transient`] or [`Class::Permanent`].
@@ -239,7 +284,7 @@ impl Operation<'_> {
     {
         let policy = self.policy.with_classifier(Arc::new(Operations));
         let headers = HeaderMap::new();
-        let method = Method::from_bytes(b"OPERATION").unwrap_or_default();
+        let method = Method::from_bytes(OPERATION.as_bytes()).unwrap_or_default();
         let meta = RequestMeta::new(&method, "", self.name, "", &headers).with_port(0);
         let mut starts = Instant::now().into_std();
         let mut state = RetryState::with_policy(policy, &meta, starts);
@@ -364,5 +409,18 @@ impl Classify for Operations {
 
     fn retry_safety(&self, _: &RequestMeta<'_>) -> Option<bool> {
         Some(true)
+    }
+
+    fn hint(
+        &self,
+        _: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        _: SystemTime,
+        _: u32,
+    ) -> Option<Hint> {
+        match outcome {
+            Outcome::Error { error, .. } => error.downcast_ref::<Verdict>()?.0.hint,
+            Outcome::Response { .. } => None,
+        }
     }
 }

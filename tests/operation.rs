@@ -392,3 +392,80 @@ fn a_run_is_send_when_its_parts_are() {
     let run = p.retry(|_| async { Ok::<_, StoreError>(1) }, classify);
     is_send(&run);
 }
+
+/// An error may carry the wait its service asked for: waited for, to the
+/// millisecond, and recorded as `retry_after`.
+#[tokio::test(start_paused = true)]
+async fn a_hint_is_waited_for_and_recorded_as_retry_after() {
+    use http_resilience::DelaySource;
+    let p = policy().build().unwrap();
+    let store = Script::new([Err(StoreError::Throttled), Ok(1)]);
+    let started = Instant::now();
+    let (_, report) = p
+        .operation("store.poll")
+        .retry_with_report(
+            |_| store.call(),
+            |e: &StoreError| match e {
+                StoreError::Throttled => {
+                    ErrorClass::transient().retry_after(Duration::from_millis(30))
+                }
+                other => classify(other),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), Duration::from_millis(30));
+    let first = report.history()[0];
+    assert_eq!(first.delay(), Some(Duration::from_millis(30)));
+    assert_eq!(first.delay_source(), Some(DelaySource::RetryAfter));
+    // A zero hint is none: the backoff.
+    let store = Script::new([Err(StoreError::Throttled), Ok(1)]);
+    let (_, report) = p
+        .operation("store.poll")
+        .retry_with_report(
+            |_| store.call(),
+            |_: &StoreError| ErrorClass::transient().retry_after(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        report.history()[0].delay_source(),
+        Some(DelaySource::Backoff)
+    );
+}
+
+/// A hint above `max_retry_after` stops the run at once, or is ignored for
+/// the backoff under `LongHint::UseBackoff`.
+#[tokio::test(start_paused = true)]
+async fn a_hint_above_max_retry_after_gives_up_or_uses_the_backoff() {
+    use http_resilience::{DelaySource, LongHint};
+    let long = |_: &StoreError| ErrorClass::transient().retry_after(Duration::from_secs(600));
+    let p = policy()
+        .max_retry_after(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let store = Script::new([Err(StoreError::Throttled)]);
+    let started = Instant::now();
+    let error = p.retry(|_| store.call(), long).await.unwrap_err();
+    assert_eq!(error.code(), "RETRY_AFTER_TOO_LONG");
+    assert_eq!(error.retry_in(), Some(Duration::from_secs(600)));
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    let p = policy()
+        .max_retry_after(Duration::from_secs(60))
+        .on_long_hint(LongHint::UseBackoff)
+        .build()
+        .unwrap();
+    let store = Script::new([Err(StoreError::Throttled), Ok(2)]);
+    let started = Instant::now();
+    let (value, report) = p
+        .operation("store.poll")
+        .retry_with_report(|_| store.call(), long)
+        .await
+        .unwrap();
+    assert_eq!(value, 2);
+    assert_eq!(started.elapsed(), Duration::from_millis(5));
+    assert_eq!(
+        report.history()[0].delay_source(),
+        Some(DelaySource::Backoff)
+    );
+}
