@@ -42,7 +42,11 @@
 //!   documented order, see [policy](policy#load-protection);
 //! - **any async operation**, not only HTTP: [`RetryPolicy::retry`] runs a
 //!   queue poll or a store call under the same backoff, deadline, budget
-//!   and report, with your function classifying its errors (see [`op`]).
+//!   and report, with your function classifying its errors (see [`op`]);
+//! - **observability and extension points**: metrics (feature `metrics`),
+//!   one tracing span per attempt with OpenTelemetry's HTTP fields, JSON
+//!   records of reports and errors (feature `serde`, see `record`), a hook
+//!   before each resend and an attempt-number header ([`resend`]).
 //!
 //! # With reqwest
 //!
@@ -81,8 +85,12 @@
 //!
 //! - `reqwest` (default): [`RetryMiddleware`], for `reqwest` 0.13 through
 //!   `reqwest-middleware` 0.5.
-//! - `tracing` (default): one `INFO` event per retry and one `WARN` event
-//!   when giving up, under the target `http_resilience`, with the method,
+//! - `tracing` (default): one span per physical attempt
+//!   (`http_resilience.attempt`, with OpenTelemetry's HTTP client fields:
+//!   `http.request.method`, `server.address`, `server.port`, `url.path`,
+//!   `http.response.status_code`, `error.type`, and
+//!   `http.request.resend_count` on resends); one `INFO` event per retry
+//!   and one `WARN` event when giving up, under the target `http_resilience`, with the method,
 //!   host and path, never header values. Nothing for a request that succeeds
 //!   on its first attempt. Load protection adds an `INFO` event for each
 //!   wait before an attempt and each server quota noted, and a `WARN`
@@ -93,6 +101,11 @@
 //!   connect timeout) is [`FailureKind::Connect`], as through reqwest.
 //!   Without it such a failure has the kind of its innermost cause (a DNS
 //!   failure is then [`FailureKind::Other`]).
+//! - `metrics`: counters, histograms and gauges through the `metrics`
+//!   facade (attempts by outcome, retries per request, retry delays by
+//!   source, throttles, refusals, breaker state, budget tokens), labelled
+//!   by host, port and policy name only; nothing is recorded until
+//!   `metrics::enable()`. See the `metrics` module.
 //! - `serde`: [`RetryPolicy`] and [`EndpointPolicies`] from TOML or JSON
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
 //!   base and errors that name the key path, load protection included;

@@ -43,12 +43,13 @@ async fn failed(via: Via, server: &Server, hide_paths: bool) -> Error {
     got.error.expect("an error")
 }
 
-/// The record as the wiring will make it: the wall clock (the policy's,
-/// fixed here) read when the first attempt failed.
+/// The error's record: each attempt's time comes from the report's anchor,
+/// the policy's wall clock (fixed here) read when the first attempt failed.
 fn record(error: &Error) -> String {
+    let anchor = error.report().wall_anchor().expect("a failed request is anchored");
     let first = error.report().history()[0].elapsed();
-    let record = ErrorRecord::with_anchor(error, Some(WallAnchor::new(fixed_now(), first)));
-    serde_json::to_string_pretty(&record).unwrap()
+    assert_eq!(anchor, WallAnchor::new(fixed_now(), first));
+    serde_json::to_string_pretty(&ErrorRecord::from(error)).unwrap()
 }
 
 /// The pinned shape (the port and the adapter's name in the path
@@ -138,8 +139,83 @@ async fn hidden_paths_stay_out_of_the_record() {
             format!("http://127.0.0.1:{}", server.addr().port()),
             "{via:?}"
         );
-        // Without an anchor, no time: `at` is null, the key still there.
-        assert_eq!(value["report"]["history"][0]["at"], serde_json::Value::Null);
+        // `Serialize for Error` is the same record, times included.
+        assert_eq!(
+            value["report"]["history"][1]["at"],
+            "2023-11-14T22:13:21.000Z"
+        );
         assert_eq!(value["report"]["total_backoff_ms"], 1200.0);
+    }
+}
+
+/// Each attempt's wall-clock time, from the report itself.
+#[tokio::test(start_paused = true)]
+async fn every_attempt_has_its_wall_clock_time() {
+    use std::time::Duration;
+    let server = Server::start().await;
+    for via in BOTH {
+        let error = failed(via, &server, false).await;
+        let report = error.report();
+        let times: Vec<_> = (0..report.attempts())
+            .map(|i| report.attempt_time(i as usize).expect("a time"))
+            .collect();
+        assert_eq!(
+            times,
+            [
+                fixed_now(),
+                fixed_now() + Duration::from_secs(1),
+                fixed_now() + Duration::from_millis(1200)
+            ],
+            "{via:?}"
+        );
+        assert_eq!(report.attempt_time(3), None);
+    }
+}
+
+/// A request that succeeds at its first attempt carries no report (the
+/// success path reads no clock and allocates nothing for it): its record is
+/// the clean one-attempt record, with no time.
+#[tokio::test(start_paused = true)]
+async fn a_clean_success_has_the_clean_record_without_a_time() {
+    use http_resilience::record::ReportRecord;
+    let server = Server::start().await;
+    server.script("/ok", vec![Step::status(200)]);
+    for via in BOTH {
+        let got = send(via, base().build().unwrap(), &server.url("/ok"), &get()).await;
+        assert_eq!(got.status, Some(200));
+        assert_eq!(got.report.wall_anchor(), None, "{via:?}");
+        let json = serde_json::to_value(ReportRecord::from(&got.report)).unwrap();
+        assert_eq!(json["attempts"], 1);
+        assert_eq!(json["stop_reason"], "success");
+        assert_eq!(json["history"][0]["at"], serde_json::Value::Null);
+        assert_eq!(json["history"][0]["status"], 200);
+    }
+}
+
+/// A request refused before its first attempt is anchored too (its error
+/// record names when), with an empty history.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_before_any_attempt_is_anchored() {
+    use std::time::Duration;
+    let server = Server::start().await;
+    server.script("/down", vec![Step::status(503)]);
+    for via in BOTH {
+        let client = support::clients::Client::new(
+            via,
+            support::clients::breaker_policy(1, Duration::from_secs(5)),
+        );
+        client.send(&server.url("/down"), &get()).await;
+        let got = client.send(&server.url("/down"), &get()).await;
+        let error = got.error.expect("refused");
+        assert_eq!(error.code(), "CIRCUIT_OPEN");
+        assert_eq!(
+            error.report().wall_anchor(),
+            Some(WallAnchor::new(fixed_now(), Duration::ZERO)),
+            "{via:?}"
+        );
+        let json = serde_json::to_value(&error).unwrap();
+        assert_eq!(json["report"]["attempts"], 0);
+        assert_eq!(json["report"]["stop_reason"], "circuit_open");
+        assert_eq!(json["report"]["stop_wait_ms"], 5000.0);
     }
 }
