@@ -12,7 +12,14 @@
 //! - `cached_handle`: `Counter::increment` on a handle registered once (the
 //!   wiring's path once enabled; a no-op handle without a recorder);
 //! - `attempt_span`: the per-attempt span of `src/adapter/span.rs` (the same
-//!   fields) with no tracing subscriber.
+//!   fields) with no tracing subscriber;
+//! - `engine_off`: the engine's success path (`RetryState::new`, `admit`,
+//!   `decide` on a 200, default policy), the feature compiled in and
+//!   `enable()` not called: what every request pays;
+//! - `engine_enabled`: the same after `enable()` (no recorder installed,
+//!   so the handles are the facade's no-ops): the lookup of the endpoint's
+//!   handles and one counter, what a request pays once metrics are on (a
+//!   real exporter adds its own cost per increment).
 //!
 //! `cargo bench --bench metrics --features metrics`. For instruction
 //! counts: `METRICS_ONLY=<case> METRICS_CALLS=<n>` runs one case `n` times
@@ -23,13 +30,34 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group};
 
-const CASES: [&str; 5] = [
+const CASES: [&str; 7] = [
     "gate",
     "facade_dynamic_labels",
     "facade_static_key",
     "cached_handle",
     "attempt_span",
+    "engine_off",
+    "engine_enabled",
 ];
+
+/// `RetryState::new` + `admit` + `decide` on a 200, `calls` times.
+fn engine(calls: u64) {
+    use http::{HeaderMap, Method, StatusCode};
+    use http_resilience::{Outcome, RequestMeta, RetryPolicy, RetryState};
+    let policy = RetryPolicy::default();
+    let headers = HeaderMap::new();
+    let response = HeaderMap::new();
+    let method = Method::GET;
+    for _ in 0..calls {
+        let meta =
+            RequestMeta::new(&method, "https", "api.example.com", "/v1", &headers).with_port(443);
+        let now = std::time::Instant::now();
+        let mut state = RetryState::new(black_box(&policy), &meta, now);
+        black_box(state.admit(&meta, now));
+        let outcome = Outcome::response(StatusCode::OK, &response);
+        black_box(state.decide(&meta, &outcome, now));
+    }
+}
 
 fn run(case: &str, calls: u64) {
     let host = black_box("api.example.com");
@@ -89,12 +117,18 @@ fn run(case: &str, calls: u64) {
                 black_box(span.is_disabled());
             }
         }
+        "engine_off" => engine(calls),
+        "engine_enabled" => {
+            http_resilience::metrics::enable();
+            engine(calls);
+        }
         other => panic!("unknown case {other}; one of {CASES:?}"),
     }
 }
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("metrics_without_recorder");
+    // `engine_enabled` switches recording on for the whole process: last.
     for case in CASES {
         group.bench_function(case, |b| b.iter(|| run(case, 1)));
     }

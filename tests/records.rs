@@ -46,7 +46,10 @@ async fn failed(via: Via, server: &Server, hide_paths: bool) -> Error {
 /// The error's record: each attempt's time comes from the report's anchor,
 /// the policy's wall clock (fixed here) read when the first attempt failed.
 fn record(error: &Error) -> String {
-    let anchor = error.report().wall_anchor().expect("a failed request is anchored");
+    let anchor = error
+        .report()
+        .wall_anchor()
+        .expect("a failed request is anchored");
     let first = error.report().history()[0].elapsed();
     assert_eq!(anchor, WallAnchor::new(fixed_now(), first));
     serde_json::to_string_pretty(&ErrorRecord::from(error)).unwrap()

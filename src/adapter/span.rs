@@ -21,7 +21,15 @@
 //! `http_resilience.attempt`, a child of the caller's current span. No
 //! header value, user info or query string is ever a field. A span is not
 //! an event: the rule stays that a request succeeding at once emits no
-//! event.
+//! event. With no subscriber interested, making one is a callsite check
+//! and the request is not even described; adapters carry a span only when
+//! one was made (boxed, a word in their futures).
+//!
+//! A run of [`retry`](crate::policy::RetryPolicy::retry) gets the same
+//! span per attempt with `otel.name` the operation's name, `otel.kind`
+//! `internal`, `http_resilience.operation` and `http_resilience.attempt`
+//! (1, 2, ...) and, when the attempt failed, `error.type` (its failure
+//! kind) and `otel.status_code`.
 
 use crate::classify::{Outcome, RequestMeta};
 
@@ -33,63 +41,106 @@ pub(crate) struct AttemptSpan {
 }
 
 impl AttemptSpan {
-    /// The span of attempt `attempt` of `request` (1 for the first), as a
-    /// child of the current span. `hide_path`: leave `url.path` out.
+    /// The span of attempt `attempt` (1 for the first) of the request that
+    /// `describe` describes, as a child of the current span, if a
+    /// subscriber wants it; `None` otherwise, and then the request is not
+    /// described at all. Boxed: an adapter carries it across the attempt's
+    /// awaits, and a disabled span must cost those futures nothing but a
+    /// word. `hide_path`: leave `url.path` out.
     #[inline]
-    pub(crate) fn new(request: &RequestMeta<'_>, attempt: u32, hide_path: bool) -> AttemptSpan {
+    pub(crate) fn traced<'a>(
+        describe: impl FnOnce() -> RequestMeta<'a>,
+        attempt: u32,
+        hide_path: bool,
+    ) -> Option<Box<AttemptSpan>> {
         #[cfg(feature = "tracing")]
         {
-            let method = request.method().as_str();
             let span = tracing::info_span!(
                 target: "http_resilience",
                 "http_resilience.attempt",
-                otel.name = method,
+                otel.name = tracing::field::Empty,
                 otel.kind = "client",
-                http.request.method = method,
-                server.address = request.host(),
-                server.port = request.port(),
+                http.request.method = tracing::field::Empty,
+                server.address = tracing::field::Empty,
+                server.port = tracing::field::Empty,
                 url.path = tracing::field::Empty,
                 http.request.resend_count = tracing::field::Empty,
                 http.response.status_code = tracing::field::Empty,
                 error.type = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
             );
-            if !span.is_disabled() {
-                if !hide_path {
-                    span.record("url.path", request.path());
-                }
-                if attempt > 1 {
-                    span.record("http.request.resend_count", attempt - 1);
-                }
+            if span.is_disabled() {
+                return None;
             }
-            AttemptSpan { span }
+            // Described only now: with no subscriber interested, the span
+            // above is one callsite check and nothing else.
+            let request = describe();
+            let method = request.method().as_str();
+            span.record("otel.name", method);
+            span.record("http.request.method", method);
+            span.record("server.address", request.host());
+            span.record("server.port", request.port());
+            if !hide_path {
+                span.record("url.path", request.path());
+            }
+            if attempt > 1 {
+                span.record("http.request.resend_count", attempt - 1);
+            }
+            Some(Box::new(AttemptSpan { span }))
         }
         #[cfg(not(feature = "tracing"))]
         {
-            let _ = (request, attempt, hide_path);
-            AttemptSpan {}
+            let _ = (describe, attempt, hide_path);
+            None
+        }
+    }
+
+    /// The span of attempt `attempt` of a run of the operation `name`
+    /// ([`retry`](crate::policy::RetryPolicy::retry)), if a subscriber
+    /// wants it: `otel.name` is the operation's name, `otel.kind`
+    /// `internal`, and no HTTP field but `error.type`.
+    #[inline]
+    pub(crate) fn operation(name: &str, attempt: u32) -> Option<Box<AttemptSpan>> {
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::info_span!(
+                target: "http_resilience",
+                "http_resilience.attempt",
+                otel.name = name,
+                otel.kind = "internal",
+                http_resilience.operation = name,
+                http_resilience.attempt = attempt,
+                error.type = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            if span.is_disabled() {
+                return None;
+            }
+            Some(Box::new(AttemptSpan { span }))
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            let _ = (name, attempt);
+            None
         }
     }
 
     /// Records how the attempt ended: the response's status, and
-    /// `error.type` for a 4xx, a 5xx or a transport failure.
+    /// `error.type` for a 4xx, a 5xx or a transport failure. (A field the
+    /// span does not declare, as an operation's has no status, is left
+    /// out by `tracing`.)
     #[inline]
     pub(crate) fn outcome(&self, outcome: &Outcome<'_>) {
         #[cfg(feature = "tracing")]
-        {
-            if self.span.is_disabled() {
-                return;
-            }
-            match outcome {
-                Outcome::Response { status, .. } => {
-                    self.span
-                        .record("http.response.status_code", status.as_u16());
-                    if status.is_client_error() || status.is_server_error() {
-                        self.failed(status.as_str());
-                    }
+        match outcome {
+            Outcome::Response { status, .. } => {
+                self.span
+                    .record("http.response.status_code", status.as_u16());
+                if status.is_client_error() || status.is_server_error() {
+                    self.failed(status.as_str());
                 }
-                Outcome::Error { kind, .. } => self.failed(kind.as_str()),
             }
+            Outcome::Error { kind, .. } => self.failed(kind.as_str()),
         }
         #[cfg(not(feature = "tracing"))]
         let _ = outcome;
@@ -101,10 +152,55 @@ impl AttemptSpan {
         self.span.record("otel.status_code", "error");
     }
 
-    /// The span, to instrument the attempt's future with, or to enter.
+    /// Runs `f` inside the span (the engine's events after the attempt are
+    /// then its children).
+    #[inline]
+    pub(crate) fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        #[cfg(feature = "tracing")]
+        {
+            self.span.in_scope(f)
+        }
+        #[cfg(not(feature = "tracing"))]
+        f()
+    }
+
+    /// The span, to instrument the attempt's future with.
     #[cfg(feature = "tracing")]
     pub(crate) fn span(&self) -> &tracing::Span {
         &self.span
+    }
+}
+
+/// `attempt`, inside `span` if there is one (each poll enters it).
+pub(crate) async fn instrumented<F: std::future::Future>(
+    span: Option<&AttemptSpan>,
+    attempt: F,
+) -> F::Output {
+    #[cfg(feature = "tracing")]
+    if let Some(span) = span {
+        use tracing::Instrument;
+        return attempt.instrument(span.span.clone()).await;
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = span;
+    attempt.await
+}
+
+/// [`RetryState::decide`](crate::engine::RetryState::decide) (or any
+/// `decide`) inside `span` if there is one, with the outcome recorded on it
+/// first.
+#[inline]
+pub(crate) fn decide_in<T>(
+    span: Option<&AttemptSpan>,
+    outcome: &Outcome<'_>,
+    decide: impl FnOnce() -> T,
+) -> T {
+    match span {
+        None => decide(),
+        Some(span) => {
+            span.outcome(outcome);
+            span.in_scope(decide)
+        }
     }
 }
 
@@ -216,7 +312,7 @@ mod tests {
             .with_port(8443);
             let err = std::io::Error::other("x");
             for (i, o) in outcomes.iter().enumerate() {
-                let span = AttemptSpan::new(&meta, i as u32 + 1, hide_path);
+                let span = AttemptSpan::traced(|| meta, i as u32 + 1, hide_path).expect("wanted");
                 let h = HeaderMap::new();
                 match o {
                     Ok(status) => span.outcome(&Outcome::response(
@@ -336,7 +432,7 @@ mod tests {
                 .body(())
                 .unwrap();
             let meta = RequestMeta::from_http(&request);
-            let span = AttemptSpan::new(&meta, 2, false);
+            let span = AttemptSpan::traced(|| meta, 2, false).expect("wanted");
             span.outcome(&Outcome::response(StatusCode::OK, request.headers()));
         });
         let seen = spans.attempts();
@@ -356,6 +452,32 @@ mod tests {
     }
 
     #[test]
+    fn an_operations_attempt_names_the_operation() {
+        let spans = Spans::default();
+        let subscriber = tracing_subscriber::registry().with(spans.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = AttemptSpan::operation("store.poll", 2).expect("wanted");
+            let err = std::io::Error::other("x");
+            span.outcome(&Outcome::Error {
+                kind: FailureKind::Timeout,
+                error: &err,
+            });
+        });
+        let seen = spans.attempts();
+        assert_eq!(
+            seen[0].fields,
+            fields(&[
+                ("otel.name", "store.poll"),
+                ("otel.kind", "internal"),
+                ("http_resilience.operation", "store.poll"),
+                ("http_resilience.attempt", "u64:2"),
+                ("error.type", "timeout"),
+                ("otel.status_code", "error"),
+            ])
+        );
+    }
+
+    #[test]
     fn no_subscriber_no_span() {
         // A subscriber that wants nothing, as the thread's default (the
         // process-wide one is whatever other tests of this binary left).
@@ -363,12 +485,18 @@ mod tests {
         tracing::subscriber::with_default(none, || {
             let headers = HeaderMap::new();
             let meta = RequestMeta::new(&Method::GET, "http", "h", "/", &headers);
-            let span = AttemptSpan::new(&meta, 2, false);
-            assert!(span.span().is_disabled());
-            span.outcome(&Outcome::response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &headers,
-            ));
+            let mut described = false;
+            let span = AttemptSpan::traced(
+                || {
+                    described = true;
+                    meta
+                },
+                2,
+                false,
+            );
+            assert!(span.is_none());
+            assert!(!described, "no span, no description");
+            assert!(AttemptSpan::operation("store.poll", 1).is_none());
         });
     }
 }
