@@ -211,6 +211,10 @@ impl EndpointPolicies {
     /// The policy for `request`: the first matching rule's, or the default.
     pub fn select(&self, request: &RequestMeta<'_>) -> &RetryPolicy {
         let index = &*self.inner;
+        // A single policy (the common set): nothing to look at.
+        if index.rules.is_empty() {
+            return &index.default;
+        }
         let mut best: Option<u32> = None;
         let mut consider = |candidates: &[u32]| {
             for &n in candidates {

@@ -268,7 +268,7 @@ where
                 State::start(inner.call(request.clone()), engine.attempt_timeout(now))
             }
             Admission::Wait { delay, .. } => State::Sleeping {
-                sleep: tokio::time::sleep(delay),
+                sleep: Box::pin(tokio::time::sleep(delay)),
                 kept: None,
             },
             Admission::Fail(reason) => State::Refused { reason },
@@ -292,7 +292,10 @@ pin_project! {
         Calling { #[pin] fut: F },
         // One timer for the whole attempt, from its send: the response
         // head, then any reading of its body for the classifier.
-        CallingWithTimeout { #[pin] fut: F, #[pin] timer: Sleep, after: Duration },
+        // (The timers are boxed: only attempts with a timeout, waits and a
+        // busy inner service use one, and a small state keeps the future
+        // cheap to move on every request.)
+        CallingWithTimeout { #[pin] fut: F, timer: Pin<Box<Sleep>>, after: Duration },
         // Boxed: only responses whose body a classifier reads get here
         // (GitHub's ambiguous 403s), and a small state keeps the future
         // cheap to move.
@@ -300,13 +303,13 @@ pin_project! {
         // A backoff, or a wait that load protection imposed; either way
         // the next attempt asks to be admitted again. `kept`: the last
         // result (before a retry), handed over if the retry is refused.
-        Sleeping { #[pin] sleep: Sleep, kept: Kept<Response<ResponseBody<R>>> },
+        Sleeping { sleep: Pin<Box<Sleep>>, kept: Kept<Response<ResponseBody<R>>> },
         // Admitted (or about to ask): wait for the inner service, until
         // the deadline at most (the timer is set only if it is not ready
         // at once), then send.
         Ready {
             admitted: bool,
-            #[pin] deadline: Option<Sleep>,
+            deadline: Option<Pin<Box<Sleep>>>,
             kept: Kept<Response<ResponseBody<R>>>,
         },
         // Refused before the first attempt.
@@ -319,7 +322,7 @@ impl<F: Future, R: Body> State<F, R> {
         match timeout {
             Some(after) => State::CallingWithTimeout {
                 fut,
-                timer: tokio::time::sleep(after),
+                timer: Box::pin(tokio::time::sleep(after)),
                 after,
             },
             None => State::Calling { fut },
@@ -410,7 +413,7 @@ where
                         Attempt::Fresh(result.map_err(Into::into), Some((timer.deadline(), *after)))
                     }
                     Poll::Pending => {
-                        ready!(timer.poll(cx));
+                        ready!(timer.as_mut().poll(cx));
                         Attempt::Fresh(Err(timed_out(*after)), None)
                     }
                 },
@@ -439,7 +442,7 @@ where
                     }
                 }
                 StateProj::Sleeping { sleep, kept } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     let kept = kept.take();
                     this.state.set(State::ready(kept));
                     continue;
@@ -451,7 +454,7 @@ where
                 }
                 StateProj::Ready {
                     admitted,
-                    mut deadline,
+                    deadline,
                     kept,
                 } => {
                     let meta = RequestMeta::from_http(this.request);
@@ -461,7 +464,7 @@ where
                             Admission::Wait { delay, .. } => {
                                 let kept = kept.take();
                                 this.state.set(State::Sleeping {
-                                    sleep: tokio::time::sleep(delay),
+                                    sleep: Box::pin(tokio::time::sleep(delay)),
                                     kept,
                                 });
                                 continue;
@@ -488,12 +491,14 @@ where
                             if deadline.is_none() {
                                 let now = Instant::now().into_std();
                                 match this.engine.deadline_left(now) {
-                                    Some(left) => deadline.set(Some(tokio::time::sleep(left))),
+                                    Some(left) => {
+                                        *deadline = Some(Box::pin(tokio::time::sleep(left)))
+                                    }
                                     None => return Poll::Pending,
                                 }
                             }
-                            if let Some(timer) = deadline.as_pin_mut() {
-                                ready!(timer.poll(cx));
+                            if let Some(timer) = deadline {
+                                ready!(timer.as_mut().poll(cx));
                             }
                             this.engine.withdraw(&meta, StopReason::Deadline);
                             let kept = kept.take();
@@ -570,7 +575,7 @@ where
             if let Decision::Retry { delay, .. } = decision {
                 // Kept through the wait, in case the retry is refused.
                 this.state.set(State::Sleeping {
-                    sleep: tokio::time::sleep(delay),
+                    sleep: Box::pin(tokio::time::sleep(delay)),
                     kept: Some(Box::new(result)),
                 });
                 continue;

@@ -122,39 +122,39 @@ pub(crate) fn finish<'a, R: HttpResponse>(
     request: impl FnOnce() -> RequestMeta<'a>,
     result: Result<R, BoxError>,
 ) -> Result<R, Error> {
-    match (decision, result) {
-        // A first-attempt success with no wait carries no report: the
-        // accessor (`ResponseExt::retry_report`) answers for it without
-        // allocating. Anything else that happened is attached.
-        (Decision::Return, Ok(response)) if engine.report().is_clean() => Ok(response),
-        (Decision::Return, Ok(mut response)) => {
-            response.extensions_mut().insert(engine.take_report());
-            Ok(response)
+    let result = match result {
+        Ok(mut response) if decision == Decision::Return => {
+            // A first-attempt success with no wait carries no report: the
+            // accessor (`ResponseExt::retry_report`) answers for it without
+            // allocating. Anything else that happened is attached.
+            if !engine.report().is_clean() {
+                response.extensions_mut().insert(engine.take_report());
+            }
+            return Ok(response);
         }
-        (decision, result) => {
-            let report = engine.take_report();
-            let reason = match decision {
-                Decision::Fail(reason) => reason,
-                _ => StopReason::Permanent,
-            };
-            let last = match result {
-                Ok(mut response) => {
-                    response.extensions_mut().insert(report.clone());
-                    Last::Response {
-                        status: response.status(),
-                        headers: response.headers().clone(),
-                        response,
-                    }
-                }
-                Err(e) => Last::Error(e),
-            };
-            Err(with_url(
-                Error::from_stop(reason, report, last),
-                engine,
-                &request(),
-            ))
+        result => result,
+    };
+    let report = engine.take_report();
+    let reason = match decision {
+        Decision::Fail(reason) => reason,
+        _ => StopReason::Permanent,
+    };
+    let last = match result {
+        Ok(mut response) => {
+            response.extensions_mut().insert(report.clone());
+            Last::Response {
+                status: response.status(),
+                headers: response.headers().clone(),
+                response,
+            }
         }
-    }
+        Err(e) => Last::Error(e),
+    };
+    Err(with_url(
+        Error::from_stop(reason, report, last),
+        engine,
+        &request(),
+    ))
 }
 
 /// Names the request in the error, redacted as the policy says.

@@ -123,7 +123,10 @@ pub struct RetryState {
     /// 450 instructions through the reqwest middleware).
     backoff: Option<Box<Backoff>>,
     started: Instant,
-    safety: Safety,
+    /// Whether the request may be repeated: worked out at its first
+    /// transient outcome (a request that succeeds never needs it), then
+    /// kept.
+    safety: Option<Safety>,
     replayable: bool,
     report: RetryReport,
     /// Whether the first attempt was sent (the deadline counts from it).
@@ -147,17 +150,15 @@ impl RetryState {
         request: &RequestMeta<'_>,
         now: Instant,
     ) -> RetryState {
+        // The request's safety is worked out at its first transient
+        // outcome, from the request `decide` is given.
+        let _ = request;
         RetryState {
             guard: None,
             sent: false,
             backoff: None,
             started: now,
-            safety: match policy.inner().classifier.retry_safety(request) {
-                Some(true) => Safety::Safe,
-                Some(false) => Safety::Never,
-                None if request.is_idempotent() => Safety::Safe,
-                None => Safety::Unsafe,
-            },
+            safety: None,
             policy,
             replayable: true,
             report: RetryReport::new(),
@@ -428,7 +429,15 @@ impl RetryState {
         if p.deadline.is_some_and(|d| elapsed >= d) {
             return self.stop(request, StopReason::Deadline, is_response);
         }
-        let forbidden = match self.safety {
+        let safety = *self
+            .safety
+            .get_or_insert_with(|| match p.classifier.retry_safety(request) {
+                Some(true) => Safety::Safe,
+                Some(false) => Safety::Never,
+                None if request.is_idempotent() => Safety::Safe,
+                None => Safety::Unsafe,
+            });
+        let forbidden = match safety {
             Safety::Safe => false,
             Safety::Unsafe => {
                 !p.retry_non_idempotent && !p.classifier.not_processed(request, outcome)
