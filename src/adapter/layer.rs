@@ -570,7 +570,6 @@ where
                 &result,
                 prefix.as_deref(),
                 FailureKind::from_error,
-                Instant::now().into_std(),
             );
             if let Decision::Retry { delay, .. } = decision {
                 // Kept through the wait, in case the retry is refused.

@@ -201,14 +201,7 @@ impl Middleware for RetryMiddleware {
             let decided = {
                 let meta = request.describe();
                 match body_to_inspect(&engine, &meta, &result) {
-                    0 => Ok(decide(
-                        &mut engine,
-                        &meta,
-                        &result,
-                        None,
-                        kind_of,
-                        Instant::now().into_std(),
-                    )),
+                    0 => Ok(decide(&mut engine, &meta, &result, None, kind_of)),
                     wanted => Err(wanted),
                 }
             };
@@ -227,9 +220,8 @@ impl Middleware for RetryMiddleware {
                             response
                         });
                     }
-                    let now = Instant::now().into_std();
                     let meta = request.describe();
-                    decide(&mut engine, &meta, &result, prefix.as_deref(), kind_of, now)
+                    decide(&mut engine, &meta, &result, prefix.as_deref(), kind_of)
                 }
             };
             let delay = match decision {

@@ -93,10 +93,11 @@ pub(crate) fn decide<R: HttpResponse>(
     result: &Result<R, BoxError>,
     body: Option<&[u8]>,
     kind_of: impl FnOnce(&(dyn StdError + 'static)) -> FailureKind,
-    now: Instant,
 ) -> Decision {
+    // The attempt's end, read only if the decision needs it.
+    let now = || tokio::time::Instant::now().into_std();
     match result {
-        Ok(response) => engine.decide(
+        Ok(response) => engine.decide_at(
             request,
             &Outcome::Response {
                 status: response.status(),
@@ -108,7 +109,7 @@ pub(crate) fn decide<R: HttpResponse>(
         Err(error) => {
             let error: &(dyn StdError + 'static) = &**error;
             let kind = kind_of(error);
-            engine.decide(request, &Outcome::Error { kind, error }, now)
+            engine.decide_at(request, &Outcome::Error { kind, error }, now)
         }
     }
 }

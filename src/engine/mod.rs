@@ -402,8 +402,34 @@ impl RetryState {
         outcome: &Outcome<'_>,
         now: Instant,
     ) -> Decision {
-        let elapsed = now.saturating_duration_since(self.started);
+        self.decide_at(request, outcome, || now)
+    }
+
+    /// [`decide`](Self::decide), reading the clock only if the decision
+    /// needs it: a first attempt that succeeds with nothing held does not
+    /// (its report is not kept: its attempt's `elapsed` reads as zero, as
+    /// [`RetryReport::clean`] says).
+    pub(crate) fn decide_at(
+        &mut self,
+        request: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        now: impl FnOnce() -> Instant,
+    ) -> Decision {
         let class = self.policy.inner().classifier.classify(request, outcome);
+        let is_response = matches!(outcome, Outcome::Response { .. });
+        let mut now = Now {
+            read: Some(now),
+            at: self.started,
+        };
+        let clean = class == Class::Success
+            && is_response
+            && self.report.attempts() == 0
+            && self.guard.is_none();
+        let elapsed = if clean {
+            Duration::ZERO
+        } else {
+            now.get().saturating_duration_since(self.started)
+        };
         self.report.push(AttemptRecord {
             status: outcome.status(),
             failure: outcome.failure(),
@@ -412,20 +438,20 @@ impl RetryState {
             delay_source: None,
             elapsed,
         });
-        let is_response = matches!(outcome, Outcome::Response { .. });
         if self.policy.inner().protection.active() {
-            self.observe(request, outcome, class, now);
+            self.observe(request, outcome, class, &mut now);
         }
         let p = self.policy.inner();
 
         match class {
             Class::Transient => {}
             Class::Success if is_response => {
-                self.refund_success(request, now);
+                self.refund_success(request, &now);
                 return self.stop(request, StopReason::Success, true);
             }
             _ => return self.stop(request, StopReason::Permanent, is_response),
         }
+        let now = now.get();
         if p.deadline.is_some_and(|d| elapsed >= d) {
             return self.stop(request, StopReason::Deadline, is_response);
         }
@@ -526,6 +552,27 @@ impl RetryState {
         let attempts = self.report.attempts();
         trace::stopped(&self.policy, request, reason, attempts, self.report.last());
         self.refusal(reason, is_response)
+    }
+}
+
+/// The clock, read once and only if needed; before that, `at` is the
+/// attempt's start.
+pub(crate) struct Now<F: FnOnce() -> Instant> {
+    read: Option<F>,
+    at: Instant,
+}
+
+impl<F: FnOnce() -> Instant> Now<F> {
+    /// The time, reading the clock the first time.
+    pub(crate) fn get(&mut self) -> Instant {
+        if let Some(read) = self.read.take() {
+            self.at = read();
+        }
+        self.at
+    }
+    /// The time read so far: the attempt's start if the clock was not read.
+    pub(crate) fn last(&self) -> Instant {
+        self.at
     }
 }
 
