@@ -209,6 +209,7 @@ impl EndpointPolicies {
     }
 
     /// The policy for `request`: the first matching rule's, or the default.
+    #[inline]
     pub fn select(&self, request: &RequestMeta<'_>) -> &RetryPolicy {
         let index = &*self.inner;
         // A single policy (the common set): nothing to look at.
@@ -263,6 +264,7 @@ impl EndpointPolicies {
 
     /// The policy for a request with these extensions: a [`RetryPolicy`]
     /// placed in them wins; otherwise [`select`](Self::select).
+    #[inline]
     pub fn select_with<'a>(
         &'a self,
         extensions: &'a Extensions,

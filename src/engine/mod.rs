@@ -145,6 +145,7 @@ impl RetryState {
     }
 
     /// [`new`](Self::new), taking the policy by value.
+    #[inline]
     pub(crate) fn with_policy(
         policy: RetryPolicy,
         request: &RequestMeta<'_>,
@@ -172,12 +173,14 @@ impl RetryState {
     }
 
     /// The policy in use.
+    #[inline]
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy
     }
 
     /// The timeout for the next attempt: the policy's `attempt_timeout`,
     /// clamped to what is left of the `deadline`. `None`: no timeout.
+    #[inline]
     pub fn attempt_timeout(&self, now: Instant) -> Option<Duration> {
         let p = self.policy.inner();
         match (p.attempt_timeout, self.left(p.deadline, now)) {
@@ -191,6 +194,7 @@ impl RetryState {
     /// deadline counts from the first attempt's admission. An adapter that
     /// waits for its transport after [`admit`](Self::admit) bounds that
     /// wait by it.
+    #[inline]
     pub fn deadline_left(&self, now: Instant) -> Option<Duration> {
         self.left(self.policy.inner().deadline, now)
     }
@@ -205,6 +209,7 @@ impl RetryState {
     /// [`MAX_INSPECTED_BODY`]); `0` for none, the usual case. An adapter
     /// reads that prefix, passes it as the outcome's `body`, and hands the
     /// caller the whole body.
+    #[inline]
     pub fn body_to_inspect(
         &self,
         request: &RequestMeta<'_>,
@@ -219,11 +224,13 @@ impl RetryState {
     }
 
     /// The report so far.
+    #[inline]
     pub fn report(&self) -> &RetryReport {
         &self.report
     }
 
     /// Takes the report out (the adapter attaches it to the result).
+    #[inline]
     pub fn take_report(&mut self) -> RetryReport {
         std::mem::replace(&mut self.report, RetryReport::new())
     }
@@ -308,6 +315,7 @@ impl RetryState {
     }
 
     /// The attempt is being sent at `now`.
+    #[inline]
     fn sending(&mut self, now: Instant) {
         if !self.sent {
             self.sent = true;
@@ -534,6 +542,7 @@ impl RetryState {
         Decision::Retry { delay, source }
     }
 
+    #[inline]
     fn stop(
         &mut self,
         request: &RequestMeta<'_>,
@@ -549,8 +558,7 @@ impl RetryState {
             self.report
                 .set_endpoint(|| endpoint_label(protection, request));
         }
-        let attempts = self.report.attempts();
-        trace::stopped(&self.policy, request, reason, attempts, self.report.last());
+        trace::stopped(&self.policy, request, reason, &self.report);
         self.refusal(reason, is_response)
     }
 }
@@ -622,6 +630,7 @@ pub fn prepare_request(policy: &RetryPolicy, method: &Method, headers: &mut Head
 /// Whether [`prepare_request`] would add a key to `request` under
 /// `policy`: adapters then describe the request again after it, and only
 /// then.
+#[inline]
 pub(crate) fn needs_idempotency_key(policy: &RetryPolicy, request: &RequestMeta<'_>) -> bool {
     policy.auto_idempotency_key()
         && !is_idempotent_method(request.method())
