@@ -3,6 +3,7 @@
 //! adapters themselves only move requests, responses and timers.
 
 use std::error::Error as StdError;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use http::{Extensions, HeaderMap, StatusCode};
@@ -163,31 +164,80 @@ fn with_url(error: Error, engine: &RetryState, request: &RequestMeta<'_>) -> Err
     error.with_url(request.redacted_url(engine.policy().hide_paths()))
 }
 
-/// The last attempt's result, kept (boxed: it is rare, and the futures that
-/// carry it across their waits stay small) while a decided retry waits:
-/// if the retry is refused before it is sent, this is what the caller
-/// gets, as if the retry had been refused right after the attempt.
-pub(crate) type Kept<R> = Option<Box<Result<R, BoxError>>>;
+pin_project_lite::pin_project! {
+    /// A wait before the next attempt (a backoff, or one that load
+    /// protection imposed), and the last attempt's result kept through it:
+    /// if the next attempt is refused before it is sent, that result is
+    /// what the caller gets, as if the retry had been refused right after
+    /// the attempt. One box for both, made at the first wait (most requests
+    /// never wait), and reused for the next.
+    pub(crate) struct Pause<R> {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        kept: Option<Result<R, BoxError>>,
+    }
+}
+
+/// A request's pause, once it has waited.
+pub(crate) type Kept<R> = Option<Pin<Box<Pause<R>>>>;
+
+/// Starts waiting `delay` in `pause` (made on first need), keeping `last`
+/// (or, with `None`, whatever it kept before).
+pub(crate) fn pause<R>(
+    pause: &mut Kept<R>,
+    delay: Duration,
+    last: Option<Result<R, BoxError>>,
+) -> Pin<&mut Pause<R>> {
+    let deadline = tokio::time::Instant::now() + delay;
+    let pause = match pause {
+        Some(pause) => {
+            let mut this = pause.as_mut().project();
+            this.sleep.as_mut().reset(deadline);
+            if last.is_some() {
+                *this.kept = last;
+            }
+            pause
+        }
+        None => pause.insert(Box::pin(Pause {
+            sleep: tokio::time::sleep_until(deadline),
+            kept: last,
+        })),
+    };
+    pause.as_mut()
+}
+
+impl<R> Pause<R> {
+    /// The wait's timer.
+    pub(crate) fn sleep(self: Pin<&mut Self>) -> Pin<&mut tokio::time::Sleep> {
+        self.project().sleep
+    }
+}
+
+/// The result a pause kept, taken out (the attempt after it was sent, or
+/// refused).
+pub(crate) fn take_kept<R>(pause: &mut Kept<R>) -> Option<Result<R, BoxError>> {
+    pause.as_mut()?.as_mut().project().kept.take()
+}
 
 /// The next attempt was refused before it was sent ([`RetryState::admit`]
 /// or [`RetryState::withdraw`]): before the first attempt, an [`Error`]
-/// with the report; before a retry, what the engine says of the `kept`
-/// last result ([`RetryState::refusal`]): the response itself, or an
-/// [`Error`] that carries it (or the last transport error).
+/// with the report; before a retry, what the engine says of the last
+/// result the pause `kept` ([`RetryState::refusal`]): the response itself,
+/// or an [`Error`] that carries it (or the last transport error).
 pub(crate) fn refused<R: HttpResponse>(
     engine: &mut RetryState,
     request: &RequestMeta<'_>,
     reason: StopReason,
-    kept: Kept<R>,
+    mut kept: Kept<R>,
 ) -> Result<R, Error> {
-    match kept {
+    match take_kept(&mut kept) {
         None => {
             let error = Error::from_stop::<()>(reason, engine.take_report(), Last::Nothing);
             Err(with_url(error, engine, request))
         }
         Some(last) => {
             let decision = engine.refusal(reason, last.is_ok());
-            finish(decision, engine, || *request, *last)
+            finish(decision, engine, || *request, last)
         }
     }
 }
