@@ -259,6 +259,7 @@ impl RetryPolicy {
         self.inner.retry_non_idempotent
     }
     /// Whether non-idempotent requests get a generated `Idempotency-Key`.
+    #[inline]
     pub fn auto_idempotency_key(&self) -> bool {
         self.inner.auto_idempotency_key
     }
@@ -268,6 +269,7 @@ impl RetryPolicy {
     }
     /// Whether errors, reports and tracing leave the request's path out
     /// (host and port only).
+    #[inline]
     pub fn hide_paths(&self) -> bool {
         self.inner.hide_paths
     }
@@ -339,6 +341,7 @@ impl RetryPolicy {
         self.inner.before_retry.is_some()
     }
 
+    #[inline]
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
