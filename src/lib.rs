@@ -144,9 +144,6 @@ pub mod error;
 mod headers;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
-// The recording side is crate-private until the engine calls it (issue 16,
-// wiring phase: design/observability.md).
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod metrics;
 pub mod op;
 pub mod policy;

@@ -119,43 +119,7 @@ use crate::report::{AttemptRecord, RetryReport, StopReason, Throttle};
 #[cfg(doc)]
 use crate::retry_after::DelaySource;
 
-/// One reading of the wall clock at a known point of a request: `wall`
-/// was the time when `elapsed` had passed since the start of its first
-/// attempt. Each attempt's wall-clock time follows from it.
-///
-/// ```
-/// use std::time::{Duration, UNIX_EPOCH};
-/// use http_resilience::record::WallAnchor;
-///
-/// let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-/// let anchor = WallAnchor::new(wall, Duration::from_millis(100));
-/// // An attempt that ended 40 ms after the start: 60 ms before the reading.
-/// assert_eq!(anchor.at(Duration::from_millis(40)), wall - Duration::from_millis(60));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WallAnchor {
-    wall: SystemTime,
-    elapsed: Duration,
-}
-
-impl WallAnchor {
-    /// `wall` was the time when `elapsed` had passed since the start of the
-    /// request's first attempt.
-    pub fn new(wall: SystemTime, elapsed: Duration) -> WallAnchor {
-        WallAnchor { wall, elapsed }
-    }
-
-    /// The wall-clock time at `elapsed` since the start of the first
-    /// attempt. Saturates at the clock's limits, never panics.
-    pub fn at(&self, elapsed: Duration) -> SystemTime {
-        let shifted = if elapsed >= self.elapsed {
-            self.wall.checked_add(elapsed - self.elapsed)
-        } else {
-            self.wall.checked_sub(self.elapsed - elapsed)
-        };
-        shifted.unwrap_or(self.wall)
-    }
-}
+pub use crate::report::WallAnchor;
 
 /// Fractional milliseconds, as the records write durations.
 fn ms(d: Duration) -> f64 {
@@ -313,15 +277,19 @@ impl ErrorRecord {
     }
 }
 
+/// The report's record, each attempt dated by the report's own
+/// [anchor](RetryReport::wall_anchor).
 impl From<&RetryReport> for ReportRecord {
     fn from(report: &RetryReport) -> ReportRecord {
-        ReportRecord::with_anchor(report, None)
+        ReportRecord::with_anchor(report, report.wall_anchor())
     }
 }
 
+/// The error's record, each attempt dated by its report's own
+/// [anchor](RetryReport::wall_anchor).
 impl From<&Error> for ErrorRecord {
     fn from(error: &Error) -> ErrorRecord {
-        ErrorRecord::with_anchor(error, None)
+        ErrorRecord::with_anchor(error, error.report().wall_anchor())
     }
 }
 
@@ -332,7 +300,8 @@ impl Serialize for RetryReport {
     }
 }
 
-/// As an [`AttemptEntry`].
+/// As an [`AttemptEntry`], with no time (an attempt alone does not know
+/// its report's anchor: serialize the report for the times).
 impl Serialize for AttemptRecord {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         AttemptEntry::with_anchor(self, None).serialize(serializer)

@@ -76,6 +76,12 @@ impl Guard {
         })
     }
 
+    /// The endpoint's state (for the metrics' gauges).
+    #[cfg(feature = "metrics")]
+    pub(super) fn endpoint(&self) -> &dyn EndpointState {
+        &*self.endpoint
+    }
+
     fn partition(&mut self, request: &RequestMeta<'_>) -> Partition {
         *self
             .partition

@@ -4,13 +4,99 @@
 //! the per-endpoint handles are the [`metrics`](crate::metrics) room's;
 //! this file only says which of them each answer of the engine moves.
 //!
-//! Not called yet: the engine calls these once wired (issue 16, wiring
-//! phase: `design/observability.md` §1).
+//! The engine calls [`RetryState::record_decision`] at the end of every
+//! `decide` and [`RetryState::record_admission`] on every wait and
+//! refusal of `admit` (a send records nothing): each is one relaxed load
+//! until [`enable`](crate::metrics::enable), then one lookup of the
+//! endpoint's handles. The two protection gauges are read from the
+//! request's hold on its endpoint, when it has one (a request that never
+//! looked its endpoint up has nothing new to say of it).
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::classify::RequestMeta;
 use crate::metrics::{EndpointMetrics, Refusal};
+use crate::protection::CircuitStatus;
+use crate::protection::store::Scope;
 use crate::report::RetryReport;
 
-use super::{Admission, Decision};
+use super::{Admission, Decision, RetryState};
+
+impl RetryState {
+    /// After `decide`: the attempt, its retry or the request's end, and the
+    /// endpoint's gauges.
+    #[inline]
+    pub(super) fn record_decision(&self, request: &RequestMeta<'_>, decision: &Decision) {
+        let Some(m) = self.endpoint_metrics(request) else {
+            return;
+        };
+        decided(&m, decision, &self.report);
+        // When the attempt ended (the decision's own reading of the clock).
+        let at = self.started
+            + self
+                .report
+                .last()
+                .map_or_else(Default::default, |r| r.elapsed());
+        self.gauges(&m, at);
+    }
+
+    /// After `admit`, for a wait or a refusal at `now`.
+    #[cold]
+    pub(super) fn record_admission(
+        &self,
+        request: &RequestMeta<'_>,
+        admission: &Admission,
+        now: Instant,
+    ) {
+        let Some(m) = self.endpoint_metrics(request) else {
+            return;
+        };
+        admitted(&m, admission, &self.report);
+        self.gauges(&m, now);
+    }
+
+    /// The request's endpoint's handles; `None` until `enable`.
+    #[inline]
+    fn endpoint_metrics(&self, request: &RequestMeta<'_>) -> Option<Arc<EndpointMetrics>> {
+        self.policy
+            .inner()
+            .metrics
+            .get(request.host(), request.port())
+    }
+
+    /// The breaker's state and the budget's tokens of the endpoint the
+    /// request holds, at `now`, in `m`, the request's endpoint's handles.
+    /// Under [`Scope::Policy`] the one state is the whole policy's,
+    /// recorded as `server.address="_policy"`, port 0.
+    #[cold]
+    fn gauges(&self, m: &Arc<EndpointMetrics>, now: Instant) {
+        let Some(endpoint) = self.guard.as_deref().map(|g| g.endpoint()) else {
+            return;
+        };
+        let p = self.policy.inner();
+        let protection = &p.protection;
+        let whole;
+        let m = match protection.scope {
+            Scope::Policy => match p.metrics.get("_policy", 0) {
+                Some(found) => {
+                    whole = found;
+                    &whole
+                }
+                None => return,
+            },
+            _ => m,
+        };
+        if protection.circuit.is_some() {
+            let mut status = CircuitStatus::Closed;
+            endpoint.circuit(&mut |state| status = state.status(now));
+            m.circuit(status);
+        }
+        if let Some(budget) = &protection.budget {
+            m.budget_tokens(endpoint.tokens(budget));
+        }
+    }
+}
 
 /// After [`RetryState::decide`](super::RetryState::decide): the attempt
 /// (its class is the report's last), the retry's delay, a budget or
