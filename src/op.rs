@@ -80,6 +80,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Method, StatusCode};
 use tokio::time::Instant;
 
+use crate::adapter::span::{AttemptSpan, decide_in, instrumented};
 use crate::classify::{
     AttemptTimedOut, Class, Classify, FailureKind, OPERATION, Outcome, RequestMeta,
 };
@@ -307,14 +308,19 @@ impl Operation<'_> {
                 number: state.report().attempts() + 1,
                 timeout,
             };
+            // The attempt's span, if a subscriber wants one.
+            let span = AttemptSpan::operation(self.name, attempt.number);
             let run = operation(attempt);
-            let result = match timeout {
-                None => run.await.map_err(Failed::Operation),
-                Some(after) => match tokio::time::timeout(after, run).await {
-                    Ok(result) => result.map_err(Failed::Operation),
-                    Err(_elapsed) => Err(Failed::TimedOut(after)),
-                },
-            };
+            let result = instrumented(span.as_deref(), async {
+                match timeout {
+                    None => run.await.map_err(Failed::Operation),
+                    Some(after) => match tokio::time::timeout(after, run).await {
+                        Ok(result) => result.map_err(Failed::Operation),
+                        Err(_elapsed) => Err(Failed::TimedOut(after)),
+                    },
+                }
+            })
+            .await;
             let now = Instant::now().into_std();
             match result {
                 Ok(value) => {
@@ -322,7 +328,9 @@ impl Operation<'_> {
                     // refunds the budget and closes the breaker as any
                     // success does; the record keeps no status.
                     let outcome = Outcome::response(StatusCode::OK, &headers);
-                    state.decide(&meta, &outcome, now);
+                    decide_in(span.as_deref(), &outcome, || {
+                        state.decide(&meta, &outcome, now)
+                    });
                     let mut report = state.take_report();
                     if let Some(last) = report.last_mut() {
                         last.status = None;
@@ -342,8 +350,11 @@ impl Operation<'_> {
                             kind: verdict.kind,
                             error: &error,
                         };
-                        state.decide(&meta, &outcome, now)
+                        decide_in(span.as_deref(), &outcome, || {
+                            state.decide(&meta, &outcome, now)
+                        })
                     };
+                    drop(span);
                     match decision {
                         Decision::Retry { delay, .. } => {
                             drop(failed);

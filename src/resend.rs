@@ -60,6 +60,7 @@ where
 /// Where the request goes, as its client keeps it.
 #[derive(Clone, Copy)]
 enum Target<'a> {
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
     Url(&'a str),
     Uri(&'a Uri),
 }
@@ -75,6 +76,7 @@ pub struct ResendRequest<'a> {
 impl<'a> ResendRequest<'a> {
     /// A request with this method, absolute URL and headers (the reqwest
     /// middleware's form).
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
     pub(crate) fn with_url(
         method: &'a Method,
         url: &'a str,

@@ -130,9 +130,10 @@ use bytes::Bytes;
 use http_body::Body;
 
 use super::body::{BodyShape, Inspect, ResponseBody};
+use super::span::{AttemptSpan, enter};
 use super::{
-    HttpRequest, Kept, attempt_window, body_to_inspect, decide, finish, not_ready, not_ready_for,
-    pause, refused, start, take_kept,
+    HttpRequest, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend, decide,
+    finish, not_ready, not_ready_for, pause, prepare_resend, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -141,6 +142,7 @@ use crate::error::{AttemptTimedOut, BoxError, Error};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
 use crate::report::{RetryReport, StopReason};
+use crate::resend::ResendRequest;
 
 /// Applies a [`RetryPolicy`], or per-endpoint [`EndpointPolicies`], to a
 /// tower service.
@@ -263,9 +265,12 @@ where
         // still say the same.
         let shape = BodyShape::of(request.body());
         let mut kept = None;
+        let mut span = None;
         let state = match admission {
             // The first attempt always has time: the deadline starts now.
             Admission::Send => {
+                span = attempt_span(&engine, || RequestMeta::from_http(&request));
+                let _entered = enter(span.as_deref());
                 State::start(inner.call(request.clone()), engine.attempt_timeout(now))
             }
             Admission::Wait { delay, .. } => {
@@ -281,6 +286,7 @@ where
             engine,
             shape,
             pause: kept,
+            span,
         }
     }
 }
@@ -367,6 +373,9 @@ pin_project! {
         // The wait before the next attempt and the last result kept
         // through it (made at the first wait, reused after).
         pause: Kept<Response<ResponseBody<R>>>,
+        // The attempt's span, while one is in flight and a subscriber
+        // wanted it (a word otherwise).
+        span: Option<Box<AttemptSpan>>,
     }
 }
 
@@ -409,20 +418,36 @@ where
         loop {
             let attempt = match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
-                    Attempt::Fresh(ready!(fut.poll(cx)).map_err(Into::into), None)
+                    let polled = {
+                        let _entered = enter(this.span.as_deref());
+                        fut.poll(cx)
+                    };
+                    let result = ready!(polled);
+                    Attempt::Fresh(result.map_err(Into::into), None)
                 }
-                StateProj::CallingWithTimeout { fut, timer, after } => match fut.poll(cx) {
-                    Poll::Ready(result) => {
-                        Attempt::Fresh(result.map_err(Into::into), Some((timer.deadline(), *after)))
+                StateProj::CallingWithTimeout { fut, timer, after } => {
+                    let polled = {
+                        let _entered = enter(this.span.as_deref());
+                        fut.poll(cx)
+                    };
+                    match polled {
+                        Poll::Ready(result) => Attempt::Fresh(
+                            result.map_err(Into::into),
+                            Some((timer.deadline(), *after)),
+                        ),
+                        Poll::Pending => {
+                            ready!(timer.as_mut().poll(cx));
+                            Attempt::Fresh(Err(timed_out(*after)), None)
+                        }
                     }
-                    Poll::Pending => {
-                        ready!(timer.as_mut().poll(cx));
-                        Attempt::Fresh(Err(timed_out(*after)), None)
-                    }
-                },
+                }
                 StateProj::Inspecting { inspect } => {
                     let inspection = inspect.as_mut().project();
-                    match Pin::new(inspection.body).poll(cx) {
+                    let polled = {
+                        let _entered = enter(this.span.as_deref());
+                        Pin::new(inspection.body).poll(cx)
+                    };
+                    match polled {
                         Poll::Ready((prefix, replay)) => {
                             let Some(parts) = inspection.parts.take() else {
                                 // Polled again after completing: a caller bug.
@@ -515,7 +540,7 @@ where
                             return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
                         }
                     };
-                    let copy = this.request.clone();
+                    let mut copy = this.request.clone();
                     if !this.shape.matches(copy.body()) {
                         // Drained since the retry was decided: never send
                         // a shorter body.
@@ -523,8 +548,17 @@ where
                         this.engine.withdraw(&meta, reason);
                         return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
                     }
+                    if changes_resend(this.engine) {
+                        let mut headers = std::mem::take(copy.headers_mut());
+                        let mut resend =
+                            ResendRequest::with_uri(copy.method(), copy.uri(), &mut headers);
+                        prepare_resend(this.engine, &mut resend);
+                        *copy.headers_mut() = headers;
+                    }
                     // Sent: the last result is no longer needed.
                     drop(take_kept(kept));
+                    *this.span = attempt_span(this.engine, || RequestMeta::from_http(this.request));
+                    let _entered = enter(this.span.as_deref());
                     let fut = this.inner.call(copy);
                     this.state.set(State::start(fut, timeout));
                     continue;
@@ -562,13 +596,17 @@ where
             if !success && !this.shape.matches(this.request.body()) {
                 this.engine.set_replayable(false);
             }
+            // The attempt's span closes once the engine has decided in it.
+            let span = this.span.take();
             let decision = decide(
                 this.engine,
                 &meta,
                 &result,
                 prefix.as_deref(),
                 FailureKind::from_error,
+                span.as_deref(),
             );
+            drop(span);
             if let Decision::Retry { delay, .. } = decision {
                 // Kept through the wait, in case the retry is refused.
                 pause(this.pause, delay, Some(result));

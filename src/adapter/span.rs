@@ -163,11 +163,32 @@ impl AttemptSpan {
         #[cfg(not(feature = "tracing"))]
         f()
     }
+}
 
-    /// The span, to instrument the attempt's future with.
+/// Entered until dropped (see [`enter`]).
+pub(crate) struct Entered<'a> {
     #[cfg(feature = "tracing")]
-    pub(crate) fn span(&self) -> &tracing::Span {
-        &self.span
+    _entered: Option<tracing::span::Entered<'a>>,
+    #[cfg(not(feature = "tracing"))]
+    _span: std::marker::PhantomData<&'a ()>,
+}
+
+/// Enters `span`, if there is one, until the guard is dropped: the tower
+/// layer polls its attempt's future inside it.
+#[inline]
+pub(crate) fn enter(span: Option<&AttemptSpan>) -> Entered<'_> {
+    #[cfg(feature = "tracing")]
+    {
+        Entered {
+            _entered: span.map(|s| s.span.enter()),
+        }
+    }
+    #[cfg(not(feature = "tracing"))]
+    {
+        let _ = span;
+        Entered {
+            _span: std::marker::PhantomData,
+        }
     }
 }
 

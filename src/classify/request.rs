@@ -69,6 +69,7 @@ impl<'a> RequestMeta<'a> {
     /// [`retry`](crate::policy::RetryPolicy::retry) rather than an HTTP
     /// request: no scheme, the method [`OPERATION`], the operation's name
     /// as the host and port 0.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn is_operation(&self) -> bool {
         self.scheme.is_empty() && self.method.as_str() == OPERATION
     }
