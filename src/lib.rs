@@ -149,6 +149,7 @@ pub mod op;
 pub mod policy;
 pub mod presets;
 pub mod protection;
+pub mod rebuild;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod record;
@@ -199,6 +200,7 @@ pub use op::{Attempt, ErrorClass, Operation};
 pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
 pub use protection::{CircuitBreaker, CircuitStatus, RateLimit, RetryBudget};
+pub use rebuild::{RebuiltRequest, RebuiltResponse};
 pub use report::{AttemptRecord, ResponseExt, RetryReport, StopReason, Throttle, ThrottleReason};
 pub use resend::{BeforeRetry, ResendRequest};
 pub use retry_after::{DelaySource, WallClock};

@@ -204,6 +204,10 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// Attempt `number` (1 for the first), with this timeout.
+    pub(crate) const fn new(number: u32, timeout: Option<Duration>) -> Attempt {
+        Attempt { number, timeout }
+    }
     /// 1 for the first attempt, 2 for the first retry, ...
     pub fn number(&self) -> u32 {
         self.number

@@ -368,7 +368,7 @@ fn timed_out(after: std::time::Duration) -> BoxError {
 /// Reads the start of a response's body for the classifier, and rebuilds
 /// the response so that the caller still reads the whole body (and the
 /// same URL, status, headers and extensions).
-async fn inspect(response: Response, limit: usize) -> (Vec<u8>, Response) {
+pub(crate) async fn inspect(response: Response, limit: usize) -> (Vec<u8>, Response) {
     use reqwest::ResponseBuilderExt;
 
     let url = response.url().clone();
@@ -386,7 +386,7 @@ async fn inspect(response: Response, limit: usize) -> (Vec<u8>, Response) {
     )
 }
 
-fn into_box(error: reqwest_middleware::Error, engine: &RetryState) -> BoxError {
+pub(crate) fn into_box(error: reqwest_middleware::Error, engine: &RetryState) -> BoxError {
     match error {
         reqwest_middleware::Error::Reqwest(e) if engine.policy().hide_paths() => {
             Box::new(e.without_url())
@@ -414,7 +414,7 @@ fn into_box(error: reqwest_middleware::Error, engine: &RetryState) -> BoxError {
 /// flags for what only reqwest knows (its own `timeout()` and
 /// `connect_timeout()` fire as a private type); then the chain. Never from
 /// the error's text, which ends with the URL.
-fn kind_of(error: &(dyn std::error::Error + 'static)) -> FailureKind {
+pub(crate) fn kind_of(error: &(dyn std::error::Error + 'static)) -> FailureKind {
     let Some(e) = error.downcast_ref::<reqwest::Error>() else {
         return FailureKind::from_error(error);
     };
