@@ -141,6 +141,7 @@ pub mod config;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
+pub mod git;
 mod headers;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
