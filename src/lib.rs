@@ -151,10 +151,13 @@ pub mod policy;
 pub mod presets;
 pub mod protection;
 pub mod rebuild;
+// `RetryPolicy::to_reqwest_retry`: reqwest's own retry hook.
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod record;
 pub mod report;
+#[cfg(feature = "reqwest")]
+mod reqwest_hook;
 pub mod resend;
 pub mod retry_after;
 mod validate;
