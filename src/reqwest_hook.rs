@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, Method, StatusCode, Uri};
 
-use crate::classify::{Outcome, RequestMeta};
+use crate::classify::{FailureKind, Outcome, RequestMeta};
 use crate::engine::{Decision, RetryState};
 use crate::policy::RetryPolicy;
 
@@ -71,44 +71,78 @@ impl RetryPolicy {
     /// [layer](crate::layer) or [`send_rebuilt`](Self::send_rebuilt)
     /// wherever the client allows one.
     pub fn to_reqwest_retry(&self, host: impl Into<String>) -> reqwest::retry::Builder {
-        let policy = self.clone();
-        let host = host.into();
-        // reqwest 0.13.5 checks its scope only from the second retry on:
-        // the classifier checks the host too, so that no request to
-        // another host is ever retried.
+        retry_hook!(reqwest, self, host, crate::adapter::middleware::kind_of)
+    }
+
+    /// [`to_reqwest_retry`](Self::to_reqwest_retry) for reqwest 0.12
+    /// (0.12.28 or later), for clients that take only a reqwest 0.12
+    /// `Client`: the Anthropic SDKs (async-anthropic, clust,
+    /// anthropic-ai-sdk) among them. The same rules and the same limits:
+    /// no waits, no headers, no report.
+    ///
+    /// ```
+    /// use http_resilience::RetryPolicy;
+    ///
+    /// // reqwest 0.12, under whatever name your Cargo.toml gives it.
+    /// let client = reqwest_0_12::Client::builder()
+    ///     .retry(RetryPolicy::anthropic().to_reqwest_retry_0_12("api.anthropic.com"))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client;
+    /// ```
+    #[cfg(feature = "reqwest-0_12")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-0_12")))]
+    pub fn to_reqwest_retry_0_12(&self, host: impl Into<String>) -> reqwest_0_12::retry::Builder {
+        retry_hook!(reqwest_0_12, self, host, kind_of_0_12)
+    }
+}
+
+/// The hook of one reqwest version: its builder, scoped to `host`, with
+/// the policy's `max_retries`, no budget of reqwest's (the policy's
+/// applies), and the engine's decision as its classifier.
+macro_rules! retry_hook {
+    ($reqwest:ident, $policy:expr, $host:expr, $kind_of:path) => {{
+        let policy = $policy.clone();
+        let host: String = $host.into();
+        // reqwest (0.12.28, 0.13.5) checks its scope only from the second
+        // retry on: the classifier checks the host too, so that no
+        // request to another host is ever retried.
         let ours = host.clone();
-        reqwest::retry::for_host(host)
+        $reqwest::retry::for_host(host)
             .no_budget()
-            .max_retries_per_request(self.max_retries())
+            .max_retries_per_request($policy.max_retries())
             .classify_fn(move |attempt| {
                 let status = attempt.status();
                 let in_scope = attempt.uri().host() == Some(ours.as_str());
-                if in_scope
-                    && retries(
-                        &policy,
-                        attempt.method(),
-                        attempt.uri(),
-                        status,
-                        attempt.error(),
-                    )
-                {
-                    attempt.retryable()
-                } else {
-                    attempt.success()
+                let error = attempt.error();
+                let outcome = match (status, error) {
+                    (Some(status), _) => Some(Seen::Status(status)),
+                    (None, Some(error)) => Some(Seen::Error($kind_of(error), error)),
+                    (None, None) => None,
+                };
+                match outcome {
+                    Some(seen)
+                        if in_scope && retries(&policy, attempt.method(), attempt.uri(), seen) =>
+                    {
+                        attempt.retryable()
+                    }
+                    _ => attempt.success(),
                 }
             })
-    }
+    }};
+}
+use retry_hook;
+
+/// What the hook saw of an attempt.
+#[derive(Clone, Copy)]
+enum Seen<'a> {
+    Status(StatusCode),
+    Error(FailureKind, &'a (dyn std::error::Error + 'static)),
 }
 
 /// Whether the engine would retry this attempt, seen as the first attempt
 /// of a request (reqwest counts the retries).
-fn retries(
-    policy: &RetryPolicy,
-    method: &Method,
-    uri: &Uri,
-    status: Option<StatusCode>,
-    error: Option<&(dyn std::error::Error + 'static)>,
-) -> bool {
+fn retries(policy: &RetryPolicy, method: &Method, uri: &Uri, seen: Seen<'_>) -> bool {
     let headers = HeaderMap::new();
     let scheme = uri.scheme_str().unwrap_or("");
     let port = uri.port_u16().unwrap_or(match scheme {
@@ -126,13 +160,34 @@ fn retries(
     .with_port(port);
     let now = Instant::now();
     let mut engine = RetryState::new(policy, &meta, now);
-    let decision = match (status, error) {
-        (Some(status), _) => engine.decide(&meta, &Outcome::response(status, &headers), now),
-        (None, Some(error)) => {
-            let kind = crate::adapter::middleware::kind_of(error);
-            engine.decide(&meta, &Outcome::Error { kind, error }, now)
-        }
-        (None, None) => return false,
+    let decision = match seen {
+        Seen::Status(status) => engine.decide(&meta, &Outcome::response(status, &headers), now),
+        Seen::Error(kind, error) => engine.decide(&meta, &Outcome::Error { kind, error }, now),
     };
     matches!(decision, Decision::Retry { .. })
+}
+
+/// A reqwest 0.12 error's kind, by the rule the middleware applies to
+/// reqwest 0.13's (`middleware::kind_of`): the builder and redirect flags,
+/// the chain's connect-phase verdict, then reqwest's own flags, then the
+/// chain. Never from the text.
+#[cfg(feature = "reqwest-0_12")]
+fn kind_of_0_12(error: &(dyn std::error::Error + 'static)) -> FailureKind {
+    let Some(e) = error.downcast_ref::<reqwest_0_12::Error>() else {
+        return FailureKind::from_error(error);
+    };
+    if e.is_builder() {
+        return FailureKind::InvalidRequest;
+    }
+    if e.is_redirect() {
+        return FailureKind::Redirect;
+    }
+    match FailureKind::from_error(e) {
+        chain @ (FailureKind::Tls | FailureKind::Connect) => chain,
+        _ if e.is_connect() => FailureKind::Connect,
+        _ if e.is_timeout() => FailureKind::Timeout,
+        _ if e.is_decode() => FailureKind::Decode,
+        FailureKind::Other if e.is_body() => FailureKind::Body,
+        chain => chain,
+    }
 }

@@ -129,42 +129,75 @@ fn rows() -> Vec<Row> {
     ]
 }
 
+/// Sends `row`'s request with reqwest 0.13 (`v12`: 0.12) under the hook:
+/// the status handed over.
+async fn send(row: &Row, url: &str, v12: bool) -> Option<u16> {
+    if v12 {
+        #[cfg(feature = "reqwest-0_12")]
+        {
+            let client = reqwest_0_12::Client::builder()
+                .no_proxy()
+                .retry(row.policy.to_reqwest_retry_0_12("127.0.0.1"))
+                .build()
+                .unwrap();
+            let mut request = client.request(row.method.clone(), url).body("b");
+            for (k, v) in row.headers {
+                request = request.header(*k, *v);
+            }
+            return request.send().await.ok().map(|r| r.status().as_u16());
+        }
+        #[cfg(not(feature = "reqwest-0_12"))]
+        unreachable!("reqwest 0.12 rows run only with the feature");
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .retry(row.policy.to_reqwest_retry("127.0.0.1"))
+        .build()
+        .unwrap();
+    let mut request = client.request(row.method.clone(), url).body("b");
+    for (k, v) in row.headers {
+        request = request.header(*k, *v);
+    }
+    request.send().await.ok().map(|r| r.status().as_u16())
+}
+
 #[tokio::test]
 async fn the_hook_carries_the_classification_and_never_waits() {
     println!("reqwest hook table (requests seen by the server, time taken):");
+    let versions: &[bool] = if cfg!(feature = "reqwest-0_12") {
+        &[false, true]
+    } else {
+        &[false]
+    };
     for row in rows() {
-        let server = Server::start().await;
-        let path = if row.name.starts_with("git preset") {
-            "/r.git/git-receive-pack"
-        } else {
-            "/r"
-        };
-        server.script(path, row.steps.clone());
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .retry(row.policy.to_reqwest_retry("127.0.0.1"))
-            .build()
-            .unwrap();
-        let mut request = client
-            .request(row.method.clone(), server.url(path))
-            .body("b");
-        for (k, v) in row.headers {
-            request = request.header(*k, *v);
+        for &v12 in versions {
+            let version = if v12 { "0.12" } else { "0.13" };
+            let server = Server::start().await;
+            let path = if row.name.starts_with("git preset") {
+                "/r.git/git-receive-pack"
+            } else {
+                "/r"
+            };
+            server.script(path, row.steps.clone());
+            let start = Instant::now();
+            let status = send(&row, &server.url(path), v12).await;
+            let took = start.elapsed();
+            assert_eq!(status, row.status, "{} (reqwest {version})", row.name);
+            assert_eq!(
+                server.count(path),
+                row.attempts,
+                "{} (reqwest {version})",
+                row.name
+            );
+            // No backoff and no Retry-After: everything at once.
+            assert!(took < Duration::from_secs(2), "{}: {took:?}", row.name);
+            println!(
+                "  reqwest {version}: {}: {} requests, {} ms",
+                row.name,
+                server.count(path),
+                took.as_millis()
+            );
         }
-        let start = Instant::now();
-        let result = request.send().await;
-        let took = start.elapsed();
-        let status = result.as_ref().ok().map(|r| r.status().as_u16());
-        assert_eq!(status, row.status, "{}: {result:?}", row.name);
-        assert_eq!(server.count(path), row.attempts, "{}", row.name);
-        // No backoff and no Retry-After: everything at once.
-        assert!(took < Duration::from_secs(2), "{}: {took:?}", row.name);
-        println!(
-            "  {}: {} requests, {} ms",
-            row.name,
-            server.count(path),
-            took.as_millis()
-        );
     }
 }
 
