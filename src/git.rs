@@ -5,7 +5,7 @@
 //! whether it is worth running again; [`is_read_only`] tells a command that
 //! only reads from the remote (`fetch`, `ls-remote`, `clone`, `pull`) from one
 //! that writes to it (`push`), which is never repeated (as
-//! [`RetryPolicy::git`] never resends a `POST .../git-receive-pack`); with
+//! [`RetryPolicy::git`](crate::RetryPolicy::git) never resends a `POST .../git-receive-pack`); with
 //! the feature `git`, [`run`] runs a command under a policy through the
 //! [any-operation driver](crate::op) with both, and hands back its output
 //! or the crate's [`Error`](crate::Error) with a [`GitFailure`] inside.

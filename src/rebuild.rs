@@ -16,7 +16,7 @@
 //! method's idempotency, load protection. It is the same engine and the
 //! same shared path as the two adapters; only the copy of the request is
 //! made differently. The answer is the response (its
-//! [`RetryReport`](crate::RetryReport) attached, as the adapters attach it:
+//! [`RetryReport`] attached, as the adapters attach it:
 //! [`ResponseExt::retry_report`](crate::ResponseExt::retry_report)) or the
 //! crate's [`Error`], with the last response or error inside.
 //!
@@ -65,12 +65,12 @@
 //!   request is needed to know where it goes); for a retry, after the
 //!   wait, just before the send. A request that cannot be made (`make`
 //!   fails) is not retried: the run stops with
-//!   [`Error::NotRetryable`](crate::Error::NotRetryable), the report so far
+//!   [`Error::NotRetryable`], the report so far
 //!   and `make`'s error as its `source()`.
 //! - The attempt's timer (`attempt_timeout`, clamped to the deadline)
 //!   covers the send and the reading of a body prefix for the classifier,
 //!   as through the adapters; the [`Attempt`] given to `make` carries it.
-//! - A `reqwest::Error` is mapped to its [`FailureKind`](crate::FailureKind)
+//! - A `reqwest::Error` is mapped to its [`FailureKind`]
 //!   as the middleware maps it, and loses its URL's user info and query
 //!   string (its whole URL under `hide_paths`) before it is kept.
 
