@@ -8,16 +8,22 @@ use support::capture::Captured;
 use support::clients::{BOTH, Req, base, get, send};
 use support::{Server, Step};
 
-/// Captures every event on this thread until the guard is dropped.
+/// Captures the crate's events on this thread until the guard is dropped
+/// (the client's own events, hyper-util's, happen inside the attempts'
+/// spans and are not the crate's).
 fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let captured = Captured::default();
     let writer = captured.clone();
+    let ours = tracing_subscriber::filter::Targets::new()
+        .with_target("http_resilience", tracing::Level::TRACE);
     let guard = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish()
+        .with(ours)
         .set_default();
     (captured, guard)
 }
