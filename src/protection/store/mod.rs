@@ -54,7 +54,7 @@ use crate::protection::{CircuitState, RateLimit, RetryBudget, Turn};
 
 mod in_memory;
 
-pub use in_memory::{InMemoryStore, MAX_HOLDS};
+pub use in_memory::{InMemoryStore, InMemoryStoreBuilder, MAX_HOLDS};
 
 /// Which endpoint a request's load-protection state belongs to: a host
 /// (compared without regard to ASCII case) and a port.
