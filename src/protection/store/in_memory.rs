@@ -1,10 +1,11 @@
 //! [`InMemoryStore`]: load-protection state in this process's memory.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::{EndpointKey, EndpointState, Partition, StateStore};
@@ -12,7 +13,9 @@ use crate::protection::{CircuitState, Limiter, RateLimit, RetryBudget, Tokens, T
 use crate::validate::{self, Check, ConfigError};
 
 /// The default store: state in this process's memory, one entry per
-/// endpoint (about 200 bytes, see below), made on first use, and at most
+/// endpoint (about 180 bytes with its key and its place in the map; a
+/// breaker, a rate limiter and quota holds add theirs when first used),
+/// made on first use, and at most
 /// [`MAX_HOLDS`] quota holds per endpoint (one per credential that ran
 /// out; expired holds make room for new ones first, then the hold that
 /// ends first).
@@ -80,6 +83,8 @@ use crate::validate::{self, Check, ConfigError};
 /// ```
 pub struct InMemoryStore {
     map: RwLock<Map>,
+    /// This store among all of the process's, for `RECENT`.
+    id: u64,
     shared: Arc<Shared>,
     hasher: hashbrown::DefaultHashBuilder,
     capacity: usize,
@@ -95,8 +100,34 @@ struct Map {
     order: VecDeque<Arc<InMemoryEndpoint>>,
 }
 
-/// References to an entry that no request holds: `table` and `order`.
+/// References to an entry that no request holds: `table` and `order`
+/// (`RECENT` holds weak ones only).
 const UNHELD: usize = 2;
+
+/// A thread's latest lookups, by store and key hash: a hot endpoint is
+/// found without the map's lock, whose word every lookup would otherwise
+/// write (two atomic read-modify-writes on one cache line shared by every
+/// thread). Weak, so that they keep no entry in the store: an entry gone
+/// from the map fails to upgrade, or is marked `evicted`.
+struct Recent {
+    store: u64,
+    hash: u64,
+    entry: Weak<InMemoryEndpoint>,
+}
+
+const RECENT_SLOTS: usize = 4;
+
+thread_local! {
+    static RECENT: RefCell<[Option<Recent>; RECENT_SLOTS]> =
+        const { RefCell::new([const { None }; RECENT_SLOTS]) };
+}
+
+fn recent_slot(hash: u64) -> usize {
+    (hash >> 62) as usize % RECENT_SLOTS
+}
+
+/// Numbers the stores, so that `RECENT` never mistakes one for another.
+static STORES: AtomicU64 = AtomicU64::new(0);
 
 /// Entries each new endpoint examines, and while the store is full.
 const SWEEP: usize = 2;
@@ -180,19 +211,85 @@ impl InMemoryStore {
     }
 
     fn hash(&self, host: &str, port: u16) -> u64 {
-        // Lower-cased in chunks, so that equal keys feed the same bytes
-        // (one `write` per chunk, not one per byte).
+        // The lower-cased bytes, in chunks, so that equal keys feed the
+        // same writes (one per chunk, not one per byte); copied only if
+        // some letter is upper-case.
+        const CHUNK: usize = 64;
         let mut h = self.hasher.build_hasher();
-        let mut buf = [0u8; 32];
-        for chunk in host.as_bytes().chunks(buf.len()) {
-            let lower = &mut buf[..chunk.len()];
-            lower.copy_from_slice(chunk);
-            lower.make_ascii_lowercase();
-            h.write(lower);
+        let bytes = host.as_bytes();
+        if bytes.iter().any(u8::is_ascii_uppercase) {
+            let mut buf = [0u8; CHUNK];
+            for chunk in bytes.chunks(CHUNK) {
+                let lower = &mut buf[..chunk.len()];
+                lower.copy_from_slice(chunk);
+                lower.make_ascii_lowercase();
+                h.write(lower);
+            }
+        } else {
+            for chunk in bytes.chunks(CHUNK) {
+                h.write(chunk);
+            }
         }
         h.write_u8(0xff);
         h.write_u16(port);
         h.finish()
+    }
+
+    /// The entry of `key` if this thread looked it up last (in its slot),
+    /// and it is still in the map.
+    fn recent(&self, hash: u64, key: &EndpointKey<'_>) -> Option<Arc<InMemoryEndpoint>> {
+        RECENT
+            .try_with(|recent| {
+                let recent = recent.try_borrow().ok()?;
+                let slot = recent[recent_slot(hash)].as_ref()?;
+                if slot.store != self.id || slot.hash != hash {
+                    return None;
+                }
+                let entry = slot.entry.upgrade()?;
+                // See `evict`: our hold is visible to a sweep, or its mark
+                // to us.
+                fence(Ordering::SeqCst);
+                if entry.evicted.load(Ordering::Relaxed) || !entry.is(key) {
+                    return None;
+                }
+                entry.mark_used();
+                Some(entry)
+            })
+            .ok()
+            .flatten()
+    }
+
+    fn remember(&self, hash: u64, entry: &Arc<InMemoryEndpoint>) {
+        let _ = RECENT.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                recent[recent_slot(hash)] = Some(Recent {
+                    store: self.id,
+                    hash,
+                    entry: Arc::downgrade(entry),
+                });
+            }
+        });
+    }
+
+    /// The entry of `key`, made (after a sweep) unless another thread just
+    /// did.
+    fn insert(&self, hash: u64, key: &EndpointKey<'_>) -> Arc<InMemoryEndpoint> {
+        let now = now();
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = map.table.find(hash, |e| e.is(key)) {
+            found.mark_used();
+            return found.clone();
+        }
+        self.sweep(&mut map, now);
+        let entry = Arc::new(InMemoryEndpoint::new(
+            key,
+            self.shared.clone(),
+            self.shared.encode(now),
+        ));
+        map.table
+            .insert_unique(hash, entry.clone(), |e| self.hash(&e.host, e.port));
+        map.order.push_back(entry.clone());
+        entry
     }
 
     /// Makes room before `table` gains an entry: examines entries from the
@@ -225,7 +322,7 @@ impl InMemoryStore {
             let idle =
                 now_code.saturating_sub(entry.seen.load(Ordering::Relaxed)) >= self.idle_timeout;
             let candidate = !held && (idle || (full && (!used || examined > limit / 2)));
-            if candidate && entry.at_rest(now) {
+            if candidate && evict(&entry, now) {
                 let hash = self.hash(&entry.host, entry.port);
                 if let Ok(found) = map.table.find_entry(hash, |e| Arc::ptr_eq(e, &entry)) {
                     found.remove();
@@ -241,6 +338,21 @@ impl InMemoryStore {
             map.order.shrink_to(2 * len);
         }
     }
+}
+
+/// Marks `entry` evicted if no request holds it and it is at rest at
+/// `now`. Called by a sweep, under the write lock: no lookup through the
+/// map can hand the entry out meanwhile, and one through `RECENT` either
+/// is seen holding it here, or sees it evicted and lets go (each side
+/// writes its word, fences, then reads the other's).
+fn evict(entry: &Arc<InMemoryEndpoint>, now: Instant) -> bool {
+    entry.evicted.store(true, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    if Arc::strong_count(entry) > UNHELD || !entry.at_rest(now) {
+        entry.evicted.store(false, Ordering::Relaxed);
+        return false;
+    }
+    true
 }
 
 /// Builds an [`InMemoryStore`]; [`build`](Self::build) checks the settings.
@@ -289,6 +401,7 @@ impl InMemoryStoreBuilder {
         }
         validate::positive(self.idle_timeout).at("idle_timeout")?;
         Ok(InMemoryStore {
+            id: STORES.fetch_add(1, Ordering::Relaxed),
             map: RwLock::new(Map {
                 table: hashbrown::HashTable::new(),
                 order: VecDeque::new(),
@@ -308,25 +421,15 @@ impl InMemoryStoreBuilder {
 impl StateStore for InMemoryStore {
     fn endpoint(&self, key: &EndpointKey<'_>) -> Arc<dyn EndpointState> {
         let hash = self.hash(key.host, key.port);
-        if let Some(found) = self.read().table.find(hash, |e| e.is(key)) {
-            found.mark_used();
-            return found.clone();
+        if let Some(found) = self.recent(hash, key) {
+            return found;
         }
-        let now = now();
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = map.table.find(hash, |e| e.is(key)) {
+        let found = self.read().table.find(hash, |e| e.is(key)).map(|found| {
             found.mark_used();
-            return found.clone();
-        }
-        self.sweep(&mut map, now);
-        let entry = Arc::new(InMemoryEndpoint::new(
-            key,
-            self.shared.clone(),
-            self.shared.encode(now),
-        ));
-        map.table
-            .insert_unique(hash, entry.clone(), |e| self.hash(&e.host, e.port));
-        map.order.push_back(entry.clone());
+            found.clone()
+        });
+        let entry = found.unwrap_or_else(|| self.insert(hash, key));
+        self.remember(hash, &entry);
         entry
     }
 
@@ -364,6 +467,9 @@ struct InMemoryEndpoint {
     port: u16,
     /// Looked up since the last sweep examined it.
     used: AtomicBool,
+    /// Dropped from the map (or about to be, see `evict`): a thread's
+    /// `RECENT` must not hand it out.
+    evicted: AtomicBool,
     /// When a sweep last found it used or held (or it was made), encoded
     /// as in `Shared`.
     seen: AtomicU64,
@@ -406,6 +512,7 @@ impl InMemoryEndpoint {
             host: key.host.to_ascii_lowercase().into(),
             port: key.port,
             used: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
             seen: AtomicU64::new(seen),
             tokens: AtomicU64::new(UNTOUCHED),
             below: AtomicU32::new(0),
@@ -432,8 +539,6 @@ impl InMemoryEndpoint {
     }
 
     /// Whether a new entry would behave as this one does from `now` on.
-    /// Asked by a sweep, which holds the write lock (no lookup can hand
-    /// the entry out) and has seen that no request holds it.
     fn at_rest(&self, now: Instant) -> bool {
         // The requests that held it updated it before they let go.
         fence(Ordering::Acquire);
@@ -584,6 +689,15 @@ mod tests {
         assert_eq!(b.tokens(&budget), 495, "same endpoint");
         assert_eq!(c.tokens(&budget), 500, "another port");
         assert_eq!(store.len(), 2);
+        // beyond one hashing chunk (64 bytes), in either case
+        let long = "a-very-long-label-that-goes-on.and-on.and-on-and-on.example.com.";
+        let long = long.repeat(3);
+        let upper = long.to_ascii_uppercase();
+        let d = store.endpoint(&EndpointKey::new(&long, 443));
+        assert!(d.withdraw(&budget, 5));
+        let e = store.endpoint(&EndpointKey::new(&upper, 443));
+        assert_eq!(e.tokens(&budget), 495, "same endpoint");
+        assert_eq!(store.len(), 3);
     }
 
     #[test]
@@ -921,5 +1035,62 @@ mod tests {
         let next = store.endpoint(&EndpointKey::new("SLOW", 443));
         assert!(same(&slow, &next));
         assert_eq!(next.tokens(&budget), 495);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_thread_s_latest_lookup_never_hands_out_an_evicted_entry() {
+        let store = store(1, 1);
+        let budget = RetryBudget::default();
+        let key = |name: &'static str| EndpointKey::new(name, 443);
+        drop(store.endpoint(&key("a")));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        drop(store.endpoint(&key("b")));
+        assert_eq!(store.len(), 1, "b took a's place");
+        let a = store.endpoint(&key("a"));
+        assert!(a.withdraw(&budget, 5));
+        assert_eq!(store.len(), 1, "a took b's place");
+        let again = store.endpoint(&key("a"));
+        assert!(same(&a, &again));
+        assert_eq!(again.tokens(&budget), 495);
+    }
+
+    #[test]
+    fn a_held_entry_is_the_one_handed_out_whatever_the_churn() {
+        // Threads hold the hot endpoint's entry and look it up again, while
+        // another fills a store of capacity 1 with new endpoints: the entry
+        // a request holds is never dropped, so the store hands out that
+        // same entry and no update is lost.
+        let store = Arc::new(store(1, 1));
+        let budget = RetryBudget::default();
+        let hot = EndpointKey::new("hot.example.com", 443);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    drop(store.endpoint(&EndpointKey::new(&host(i % 64), 443)));
+                    i += 1;
+                }
+            });
+            let workers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..20_000 {
+                            let held = store.endpoint(&hot);
+                            assert!(held.withdraw(&budget, 1));
+                            let again = store.endpoint(&hot);
+                            assert!(same(&held, &again), "a second entry for a held endpoint");
+                            held.deposit(&budget, 1);
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert_eq!(store.endpoint(&hot).tokens(&budget), 500);
+        assert!(store.quiet(now()));
     }
 }
