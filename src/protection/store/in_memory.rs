@@ -50,14 +50,15 @@ use crate::validate::{self, Check, ConfigError};
 /// and up to 64 while the store is at capacity, under the write lock it
 /// takes anyway to insert. The idle time is measured on tokio's clock
 /// (paused in tests), as every wait is. Looking up an endpoint already in
-/// the store takes only a shared lock and writes nothing but, once per
-/// sweep, a "used" flag.
+/// the store takes a shared lock, or none when the thread looked it up
+/// last (each thread remembers its latest 4 lookups, without keeping
+/// them alive), and writes nothing but, once per sweep, a "used" flag.
 ///
 /// # Default
 ///
 /// | setting | default | why |
 /// |---|---|---|
-/// | [`capacity`](InMemoryStoreBuilder::capacity) | 10,000 endpoints | at most about 2 MiB at rest; a service or gateway talks to far fewer hosts, a crawler or webhook sender reaching millions stays within it |
+/// | [`capacity`](InMemoryStoreBuilder::capacity) | 10,000 endpoints | about 2 MiB; a service or gateway talks to far fewer hosts, and a crawler or webhook sender reaching millions keeps 10,000 entries at rest |
 /// | [`idle_timeout`](InMemoryStoreBuilder::idle_timeout) | 10 minutes | well past the longest default state (a 30 s breaker window, a 60 s rate-limit wait), so that a service called every few minutes keeps its entry |
 ///
 /// `benches/store.rs` measures 1,000,000 distinct hosts: see
@@ -108,7 +109,9 @@ const UNHELD: usize = 2;
 /// found without the map's lock, whose word every lookup would otherwise
 /// write (two atomic read-modify-writes on one cache line shared by every
 /// thread). Weak, so that they keep no entry in the store: an entry gone
-/// from the map fails to upgrade, or is marked `evicted`.
+/// from the map fails to upgrade, or is marked `evicted`. (A weak one
+/// keeps the entry's allocation, not its state, until the slot is reused:
+/// 4 at most per thread.)
 struct Recent {
     store: u64,
     hash: u64,
