@@ -219,6 +219,19 @@ fn memory() {
             r.took.as_secs_f64()
         );
     }
+    // The bound the default capacity implies: 10,000 entries of at most
+    // 256 bytes each (key, map slot and sweep order included).
+    let bound = 10_000 * 256;
+    let default = &rows[0];
+    assert!(
+        default.peak <= bound as isize,
+        "{} bytes at peak, beyond {bound}",
+        default.peak
+    );
+    println!(
+        "(default store: peak {} bytes, within capacity x 256 bytes = {bound})",
+        default.peak
+    );
 }
 
 // ---------------------------------------------------------------------------
