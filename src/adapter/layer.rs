@@ -265,19 +265,21 @@ where
         // still say the same.
         let shape = BodyShape::of(request.body());
         let mut kept = None;
-        let mut span = None;
-        let state = match admission {
+        let (state, span) = match admission {
             // The first attempt always has time: the deadline starts now.
             Admission::Send => {
-                span = attempt_span(&engine, || RequestMeta::from_http(&request));
-                let _entered = enter(span.as_deref());
-                State::start(inner.call(request.clone()), engine.attempt_timeout(now))
+                let span = attempt_span(&engine, || RequestMeta::from_http(&request));
+                let state = {
+                    let _entered = enter(span.as_deref());
+                    State::start(inner.call(request.clone()), engine.attempt_timeout(now))
+                };
+                (state, span)
             }
             Admission::Wait { delay, .. } => {
                 pause(&mut kept, delay, None);
-                State::Sleeping
+                (State::Sleeping, None)
             }
-            Admission::Fail(reason) => State::Refused { reason },
+            Admission::Fail(reason) => (State::Refused { reason }, None),
         };
         ResponseFuture {
             state,
@@ -606,7 +608,9 @@ where
                 FailureKind::from_error,
                 span.as_deref(),
             );
-            drop(span);
+            if let Some(span) = span {
+                drop(span);
+            }
             if let Decision::Retry { delay, .. } = decision {
                 // Kept through the wait, in case the retry is refused.
                 pause(this.pause, delay, Some(result));

@@ -262,7 +262,9 @@ impl Middleware for RetryMiddleware {
                 }
             };
             // The attempt's span closes once the engine has decided in it.
-            drop(span);
+            if let Some(span) = span {
+                drop(span);
+            }
             let delay = match decision {
                 // The engine never retries a request sent whole; the guard
                 // makes sure the stand-in is never sent.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::classify::RequestMeta;
-use crate::metrics::{EndpointMetrics, Refusal};
+use crate::metrics::{EndpointMetrics, Refusal, is_enabled};
 use crate::protection::CircuitStatus;
 use crate::protection::store::Scope;
 use crate::report::RetryReport;
@@ -26,8 +26,18 @@ use super::{Admission, Decision, RetryState};
 impl RetryState {
     /// After `decide`: the attempt, its retry or the request's end, and the
     /// endpoint's gauges.
-    #[inline]
+    #[inline(always)]
     pub(super) fn record_decision(&self, request: &RequestMeta<'_>, decision: &Decision) {
+        // The gate inline, the recording out of line: what every request
+        // pays until `enable` is one load and a branch.
+        if is_enabled() {
+            self.record_enabled(request, decision);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_enabled(&self, request: &RequestMeta<'_>, decision: &Decision) {
         let Some(m) = self.endpoint_metrics(request) else {
             return;
         };
@@ -56,9 +66,13 @@ impl RetryState {
         self.gauges(&m, now);
     }
 
-    /// The request's endpoint's handles; `None` until `enable`.
+    /// The request's endpoint's handles; `None` until `enable`. Checked
+    /// first: the request's host and port are worked out only when needed.
     #[inline]
     fn endpoint_metrics(&self, request: &RequestMeta<'_>) -> Option<Arc<EndpointMetrics>> {
+        if !is_enabled() {
+            return None;
+        }
         self.policy
             .inner()
             .metrics
