@@ -405,3 +405,39 @@ async fn an_operations_events_name_it() {
         .unwrap_or_else(|| panic!("{logs}"));
     assert!(giving_up.contains("reason=\"max_retries\""), "{giving_up}");
 }
+
+/// An attempt that runs out of its time: its span says `timeout`, and the
+/// next one, within its own timer, succeeds in its span.
+#[tokio::test(start_paused = true)]
+async fn attempt_spans_name_a_timeout() {
+    let (spans, _guard) = support::spans::capture();
+    let server = Server::start().await;
+    for via in BOTH {
+        spans.clear();
+        let path = format!("/spans-timeout/{via:?}");
+        server.script(&path, vec![Step::Hang, Step::status(200)]);
+        let policy = base()
+            .attempt_timeout(std::time::Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let seen = spans.attempts();
+        assert_eq!(seen.len(), 2, "{via:?}: {seen:#?}");
+        assert_eq!(seen[0].field("error.type"), Some("timeout"), "{via:?}");
+        assert_eq!(seen[0].field("http.response.status_code"), None);
+        assert_eq!(seen[1].field("http.response.status_code"), Some("u64:200"));
+        assert_eq!(seen[1].field("http.request.resend_count"), Some("u64:1"));
+        let retrying: Vec<_> = spans
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e.fields
+                    .get("message")
+                    .is_some_and(|m| m == "retrying request")
+            })
+            .collect();
+        assert_eq!(retrying.len(), 1, "{via:?}");
+        assert_eq!(retrying[0].span.as_deref(), Some("http_resilience.attempt"));
+    }
+}

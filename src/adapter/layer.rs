@@ -130,7 +130,7 @@ use bytes::Bytes;
 use http_body::Body;
 
 use super::body::{BodyShape, Inspect, ResponseBody};
-use super::span::{AttemptSpan, enter};
+use super::span::AttemptSpan;
 use super::{
     HttpRequest, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend, decide,
     finish, not_ready, not_ready_for, pause, prepare_resend, refused, start, take_kept,
@@ -265,21 +265,21 @@ where
         // still say the same.
         let shape = BodyShape::of(request.body());
         let mut kept = None;
-        let (state, span) = match admission {
+        let state = match admission {
             // The first attempt always has time: the deadline starts now.
             Admission::Send => {
                 let span = attempt_span(&engine, || RequestMeta::from_http(&request));
-                let state = {
-                    let _entered = enter(span.as_deref());
-                    State::start(inner.call(request.clone()), engine.attempt_timeout(now))
+                let fut = match &span {
+                    None => inner.call(request.clone()),
+                    Some(span) => span.in_scope(|| inner.call(request.clone())),
                 };
-                (state, span)
+                State::start(fut, engine.attempt_timeout(now), span)
             }
             Admission::Wait { delay, .. } => {
                 pause(&mut kept, delay, None);
-                (State::Sleeping, None)
+                State::Sleeping
             }
-            Admission::Fail(reason) => (State::Refused { reason }, None),
+            Admission::Fail(reason) => State::Refused { reason },
         };
         ResponseFuture {
             state,
@@ -288,7 +288,6 @@ where
             engine,
             shape,
             pause: kept,
-            span,
         }
     }
 }
@@ -306,6 +305,10 @@ pin_project! {
         // busy inner service use one, and a small state keeps the future
         // cheap to move on every request.)
         CallingWithTimeout { #[pin] fut: F, timer: Pin<Box<Sleep>>, after: Duration },
+        // An attempt in its span (a subscriber wanted one), with its timer
+        // if it has one: boxed, so that the states above, the success
+        // path's, stay as small as they were.
+        CallingTraced { traced: Pin<Box<Traced<F>>> },
         // Boxed: only responses whose body a classifier reads get here
         // (GitHub's ambiguous 403s), and a small state keeps the future
         // cheap to move.
@@ -327,14 +330,22 @@ pin_project! {
 }
 
 impl<F: Future, R: Body> State<F, R> {
-    fn start(fut: F, timeout: Option<Duration>) -> Self {
-        match timeout {
-            Some(after) => State::CallingWithTimeout {
+    fn start(fut: F, timeout: Option<Duration>, span: Option<AttemptSpan>) -> Self {
+        match (timeout, span) {
+            (Some(after), None) => State::CallingWithTimeout {
                 fut,
                 timer: Box::pin(tokio::time::sleep(after)),
                 after,
             },
-            None => State::Calling { fut },
+            (None, None) => State::Calling { fut },
+            (timeout, span) => State::CallingTraced {
+                traced: Box::pin(Traced {
+                    fut,
+                    span,
+                    timer: timeout.map(tokio::time::sleep),
+                    after: timeout.unwrap_or_default(),
+                }),
+            },
         }
     }
 
@@ -347,14 +358,29 @@ impl<F: Future, R: Body> State<F, R> {
 }
 
 pin_project! {
+    /// An attempt in its span, within its timer if it has one.
+    struct Traced<F> {
+        #[pin]
+        fut: F,
+        // Taken when the attempt ends: the engine decides in it.
+        span: Option<AttemptSpan>,
+        #[pin]
+        timer: Option<Sleep>,
+        after: Duration,
+    }
+}
+
+pin_project! {
     /// A response whose body is being read for the classifier, within what
-    /// is left of its attempt's timer.
+    /// is left of its attempt's timer (in the attempt's span, if it has
+    /// one).
     struct Inspection<R: Body> {
         parts: Option<http::response::Parts>,
         body: Inspect<R>,
         #[pin]
         timer: Option<Sleep>,
         after: Duration,
+        span: Option<AttemptSpan>,
     }
 }
 
@@ -375,9 +401,6 @@ pin_project! {
         // The wait before the next attempt and the last result kept
         // through it (made at the first wait, reused after).
         pause: Kept<Response<ResponseBody<R>>>,
-        // The attempt's span, while one is in flight and a subscriber
-        // wanted it (a word otherwise).
-        span: Option<Box<AttemptSpan>>,
     }
 }
 
@@ -418,36 +441,51 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
+            // The span of the attempt that ended, if it had one.
+            let mut span = None;
             let attempt = match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
-                    let polled = {
-                        let _entered = enter(this.span.as_deref());
-                        fut.poll(cx)
-                    };
-                    let result = ready!(polled);
-                    Attempt::Fresh(result.map_err(Into::into), None)
+                    Attempt::Fresh(ready!(fut.poll(cx)).map_err(Into::into), None)
                 }
-                StateProj::CallingWithTimeout { fut, timer, after } => {
-                    let polled = {
-                        let _entered = enter(this.span.as_deref());
-                        fut.poll(cx)
+                StateProj::CallingWithTimeout { fut, timer, after } => match fut.poll(cx) {
+                    Poll::Ready(result) => {
+                        Attempt::Fresh(result.map_err(Into::into), Some((timer.deadline(), *after)))
+                    }
+                    Poll::Pending => {
+                        ready!(timer.as_mut().poll(cx));
+                        Attempt::Fresh(Err(timed_out(*after)), None)
+                    }
+                },
+                StateProj::CallingTraced { traced } => {
+                    let t = traced.as_mut().project();
+                    let fut = t.fut;
+                    let polled = match t.span {
+                        Some(s) => s.in_scope(|| fut.poll(cx)),
+                        None => fut.poll(cx),
                     };
                     match polled {
-                        Poll::Ready(result) => Attempt::Fresh(
-                            result.map_err(Into::into),
-                            Some((timer.deadline(), *after)),
-                        ),
+                        Poll::Ready(result) => {
+                            span = t.span.take();
+                            let deadline = t.timer.as_ref().get_ref().as_ref().map(Sleep::deadline);
+                            let timing = deadline.map(|at| (at, *t.after));
+                            Attempt::Fresh(result.map_err(Into::into), timing)
+                        }
                         Poll::Pending => {
-                            ready!(timer.as_mut().poll(cx));
-                            Attempt::Fresh(Err(timed_out(*after)), None)
+                            let Some(timer) = t.timer.as_pin_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.poll(cx));
+                            span = t.span.take();
+                            Attempt::Fresh(Err(timed_out(*t.after)), None)
                         }
                     }
                 }
                 StateProj::Inspecting { inspect } => {
                     let inspection = inspect.as_mut().project();
-                    let polled = {
-                        let _entered = enter(this.span.as_deref());
-                        Pin::new(inspection.body).poll(cx)
+                    let body = Pin::new(inspection.body);
+                    let polled = match inspection.span {
+                        Some(s) => s.in_scope(|| body.poll(cx)),
+                        None => body.poll(cx),
                     };
                     match polled {
                         Poll::Ready((prefix, replay)) => {
@@ -455,6 +493,7 @@ where
                                 // Polled again after completing: a caller bug.
                                 return Poll::Pending;
                             };
+                            span = inspection.span.take();
                             Attempt::Inspected(
                                 Response::from_parts(parts, ResponseBody::replay(replay)),
                                 prefix,
@@ -465,6 +504,7 @@ where
                                 return Poll::Pending;
                             };
                             ready!(timer.poll(cx));
+                            span = inspection.span.take();
                             // The body did not come in time: an attempt
                             // timeout, like a head that does not.
                             Attempt::Fresh(Err(timed_out(*inspection.after)), None)
@@ -559,10 +599,12 @@ where
                     }
                     // Sent: the last result is no longer needed.
                     drop(take_kept(kept));
-                    *this.span = attempt_span(this.engine, || RequestMeta::from_http(this.request));
-                    let _entered = enter(this.span.as_deref());
-                    let fut = this.inner.call(copy);
-                    this.state.set(State::start(fut, timeout));
+                    let span = attempt_span(this.engine, || RequestMeta::from_http(this.request));
+                    let fut = match &span {
+                        None => this.inner.call(copy),
+                        Some(span) => span.in_scope(|| this.inner.call(copy)),
+                    };
+                    this.state.set(State::start(fut, timeout, span));
                     continue;
                 }
             };
@@ -581,6 +623,7 @@ where
                                     body: Inspect::new(body, wanted),
                                     timer: at.map(tokio::time::sleep_until),
                                     after: after.unwrap_or_default(),
+                                    span: span.take(),
                                 }),
                             });
                             continue;
@@ -598,19 +641,16 @@ where
             if !success && !this.shape.matches(this.request.body()) {
                 this.engine.set_replayable(false);
             }
-            // The attempt's span closes once the engine has decided in it.
-            let span = this.span.take();
+            // The attempt's span closes once the engine has decided in it
+            // (at the end of this turn of the loop).
             let decision = decide(
                 this.engine,
                 &meta,
                 &result,
                 prefix.as_deref(),
                 FailureKind::from_error,
-                span.as_deref(),
+                span.as_ref(),
             );
-            if let Some(span) = span {
-                drop(span);
-            }
             if let Decision::Retry { delay, .. } = decision {
                 // Kept through the wait, in case the retry is refused.
                 pause(this.pause, delay, Some(result));

@@ -202,7 +202,7 @@ impl Middleware for RetryMiddleware {
             drop(take_kept(&mut kept));
             // The attempt's span, if a subscriber wants one: the send runs
             // in it (boxed then, so that this future does not grow).
-            let span = attempt_span(&engine, || request.describe());
+            let span = attempt_span(&engine, || request.describe()).map(Box::new);
             let send = next.clone().run(attempt, extensions);
             let mut result = match span.as_deref() {
                 None => match timeout {

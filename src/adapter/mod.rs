@@ -131,7 +131,7 @@ pub(crate) fn decide<R: HttpResponse>(
 pub(crate) fn attempt_span<'a>(
     engine: &RetryState,
     request: impl FnOnce() -> RequestMeta<'a>,
-) -> Option<Box<AttemptSpan>> {
+) -> Option<AttemptSpan> {
     AttemptSpan::traced(
         request,
         engine.report().attempts() + 1,
