@@ -268,12 +268,14 @@ where
         let state = match admission {
             // The first attempt always has time: the deadline starts now.
             Admission::Send => {
-                let span = attempt_span(&engine, || RequestMeta::from_http(&request));
-                let fut = match &span {
-                    None => inner.call(request.clone()),
-                    Some(span) => span.in_scope(|| inner.call(request.clone())),
-                };
-                State::start(fut, engine.attempt_timeout(now), span)
+                let timeout = engine.attempt_timeout(now);
+                match attempt_span(&engine, || RequestMeta::from_http(&request)) {
+                    None => State::start(inner.call(request.clone()), timeout),
+                    Some(span) => {
+                        let fut = span.in_scope(|| inner.call(request.clone()));
+                        State::traced(fut, timeout, span)
+                    }
+                }
             }
             Admission::Wait { delay, .. } => {
                 pause(&mut kept, delay, None);
@@ -330,22 +332,27 @@ pin_project! {
 }
 
 impl<F: Future, R: Body> State<F, R> {
-    fn start(fut: F, timeout: Option<Duration>, span: Option<AttemptSpan>) -> Self {
-        match (timeout, span) {
-            (Some(after), None) => State::CallingWithTimeout {
+    fn start(fut: F, timeout: Option<Duration>) -> Self {
+        match timeout {
+            Some(after) => State::CallingWithTimeout {
                 fut,
                 timer: Box::pin(tokio::time::sleep(after)),
                 after,
             },
-            (None, None) => State::Calling { fut },
-            (timeout, span) => State::CallingTraced {
-                traced: Box::pin(Traced {
-                    fut,
-                    span,
-                    timer: timeout.map(tokio::time::sleep),
-                    after: timeout.unwrap_or_default(),
-                }),
-            },
+            None => State::Calling { fut },
+        }
+    }
+
+    /// [`start`](Self::start), in `span`.
+    #[cold]
+    fn traced(fut: F, timeout: Option<Duration>, span: AttemptSpan) -> Self {
+        State::CallingTraced {
+            traced: Box::pin(Traced {
+                fut,
+                span: Some(span),
+                timer: timeout.map(tokio::time::sleep),
+                after: timeout.unwrap_or_default(),
+            }),
         }
     }
 
@@ -599,12 +606,15 @@ where
                     }
                     // Sent: the last result is no longer needed.
                     drop(take_kept(kept));
-                    let span = attempt_span(this.engine, || RequestMeta::from_http(this.request));
-                    let fut = match &span {
-                        None => this.inner.call(copy),
-                        Some(span) => span.in_scope(|| this.inner.call(copy)),
-                    };
-                    this.state.set(State::start(fut, timeout, span));
+                    let state =
+                        match attempt_span(this.engine, || RequestMeta::from_http(this.request)) {
+                            None => State::start(this.inner.call(copy), timeout),
+                            Some(span) => {
+                                let fut = span.in_scope(|| this.inner.call(copy));
+                                State::traced(fut, timeout, span)
+                            }
+                        };
+                    this.state.set(state);
                     continue;
                 }
             };
