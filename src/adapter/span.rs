@@ -23,7 +23,8 @@
 //! an event: the rule stays that a request succeeding at once emits no
 //! event. With no subscriber interested, making one is a callsite check
 //! and the request is not even described; adapters carry a span only when
-//! one was made (boxed, a word in their futures).
+//! one was made, boxed with the attempt (the tower layer's `CallingTraced`
+//! state, the middleware's traced send), so their futures do not grow.
 //!
 //! A run of [`retry`](crate::policy::RetryPolicy::retry) gets the same
 //! span per attempt with `otel.name` the operation's name, `otel.kind`
