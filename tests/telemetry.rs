@@ -441,3 +441,46 @@ async fn attempt_spans_name_a_timeout() {
         assert_eq!(retrying[0].span.as_deref(), Some("http_resilience.attempt"));
     }
 }
+
+/// A response whose body the classifier reads (GitHub's secondary rate
+/// limit in a 403): the reading is part of the attempt, in its span, and
+/// the engine decides in it.
+#[tokio::test(start_paused = true)]
+async fn an_inspected_body_is_read_in_the_attempts_span() {
+    use http_resilience::{Jitter, Preset};
+    const SECONDARY: &str = r#"{"message":"You have exceeded a secondary rate limit."}"#;
+    let (spans, _guard) = support::spans::capture();
+    let server = Server::start().await;
+    for via in BOTH {
+        spans.clear();
+        let path = format!("/spans-inspected/{via:?}");
+        server.script(
+            &path,
+            vec![Step::respond(403, &[], SECONDARY), Step::status(200)],
+        );
+        let policy = Preset::GitHub
+            .builder()
+            .jitter(Jitter::None)
+            .attempt_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let seen = spans.attempts();
+        assert_eq!(seen.len(), 2, "{via:?}: {seen:#?}");
+        assert_eq!(seen[0].field("http.response.status_code"), Some("u64:403"));
+        assert_eq!(seen[0].field("error.type"), Some("403"), "{via:?}");
+        assert_eq!(seen[1].field("error.type"), None, "{via:?}");
+        let retrying: Vec<_> = spans
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e.fields
+                    .get("message")
+                    .is_some_and(|m| m == "retrying request")
+            })
+            .collect();
+        assert_eq!(retrying.len(), 1, "{via:?}: {:?}", spans.events());
+        assert_eq!(retrying[0].span.as_deref(), Some("http_resilience.attempt"));
+    }
+}
