@@ -109,6 +109,7 @@ pub fn enable() {
 }
 
 /// Whether [`enable`] was called.
+#[inline]
 pub fn is_enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }

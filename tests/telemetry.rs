@@ -8,16 +8,22 @@ use support::capture::Captured;
 use support::clients::{BOTH, Req, base, get, send};
 use support::{Server, Step};
 
-/// Captures every event on this thread until the guard is dropped.
+/// Captures the crate's events on this thread until the guard is dropped
+/// (the client's own events, hyper-util's, happen inside the attempts'
+/// spans and are not the crate's).
 fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let captured = Captured::default();
     let writer = captured.clone();
+    let ours = tracing_subscriber::filter::Targets::new()
+        .with_target("http_resilience", tracing::Level::TRACE);
     let guard = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish()
+        .with(ours)
         .set_default();
     (captured, guard)
 }
@@ -398,4 +404,83 @@ async fn an_operations_events_name_it() {
         .find(|l| l.contains("giving up on operation"))
         .unwrap_or_else(|| panic!("{logs}"));
     assert!(giving_up.contains("reason=\"max_retries\""), "{giving_up}");
+}
+
+/// An attempt that runs out of its time: its span says `timeout`, and the
+/// next one, within its own timer, succeeds in its span.
+#[tokio::test(start_paused = true)]
+async fn attempt_spans_name_a_timeout() {
+    let (spans, _guard) = support::spans::capture();
+    let server = Server::start().await;
+    for via in BOTH {
+        spans.clear();
+        let path = format!("/spans-timeout/{via:?}");
+        server.script(&path, vec![Step::Hang, Step::status(200)]);
+        let policy = base()
+            .attempt_timeout(std::time::Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let seen = spans.attempts();
+        assert_eq!(seen.len(), 2, "{via:?}: {seen:#?}");
+        assert_eq!(seen[0].field("error.type"), Some("timeout"), "{via:?}");
+        assert_eq!(seen[0].field("http.response.status_code"), None);
+        assert_eq!(seen[1].field("http.response.status_code"), Some("u64:200"));
+        assert_eq!(seen[1].field("http.request.resend_count"), Some("u64:1"));
+        let retrying: Vec<_> = spans
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e.fields
+                    .get("message")
+                    .is_some_and(|m| m == "retrying request")
+            })
+            .collect();
+        assert_eq!(retrying.len(), 1, "{via:?}");
+        assert_eq!(retrying[0].span.as_deref(), Some("http_resilience.attempt"));
+    }
+}
+
+/// A response whose body the classifier reads (GitHub's secondary rate
+/// limit in a 403): the reading is part of the attempt, in its span, and
+/// the engine decides in it.
+#[tokio::test(start_paused = true)]
+async fn an_inspected_body_is_read_in_the_attempts_span() {
+    use http_resilience::{Jitter, Preset};
+    const SECONDARY: &str = r#"{"message":"You have exceeded a secondary rate limit."}"#;
+    let (spans, _guard) = support::spans::capture();
+    let server = Server::start().await;
+    for via in BOTH {
+        spans.clear();
+        let path = format!("/spans-inspected/{via:?}");
+        server.script(
+            &path,
+            vec![Step::respond(403, &[], SECONDARY), Step::status(200)],
+        );
+        let policy = Preset::GitHub
+            .builder()
+            .jitter(Jitter::None)
+            .attempt_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let seen = spans.attempts();
+        assert_eq!(seen.len(), 2, "{via:?}: {seen:#?}");
+        assert_eq!(seen[0].field("http.response.status_code"), Some("u64:403"));
+        assert_eq!(seen[0].field("error.type"), Some("403"), "{via:?}");
+        assert_eq!(seen[1].field("error.type"), None, "{via:?}");
+        let retrying: Vec<_> = spans
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e.fields
+                    .get("message")
+                    .is_some_and(|m| m == "retrying request")
+            })
+            .collect();
+        assert_eq!(retrying.len(), 1, "{via:?}: {:?}", spans.events());
+        assert_eq!(retrying[0].span.as_deref(), Some("http_resilience.attempt"));
+    }
 }

@@ -130,7 +130,7 @@ use bytes::Bytes;
 use http_body::Body;
 
 use super::body::{BodyShape, Inspect, ResponseBody};
-use super::span::{AttemptSpan, enter};
+use super::span::AttemptSpan;
 use super::{
     HttpRequest, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend, decide,
     finish, not_ready, not_ready_for, pause, prepare_resend, refused, start, take_kept,
@@ -265,13 +265,17 @@ where
         // still say the same.
         let shape = BodyShape::of(request.body());
         let mut kept = None;
-        let mut span = None;
         let state = match admission {
             // The first attempt always has time: the deadline starts now.
             Admission::Send => {
-                span = attempt_span(&engine, || RequestMeta::from_http(&request));
-                let _entered = enter(span.as_deref());
-                State::start(inner.call(request.clone()), engine.attempt_timeout(now))
+                let timeout = engine.attempt_timeout(now);
+                match attempt_span(&engine, || RequestMeta::from_http(&request)) {
+                    None => State::start(inner.call(request.clone()), timeout),
+                    Some(span) => {
+                        let fut = span.in_scope(|| inner.call(request.clone()));
+                        State::traced(fut, timeout, span)
+                    }
+                }
             }
             Admission::Wait { delay, .. } => {
                 pause(&mut kept, delay, None);
@@ -286,7 +290,6 @@ where
             engine,
             shape,
             pause: kept,
-            span,
         }
     }
 }
@@ -304,6 +307,10 @@ pin_project! {
         // busy inner service use one, and a small state keeps the future
         // cheap to move on every request.)
         CallingWithTimeout { #[pin] fut: F, timer: Pin<Box<Sleep>>, after: Duration },
+        // An attempt in its span (a subscriber wanted one), with its timer
+        // if it has one: boxed, so that the states above, the success
+        // path's, stay as small as they were.
+        CallingTraced { traced: Pin<Box<Traced<F>>> },
         // Boxed: only responses whose body a classifier reads get here
         // (GitHub's ambiguous 403s), and a small state keeps the future
         // cheap to move.
@@ -336,6 +343,19 @@ impl<F: Future, R: Body> State<F, R> {
         }
     }
 
+    /// [`start`](Self::start), in `span`.
+    #[cold]
+    fn traced(fut: F, timeout: Option<Duration>, span: AttemptSpan) -> Self {
+        State::CallingTraced {
+            traced: Box::pin(Traced {
+                fut,
+                span: Some(span),
+                timer: timeout.map(tokio::time::sleep),
+                after: timeout.unwrap_or_default(),
+            }),
+        }
+    }
+
     fn ready() -> Self {
         State::Ready {
             admitted: false,
@@ -345,14 +365,29 @@ impl<F: Future, R: Body> State<F, R> {
 }
 
 pin_project! {
+    /// An attempt in its span, within its timer if it has one.
+    struct Traced<F> {
+        #[pin]
+        fut: F,
+        // Taken when the attempt ends: the engine decides in it.
+        span: Option<AttemptSpan>,
+        #[pin]
+        timer: Option<Sleep>,
+        after: Duration,
+    }
+}
+
+pin_project! {
     /// A response whose body is being read for the classifier, within what
-    /// is left of its attempt's timer.
+    /// is left of its attempt's timer (in the attempt's span, if it has
+    /// one).
     struct Inspection<R: Body> {
         parts: Option<http::response::Parts>,
         body: Inspect<R>,
         #[pin]
         timer: Option<Sleep>,
         after: Duration,
+        span: Option<AttemptSpan>,
     }
 }
 
@@ -373,9 +408,6 @@ pin_project! {
         // The wait before the next attempt and the last result kept
         // through it (made at the first wait, reused after).
         pause: Kept<Response<ResponseBody<R>>>,
-        // The attempt's span, while one is in flight and a subscriber
-        // wanted it (a word otherwise).
-        span: Option<Box<AttemptSpan>>,
     }
 }
 
@@ -416,36 +448,51 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
+            // The span of the attempt that ended, if it had one.
+            let mut span = None;
             let attempt = match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
-                    let polled = {
-                        let _entered = enter(this.span.as_deref());
-                        fut.poll(cx)
-                    };
-                    let result = ready!(polled);
-                    Attempt::Fresh(result.map_err(Into::into), None)
+                    Attempt::Fresh(ready!(fut.poll(cx)).map_err(Into::into), None)
                 }
-                StateProj::CallingWithTimeout { fut, timer, after } => {
-                    let polled = {
-                        let _entered = enter(this.span.as_deref());
-                        fut.poll(cx)
+                StateProj::CallingWithTimeout { fut, timer, after } => match fut.poll(cx) {
+                    Poll::Ready(result) => {
+                        Attempt::Fresh(result.map_err(Into::into), Some((timer.deadline(), *after)))
+                    }
+                    Poll::Pending => {
+                        ready!(timer.as_mut().poll(cx));
+                        Attempt::Fresh(Err(timed_out(*after)), None)
+                    }
+                },
+                StateProj::CallingTraced { traced } => {
+                    let t = traced.as_mut().project();
+                    let fut = t.fut;
+                    let polled = match t.span {
+                        Some(s) => s.in_scope(|| fut.poll(cx)),
+                        None => fut.poll(cx),
                     };
                     match polled {
-                        Poll::Ready(result) => Attempt::Fresh(
-                            result.map_err(Into::into),
-                            Some((timer.deadline(), *after)),
-                        ),
+                        Poll::Ready(result) => {
+                            span = t.span.take();
+                            let deadline = t.timer.as_ref().get_ref().as_ref().map(Sleep::deadline);
+                            let timing = deadline.map(|at| (at, *t.after));
+                            Attempt::Fresh(result.map_err(Into::into), timing)
+                        }
                         Poll::Pending => {
-                            ready!(timer.as_mut().poll(cx));
-                            Attempt::Fresh(Err(timed_out(*after)), None)
+                            let Some(timer) = t.timer.as_pin_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.poll(cx));
+                            span = t.span.take();
+                            Attempt::Fresh(Err(timed_out(*t.after)), None)
                         }
                     }
                 }
                 StateProj::Inspecting { inspect } => {
                     let inspection = inspect.as_mut().project();
-                    let polled = {
-                        let _entered = enter(this.span.as_deref());
-                        Pin::new(inspection.body).poll(cx)
+                    let body = Pin::new(inspection.body);
+                    let polled = match inspection.span {
+                        Some(s) => s.in_scope(|| body.poll(cx)),
+                        None => body.poll(cx),
                     };
                     match polled {
                         Poll::Ready((prefix, replay)) => {
@@ -453,6 +500,7 @@ where
                                 // Polled again after completing: a caller bug.
                                 return Poll::Pending;
                             };
+                            span = inspection.span.take();
                             Attempt::Inspected(
                                 Response::from_parts(parts, ResponseBody::replay(replay)),
                                 prefix,
@@ -463,6 +511,7 @@ where
                                 return Poll::Pending;
                             };
                             ready!(timer.poll(cx));
+                            span = inspection.span.take();
                             // The body did not come in time: an attempt
                             // timeout, like a head that does not.
                             Attempt::Fresh(Err(timed_out(*inspection.after)), None)
@@ -557,10 +606,15 @@ where
                     }
                     // Sent: the last result is no longer needed.
                     drop(take_kept(kept));
-                    *this.span = attempt_span(this.engine, || RequestMeta::from_http(this.request));
-                    let _entered = enter(this.span.as_deref());
-                    let fut = this.inner.call(copy);
-                    this.state.set(State::start(fut, timeout));
+                    let state =
+                        match attempt_span(this.engine, || RequestMeta::from_http(this.request)) {
+                            None => State::start(this.inner.call(copy), timeout),
+                            Some(span) => {
+                                let fut = span.in_scope(|| this.inner.call(copy));
+                                State::traced(fut, timeout, span)
+                            }
+                        };
+                    this.state.set(state);
                     continue;
                 }
             };
@@ -579,6 +633,7 @@ where
                                     body: Inspect::new(body, wanted),
                                     timer: at.map(tokio::time::sleep_until),
                                     after: after.unwrap_or_default(),
+                                    span: span.take(),
                                 }),
                             });
                             continue;
@@ -596,17 +651,16 @@ where
             if !success && !this.shape.matches(this.request.body()) {
                 this.engine.set_replayable(false);
             }
-            // The attempt's span closes once the engine has decided in it.
-            let span = this.span.take();
+            // The attempt's span closes once the engine has decided in it
+            // (at the end of this turn of the loop).
             let decision = decide(
                 this.engine,
                 &meta,
                 &result,
                 prefix.as_deref(),
                 FailureKind::from_error,
-                span.as_deref(),
+                span.as_ref(),
             );
-            drop(span);
             if let Decision::Retry { delay, .. } = decision {
                 // Kept through the wait, in case the retry is refused.
                 pause(this.pause, delay, Some(result));

@@ -202,7 +202,7 @@ impl Middleware for RetryMiddleware {
             drop(take_kept(&mut kept));
             // The attempt's span, if a subscriber wants one: the send runs
             // in it (boxed then, so that this future does not grow).
-            let span = attempt_span(&engine, || request.describe());
+            let span = attempt_span(&engine, || request.describe()).map(Box::new);
             let send = next.clone().run(attempt, extensions);
             let mut result = match span.as_deref() {
                 None => match timeout {
@@ -262,7 +262,9 @@ impl Middleware for RetryMiddleware {
                 }
             };
             // The attempt's span closes once the engine has decided in it.
-            drop(span);
+            if let Some(span) = span {
+                drop(span);
+            }
             let delay = match decision {
                 // The engine never retries a request sent whole; the guard
                 // makes sure the stand-in is never sent.

@@ -95,6 +95,7 @@ pub(crate) fn body_to_inspect<R: HttpResponse>(
 /// client's transport errors. With the attempt's `span` (if one was made),
 /// the outcome is recorded on it and the engine decides inside it, so its
 /// events are the attempt's.
+#[inline]
 pub(crate) fn decide<R: HttpResponse>(
     engine: &mut RetryState,
     request: &RequestMeta<'_>,
@@ -130,7 +131,7 @@ pub(crate) fn decide<R: HttpResponse>(
 pub(crate) fn attempt_span<'a>(
     engine: &RetryState,
     request: impl FnOnce() -> RequestMeta<'a>,
-) -> Option<Box<AttemptSpan>> {
+) -> Option<AttemptSpan> {
     AttemptSpan::traced(
         request,
         engine.report().attempts() + 1,

@@ -23,7 +23,8 @@
 //! an event: the rule stays that a request succeeding at once emits no
 //! event. With no subscriber interested, making one is a callsite check
 //! and the request is not even described; adapters carry a span only when
-//! one was made (boxed, a word in their futures).
+//! one was made, boxed with the attempt (the tower layer's `CallingTraced`
+//! state, the middleware's traced send), so their futures do not grow.
 //!
 //! A run of [`retry`](crate::policy::RetryPolicy::retry) gets the same
 //! span per attempt with `otel.name` the operation's name, `otel.kind`
@@ -44,15 +45,15 @@ impl AttemptSpan {
     /// The span of attempt `attempt` (1 for the first) of the request that
     /// `describe` describes, as a child of the current span, if a
     /// subscriber wants it; `None` otherwise, and then the request is not
-    /// described at all. Boxed: an adapter carries it across the attempt's
-    /// awaits, and a disabled span must cost those futures nothing but a
-    /// word. `hide_path`: leave `url.path` out.
+    /// described at all. (An adapter keeps it out of its future's inline
+    /// state: a disabled span must cost those futures nothing.)
+    /// `hide_path`: leave `url.path` out.
     #[inline]
     pub(crate) fn traced<'a>(
         describe: impl FnOnce() -> RequestMeta<'a>,
         attempt: u32,
         hide_path: bool,
-    ) -> Option<Box<AttemptSpan>> {
+    ) -> Option<AttemptSpan> {
         #[cfg(feature = "tracing")]
         {
             let span = tracing::info_span!(
@@ -86,7 +87,7 @@ impl AttemptSpan {
             if attempt > 1 {
                 span.record("http.request.resend_count", attempt - 1);
             }
-            Some(Box::new(AttemptSpan { span }))
+            Some(AttemptSpan { span })
         }
         #[cfg(not(feature = "tracing"))]
         {
@@ -162,33 +163,6 @@ impl AttemptSpan {
         }
         #[cfg(not(feature = "tracing"))]
         f()
-    }
-}
-
-/// Entered until dropped (see [`enter`]).
-pub(crate) struct Entered<'a> {
-    #[cfg(feature = "tracing")]
-    _entered: Option<tracing::span::Entered<'a>>,
-    #[cfg(not(feature = "tracing"))]
-    _span: std::marker::PhantomData<&'a ()>,
-}
-
-/// Enters `span`, if there is one, until the guard is dropped: the tower
-/// layer polls its attempt's future inside it.
-#[inline]
-pub(crate) fn enter(span: Option<&AttemptSpan>) -> Entered<'_> {
-    #[cfg(feature = "tracing")]
-    {
-        Entered {
-            _entered: span.map(|s| s.span.enter()),
-        }
-    }
-    #[cfg(not(feature = "tracing"))]
-    {
-        let _ = span;
-        Entered {
-            _span: std::marker::PhantomData,
-        }
     }
 }
 

@@ -204,6 +204,7 @@ impl Guard {
 impl RetryState {
     /// Tells the endpoint's breaker how the attempt went, and notes a quota
     /// the response says is gone.
+    #[inline]
     pub(super) fn observe(
         &mut self,
         request: &RequestMeta<'_>,

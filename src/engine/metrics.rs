@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::classify::RequestMeta;
-use crate::metrics::{EndpointMetrics, Refusal};
+use crate::metrics::{EndpointMetrics, Refusal, is_enabled};
 use crate::protection::CircuitStatus;
 use crate::protection::store::Scope;
 use crate::report::RetryReport;
@@ -26,8 +26,18 @@ use super::{Admission, Decision, RetryState};
 impl RetryState {
     /// After `decide`: the attempt, its retry or the request's end, and the
     /// endpoint's gauges.
-    #[inline]
+    #[inline(always)]
     pub(super) fn record_decision(&self, request: &RequestMeta<'_>, decision: &Decision) {
+        // The gate inline, the recording out of line: what every request
+        // pays until `enable` is one load and a branch.
+        if is_enabled() {
+            self.record_enabled(request, decision);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_enabled(&self, request: &RequestMeta<'_>, decision: &Decision) {
         let Some(m) = self.endpoint_metrics(request) else {
             return;
         };
@@ -56,9 +66,13 @@ impl RetryState {
         self.gauges(&m, now);
     }
 
-    /// The request's endpoint's handles; `None` until `enable`.
+    /// The request's endpoint's handles; `None` until `enable`. Checked
+    /// first: the request's host and port are worked out only when needed.
     #[inline]
     fn endpoint_metrics(&self, request: &RequestMeta<'_>) -> Option<Arc<EndpointMetrics>> {
+        if !is_enabled() {
+            return None;
+        }
         self.policy
             .inner()
             .metrics
@@ -137,15 +151,16 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use http::{HeaderMap, Method, StatusCode};
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
     use super::*;
     use crate::backoff::Jitter;
     use crate::classify::{Class, Outcome, RequestMeta};
     use crate::engine::RetryState;
-    use crate::metrics::tests::{histogram, labels, read};
+    use crate::metrics::tests::{Series, histogram, labels, read};
     use crate::metrics::{
-        ATTEMPTS, MetricsCache, POLICY, REFUSALS, REQUEST_RETRIES, RETRY_DELAY, THROTTLES, enable,
+        ATTEMPTS, BUDGET_TOKENS, CIRCUIT_STATE, MetricsCache, POLICY, REFUSALS, REQUEST_RETRIES,
+        RETRY_DELAY, THROTTLES, enable,
     };
     use crate::policy::{RetryPolicy, RetryPolicyBuilder};
     use crate::protection::RetryBudget;
@@ -160,35 +175,34 @@ mod tests {
     }
 
     /// Runs one request through the engine with `statuses` as the
-    /// attempts' outcomes, recording as the wiring will: after every
-    /// `admit` and every `decide`. Returns the report.
-    fn run(
-        policy: &RetryPolicy,
-        cache: &MetricsCache,
-        statuses: &[u16],
-        t0: Instant,
-    ) -> RetryReport {
+    /// attempts' outcomes; the engine records in the policy's own cache
+    /// after every `admit` and every `decide`. Returns the report.
+    fn run(policy: &RetryPolicy, statuses: &[u16], t0: Instant) -> RetryReport {
         let headers = HeaderMap::new();
         let meta = RequestMeta::new(&Method::GET, "http", "h", "/p", &headers);
         let mut now = t0;
         let mut state = RetryState::new(policy, &meta, now);
-        let m = cache.get(meta.host(), meta.port()).expect("enabled");
         for &status in statuses {
-            let admission = state.admit(&meta, now);
-            admitted(&m, &admission, state.report());
-            if admission != Admission::Send {
+            if state.admit(&meta, now) != Admission::Send {
                 break;
             }
             let h = HeaderMap::new();
             let outcome = Outcome::response(StatusCode::from_u16(status).unwrap(), &h);
-            let decision = state.decide(&meta, &outcome, now);
-            decided(&m, &decision, state.report());
-            match decision {
+            match state.decide(&meta, &outcome, now) {
                 Decision::Retry { delay, .. } => now += delay,
                 _ => break,
             }
         }
         state.take_report()
+    }
+
+    /// What was recorded, without the protection gauges (their own tests
+    /// are in tests/metrics.rs).
+    fn counted(snap: &Snapshotter) -> Vec<Series> {
+        read(snap)
+            .into_iter()
+            .filter(|(name, ..)| name != BUDGET_TOKENS && name != CIRCUIT_STATE)
+            .collect()
     }
 
     #[test]
@@ -197,12 +211,11 @@ mod tests {
         let snap = recorder.snapshotter();
         let _local = ::metrics::set_default_local_recorder(&recorder);
         enable();
-        let cache = MetricsCache::new(None);
         let p = policy().build().unwrap();
-        let report = run(&p, &cache, &[503, 503, 200], Instant::now());
+        let report = run(&p, &[503, 503, 200], Instant::now());
         assert_eq!(report.retries(), 2);
         assert_eq!(report.total_backoff(), Duration::from_millis(15));
-        let got = read(&snap);
+        let got = counted(&snap);
         assert_eq!(
             got,
             vec![
@@ -239,8 +252,11 @@ mod tests {
         let snap = recorder.snapshotter();
         let _local = ::metrics::set_default_local_recorder(&recorder);
         enable();
-        let cache = MetricsCache::new(Some("github".into()));
-        run(&policy().build().unwrap(), &cache, &[200], Instant::now());
+        run(
+            &policy().name("github").build().unwrap(),
+            &[200],
+            Instant::now(),
+        );
         assert_eq!(
             read(&snap),
             vec![(
@@ -257,16 +273,15 @@ mod tests {
         let snap = recorder.snapshotter();
         let _local = ::metrics::set_default_local_recorder(&recorder);
         enable();
-        let cache = MetricsCache::new(None);
         // 10 tokens, 5 a retry: two retries, and the third is refused.
         let p = policy()
             .max_retries(5)
             .retry_budget(RetryBudget::builder().capacity(10).build().unwrap())
             .build()
             .unwrap();
-        let report = run(&p, &cache, &[503; 6], Instant::now());
+        let report = run(&p, &[503; 6], Instant::now());
         assert_eq!(report.stop_reason(), Some(StopReason::BudgetExhausted));
-        let got = read(&snap);
+        let got = counted(&snap);
         let refusals: Vec<_> = got.iter().filter(|(name, ..)| name == REFUSALS).collect();
         assert_eq!(
             refusals,

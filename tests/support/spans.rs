@@ -84,6 +84,11 @@ where
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        // Only the crate's own events: the client's (hyper-util's TRACE
+        // events) happen inside the attempt's span too, as they should.
+        if !event.metadata().target().starts_with("http_resilience") {
+            return;
+        }
         let mut seen = SeenEvent {
             span: ctx.event_span(event).map(|s| s.name().to_owned()),
             ..SeenEvent::default()
