@@ -27,16 +27,16 @@
 //!
 //! let client = reqwest::Client::new();
 //! let policy = RetryPolicy::openai();
-//! // A multipart upload: its form is a stream, so it is made anew for
-//! // each attempt (the file read again), and every attempt is sent whole.
+//! // An upload whose body reqwest cannot clone (a stream, as a multipart
+//! // form is): made anew for each attempt (the file read again), and
+//! // every attempt is sent whole.
 //! let response = policy
 //!     .send_rebuilt(
 //!         |_attempt| async {
 //!             let bytes = std::fs::read("train.jsonl")?;
-//!             let part = reqwest::multipart::Part::stream(bytes).file_name("train.jsonl");
-//!             let form = reqwest::multipart::Form::new().text("purpose", "fine-tune").part("file", part);
+//!             let body = reqwest::Body::wrap(http_body_util::Full::new(bytes::Bytes::from(bytes)));
 //!             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-//!                 client.post("https://api.openai.com/v1/files").multipart(form).build()?,
+//!                 client.post("https://api.openai.com/v1/files").body(body).build()?,
 //!             )
 //!         },
 //!         |request| client.execute(request),
@@ -44,9 +44,6 @@
 //!     .await?;
 //! # let _ = response; Ok(()) }
 //! ```
-//!
-//! (The example needs reqwest's `multipart` feature; the crate itself
-//! does not turn it on.)
 //!
 //! # What the driver does to each request
 //!
@@ -348,7 +345,7 @@ impl RetryPolicy {
                 prepare_resend(&engine, &mut resend);
             }
             drop(take_kept(&mut kept));
-            let span = attempt_span(&engine, || identity.describe());
+            let span = attempt_span(&engine, || identity.describe()).map(Box::new);
             let sent = send(request);
             let result: Result<R, BoxError> =
                 match instrumented(span.as_deref(), within(sent, timeout)).await {
