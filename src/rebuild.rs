@@ -60,10 +60,13 @@
 //!   does not happen here.
 //! - `make` for the first attempt runs before the first admission (the
 //!   request is needed to know where it goes); for a retry, after the
-//!   wait, just before the send. A request that cannot be made (`make`
-//!   fails) is not retried: the run stops with
-//!   [`Error::NotRetryable`], the report so far
-//!   and `make`'s error as its `source()`.
+//!   wait, just before the send. When the first request cannot be made
+//!   (`make` fails), nothing is sent: the run stops with
+//!   [`Error::NotRetryable`], `make`'s error as its `source()`. When a
+//!   retry's cannot, the run stops as it does for a body that cannot be
+//!   sent again: the last response is handed over as it is (the last
+//!   transport error, as [`Error::NotRetryable`]), its report's stop
+//!   reason [`StopReason::BodyNotReplayable`](crate::StopReason::BodyNotReplayable).
 //! - The attempt's timer (`attempt_timeout`, clamped to the deadline)
 //!   covers the send and the reading of a body prefix for the classifier,
 //!   as through the adapters; the [`Attempt`] given to `make` carries it.
@@ -329,12 +332,15 @@ impl RetryPolicy {
                             }
                             request
                         }
-                        Err(e) => {
-                            // The last response is not needed: the run
-                            // stops on `make`'s error.
-                            drop(take_kept(&mut kept));
-                            let report = engine.take_report();
-                            return Err(not_made(report, e.into()));
+                        Err(_) => {
+                            // The request cannot be made again: as for a
+                            // body that cannot be replayed, the last
+                            // response (or error) is handed over, and the
+                            // report says why it stopped.
+                            let meta = identity.describe();
+                            let reason = StopReason::BodyNotReplayable;
+                            engine.withdraw(&meta, reason);
+                            return refused(&mut engine, &meta, reason, kept);
                         }
                     }
                 }
@@ -384,8 +390,9 @@ impl RetryPolicy {
     }
 }
 
-/// `make` failed: not retried.
-fn not_made(report: RetryReport, error: BoxError) -> Error {
+/// The first `make` failed: nothing was sent.
+fn not_made(mut report: RetryReport, error: BoxError) -> Error {
+    report.set_stop(StopReason::Permanent);
     Error::from_stop::<()>(StopReason::Permanent, report, Last::Error(error))
 }
 

@@ -315,17 +315,30 @@ fn rows() -> Vec<Row> {
             waits: vec![(ms(100), DelaySource::Backoff)],
         },
         Row {
-            name: "the retry's request cannot be made: not retried",
+            name: "the retry's request cannot be made: the last response handed over",
             policy: base(),
             steps: vec![Step::status(503)],
             send: Send {
                 make_fails_from: Some(2),
                 ..get()
             },
-            status: None,
-            code: Some("NOT_RETRYABLE"),
+            status: Some(503),
+            code: None,
             attempts: 1,
             waits: vec![(ms(100), DelaySource::Backoff)],
+        },
+        Row {
+            name: "the first request cannot be made: nothing sent",
+            policy: base(),
+            steps: vec![Step::status(200)],
+            send: Send {
+                make_fails_from: Some(1),
+                ..get()
+            },
+            status: None,
+            code: Some("NOT_RETRYABLE"),
+            attempts: 0,
+            waits: vec![],
         },
     ]
 }
@@ -366,6 +379,13 @@ async fn behaviour_table_through_both_clients() {
             if row.code == Some("MAX_RETRIES_EXCEEDED") {
                 assert_eq!(got.body.as_deref(), Some("body of 503"), "{what}");
                 assert_eq!(got.error.as_ref().unwrap().status().unwrap().as_u16(), 503);
+            }
+            if row.send.make_fails_from == Some(2) {
+                assert_eq!(
+                    got.report.stop_reason(),
+                    Some(http_resilience::StopReason::BodyNotReplayable),
+                    "{what}"
+                );
             }
             if row.code == Some("NOT_RETRYABLE") {
                 let source = std::error::Error::source(got.error.as_ref().unwrap()).unwrap();
