@@ -66,7 +66,7 @@
 //!   retry's cannot, the run stops as it does for a body that cannot be
 //!   sent again: the last response is handed over as it is (the last
 //!   transport error, as [`Error::NotRetryable`]), its report's stop
-//!   reason [`StopReason::BodyNotReplayable`](crate::StopReason::BodyNotReplayable).
+//!   reason [`StopReason::BodyNotReplayable`].
 //! - The attempt's timer (`attempt_timeout`, clamped to the deadline)
 //!   covers the send and the reading of a body prefix for the classifier,
 //!   as through the adapters; the [`Attempt`] given to `make` carries it.
