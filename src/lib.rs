@@ -125,6 +125,9 @@ pub mod middleware;
 pub mod policy;
 pub mod presets;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis_store;
 pub mod report;
 pub mod retry_after;
 pub mod store;

@@ -167,6 +167,13 @@ impl Partition {
 
     /// The partition of a request with these headers.
     pub fn of(headers: &HeaderMap) -> Partition {
+        Partition::of_keyed(headers, credential_key())
+    }
+
+    /// [`of`](Self::of) with another hash key than the process's: a store
+    /// shared by many processes hashes with a key they all share, so that
+    /// a credential's partition is the same in each of them.
+    pub fn of_keyed(headers: &HeaderMap, key: &impl BuildHasher) -> Partition {
         fn feed(h: &mut impl Hasher, tag: usize, value: &http::HeaderValue) {
             h.write_usize(tag);
             h.write_usize(value.len());
@@ -175,7 +182,7 @@ impl Partition {
         let mut hasher = None;
         for (i, name) in CREDENTIAL_HEADERS.iter().enumerate() {
             for value in headers.get_all(name) {
-                let h = hasher.get_or_insert_with(|| credential_key().build_hasher());
+                let h = hasher.get_or_insert_with(|| key.build_hasher());
                 feed(h, i, value);
             }
         }
