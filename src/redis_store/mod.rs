@@ -95,7 +95,7 @@ mod endpoint;
 mod error;
 mod keys;
 mod link;
-mod scripts;
+pub mod scripts;
 mod view;
 
 use std::collections::HashMap;

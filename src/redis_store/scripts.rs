@@ -1,5 +1,7 @@
-//! The server-side Lua scripts: each runs atomically on the Redis server
-//! and reads the time with `TIME`, the one clock of the fleet. Every
+//! The server-side Lua scripts of [`RedisStore`](super::RedisStore), as
+//! text (for review, and for tools that run them on their own): each runs
+//! atomically on the Redis server and reads the time with `TIME`, the one
+//! clock of the fleet. Every
 //! number is passed and stored as a decimal string (`%d`): Lua 5.1 turns a
 //! number into text with 14 digits, which would round a time in
 //! microseconds.
@@ -23,7 +25,7 @@ use redis::Script;
 /// within the max wait), or `{0, now, wait, tat}` for a refusal that takes
 /// nothing. The key expires when its time has passed: a missing key and a
 /// time in the past give the same answers.
-pub(crate) const ACQUIRE: &str = r#"
+pub const ACQUIRE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -49,7 +51,7 @@ return {1, now, at, after}
 ///
 /// `KEYS[1]`: as for [`ACQUIRE`]. `ARGV`: the time acquire set (µs), cost ×
 /// interval (µs). Returns 1 if it came off, 0 if not.
-pub(crate) const RELEASE: &str = r#"
+pub const RELEASE: &str = r#"
 local tat = redis.call('GET', KEYS[1])
 if not tat or tonumber(tat) ~= tonumber(ARGV[1]) then
   return 0
@@ -77,7 +79,7 @@ return 1
 /// `KEYS[1]`: the endpoint's holds. `ARGV`: partition (hex), wait (ms), max,
 /// channel, endpoint tag. Returns `{1, now, until}` if set, `{0, now,
 /// until}` with the later hold that was kept otherwise.
-pub(crate) const HOLD: &str = r#"
+pub const HOLD: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local untl = now + tonumber(ARGV[2])
@@ -106,7 +108,7 @@ return {1, now, untl}
 ///
 /// `KEYS[1]`: the endpoint's hint. `ARGV`: wait (ms), channel, endpoint
 /// tag. Returns as [`HOLD`].
-pub(crate) const OPEN: &str = r#"
+pub const OPEN: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local untl = now + tonumber(ARGV[1])
@@ -125,7 +127,7 @@ return {1, now, untl}
 /// expiring at the latest end.
 ///
 /// `KEYS[1]`: the index. `ARGV`: endpoint tag, until (ms), max.
-pub(crate) const INDEX: &str = r#"
+pub const INDEX: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
@@ -149,7 +151,7 @@ return now
 /// and its open hint. `KEYS`: the endpoint's holds, its hint. Returns
 /// `{now, open_until (0 for none), partition, until, partition, until, ...}`,
 /// all as decimal text.
-pub(crate) const SNAPSHOT: &str = r#"
+pub const SNAPSHOT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {string.format('%d', now), redis.call('GET', KEYS[2]) or '0'}
@@ -169,7 +171,7 @@ return out
 ///
 /// `KEYS[1]`: the bucket. `ARGV`: capacity, deposit, withdrawal (0 for
 /// none), ttl (ms). Returns `{paid (1 or 0), tokens left}`.
-pub(crate) const BUDGET: &str = r#"
+pub const BUDGET: &str = r#"
 local cap = tonumber(ARGV[1])
 local cur = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
 if cur > cap then cur = cap end
@@ -196,7 +198,7 @@ return {paid, cur}
 /// `KEYS`: the members, the partition key. `ARGV`: process id, ttl (ms),
 /// candidate key, the key's ttl (ms). Returns `{now (ms), live processes,
 /// key}`.
-pub(crate) const HEARTBEAT: &str = r#"
+pub const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
@@ -215,7 +217,7 @@ return {now, n, key}
 "#;
 
 /// A process leaving the fleet. `KEYS[1]`: the members. `ARGV[1]`: its id.
-pub(crate) const LEAVE: &str = r#"
+pub const LEAVE: &str = r#"
 return redis.call('ZREM', KEYS[1], ARGV[1])
 "#;
 
