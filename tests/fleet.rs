@@ -265,7 +265,13 @@ fn spawn_workers(
     (0..WORKERS)
         .map(|_| {
             Command::new(&exe)
-                .args(["fleet_worker", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    "fleet_worker",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("FLEET_WORKER", mode)
                 .env("FLEET_REDIS", redis.url())
                 .env("FLEET_HTTP", server.addr().to_string())
@@ -353,7 +359,10 @@ async fn eight_processes_keep_one_shared_rate_limit() {
         0.9 * allowed(BURST, RATE, span, 0),
     );
     assert_eq!(sent as usize, seen, "every turn taken was sent");
-    assert!(offered >= 8 * 300, "each worker offered 5x the limit: {offered}");
+    assert!(
+        offered >= 8 * 300,
+        "each worker offered 5x the limit: {offered}"
+    );
     assert!(seen as f64 <= bound, "{seen} > {bound:.1}");
     assert!(
         seen as f64 >= 0.9 * allowed(BURST, RATE, span, 0),
@@ -413,16 +422,25 @@ async fn a_quota_gone_in_one_process_holds_that_credential_in_all() {
          worker at +{reached:?} ms"
     );
     assert_eq!(noted, 1, "one worker was told");
-    assert_eq!(held_a, 0, "no token-a request reached the server before the reset");
+    assert_eq!(
+        held_a, 0,
+        "no token-a request reached the server before the reset"
+    );
     assert!(in_flight <= WORKERS, "{in_flight}");
     // token-b: 8 workers × 20 a second over the hold, at least half of it
     let expected_b = WORKERS as f64 * 20.0 * window as f64 / 1000.0;
-    assert!(b_during as f64 >= 0.5 * expected_b, "{b_during} < {expected_b}/2");
+    assert!(
+        b_during as f64 >= 0.5 * expected_b,
+        "{b_during} < {expected_b}/2"
+    );
     assert!(a_after > 0, "token-a flows again after the reset");
     for (r, ms) in reports.iter().zip(&reached) {
         assert!(num(r, "held_a") > 0, "every worker held token-a: {r:?}");
         assert_eq!(num(r, "held_b"), 0, "{r:?}");
-        assert!(*ms >= 0 && *ms < 1_000, "a worker saw the hold {ms} ms late");
+        assert!(
+            *ms >= 0 && *ms < 1_000,
+            "a worker saw the hold {ms} ms late"
+        );
     }
 }
 
@@ -433,7 +451,11 @@ async fn an_outage_seen_by_eight_processes_is_amplified_as_for_one_with_a_shared
     let mut totals = Vec::new();
     for shared in [true, false] {
         let server = FleetServer::start().await;
-        let prefix = if shared { "outage-shared" } else { "outage-local" };
+        let prefix = if shared {
+            "outage-shared"
+        } else {
+            "outage-local"
+        };
         // 100 requests per worker, each retried up to 3 times.
         let children = spawn_workers("outage", &redis, &server, prefix, 100, shared);
         let reports = reports(children, Duration::from_secs(60)).await;
@@ -452,7 +474,11 @@ async fn an_outage_seen_by_eight_processes_is_amplified_as_for_one_with_a_shared
         local as f64 / sent as f64
     );
     assert_eq!(sent, 800);
-    assert_eq!(shared, 800 + 100, "500 tokens, 5 a retry: 100 retries for the fleet");
+    assert_eq!(
+        shared,
+        800 + 100,
+        "500 tokens, 5 a retry: 100 retries for the fleet"
+    );
     assert!(shared as f64 <= 1.2 * sent as f64);
     assert_eq!(local, 800 + 8 * 100, "100 retries per process");
 }
@@ -507,7 +533,10 @@ async fn redis_killed_mid_run_each_process_keeps_its_share_then_the_fleet_is_bac
         "the workers kept working while Redis was gone: {local}"
     );
     assert!(max_call <= 1_000, "a store call took {max_call} ms");
-    assert!(back as f64 <= allowed(BURST, RATE, back_span, 100), "{back}");
+    assert!(
+        back as f64 <= allowed(BURST, RATE, back_span, 100),
+        "{back}"
+    );
     assert!(
         back as f64 >= 0.9 * f64::from(RATE) * back_span as f64 / 1000.0,
         "{back}"

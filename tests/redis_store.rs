@@ -189,7 +189,12 @@ fn the_fleet_gcra_is_the_crates_gcra_with_a_cost_and_keeps_the_limit() {
                     if granted == 1 {
                         prop_assert!(x - now_us <= max_us, "op {}: beyond the max wait", i);
                         if crate_exact {
-                            prop_assert_eq!(x - now_us, crate_wait, "op {}: not the crate's turn", i);
+                            prop_assert_eq!(
+                                x - now_us,
+                                crate_wait,
+                                "op {}: not the crate's turn",
+                                i
+                            );
                         }
                         prop_assert_eq!(ns(x), earliest, "op {}: not the earliest turn", i);
                         crate_state = trial;
@@ -220,7 +225,12 @@ fn the_fleet_gcra_is_the_crates_gcra_with_a_cost_and_keeps_the_limit() {
                     let g = grants.pop().unwrap();
                     // It is the schedule's last unless the turns after it
                     // were lost (given back out of order).
-                    let tat_of = || redis.cmd(&["GET", &key]).text().map(|t| t.parse::<i64>().unwrap());
+                    let tat_of = || {
+                        redis
+                            .cmd(&["GET", &key])
+                            .text()
+                            .map(|t| t.parse::<i64>().unwrap())
+                    };
                     let last = tat_of() == Some(g.tat);
                     let out = eval(
                         &redis,
@@ -237,7 +247,9 @@ fn the_fleet_gcra_is_the_crates_gcra_with_a_cost_and_keeps_the_limit() {
                     let after = tat_of();
                     prop_assert!(
                         after.is_none() || after == Some(g.tat - g.span),
-                        "op {}: {:?} after giving back", i, after
+                        "op {}: {:?} after giving back",
+                        i,
+                        after
                     );
                     for turn in g.turns.into_iter().rev() {
                         crate_state.release(turn);
@@ -397,7 +409,12 @@ fn holds_are_set_only_if_later_expire_at_the_reset_and_are_published() {
                     prop_assert!(items.len() / 2 <= max);
                     if let Some(latest) = model.values().max() {
                         let expire = redis.cmd(&["PEXPIRETIME", &key]).int();
-                        prop_assert!(expire == *latest || expire == -2, "{} vs {}", expire, latest);
+                        prop_assert!(
+                            expire == *latest || expire == -2,
+                            "{} vs {}",
+                            expire,
+                            latest
+                        );
                     }
                 }
             }
@@ -429,7 +446,11 @@ fn the_open_hint_is_set_only_if_later_and_expires_at_its_end() {
     assert_eq!(first[2], first[1] + 5_000);
     assert_eq!(events.next(), format!("open h:1 - {}", first[2]));
     let shorter = open(1_000);
-    assert_eq!((shorter[0], shorter[2]), (0, first[2]), "an earlier end loses");
+    assert_eq!(
+        (shorter[0], shorter[2]),
+        (0, first[2]),
+        "an earlier end loses"
+    );
     assert_eq!(redis.cmd(&["PEXPIRETIME", &key]).int(), first[2]);
     let longer = open(9_000);
     assert_eq!(longer[0], 1);
@@ -530,7 +551,11 @@ fn heartbeats_count_processes_and_the_partition_key_is_set_once() {
     assert_eq!(beat("b", "key-b", 60_000), (2, "key-a".into()), "set once");
     assert_eq!(beat("a", "key-a", 60_000).0, 2, "the same process once");
     std::thread::sleep(Duration::from_millis(30));
-    assert_eq!(beat("c", "key-c", 20).0, 1, "silent for longer than 20 ms: gone");
+    assert_eq!(
+        beat("c", "key-c", 20).0,
+        1,
+        "silent for longer than 20 ms: gone"
+    );
     let ttl = redis.cmd(&["PTTL", &members]).int();
     assert!(ttl > 0 && ttl <= 20, "{ttl}");
     assert!(redis.cmd(&["PTTL", &key]).int() > 89_000_000);
@@ -574,14 +599,19 @@ async fn a_hold_reaches_every_process_and_reading_it_costs_nothing() {
     let token = headers("Bearer token-a");
     let other = headers("Bearer token-b");
     assert_eq!(a.partition(&token), b.partition(&token));
-    assert_ne!(a.partition(&token), Partition::of(&token), "the fleet's key");
+    assert_ne!(
+        a.partition(&token),
+        Partition::of(&token),
+        "the fleet's key"
+    );
     assert_ne!(a.partition(&token), a.partition(&other));
     assert_eq!(a.partition(&HeaderMap::new()), Partition::ANONYMOUS);
     let key = EndpointKey::new("api.github.com", 443);
     let (ea, eb) = (a.endpoint(&key), b.endpoint(&key));
     let noted = Instant::now();
     assert_eq!(
-        ea.block_for(a.partition(&token), Duration::from_secs(3)).await,
+        ea.block_for(a.partition(&token), Duration::from_secs(3))
+            .await,
         Decided::Fleet
     );
     let before = b.stats().round_trips;
@@ -597,7 +627,10 @@ async fn a_hold_reaches_every_process_and_reading_it_costs_nothing() {
     );
     assert_eq!(eb.blocked_until(b.partition(&other)), None);
     assert!(eb.holding(Instant::now()) && b.holding(Instant::now()));
-    assert!(!b.endpoint(&EndpointKey::new("other", 1)).holding(Instant::now()));
+    assert!(
+        !b.endpoint(&EndpointKey::new("other", 1))
+            .holding(Instant::now())
+    );
     assert_eq!(b.stats().round_trips, before, "reads are local");
     // A later process finds the hold at its start (the fleet's index).
     let c = store(&redis).await;
@@ -626,7 +659,10 @@ async fn a_hold_reaches_a_polling_process() {
     a.endpoint(&key)
         .block_for(a.partition(&token), Duration::from_secs(5))
         .await;
-    eventually("the poll", || eb.blocked_until(b.partition(&token)).is_some()).await;
+    eventually("the poll", || {
+        eb.blocked_until(b.partition(&token)).is_some()
+    })
+    .await;
 }
 
 /// The fleet's limit: one turn between two stores; a refusal says how
@@ -708,7 +744,10 @@ async fn every_key_expires_and_none_holds_a_credential() {
     }
     // A process that stops leaves the fleet at once.
     drop((s, e));
-    eventually("left", || redis.cmd(&["ZCARD", "app:{app}:members"]).int() == 0).await;
+    eventually("left", || {
+        redis.cmd(&["ZCARD", "app:{app}:members"]).int() == 0
+    })
+    .await;
 }
 
 /// A shared budget is one bucket for the fleet: two stores get 100
@@ -745,7 +784,11 @@ async fn a_shared_budget_is_one_bucket_for_the_fleet() {
     for _ in 0..5 {
         ea.deposit(&budget, 1);
     }
-    assert_eq!(ea.withdraw(&budget, 5).await, (true, Decided::Fleet), "the refunds went with it");
+    assert_eq!(
+        ea.withdraw(&budget, 5).await,
+        (true, Decided::Fleet),
+        "the refunds went with it"
+    );
     assert!(!eb.withdraw(&budget, 5).await.0);
     // A local budget (the default) is the process's own.
     let local = store(&redis).await;
@@ -754,7 +797,10 @@ async fn a_shared_budget_is_one_bucket_for_the_fleet() {
     assert_eq!(el.tokens(&budget), 495);
 }
 
-fn capture() -> (tracing::subscriber::DefaultGuard, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+fn capture() -> (
+    tracing::subscriber::DefaultGuard,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
     #[derive(Clone)]
     struct W(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for W {
@@ -815,17 +861,27 @@ async fn redis_killed_then_back_local_share_then_shared_again() {
         panic!("{refused:?}")
     };
     assert_eq!(decided, Decided::Fallback);
-    assert!(wait > Duration::from_millis(190) && wait <= Duration::from_millis(200), "{wait:?}");
+    assert!(
+        wait > Duration::from_millis(190) && wait <= Duration::from_millis(200),
+        "{wait:?}"
+    );
     let trips = a.stats().round_trips;
     let _ = e.acquire(&limit, 1, Duration::ZERO).await;
     assert_eq!(a.stats().round_trips, trips, "no call while local");
     // a hold noted while local stays here, and is shared on return
-    assert_eq!(e.block_for(partition, Duration::from_secs(20)).await, Decided::Fallback);
+    assert_eq!(
+        e.block_for(partition, Duration::from_secs(20)).await,
+        Decided::Fallback
+    );
     assert!(e.blocked_until(partition).is_some());
     redis.restart();
     eventually("a back", || a.is_shared()).await;
     eventually("b back", || b.is_shared()).await;
-    assert_eq!(a.partition(&token), partition, "the partition key was put back");
+    assert_eq!(
+        a.partition(&token),
+        partition,
+        "the partition key was put back"
+    );
     assert_eq!(b.partition(&token), partition);
     eventually("the hold shared", || {
         b.endpoint(&key).blocked_until(partition).is_some()
@@ -841,7 +897,10 @@ async fn redis_killed_then_back_local_share_then_shared_again() {
         "{text}"
     );
     assert!(text.contains("redis store reachable again"), "{text}");
-    assert!(text.contains("fallback=\"local\"") || text.contains("fallback=local"), "{text}");
+    assert!(
+        text.contains("fallback=\"local\"") || text.contains("fallback=local"),
+        "{text}"
+    );
 }
 
 /// Redis hung (SIGSTOP: connections are accepted, nothing answers): the
@@ -862,7 +921,10 @@ async fn a_hung_redis_answers_at_the_call_timeout() {
     let e = s.endpoint(&EndpointKey::new("api", 443));
     let limit = RateLimit::per_second(100);
     assert_eq!(
-        e.acquire(&limit, 1, Duration::ZERO).await.unwrap().decided(),
+        e.acquire(&limit, 1, Duration::ZERO)
+            .await
+            .unwrap()
+            .decided(),
         Decided::Fleet
     );
     redis.pause();
@@ -887,7 +949,10 @@ async fn a_hung_redis_answers_at_the_call_timeout() {
     redis.resume();
     eventually("shared again", || s.is_shared()).await;
     assert_eq!(
-        e.acquire(&limit, 1, Duration::ZERO).await.unwrap().decided(),
+        e.acquire(&limit, 1, Duration::ZERO)
+            .await
+            .unwrap()
+            .decided(),
         Decided::Fleet
     );
 }
@@ -918,14 +983,21 @@ async fn fallbacks_allow_and_refuse() {
     let limit = RateLimit::per_second(1).burst(1);
     let budget = RetryBudget::default();
     for _ in 0..5 {
-        let turn = allow.endpoint(&key).acquire(&limit, 1, Duration::ZERO).await;
+        let turn = allow
+            .endpoint(&key)
+            .acquire(&limit, 1, Duration::ZERO)
+            .await;
         assert_eq!(turn.unwrap().decided(), Decided::Fallback);
         assert_eq!(
             allow.endpoint(&key).withdraw(&budget, 5).await,
             (true, Decided::Fallback)
         );
         assert_eq!(
-            refuse.endpoint(&key).acquire(&limit, 1, Duration::ZERO).await.unwrap_err(),
+            refuse
+                .endpoint(&key)
+                .acquire(&limit, 1, Duration::ZERO)
+                .await
+                .unwrap_err(),
             FleetRefusal::Unavailable
         );
         assert_eq!(
@@ -950,7 +1022,10 @@ async fn fallbacks_allow_and_refuse() {
 /// starts without Redis (deciding locally) and joins when it comes.
 #[tokio::test]
 async fn bad_urls_bad_settings_and_unreachable_servers_are_typed_errors() {
-    let err = RedisStore::builder("http://example.com").connect().await.unwrap_err();
+    let err = RedisStore::builder("http://example.com")
+        .connect()
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "REDIS_INVALID_URL");
     assert!(!err.to_string().contains("example.com"), "{err}");
     let err = RedisStore::builder("redis://127.0.0.1:1")
@@ -961,10 +1036,22 @@ async fn bad_urls_bad_settings_and_unreachable_servers_are_typed_errors() {
     assert_eq!(err.code(), "REDIS_INVALID_SETTING");
     assert!(err.to_string().contains("prefix"), "{err}");
     for (b, field) in [
-        (RedisStore::builder("redis://127.0.0.1:1").call_timeout(Duration::ZERO), "call_timeout"),
-        (RedisStore::builder("redis://127.0.0.1:1").heartbeat(Duration::from_secs(7200)), "heartbeat"),
-        (RedisStore::builder("redis://127.0.0.1:1").expected_processes(0), "expected_processes"),
-        (RedisStore::builder("redis://127.0.0.1:1").hold_sync(HoldSync::Poll(Duration::ZERO)), "hold_sync"),
+        (
+            RedisStore::builder("redis://127.0.0.1:1").call_timeout(Duration::ZERO),
+            "call_timeout",
+        ),
+        (
+            RedisStore::builder("redis://127.0.0.1:1").heartbeat(Duration::from_secs(7200)),
+            "heartbeat",
+        ),
+        (
+            RedisStore::builder("redis://127.0.0.1:1").expected_processes(0),
+            "expected_processes",
+        ),
+        (
+            RedisStore::builder("redis://127.0.0.1:1").hold_sync(HoldSync::Poll(Duration::ZERO)),
+            "hold_sync",
+        ),
     ] {
         let err = b.connect().await.unwrap_err();
         assert!(err.to_string().contains(field), "{err}");
@@ -979,7 +1066,10 @@ async fn bad_urls_bad_settings_and_unreachable_servers_are_typed_errors() {
     assert_eq!(err.code(), "REDIS_UNREACHABLE");
     let text = format!("{err} {err:?}");
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
-    assert!(!text.contains("hunter2") && !text.contains("user"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("user"),
+        "{text}"
+    );
     let builder = RedisStore::builder(&url);
     assert!(!format!("{builder:?}").contains("hunter2"));
     // asked to: a local start, then the fleet when Redis comes
@@ -999,9 +1089,14 @@ async fn bad_urls_bad_settings_and_unreachable_servers_are_typed_errors() {
     assert_eq!(first.decided(), Decided::Fallback);
     let second = e.acquire(&limit, 1, Duration::ZERO).await.unwrap();
     let third = e.acquire(&limit, 1, Duration::ZERO).await;
-    assert!(matches!(third, Err(FleetRefusal::TooLong { .. })), "a quarter: a burst of 2");
+    assert!(
+        matches!(third, Err(FleetRefusal::TooLong { .. })),
+        "a quarter: a burst of 2"
+    );
     e.release(second).await;
-    e.acquire(&limit, 1, Duration::ZERO).await.expect("given back");
+    e.acquire(&limit, 1, Duration::ZERO)
+        .await
+        .expect("given back");
     let _redis = RedisServer::start_on(port);
     eventually("joined", || s.is_shared()).await;
     assert_eq!(s.processes(), 1);

@@ -81,9 +81,15 @@ pub struct FleetTurn {
 enum GiveBack {
     Nothing,
     /// The schedule's time the acquire set, and cost × interval (µs).
-    Fleet { tat: i64, span: i64 },
+    Fleet {
+        tat: i64,
+        span: i64,
+    },
     /// Turns of the fallback's limiter, of its generation.
-    Local { generation: u64, turns: Vec<Turn> },
+    Local {
+        generation: u64,
+        turns: Vec<Turn>,
+    },
 }
 
 impl fmt::Debug for FleetTurn {
@@ -318,7 +324,10 @@ impl FleetEndpoint {
         max_wait: Duration,
         t: Instant,
     ) -> Result<FleetTurn, FleetRefusal> {
-        self.inner.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .fallbacks
+            .fetch_add(1, Ordering::Relaxed);
         match self.inner.settings.fallback {
             Fallback::Allow => Ok(FleetTurn {
                 at: t,
@@ -408,9 +417,7 @@ impl FleetEndpoint {
     /// Whether a hold of any partition of this endpoint lasts beyond
     /// `now` (no round trip).
     pub fn holding(&self, now: Instant) -> bool {
-        self.shared
-            .view
-            .holding(self.inner.clock.server_ms(now))
+        self.shared.view.holding(self.inner.clock.server_ms(now))
     }
 
     /// Notes that the quota of `partition` is gone for `wait` (a later
@@ -423,9 +430,13 @@ impl FleetEndpoint {
         let wait_ms = wait.as_micros().div_ceil(1000).max(1) as i64;
         let server_now = self.inner.clock.server_ms(now());
         let id = partition.id();
-        self.inner
-            .view
-            .note_hold(&self.shared.view, id, server_now + wait_ms, false, server_now);
+        self.inner.view.note_hold(
+            &self.shared.view,
+            id,
+            server_now + wait_ms,
+            false,
+            server_now,
+        );
         let hex = format!("{id:016x}");
         let mut call = SCRIPTS.hold.key(&self.shared.keys.holds);
         call.arg(&hex)
@@ -444,7 +455,10 @@ impl FleetEndpoint {
                 Decided::Fleet
             }
             None => {
-                self.inner.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
                 Decided::Fallback
             }
         }
@@ -489,7 +503,10 @@ impl FleetEndpoint {
                 Decided::Fleet
             }
             None => {
-                self.inner.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
                 Decided::Fallback
             }
         }
@@ -519,7 +536,10 @@ impl FleetEndpoint {
             }
             None => {
                 self.shared.pending.fetch_add(pending, Ordering::AcqRel);
-                self.inner.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
                 let paid = match self.inner.settings.fallback {
                     Fallback::Local => {
                         let mine = share_budget(budget, self.inner.processes());

@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn an_endpoints_keys_share_one_hash_tag() {
-        let keys = EndpointKeys::new("app", endpoint_tag(&EndpointKey::new("API.GitHub.com", 443)));
+        let keys = EndpointKeys::new(
+            "app",
+            endpoint_tag(&EndpointKey::new("API.GitHub.com", 443)),
+        );
         assert_eq!(keys.tag, "api.github.com:443");
         assert_eq!(keys.limit, "app:{api.github.com:443}:limit");
         assert_eq!(keys.holds, "app:{api.github.com:443}:holds");
@@ -111,7 +114,10 @@ mod tests {
         let tag = endpoint_tag(&EndpointKey::new("a}b{c d%", 1));
         assert_eq!(tag, "a%7Db%7Bc%20d%25:1");
         assert_eq!(endpoint_tag(&EndpointKey::whole_policy()), ":0");
-        assert_eq!(endpoint_tag(&EndpointKey::new("[::1]", 8080)), "%5B%3A%3A1%5D:8080");
+        assert_eq!(
+            endpoint_tag(&EndpointKey::new("[::1]", 8080)),
+            "%5B%3A%3A1%5D:8080"
+        );
     }
 
     #[test]

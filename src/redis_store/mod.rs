@@ -377,9 +377,10 @@ impl RedisStoreBuilder {
     /// [`start_without_redis`](Self::start_without_redis)).
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         self.validate()?;
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| StoreError::InvalidUrl {
-            reason: error::describe_url(&e),
-        })?;
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|e| StoreError::InvalidUrl {
+                reason: error::describe_url(&e),
+            })?;
         let server = client.get_connection_info().addr().to_string();
         let inner = Arc::new(Inner::new(client, server, self.settings));
         let started = link::start(&inner).await;
@@ -624,7 +625,10 @@ impl Inner {
     /// Switches to local decisions (once), with a `WARN` event.
     pub(crate) fn went_local(&self, reason: &str) {
         let was_up = self.up.swap(false, Ordering::AcqRel);
-        let mut since = self.down_since.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut since = self
+            .down_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if since.is_some() && !was_up {
             return;
         }
@@ -672,15 +676,29 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for task in self.tasks.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
             task.abort();
         }
-        if let Some(task) = self.listener.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(task) = self
+            .listener
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             task.abort();
         }
         // Leave the fleet at once rather than three heartbeats later, if
         // a runtime is there to send it.
-        let conn = self.conn.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        let conn = self
+            .conn
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let (Some(mut conn), Ok(rt)) = (conn, tokio::runtime::Handle::try_current()) {
             let members = self.keys.members.clone();
             let process = self.process.clone();

@@ -249,7 +249,10 @@ mod tests {
         let view = View::default();
         let e = view.endpoint("h:1");
         assert!(view.note_hold(&e, 7, 1_000, false, 0));
-        assert!(!view.note_hold(&e, 7, 900, true, 0), "an earlier hold loses");
+        assert!(
+            !view.note_hold(&e, 7, 900, true, 0),
+            "an earlier hold loses"
+        );
         assert_eq!(e.hold(7, 0), Some(1_000));
         assert_eq!(e.unshared(0), vec![(7, 1_000)]);
         e.mark_shared(7);
@@ -260,7 +263,10 @@ mod tests {
             view.note_hold(&e, 100 + p, 2_000 + p as i64, true, 0);
         }
         assert_eq!(e.holds().len(), MAX_HOLDS);
-        assert_eq!(e.hold(100 + MAX_HOLDS as u64 + 4, 0), Some(2_000 + MAX_HOLDS as i64 + 4));
+        assert_eq!(
+            e.hold(100 + MAX_HOLDS as u64 + 4, 0),
+            Some(2_000 + MAX_HOLDS as i64 + 4)
+        );
     }
 
     #[test]

@@ -152,6 +152,16 @@ impl RedisServer {
         self.port
     }
 
+    /// A handle on a server started by someone else (for another thread):
+    /// it does not stop it.
+    pub fn attach(port: u16) -> RedisServer {
+        RedisServer {
+            port,
+            dir: PathBuf::new(),
+            child: None,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -182,10 +192,7 @@ impl RedisServer {
 
     fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
         assert!(status.success(), "kill {signal} {pid}");
     }
 
@@ -235,6 +242,31 @@ impl RedisServer {
         Subscriber { reader }
     }
 
+    /// The commands clients sent (not those scripts ran) for `wait`, as
+    /// `MONITOR` shows them.
+    pub fn monitor(&self, wait: Duration) -> Vec<String> {
+        let mut conn = self.connect().unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        send(&mut conn, &[b"MONITOR"]).unwrap();
+        let mut reader = BufReader::new(conn);
+        let end = Instant::now() + wait;
+        let mut lines = Vec::new();
+        while Instant::now() < end {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if line.starts_with('+') && line != "+OK\r\n" && !line.contains("[0 lua]") {
+                        lines.push(line.trim_end().to_owned());
+                    }
+                }
+                Err(_) => continue,
+            }
+        }
+        lines
+    }
+
     /// Every key, with its remaining time to live in ms (-1: none).
     pub fn keys_and_ttls(&self) -> Vec<(String, i64)> {
         let keys = self.cmd(&["KEYS", "*"]);
@@ -269,8 +301,10 @@ impl Subscriber {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.child.is_some() {
+            self.kill();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
