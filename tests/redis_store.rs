@@ -714,7 +714,8 @@ async fn every_key_expires_and_none_holds_a_credential() {
         .unwrap();
     let e = s.endpoint(&EndpointKey::new("API.example.com", 443));
     let token = headers("Bearer secret-token");
-    e.acquire(&RateLimit::per_second(1), 1, Duration::ZERO)
+    let _turn = e
+        .acquire(&RateLimit::per_second(1), 1, Duration::ZERO)
         .await
         .unwrap();
     e.block_for(s.partition(&token), Duration::from_secs(30))
@@ -1094,7 +1095,8 @@ async fn bad_urls_bad_settings_and_unreachable_servers_are_typed_errors() {
         "a quarter: a burst of 2"
     );
     e.release(second).await;
-    e.acquire(&limit, 1, Duration::ZERO)
+    let _given_back = e
+        .acquire(&limit, 1, Duration::ZERO)
         .await
         .expect("given back");
     let _redis = RedisServer::start_on(port);
