@@ -94,6 +94,10 @@
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
 //!   base and errors that name the key path, load protection included;
 //!   see [`config`].
+//! - `redis`: [`redis_store::RedisStore`], load-protection state shared by
+//!   many processes through Redis or Valkey (quota holds, a fleet-wide rate
+//!   limit, optionally a fleet-wide retry budget), with a fallback when
+//!   Redis is slow or gone.
 //!
 //! # Time
 //!
