@@ -11,7 +11,7 @@ mod redis_support;
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
-use http_resilience::redis_store::{HoldSync, RedisStore};
+use http_resilience::store::{HoldSync, RedisStore};
 use http_resilience::{EndpointKey, InMemoryStore, RateLimit, RetryBudget, StateStore};
 use redis_support::RedisServer;
 
@@ -57,7 +57,10 @@ fn main() {
         let n = 5_000;
         let key = EndpointKey::new("api.example.com", 443);
         // A limit that never refuses: what is measured is the call.
-        let limit = RateLimit::per_second(1_000_000).burst(1_000_000);
+        let limit = RateLimit::per_second(1_000_000)
+            .burst(1_000_000)
+            .build()
+            .expect("a valid limit");
         let wait = Duration::from_secs(1);
         let budget = RetryBudget::default();
         let mut headers = HeaderMap::new();

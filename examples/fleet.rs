@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http_resilience::redis_store::RedisStore;
+use http_resilience::store::RedisStore;
 use http_resilience::{EndpointKey, RateLimit};
 
 struct Args {
@@ -228,7 +228,10 @@ async fn worker(args: Args) {
         }
     };
     let endpoint = store.endpoint(&EndpointKey::new("127.0.0.1", addr.port()));
-    let limit = RateLimit::per_second(args.rate).burst(args.burst);
+    let limit = match RateLimit::per_second(args.rate).burst(args.burst).build() {
+        Ok(limit) => limit,
+        Err(e) => usage(&format!("--rate / --burst: {e}")),
+    };
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/");
     let end = Instant::now() + Duration::from_secs(args.secs);

@@ -94,7 +94,7 @@
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
 //!   base and errors that name the key path, load protection included;
 //!   see [`config`].
-//! - `redis`: [`redis_store::RedisStore`], load-protection state shared by
+//! - `redis`: [`store::RedisStore`], load-protection state shared by
 //!   many processes through Redis or Valkey (quota holds, a fleet-wide rate
 //!   limit, optionally a fleet-wide retry budget), with a fallback when
 //!   Redis is slow or gone.
@@ -132,9 +132,6 @@ mod headers;
 pub mod policy;
 pub mod presets;
 pub mod protection;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod redis_store;
 pub mod report;
 pub mod retry_after;
 mod validate;
@@ -144,6 +141,11 @@ mod validate;
 pub use adapter::middleware;
 pub use adapter::{body, layer};
 pub use protection::store;
+/// [`store::redis`] (the `redis` feature's [`RedisStore`](store::RedisStore)
+/// and its parts), at the path it had before [`store`] held it.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use protection::store::redis as redis_store;
 
 /// [`RetryBudget`] and its builder, at the path they had before
 /// [`protection`] held them; documented there ([retry budget](protection#retry-budget)).

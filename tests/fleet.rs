@@ -36,8 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use fleet_support::{FleetServer, wall_ms};
-use http_resilience::redis_store::{Decided, FleetRefusal, RedisStore};
 use http_resilience::retry_after::quota_reset;
+use http_resilience::store::redis::FleetRefusal;
+use http_resilience::store::{Decided, RedisStore};
 use http_resilience::{EndpointKey, RateLimit, RetryBudget};
 use redis_support::RedisServer;
 
@@ -120,7 +121,7 @@ async fn work(config: Config) -> Vec<(String, String)> {
                 max_call: Duration,
             }
             let tally = Arc::new(Mutex::new(Tally::default()));
-            let limit = RateLimit::per_second(RATE).burst(BURST);
+            let limit = RateLimit::per_second(RATE).burst(BURST).build().unwrap();
             let end = Instant::now() + Duration::from_secs(config.amount);
             let mut offer = tokio::time::interval(Duration::from_millis(10));
             let mut tasks = tokio::task::JoinSet::new();

@@ -32,15 +32,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
-use http_resilience::rate_limit::{RateLimitState, Turn};
-use http_resilience::redis_store::{
-    Decided, Fallback, FleetRefusal, HoldSync, RedisStore, fleet_interval, scripts,
-};
-use http_resilience::store::Partition;
-use http_resilience::{EndpointKey, RateLimit, RetryBudget, budget::Tokens};
+use http_resilience::protection::{RateLimitState, Tokens, Turn};
+use http_resilience::store::redis::{FleetRefusal, fleet_interval, scripts};
+use http_resilience::store::{Decided, Fallback, HoldSync, Partition, RedisStore};
+use http_resilience::{EndpointKey, RateLimit, RetryBudget};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use redis_support::{RedisServer, Reply};
+
+/// The path the store had before it moved under `store` still resolves.
+type _EarlierPath = http_resilience::redis_store::RedisStore;
 
 static KEYS: AtomicU64 = AtomicU64::new(0);
 
@@ -120,16 +121,21 @@ fn the_fleet_gcra_is_the_crates_gcra_with_a_cost_and_keeps_the_limit() {
     );
     let mut runner = TestRunner::new(config(48));
     let result = runner.run(&strategy, |(requests, period_ms, burst, ops)| {
-        let limit = RateLimit::new(requests, Duration::from_millis(period_ms)).burst(burst);
-        let interval_us = fleet_interval(&limit).unwrap().as_micros() as i64;
+        let limit = RateLimit::builder(requests, Duration::from_millis(period_ms))
+            .burst(burst)
+            .build()
+            .unwrap();
+        let interval_us = fleet_interval(&limit).as_micros() as i64;
         let tolerance_us = interval_us * i64::from(burst - 1);
         // The crate's GCRA with the same interval (the fleet rounds it up
         // to a microsecond).
-        let exact = RateLimit::new(
+        let exact = RateLimit::builder(
             requests,
             Duration::from_micros(interval_us as u64 * u64::from(requests)),
         )
-        .burst(burst);
+        .burst(burst)
+        .build()
+        .unwrap();
         let mut crate_state = RateLimitState::new(&exact);
         let t0 = Instant::now();
         let mut origin_us: Option<i64> = None;
@@ -483,10 +489,12 @@ fn the_shared_budget_is_the_crates_tokens() {
     );
     let mut runner = TestRunner::new(config(64));
     let result = runner.run(&strategy, |(capacity, ops)| {
-        let budget = RetryBudget::default()
+        let budget = RetryBudget::builder()
             .capacity(capacity)
             .retry_cost(1)
-            .timeout_cost(1);
+            .timeout_cost(1)
+            .build()
+            .unwrap();
         let key = fresh("budget");
         let mut tokens = Tokens::full(&budget);
         for (i, op) in ops.iter().enumerate() {
@@ -675,7 +683,7 @@ async fn one_limit_for_the_fleet_and_a_known_refusal_costs_no_round_trip() {
     let b = store(&redis).await;
     let key = EndpointKey::new("api", 443);
     let (ea, eb) = (a.endpoint(&key), b.endpoint(&key));
-    let limit = RateLimit::per_second(1).burst(1);
+    let limit = RateLimit::per_second(1).burst(1).build().unwrap();
     let turn = ea.acquire(&limit, 1, Duration::ZERO).await.unwrap();
     assert_eq!(turn.decided(), Decided::Fleet);
     let refused = eb.acquire(&limit, 1, Duration::ZERO).await.unwrap_err();
@@ -715,7 +723,11 @@ async fn every_key_expires_and_none_holds_a_credential() {
     let e = s.endpoint(&EndpointKey::new("API.example.com", 443));
     let token = headers("Bearer secret-token");
     let _turn = e
-        .acquire(&RateLimit::per_second(1), 1, Duration::ZERO)
+        .acquire(
+            &RateLimit::per_second(1).build().unwrap(),
+            1,
+            Duration::ZERO,
+        )
         .await
         .unwrap();
     e.block_for(s.partition(&token), Duration::from_secs(30))
@@ -848,7 +860,7 @@ async fn redis_killed_then_back_local_share_then_shared_again() {
     let partition = a.partition(&token);
     let key = EndpointKey::new("api", 443);
     let e = a.endpoint(&key);
-    let limit = RateLimit::per_second(10).burst(4);
+    let limit = RateLimit::per_second(10).burst(4).build().unwrap();
     redis.kill();
     // The first call finds Redis gone (refused at once); the fallback
     // decides, with a's share: 5 a second, a burst of 2.
@@ -920,7 +932,7 @@ async fn a_hung_redis_answers_at_the_call_timeout() {
         .await
         .unwrap();
     let e = s.endpoint(&EndpointKey::new("api", 443));
-    let limit = RateLimit::per_second(100);
+    let limit = RateLimit::per_second(100).build().unwrap();
     assert_eq!(
         e.acquire(&limit, 1, Duration::ZERO)
             .await
@@ -981,7 +993,7 @@ async fn fallbacks_allow_and_refuse() {
     let local = make(Fallback::Local).await;
     redis.kill();
     let key = EndpointKey::new("api", 443);
-    let limit = RateLimit::per_second(1).burst(1);
+    let limit = RateLimit::per_second(1).burst(1).build().unwrap();
     let budget = RetryBudget::default();
     for _ in 0..5 {
         let turn = allow
@@ -1084,7 +1096,7 @@ async fn bad_urls_bad_settings_and_unreachable_servers_are_typed_errors() {
     assert!(!s.is_shared());
     assert_eq!(s.processes(), 4);
     assert!(!format!("{s:?}").contains("hunter2"));
-    let limit = RateLimit::per_second(40).burst(8);
+    let limit = RateLimit::per_second(40).burst(8).build().unwrap();
     let e = s.endpoint(&EndpointKey::new("api", 443));
     let first = e.acquire(&limit, 1, Duration::ZERO).await.unwrap();
     assert_eq!(first.decided(), Decided::Fallback);

@@ -53,7 +53,15 @@ use crate::headers::QUOTA_SCOPE_HEADERS;
 use crate::protection::{CircuitState, RateLimit, RetryBudget, Turn};
 
 mod in_memory;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{
+    Decided, Fallback, HoldSync, RedisStore, RedisStoreBuilder, StoreError, StoreStats,
+};
 pub use in_memory::{InMemoryStore, MAX_HOLDS};
 
 /// Which endpoint a request's load-protection state belongs to: a host

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::store::MAX_HOLDS;
+use crate::protection::store::MAX_HOLDS;
 
 /// Maps the Redis server's wall-clock milliseconds to this process's
 /// instants (tokio's clock, as the adapters use). The offset is measured

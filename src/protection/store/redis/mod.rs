@@ -66,10 +66,10 @@
 //! # Example
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), http_resilience::redis_store::StoreError> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use http_resilience::{EndpointKey, RateLimit};
-//! use http_resilience::redis_store::{Decided, Fallback, RedisStore};
+//! use http_resilience::store::{Decided, Fallback, RedisStore};
 //!
 //! let store = RedisStore::builder("redis://127.0.0.1:6379")
 //!     .prefix("my-batch-job")
@@ -79,7 +79,7 @@
 //!     .await?;
 //! let github = store.endpoint(&EndpointKey::new("api.github.com", 443));
 //! // GitHub's secondary limit counts a mutation as 5 points.
-//! let limit = RateLimit::per_minute(900).burst(90);
+//! let limit = RateLimit::per_minute(900).burst(90).build()?;
 //! match github.acquire(&limit, 5, Duration::from_secs(10)).await {
 //!     Ok(turn) => {
 //!         tokio::time::sleep_until(turn.at().into()).await;
@@ -110,7 +110,7 @@ use http::HeaderMap;
 pub use endpoint::{BUDGET_IDLE, FleetEndpoint, FleetRefusal, FleetTurn, fleet_interval};
 pub use error::StoreError;
 
-use crate::store::{EndpointKey, InMemoryStore, Partition};
+use crate::protection::store::{EndpointKey, InMemoryStore, Partition};
 use keys::FleetKeys;
 
 /// What a store does when Redis cannot answer in time. See the
@@ -479,7 +479,7 @@ impl RedisStore {
 
     /// Whether, at `now`, this process knows of a hold of any endpoint
     /// (for a request to skip looking its endpoint up when nothing is
-    /// held, as [`StateStore::quiet`](crate::StateStore::quiet)).
+    /// held, as [`StateStore::quiet`](crate::protection::store::StateStore::quiet)).
     pub fn holding(&self, now: std::time::Instant) -> bool {
         self.inner.view.holding(self.inner.clock.server_ms(now))
     }

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// The fleet's GCRA, the rule of [`RateLimitState`](crate::rate_limit::RateLimitState)
+/// The fleet's GCRA, the rule of [`RateLimitState`](crate::protection::RateLimitState)
 /// with a cost: the request takes `cost` turns at once and is sent at the
 /// last of them, and the schedule moves `cost` intervals on.
 ///
@@ -163,7 +163,7 @@ end
 return out
 "#;
 
-/// The shared retry budget, the rule of [`Tokens`](crate::budget::Tokens):
+/// The shared retry budget, the rule of [`Tokens`](crate::protection::Tokens):
 /// deposits first (capped at the capacity), then a withdrawal if there are
 /// enough tokens. A full bucket is a missing key (nothing is left behind);
 /// otherwise the key expires after `ttl` ms without a change (an idle

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::store::EndpointKey;
+use crate::protection::store::EndpointKey;
 
 /// The longest prefix accepted.
 pub(crate) const MAX_PREFIX: usize = 64;

@@ -9,9 +9,9 @@ use super::keys::{EndpointKeys, endpoint_tag};
 use super::scripts::SCRIPTS;
 use super::view::{EndpointView, now};
 use super::{Decided, Fallback, Inner};
-use crate::budget::RetryBudget;
-use crate::rate_limit::{RateLimit, RateLimitState, Turn};
-use crate::store::{EndpointKey, EndpointState, MAX_HOLDS, Partition, StateStore};
+use crate::protection::store::{EndpointKey, EndpointState, MAX_HOLDS, Partition, StateStore};
+use crate::protection::{RateLimit, RateLimitState, RetryBudget, Turn};
+use crate::validate::MAX_SETTING;
 
 /// A shared bucket left unchanged this long is full again (its key
 /// expires): 10 minutes.
@@ -24,48 +24,73 @@ const MAX_WAIT_US: u128 = 1 << 50;
 /// The interval of `limit` under a fleet's rate limit: `period /
 /// requests`, rounded up to a microsecond (the fleet's schedule is kept in
 /// microseconds of the Redis server's clock; rounding up never lets it go
-/// faster than the limit). `None` for an invalid limit, which lets
-/// everything pass.
+/// faster than the limit).
 ///
 /// ```
 /// use std::time::Duration;
 /// use http_resilience::RateLimit;
-/// use http_resilience::redis_store::fleet_interval;
+/// use http_resilience::store::redis::fleet_interval;
 ///
-/// assert_eq!(fleet_interval(&RateLimit::per_second(20)), Some(Duration::from_millis(50)));
-/// assert_eq!(fleet_interval(&RateLimit::per_second(3)), Some(Duration::from_micros(333_334)));
-/// assert_eq!(fleet_interval(&RateLimit::per_second(0)), None);
+/// let limit = RateLimit::per_second(20).build()?;
+/// assert_eq!(fleet_interval(&limit), Duration::from_millis(50));
+/// let limit = RateLimit::per_second(3).build()?;
+/// assert_eq!(fleet_interval(&limit), Duration::from_micros(333_334));
+/// # Ok::<(), http_resilience::ConfigError>(())
 /// ```
-pub fn fleet_interval(limit: &RateLimit) -> Option<Duration> {
-    params(limit).map(|(interval, _)| Duration::from_micros(interval))
+pub fn fleet_interval(limit: &RateLimit) -> Duration {
+    Duration::from_micros(interval_us(limit))
 }
 
-/// The interval and the tolerance (`burst - 1` intervals), in µs.
-fn params(limit: &RateLimit) -> Option<(u64, u64)> {
-    let requests = u128::from(limit.requests());
-    if requests == 0 || limit.period().is_zero() {
-        return None;
-    }
+/// `period / requests` in µs, rounded up: a [`RateLimit`] is valid when
+/// built (positive requests, a period of at most 365 days), so it is at
+/// least 1 and fits.
+fn interval_us(limit: &RateLimit) -> u64 {
+    let requests = u128::from(limit.requests().max(1));
     let interval = limit.period().as_micros().div_ceil(requests).max(1);
-    let interval = u64::try_from(interval).ok()?;
-    let burst = u64::from(limit.burst_size().max(1));
+    u64::try_from(interval).unwrap_or(u64::MAX)
+}
+
+/// The interval and the tolerance (`burst - 1` intervals), in µs. `None`
+/// only when the tolerance does not fit 64 bits (a burst of billions over
+/// long intervals), which lets everything pass.
+fn params(limit: &RateLimit) -> Option<(u64, u64)> {
+    let interval = interval_us(limit);
+    let burst = u64::from(limit.burst().max(1));
     Some((interval, interval.checked_mul(burst - 1)?))
 }
 
 /// One process's share of `limit` among `n`: the same requests over `n`
-/// periods, a burst of `burst / n` (at least one).
+/// periods, a burst of `burst / n` (at least one). When `n` periods are
+/// longer than a limit's period may be (365 days), the share is written as
+/// one request per share interval (the same schedule), capped at 365 days.
 fn share_limit(limit: &RateLimit, n: usize) -> RateLimit {
     let n32 = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
-    RateLimit::new(limit.requests(), limit.period().saturating_mul(n32))
-        .burst((limit.burst_size() / n32).max(1))
-        .max_wait(limit.max_wait_time())
+    let span = limit.period().saturating_mul(n32);
+    let burst = (limit.burst() / n32).max(1);
+    RateLimit::builder(limit.requests(), span)
+        .burst(burst)
+        .max_wait(limit.max_wait())
+        .build()
+        .or_else(|_| {
+            RateLimit::builder(1, (span / limit.requests().max(1)).min(MAX_SETTING))
+                .burst(burst)
+                .max_wait(limit.max_wait())
+                .build()
+        })
+        .unwrap_or(*limit)
 }
 
 /// One process's share of `budget` among `n`: the capacity divided by `n`,
 /// at least one retry after a timeout.
 fn share_budget(budget: &RetryBudget, n: usize) -> RetryBudget {
     let n32 = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
-    budget.capacity((budget.capacity_tokens() / n32).max(budget.timeout_cost_tokens()))
+    RetryBudget::builder()
+        .capacity((budget.capacity() / n32).max(budget.timeout_cost()))
+        .retry_cost(budget.retry_cost())
+        .timeout_cost(budget.timeout_cost())
+        .success_refund(budget.success_refund())
+        .build()
+        .unwrap_or(*budget)
 }
 
 /// A turn under a fleet's rate limit: when the attempt may be sent, and
@@ -238,7 +263,7 @@ impl FleetEndpoint {
         max_wait: Duration,
     ) -> Result<FleetTurn, FleetRefusal> {
         let cost = cost.max(1);
-        let burst = limit.burst_size().max(1);
+        let burst = limit.burst().max(1);
         if cost > burst {
             return Err(FleetRefusal::CostAboveBurst { cost, burst });
         }
@@ -525,7 +550,7 @@ impl FleetEndpoint {
         self.remember(budget);
         let pending = self.shared.pending.swap(0, Ordering::AcqRel);
         let mut call = SCRIPTS.budget.key(&self.shared.keys.budget);
-        call.arg(budget.capacity_tokens())
+        call.arg(budget.capacity())
             .arg(pending)
             .arg(cost)
             .arg(BUDGET_IDLE.as_millis() as u64);
@@ -580,7 +605,7 @@ impl FleetEndpoint {
             return self.shared.local.tokens(budget);
         }
         match self.shared.left.load(Ordering::Acquire) {
-            u32::MAX => budget.capacity_tokens(),
+            u32::MAX => budget.capacity(),
             n => n,
         }
     }
@@ -607,7 +632,7 @@ pub(crate) fn noted(shared: &Shared, budget: &RetryBudget, left: i64) {
     shared.left.store(left, Ordering::Release);
     shared
         .full
-        .store(left >= budget.capacity_tokens(), Ordering::Release);
+        .store(left >= budget.capacity(), Ordering::Release);
 }
 
 /// The most endpoints the fleet's index keeps.
@@ -619,14 +644,23 @@ mod tests {
 
     #[test]
     fn shares_of_a_limit_and_a_budget() {
-        let limit = RateLimit::per_second(20).burst(5);
+        let limit = RateLimit::per_second(20).burst(5).build().unwrap();
         let mine = share_limit(&limit, 8);
-        assert_eq!(fleet_interval(&mine), Some(Duration::from_millis(400)));
-        assert_eq!(mine.burst_size(), 1);
+        assert_eq!(fleet_interval(&mine), Duration::from_millis(400));
+        assert_eq!(mine.burst(), 1);
         assert_eq!(share_limit(&limit, 1), limit);
         let budget = RetryBudget::default();
-        assert_eq!(share_budget(&budget, 8).capacity_tokens(), 62);
-        assert_eq!(share_budget(&budget, 1000).capacity_tokens(), 10);
+        assert_eq!(share_budget(&budget, 8).capacity(), 62);
+        assert_eq!(share_budget(&budget, 1000).capacity(), 10);
+        assert_eq!(share_budget(&budget, 1), budget);
         assert_eq!(params(&limit), Some((50_000, 200_000)));
+        // 5,000 an hour over 10,000 processes: 10,000 hours (beyond 365
+        // days) for 5,000 requests, written as one request every 2 hours.
+        let hourly = RateLimit::per_hour(5000).burst(100).build().unwrap();
+        let mine = share_limit(&hourly, 10_000);
+        assert_eq!(mine.requests(), 1);
+        assert_eq!(mine.period(), Duration::from_secs(7200));
+        assert_eq!(mine.burst(), 1);
+        assert_eq!(fleet_interval(&mine), fleet_interval(&hourly) * 10_000);
     }
 }

@@ -18,7 +18,7 @@ use super::keys::EndpointKeys;
 use super::scripts::SCRIPTS;
 use super::view::now;
 use super::{FleetKey, HoldSync, Inner};
-use crate::store::MAX_HOLDS;
+use crate::protection::store::MAX_HOLDS;
 
 type Conn = MultiplexedConnection;
 
@@ -318,7 +318,7 @@ async fn flush(inner: &Inner, conn: &mut Conn, timeout: Duration) -> Result<(), 
             continue;
         }
         let mut call = SCRIPTS.budget.key(&shared.keys.budget);
-        call.arg(budget.capacity_tokens())
+        call.arg(budget.capacity())
             .arg(pending)
             .arg(0)
             .arg(BUDGET_IDLE.as_millis() as u64);
