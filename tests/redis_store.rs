@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 use http_resilience::protection::{RateLimitState, Tokens, Turn};
 use http_resilience::store::redis::{FleetRefusal, fleet_interval, scripts};
-use http_resilience::store::{Decided, Fallback, HoldSync, Partition, RedisStore};
+use http_resilience::store::{Decided, Fallback, HoldSync, Partition, RedisStore, StoreError};
 use http_resilience::{EndpointKey, RateLimit, RetryBudget};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -182,6 +182,14 @@ fn the_fleet_gcra_is_the_crates_gcra_with_a_cost_and_keeps_the_limit() {
                         .collect();
                     let last = turns.last().unwrap().at();
                     let crate_wait = (last - now).as_micros() as i64;
+                    // The in-process limiter's own rule for a request of
+                    // several turns (`acquire_cost`) is the same turn.
+                    if crate_exact {
+                        let mut whole = crate_state.clone();
+                        let turn = whole.acquire_cost(now, Duration::MAX, cost).unwrap();
+                        prop_assert_eq!(turn.at(), last, "op {}: acquire_cost", i);
+                        prop_assert_eq!(turn.cost(), cost);
+                    }
                     // The limit itself: the earliest time `cost` turns fit.
                     let mut sorted = taken.clone();
                     sorted.sort_unstable();
@@ -702,10 +710,12 @@ async fn one_limit_for_the_fleet_and_a_known_refusal_costs_no_round_trip() {
     assert!(reserved.at() > Instant::now() + Duration::from_millis(800));
     assert_eq!(b.stats().round_trips, trips + 1);
     eb.release(reserved).await;
-    assert_eq!(
-        eb.acquire(&limit, 2, Duration::MAX).await.unwrap_err(),
-        FleetRefusal::CostAboveBurst { cost: 2, burst: 1 }
-    );
+    // A request that costs more than the burst waits for its turns, as in
+    // the in-process limiter: 2 turns of a limit of 1 a second, the second
+    // a second after the first free one.
+    let heavy = eb.acquire(&limit, 2, Duration::MAX).await.unwrap();
+    assert!(heavy.at() > Instant::now() + Duration::from_millis(1_800));
+    assert_eq!(heavy.into_turn().cost(), 2);
 }
 
 /// Every key the store leaves expires; an endpoint's keys share one hash
@@ -1066,9 +1076,17 @@ async fn bad_urls_bad_settings_and_unreachable_servers_are_typed_errors() {
             "hold_sync",
         ),
     ] {
+        let checked = b.check().unwrap_err();
+        assert_eq!(checked.field(), field);
         let err = b.connect().await.unwrap_err();
         assert!(err.to_string().contains(field), "{err}");
+        assert_eq!(err, StoreError::InvalidSetting(checked));
     }
+    let err = RedisStore::builder("redis://127.0.0.1:1")
+        .retry_interval(Duration::from_secs(3601))
+        .check()
+        .unwrap_err();
+    assert_eq!(err.reason(), "must be at most 1 hour (got 3601s)");
     let port = RedisServer::unused_port();
     let url = format!("redis://user:hunter2@127.0.0.1:{port}/3");
     let err = RedisStore::builder(&url)

@@ -1,15 +1,19 @@
 //! [`FleetEndpoint`]: one endpoint's shared state, as a request uses it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::keys::{EndpointKeys, endpoint_tag};
 use super::scripts::SCRIPTS;
 use super::view::{EndpointView, now};
-use super::{Decided, Fallback, Inner};
-use crate::protection::store::{EndpointKey, EndpointState, MAX_HOLDS, Partition, StateStore};
+use super::{Fallback, Inner};
+use crate::protection::rate_limit::{GiveBack, LocalBack};
+use crate::protection::store::{
+    Answer, Decided, EndpointKey, EndpointState, MAX_HOLDS, Partition, Refused, StateStore,
+    StoreAnswer, StoreStep,
+};
 use crate::protection::{RateLimit, RateLimitState, RetryBudget, Turn};
 use crate::validate::MAX_SETTING;
 
@@ -96,45 +100,27 @@ fn share_budget(budget: &RetryBudget, n: usize) -> RetryBudget {
 /// A turn under a fleet's rate limit: when the attempt may be sent, and
 /// who decided. Give it back with [`FleetEndpoint::release`] if it will not
 /// be used. Not `Clone`: a turn is given back at most once.
+#[derive(Debug)]
 #[must_use]
 pub struct FleetTurn {
-    at: Instant,
+    turn: Turn,
     decided: Decided,
-    back: GiveBack,
-}
-
-enum GiveBack {
-    Nothing,
-    /// The schedule's time the acquire set, and cost × interval (µs).
-    Fleet {
-        tat: i64,
-        span: i64,
-    },
-    /// Turns of the fallback's limiter, of its generation.
-    Local {
-        generation: u64,
-        turns: Vec<Turn>,
-    },
-}
-
-impl fmt::Debug for FleetTurn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FleetTurn")
-            .field("at", &self.at)
-            .field("decided", &self.decided)
-            .finish_non_exhaustive()
-    }
 }
 
 impl FleetTurn {
     /// When the attempt may be sent (now, or later for a place in line).
     pub fn at(&self) -> Instant {
-        self.at
+        self.turn.at()
     }
     /// Who decided: [`Decided::Fleet`], or [`Decided::Fallback`] when
     /// Redis could not answer.
     pub fn decided(&self) -> Decided {
         self.decided
+    }
+    /// The turn, as the [`StateStore`](crate::protection::store::StateStore) seam hands it to the engine (given
+    /// back through [`EndpointState::release`]).
+    pub fn into_turn(self) -> Turn {
+        self.turn
     }
 }
 
@@ -150,16 +136,17 @@ pub enum FleetRefusal {
         /// Who decided.
         decided: Decided,
     },
-    /// The request costs more than the limit's burst: it could never be
-    /// sent (a turn of that cost never conforms).
-    CostAboveBurst {
-        /// The request's cost.
-        cost: u32,
-        /// The limit's burst.
-        burst: u32,
-    },
     /// Redis could not answer and the fallback is [`Fallback::Refuse`].
     Unavailable,
+}
+
+impl FleetRefusal {
+    fn into_seam(self) -> (Refused, Decided) {
+        match self {
+            FleetRefusal::TooLong { wait, decided } => (Refused::TooLong(wait), decided),
+            FleetRefusal::Unavailable => (Refused::Unavailable, Decided::Fallback),
+        }
+    }
 }
 
 /// What every handle of one endpoint shares.
@@ -254,26 +241,39 @@ impl FleetEndpoint {
     /// Takes the next turn of `cost` (0 counts as 1) under the fleet's
     /// `limit`, if it comes within `max_wait`: free now, or a place in
     /// line. One round trip; none while this process knows the next turn
-    /// is beyond `max_wait` (a refusal said so). When Redis cannot answer,
-    /// the [`Fallback`] decides.
+    /// is beyond `max_wait` (a refusal said so), or while Redis cannot
+    /// answer (the [`Fallback`] decides). A request that costs more than
+    /// the burst waits for its turns like any other (`cost - burst`
+    /// intervals at least), as in the in-process limiter.
     pub async fn acquire(
         &self,
         limit: &RateLimit,
         cost: u32,
         max_wait: Duration,
     ) -> Result<FleetTurn, FleetRefusal> {
-        let cost = cost.max(1);
-        let burst = limit.burst().max(1);
-        if cost > burst {
-            return Err(FleetRefusal::CostAboveBurst { cost, burst });
+        match self.acquire_now(limit, cost, max_wait) {
+            Some(answer) => answer,
+            None => self.acquire_remote(*limit, cost, max_wait).await,
         }
+    }
+
+    /// The answer of [`acquire`](Self::acquire) when it needs no round
+    /// trip: a refusal this process knows of, a limit that lets everything
+    /// pass, or the fallback's while Redis cannot answer. `None`: ask
+    /// Redis.
+    pub(crate) fn acquire_now(
+        &self,
+        limit: &RateLimit,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Option<Result<FleetTurn, FleetRefusal>> {
+        let cost = cost.max(1);
         let t = now();
-        let Some((interval, tolerance)) = params(limit) else {
-            return Ok(FleetTurn {
-                at: t,
+        let Some((interval, _)) = params(limit) else {
+            return Some(Ok(FleetTurn {
+                turn: Turn::shared(t, cost, GiveBack::Nothing),
                 decided: Decided::Fleet,
-                back: GiveBack::Nothing,
-            });
+            }));
         };
         let extra = Duration::from_micros(interval.saturating_mul(u64::from(cost - 1)));
         if let Some(wait) = self.known_wait(t, extra)
@@ -283,11 +283,33 @@ impl FleetEndpoint {
                 .counters
                 .known_refusals
                 .fetch_add(1, Ordering::Relaxed);
-            return Err(FleetRefusal::TooLong {
+            return Some(Err(FleetRefusal::TooLong {
                 wait,
                 decided: Decided::Fleet,
-            });
+            }));
         }
+        if !self.inner.up.load(Ordering::Acquire) {
+            return Some(self.fallback_acquire(limit, cost, max_wait, t));
+        }
+        None
+    }
+
+    /// The round trip of [`acquire`](Self::acquire) (the fallback's answer
+    /// if it fails).
+    pub(crate) async fn acquire_remote(
+        &self,
+        limit: RateLimit,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Result<FleetTurn, FleetRefusal> {
+        let cost = cost.max(1);
+        let Some((interval, tolerance)) = params(&limit) else {
+            return Ok(FleetTurn {
+                turn: Turn::shared(now(), cost, GiveBack::Nothing),
+                decided: Decided::Fleet,
+            });
+        };
+        let extra = Duration::from_micros(interval.saturating_mul(u64::from(cost - 1)));
         let max_us = max_wait.as_micros().min(MAX_WAIT_US) as u64;
         let mut call = SCRIPTS.acquire.key(&self.shared.keys.limit);
         call.arg(interval).arg(tolerance).arg(cost).arg(max_us);
@@ -298,13 +320,17 @@ impl FleetEndpoint {
                     .observe(sent, received, server_us.div_euclid(1000));
                 let after = Duration::from_micros(u64::try_from(x - server_us).unwrap_or(0));
                 if granted == 1 {
+                    let span = interval.saturating_mul(u64::from(cost));
                     Ok(FleetTurn {
-                        at: received + after,
+                        turn: Turn::shared(
+                            received + after,
+                            cost,
+                            GiveBack::Fleet {
+                                tat,
+                                span: i64::try_from(span).unwrap_or(i64::MAX),
+                            },
+                        ),
                         decided: Decided::Fleet,
-                        back: GiveBack::Fleet {
-                            tat,
-                            span: (interval * u64::from(cost)) as i64,
-                        },
                     })
                 } else {
                     let wait = Duration::from_micros(u64::try_from(x).unwrap_or(0).max(1));
@@ -320,7 +346,7 @@ impl FleetEndpoint {
                     })
                 }
             }
-            None => self.fallback_acquire(limit, cost, max_wait, t),
+            None => self.fallback_acquire(&limit, cost, max_wait, now()),
         }
     }
 
@@ -355,9 +381,8 @@ impl FleetEndpoint {
             .fetch_add(1, Ordering::Relaxed);
         match self.inner.settings.fallback {
             Fallback::Allow => Ok(FleetTurn {
-                at: t,
+                turn: Turn::shared(t, cost, GiveBack::Nothing),
                 decided: Decided::Fallback,
-                back: GiveBack::Nothing,
             }),
             Fallback::Refuse => Err(FleetRefusal::Unavailable),
             Fallback::Local => {
@@ -376,30 +401,28 @@ impl FleetEndpoint {
                 let Some(share) = share.as_mut() else {
                     return Err(FleetRefusal::Unavailable);
                 };
-                let mut turns = Vec::with_capacity(cost as usize);
-                for _ in 0..cost {
-                    match share.state.acquire(t, max_wait) {
-                        Ok(turn) => turns.push(turn),
-                        Err(wait) => {
-                            for turn in turns.into_iter().rev() {
-                                share.state.release(turn);
+                match share.state.acquire_cost(t, max_wait, cost) {
+                    Ok(turn) => {
+                        let inner = match turn.back {
+                            GiveBack::Schedule { before, after } => {
+                                LocalBack::Schedule { before, after }
                             }
-                            return Err(FleetRefusal::TooLong {
-                                wait,
-                                decided: Decided::Fallback,
-                            });
-                        }
+                            _ => LocalBack::One,
+                        };
+                        let back = GiveBack::Local {
+                            generation: share.generation,
+                            inner,
+                        };
+                        Ok(FleetTurn {
+                            turn: Turn::shared(turn.at(), cost, back),
+                            decided: Decided::Fallback,
+                        })
                     }
+                    Err(wait) => Err(FleetRefusal::TooLong {
+                        wait,
+                        decided: Decided::Fallback,
+                    }),
                 }
-                let at = turns.last().map_or(t, Turn::at);
-                Ok(FleetTurn {
-                    at,
-                    decided: Decided::Fallback,
-                    back: GiveBack::Local {
-                        generation: share.generation,
-                        turns,
-                    },
-                })
             }
         }
     }
@@ -410,22 +433,39 @@ impl FleetEndpoint {
     /// fallback turn goes back to the local limiter. One round trip for a
     /// fleet turn.
     pub async fn release(&self, turn: FleetTurn) {
+        if let Some((tat, span)) = self.give_back_locally(turn.turn) {
+            self.release_remote(tat, span).await;
+        }
+    }
+
+    /// Gives back what needs no round trip; the fleet's schedule time and
+    /// span if the rest is Redis's.
+    fn give_back_locally(&self, turn: Turn) -> Option<(i64, i64)> {
         match turn.back {
-            GiveBack::Nothing => {}
-            GiveBack::Fleet { tat, span } => {
-                let mut call = SCRIPTS.release.key(&self.shared.keys.limit);
-                call.arg(tat).arg(span);
-                let _ = self.inner.call::<i64>(&call).await;
-            }
-            GiveBack::Local { generation, turns } => {
+            GiveBack::Fleet { tat, span } => Some((tat, span)),
+            GiveBack::Local { generation, inner } => {
                 let mut share = self.shared.lock_share();
                 if let Some(share) = share.as_mut().filter(|s| s.generation == generation) {
-                    for turn in turns.into_iter().rev() {
-                        share.state.release(turn);
-                    }
+                    let back = match inner {
+                        LocalBack::One => GiveBack::One,
+                        LocalBack::Schedule { before, after } => {
+                            GiveBack::Schedule { before, after }
+                        }
+                    };
+                    share
+                        .state
+                        .release(Turn::shared(turn.at(), turn.cost(), back));
                 }
+                None
             }
+            _ => None,
         }
+    }
+
+    async fn release_remote(&self, tat: i64, span: i64) {
+        let mut call = SCRIPTS.release.key(&self.shared.keys.limit);
+        call.arg(tat).arg(span);
+        let _ = self.inner.call::<i64>(&call).await;
     }
 
     /// Until when the quota of `partition` (from
@@ -452,6 +492,12 @@ impl FleetEndpoint {
     /// Redis unreachable: the hold is kept here and shared when it
     /// answers again ([`Decided::Fallback`]).
     pub async fn block_for(&self, partition: Partition, wait: Duration) -> Decided {
+        let (id, wait_ms) = self.note_hold(partition, wait);
+        self.share_hold(id, wait_ms).await
+    }
+
+    /// The part of [`block_for`](Self::block_for) in this process.
+    fn note_hold(&self, partition: Partition, wait: Duration) -> (u64, i64) {
         let wait_ms = wait.as_micros().div_ceil(1000).max(1) as i64;
         let server_now = self.inner.clock.server_ms(now());
         let id = partition.id();
@@ -462,6 +508,11 @@ impl FleetEndpoint {
             false,
             server_now,
         );
+        (id, wait_ms)
+    }
+
+    /// The part of [`block_for`](Self::block_for) that crosses to Redis.
+    async fn share_hold(&self, id: u64, wait_ms: i64) -> Decided {
         let hex = format!("{id:016x}");
         let mut call = SCRIPTS.hold.key(&self.shared.keys.holds);
         call.arg(&hex)
@@ -510,12 +561,25 @@ impl FleetEndpoint {
     /// (otherwise nothing: [`Decided::Process`]). Set only if later,
     /// published, expiring at its end.
     pub async fn share_open(&self, open_for: Duration) -> Decided {
+        match self.note_open(open_for) {
+            Some(wait_ms) => self.share_open_remote(wait_ms).await,
+            None => Decided::Process,
+        }
+    }
+
+    /// The part of [`share_open`](Self::share_open) in this process: the
+    /// wait to share, if open circuits are shared.
+    fn note_open(&self, open_for: Duration) -> Option<i64> {
         if !self.inner.settings.share_open {
-            return Decided::Process;
+            return None;
         }
         let wait_ms = open_for.as_micros().div_ceil(1000).max(1) as i64;
         let server_now = self.inner.clock.server_ms(now());
         self.shared.view.note_open(server_now + wait_ms, false);
+        Some(wait_ms)
+    }
+
+    async fn share_open_remote(&self, wait_ms: i64) -> Decided {
         let mut call = SCRIPTS.open.key(&self.shared.keys.open);
         call.arg(wait_ms)
             .arg(&self.inner.keys.channel)
@@ -544,10 +608,28 @@ impl FleetEndpoint {
     /// [`Fallback::Local`], a local bucket of the process's share of the
     /// capacity).
     pub async fn withdraw(&self, budget: &RetryBudget, cost: u32) -> (bool, Decided) {
-        if !self.inner.settings.shared_budget {
-            return (self.shared.local.withdraw(budget, cost), Decided::Process);
+        match self.withdraw_now(budget, cost) {
+            Some(answer) => answer,
+            None => self.withdraw_remote(*budget, cost).await,
         }
-        self.remember(budget);
+    }
+
+    /// The answer of [`withdraw`](Self::withdraw) when it needs no round
+    /// trip: a budget kept per process, or the fallback's while Redis
+    /// cannot answer. `None`: ask Redis.
+    pub(crate) fn withdraw_now(&self, budget: &RetryBudget, cost: u32) -> Option<(bool, Decided)> {
+        if !self.inner.settings.shared_budget {
+            return Some((self.shared.local.withdraw(budget, cost), Decided::Process));
+        }
+        if !self.inner.up.load(Ordering::Acquire) {
+            return Some(self.fallback_withdraw(budget, cost));
+        }
+        None
+    }
+
+    /// The round trip of [`withdraw`](Self::withdraw) for a shared budget.
+    pub(crate) async fn withdraw_remote(&self, budget: RetryBudget, cost: u32) -> (bool, Decided) {
+        self.remember(&budget);
         let pending = self.shared.pending.swap(0, Ordering::AcqRel);
         let mut call = SCRIPTS.budget.key(&self.shared.keys.budget);
         call.arg(budget.capacity())
@@ -556,26 +638,30 @@ impl FleetEndpoint {
             .arg(BUDGET_IDLE.as_millis() as u64);
         match self.inner.call::<(i64, i64)>(&call).await {
             Some(((paid, left), _, _)) => {
-                self.noted(budget, left);
+                self.noted(&budget, left);
                 (paid == 1, Decided::Fleet)
             }
             None => {
                 self.shared.pending.fetch_add(pending, Ordering::AcqRel);
-                self.inner
-                    .counters
-                    .fallbacks
-                    .fetch_add(1, Ordering::Relaxed);
-                let paid = match self.inner.settings.fallback {
-                    Fallback::Local => {
-                        let mine = share_budget(budget, self.inner.processes());
-                        self.shared.local.withdraw(&mine, cost)
-                    }
-                    Fallback::Allow => true,
-                    Fallback::Refuse => false,
-                };
-                (paid, Decided::Fallback)
+                self.fallback_withdraw(&budget, cost)
             }
         }
+    }
+
+    fn fallback_withdraw(&self, budget: &RetryBudget, cost: u32) -> (bool, Decided) {
+        self.inner
+            .counters
+            .fallbacks
+            .fetch_add(1, Ordering::Relaxed);
+        let paid = match self.inner.settings.fallback {
+            Fallback::Local => {
+                let mine = share_budget(budget, self.inner.processes());
+                self.shared.local.withdraw(&mine, cost)
+            }
+            Fallback::Allow => true,
+            Fallback::Refuse => false,
+        };
+        (paid, Decided::Fallback)
     }
 
     /// Puts `tokens` back: in the process's own budget, or, if shared,
@@ -622,17 +708,183 @@ impl FleetEndpoint {
     }
 
     fn noted(&self, budget: &RetryBudget, left: i64) {
-        noted(&self.shared, budget, left);
+        noted(&self.shared, &self.inner.draining, budget, left);
     }
 }
 
-/// A shared bucket answered with `left` tokens.
-pub(crate) fn noted(shared: &Shared, budget: &RetryBudget, left: i64) {
+/// A shared bucket answered with `left` tokens. `draining` counts the
+/// buckets last seen below their capacity (the store is not at rest while
+/// one is).
+pub(crate) fn noted(shared: &Shared, draining: &AtomicUsize, budget: &RetryBudget, left: i64) {
     let left = u32::try_from(left.max(0)).unwrap_or(u32::MAX - 1);
     shared.left.store(left, Ordering::Release);
-    shared
-        .full
-        .store(left >= budget.capacity(), Ordering::Release);
+    let full = left >= budget.capacity();
+    match (shared.full.swap(full, Ordering::AcqRel), full) {
+        (true, false) => {
+            draining.fetch_add(1, Ordering::AcqRel);
+        }
+        (false, true) => {
+            draining.fetch_sub(1, Ordering::AcqRel);
+        }
+        _ => {}
+    }
+}
+
+/// One endpoint of a [`RedisStore`](super::RedisStore) as the
+/// [`StateStore`](crate::protection::store::StateStore) seam hands it to the engine: what needs no round trip is
+/// answered at once (holds and hints from the local copy, a refusal this
+/// process knows of, the fallback's answers, a budget kept per process);
+/// a turn and a shared budget's payment that need Redis are
+/// [`StoreStep::Pending`] calls; holds, hints and turns given back are
+/// shared in the background, on the runtime the store was connected on.
+#[derive(Debug)]
+pub(crate) struct FleetState(pub(crate) FleetEndpoint);
+
+fn turn_answer(result: Result<FleetTurn, FleetRefusal>) -> Answer<Result<Turn, Refused>> {
+    match result {
+        Ok(turn) => {
+            let decided = turn.decided;
+            Answer::new(Ok(turn.into_turn()), decided)
+        }
+        Err(refusal) => {
+            let (refused, decided) = refusal.into_seam();
+            Answer::new(Err(refused), decided)
+        }
+    }
+}
+
+impl FleetState {
+    fn payment(&self, (paid, decided): (bool, Decided)) -> Answer<Result<(), Refused>> {
+        let value = match (paid, decided, self.0.inner.settings.fallback) {
+            (true, _, _) => Ok(()),
+            (false, Decided::Fallback, Fallback::Refuse) => Err(Refused::Unavailable),
+            (false, _, _) => Err(Refused::Exhausted),
+        };
+        Answer::new(value, decided)
+    }
+}
+
+impl EndpointState for FleetState {
+    /// The synchronous seam's withdrawal (the engine asks
+    /// [`withdraw_step`](EndpointState::withdraw_step)): a budget kept per
+    /// process, or this process's share of a shared one.
+    fn withdraw(&self, budget: &RetryBudget, cost: u32) -> bool {
+        match self.0.withdraw_now(budget, cost) {
+            Some((paid, _)) => paid,
+            None => {
+                let mine = share_budget(budget, self.0.inner.processes());
+                self.0.shared.local.withdraw(&mine, cost)
+            }
+        }
+    }
+
+    fn deposit(&self, budget: &RetryBudget, tokens: u32) {
+        self.0.deposit(budget, tokens);
+    }
+
+    fn circuit(&self, update: &mut dyn FnMut(&mut crate::protection::CircuitState)) {
+        self.0.shared.local.circuit(update);
+    }
+
+    fn blocked_until(&self, partition: Partition) -> Option<Instant> {
+        self.0.blocked_until(partition)
+    }
+
+    fn block_until(&self, partition: Partition, until: Instant) {
+        let wait = until.saturating_duration_since(now());
+        if wait.is_zero() {
+            return;
+        }
+        let (id, wait_ms) = self.0.note_hold(partition, wait);
+        let endpoint = self.0.clone();
+        self.0.inner.spawn(async move {
+            endpoint.share_hold(id, wait_ms).await;
+        });
+    }
+
+    fn holding(&self, now: Instant) -> bool {
+        self.0.holding(now)
+    }
+
+    /// The synchronous seam's turn (the engine asks
+    /// [`acquire_turn`](EndpointState::acquire_turn)): a refusal this
+    /// process knows of, or this process's share of the limit; no round
+    /// trip.
+    fn acquire(
+        &self,
+        limit: &RateLimit,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Turn, Duration> {
+        let answer = self
+            .0
+            .acquire_now(limit, 1, max_wait)
+            .unwrap_or_else(|| self.0.fallback_acquire(limit, 1, max_wait, now));
+        match answer {
+            Ok(turn) => Ok(turn.into_turn()),
+            Err(FleetRefusal::TooLong { wait, .. }) => Err(wait),
+            Err(FleetRefusal::Unavailable) => Err(max_wait.saturating_add(Duration::from_nanos(1))),
+        }
+    }
+
+    fn release(&self, _limit: &RateLimit, turn: Turn) {
+        if let Some((tat, span)) = self.0.give_back_locally(turn) {
+            let endpoint = self.0.clone();
+            self.0.inner.spawn(async move {
+                endpoint.release_remote(tat, span).await;
+            });
+        }
+    }
+
+    fn tokens(&self, budget: &RetryBudget) -> u32 {
+        self.0.tokens(budget)
+    }
+
+    fn acquire_turn(
+        &self,
+        limit: &RateLimit,
+        cost: u32,
+        _now: Instant,
+        max_wait: Duration,
+    ) -> StoreStep<Result<Turn, Refused>> {
+        if let Some(answer) = self.0.acquire_now(limit, cost, max_wait) {
+            return StoreStep::Ready(turn_answer(answer));
+        }
+        let (endpoint, limit) = (self.0.clone(), *limit);
+        StoreStep::Pending(Box::pin(async move {
+            let answer = endpoint.acquire_remote(limit, cost, max_wait).await;
+            StoreAnswer::Turn(turn_answer(answer))
+        }))
+    }
+
+    fn withdraw_step(&self, budget: &RetryBudget, cost: u32) -> StoreStep<Result<(), Refused>> {
+        if let Some(answer) = self.0.withdraw_now(budget, cost) {
+            return StoreStep::Ready(self.payment(answer));
+        }
+        let (endpoint, budget) = (self.0.clone(), *budget);
+        StoreStep::Pending(Box::pin(async move {
+            let answer = endpoint.withdraw_remote(budget, cost).await;
+            let state = FleetState(endpoint);
+            StoreAnswer::Payment(state.payment(answer))
+        }))
+    }
+
+    fn partition(&self, headers: &http::HeaderMap) -> Partition {
+        self.0.inner.partition(headers)
+    }
+
+    fn open_hint(&self, now: Instant) -> Option<Instant> {
+        self.0.open_until().filter(|until| *until > now)
+    }
+
+    fn opened(&self, until: Instant) {
+        if let Some(wait_ms) = self.0.note_open(until.saturating_duration_since(now())) {
+            let endpoint = self.0.clone();
+            self.0.inner.spawn(async move {
+                endpoint.share_open_remote(wait_ms).await;
+            });
+        }
+    }
 }
 
 /// The most endpoints the fleet's index keeps.

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::validate::ConfigError;
+
 /// Why [`RedisStoreBuilder::connect`](super::RedisStoreBuilder::connect)
 /// failed. Its text names the server by host and port only: the URL's
 /// user, password and database never appear in it.
@@ -14,13 +16,9 @@ pub enum StoreError {
         /// What is wrong with it (never the URL itself).
         reason: String,
     },
-    /// A setting is out of range.
-    InvalidSetting {
-        /// The setting's name.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
+    /// A setting is out of range: the builder's
+    /// [`check`](super::RedisStoreBuilder::check), which names the setting.
+    InvalidSetting(ConfigError),
     /// The server did not answer within the connect timeout, or refused
     /// the connection, and the store was not asked to
     /// [start without it](super::RedisStoreBuilder::start_without_redis).
@@ -38,7 +36,7 @@ impl StoreError {
     pub fn code(&self) -> &'static str {
         match self {
             StoreError::InvalidUrl { .. } => "REDIS_INVALID_URL",
-            StoreError::InvalidSetting { .. } => "REDIS_INVALID_SETTING",
+            StoreError::InvalidSetting(_) => "REDIS_INVALID_SETTING",
             StoreError::Unreachable { .. } => "REDIS_UNREACHABLE",
         }
     }
@@ -48,8 +46,13 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::InvalidUrl { reason } => write!(f, "invalid Redis URL: {reason}"),
-            StoreError::InvalidSetting { field, reason } => {
-                write!(f, "invalid Redis store setting `{field}`: {reason}")
+            StoreError::InvalidSetting(e) => {
+                write!(
+                    f,
+                    "invalid Redis store setting `{}`: {}",
+                    e.field(),
+                    e.reason()
+                )
             }
             StoreError::Unreachable { server, reason } => {
                 write!(f, "Redis at {server} is unreachable: {reason}")

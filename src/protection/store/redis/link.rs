@@ -323,7 +323,7 @@ async fn flush(inner: &Inner, conn: &mut Conn, timeout: Duration) -> Result<(), 
             .arg(0)
             .arg(BUDGET_IDLE.as_millis() as u64);
         match invoke::<(i64, i64)>(conn, &call, timeout).await {
-            Ok((_, left)) => noted(&shared, &budget, left),
+            Ok((_, left)) => noted(&shared, &inner.draining, &budget, left),
             Err(e) => {
                 shared.pending.fetch_add(pending, Ordering::AcqRel);
                 return Err(e);

@@ -110,7 +110,12 @@ use http::HeaderMap;
 pub use endpoint::{BUDGET_IDLE, FleetEndpoint, FleetRefusal, FleetTurn, fleet_interval};
 pub use error::StoreError;
 
-use crate::protection::store::{EndpointKey, InMemoryStore, Partition};
+/// [`Decided`](crate::protection::store::Decided), at the path it had when
+/// only this store made it.
+pub use crate::protection::store::Decided;
+use crate::protection::store::{EndpointKey, EndpointState, InMemoryStore, Partition, StateStore};
+use crate::validate::{self, Check, ConfigError};
+use endpoint::FleetState;
 use keys::FleetKeys;
 
 /// What a store does when Redis cannot answer in time. See the
@@ -154,31 +159,6 @@ pub enum HoldSync {
     /// and per endpoint held, and a hold reaches the others within the
     /// interval.
     Poll(Duration),
-}
-
-/// Who made a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Decided {
-    /// The fleet: Redis answered, or this process knew Redis's answer
-    /// already (a turn it was told is still too far).
-    Fleet,
-    /// This process, by design (the retry budget and the breaker are kept
-    /// per process unless sharing them is asked for).
-    Process,
-    /// The [`Fallback`]: Redis could not answer in time.
-    Fallback,
-}
-
-impl Decided {
-    /// A stable snake_case name: `fleet`, `process`, `fallback`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Decided::Fleet => "fleet",
-            Decided::Process => "process",
-            Decided::Fallback => "fallback",
-        }
-    }
 }
 
 /// Counters of a store's work, for tests, benches and dashboards.
@@ -256,6 +236,15 @@ impl fmt::Debug for RedisStoreBuilder {
 /// The longest setting accepted for a timeout or an interval: one hour.
 const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// A duration in (0, 1 hour], in the words of [`validate`].
+fn within_an_hour(d: Duration) -> validate::Verdict {
+    validate::positive(d)?;
+    if d > MAX_INTERVAL {
+        return Err(format!("must be at most 1 hour (got {d:?})"));
+    }
+    Ok(())
+}
+
 impl RedisStoreBuilder {
     /// The key prefix: 1 to 64 bytes of `[A-Za-z0-9_.:/-]`. Processes with
     /// the same prefix share their state; give each fleet (each token or
@@ -330,13 +319,29 @@ impl RedisStoreBuilder {
         self
     }
 
-    fn validate(&self) -> Result<(), StoreError> {
+    /// Checks the settings, in the builder's order (`prefix`,
+    /// `call_timeout`, `connect_timeout`, `retry_interval`, `heartbeat`,
+    /// `hold_sync`, `expected_processes`), without a network: the error
+    /// names the first bad one, in the words every builder of the crate
+    /// uses. [`connect`](Self::connect) checks them too (then also the
+    /// URL).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http_resilience::store::RedisStore;
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1:6379").call_timeout(Duration::ZERO);
+    /// let err = builder.check().unwrap_err();
+    /// assert_eq!(err.field(), "call_timeout");
+    /// assert_eq!(err.reason(), "must be greater than zero");
+    /// ```
+    pub fn check(&self) -> Result<(), ConfigError> {
         let s = &self.settings;
         if !keys::valid_prefix(&s.prefix) {
-            return Err(StoreError::InvalidSetting {
-                field: "prefix",
-                reason: "must be 1 to 64 bytes of A-Z, a-z, 0-9, `_`, `.`, `:`, `/`, `-`".into(),
-            });
+            return Err(ConfigError::new(
+                "prefix",
+                "must be 1 to 64 bytes of A-Z, a-z, 0-9, `_`, `.`, `:`, `/`, `-`".into(),
+            ));
         }
         for (field, d) in [
             ("call_timeout", s.call_timeout),
@@ -349,20 +354,23 @@ impl RedisStoreBuilder {
             HoldSync::Poll(every) => Some(("hold_sync", every)),
             HoldSync::Subscribe => None,
         }) {
-            if d.is_zero() || d > MAX_INTERVAL {
-                return Err(StoreError::InvalidSetting {
-                    field,
-                    reason: format!("must be greater than zero and at most 1 hour (got {d:?})"),
-                });
-            }
+            within_an_hour(d).at(field)?;
         }
         if s.expected_processes == 0 {
-            return Err(StoreError::InvalidSetting {
-                field: "expected_processes",
-                reason: "must be greater than zero".into(),
-            });
+            return Err(ConfigError::new(
+                "expected_processes",
+                "must be greater than zero".into(),
+            ));
         }
         Ok(())
+    }
+
+    /// Checks the URL as [`connect`](Self::connect) will (that it is a Redis
+    /// URL; nothing is sent).
+    pub(crate) fn client(&self) -> Result<redis::Client, StoreError> {
+        redis::Client::open(self.url.as_str()).map_err(|e| StoreError::InvalidUrl {
+            reason: error::describe_url(&e),
+        })
     }
 
     /// Checks the settings and the URL, connects, joins the fleet (a
@@ -376,13 +384,11 @@ impl RedisStoreBuilder {
     /// [connect timeout](Self::connect_timeout) (unless
     /// [`start_without_redis`](Self::start_without_redis)).
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        self.validate()?;
-        let client =
-            redis::Client::open(self.url.as_str()).map_err(|e| StoreError::InvalidUrl {
-                reason: error::describe_url(&e),
-            })?;
+        self.check().map_err(StoreError::InvalidSetting)?;
+        let client = self.client()?;
         let server = client.get_connection_info().addr().to_string();
-        let inner = Arc::new(Inner::new(client, server, self.settings));
+        let runtime = tokio::runtime::Handle::current();
+        let inner = Arc::new(Inner::new(client, server, self.settings, runtime));
         let started = link::start(&inner).await;
         if let Err(reason) = started {
             if !inner.settings.start_without_redis {
@@ -452,15 +458,7 @@ impl RedisStore {
     /// fleet). Before the store has reached Redis once, the process's own
     /// key stands in: holds noted then stay in this process.
     pub fn partition(&self, headers: &HeaderMap) -> Partition {
-        match *self
-            .inner
-            .fleet_key
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
-            Some(key) => Partition::of_keyed(headers, &key),
-            None => Partition::of(headers),
-        }
+        self.inner.partition(headers)
     }
 
     /// Whether the store decides with the fleet now (Redis answers), or
@@ -505,6 +503,41 @@ impl RedisStore {
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.inner.settings.prefix
+    }
+}
+
+/// The store as the engine uses it, when a policy is built with
+/// [`state_store`](crate::RetryPolicyBuilder::state_store): every request's
+/// turn under a policy's [`RateLimit`](crate::RateLimit) is the fleet's (one
+/// round trip per attempt, none while this process knows it must wait), a
+/// quota hold is read from the local copy and shared when noted, a retry is
+/// paid from the fleet's budget if it is [shared](RedisStoreBuilder::shared_budget)
+/// (else from this process's), a breaker is this process's, and its
+/// "open until" is shared as a hint if [asked for](RedisStoreBuilder::share_open_circuits).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use http_resilience::{RateLimit, RetryPolicy, store::RedisStore};
+///
+/// let store = RedisStore::builder("redis://127.0.0.1:6379").prefix("nightly").connect().await?;
+/// let policy = RetryPolicy::builder()
+///     .state_store(store.clone())
+///     .rate_limit(RateLimit::per_hour(5000).burst(100).build()?)
+///     .build()?;
+/// # let _ = policy;
+/// # Ok(()) }
+/// ```
+impl StateStore for RedisStore {
+    fn endpoint(&self, key: &EndpointKey<'_>) -> Arc<dyn EndpointState> {
+        Arc::new(FleetState(self.endpoint(key)))
+    }
+
+    /// At rest: no hold known of any endpoint, no shared bucket last seen
+    /// below its capacity, and the per-process state at rest.
+    fn quiet(&self, now: std::time::Instant) -> bool {
+        self.inner.draining.load(Ordering::Acquire) == 0
+            && !self.holding(now)
+            && self.inner.local.quiet(now)
     }
 }
 
@@ -581,11 +614,24 @@ pub(crate) struct Inner {
     pub(crate) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The task reading the subscription.
     pub(crate) listener: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Shared buckets last seen below their capacity.
+    pub(crate) draining: AtomicUsize,
+    /// The runtime the store was connected on: the background task's, and
+    /// the one that shares what requests note (holds, hints, turns given
+    /// back) without making them wait.
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 impl Inner {
-    fn new(client: redis::Client, server: String, settings: Settings) -> Inner {
+    fn new(
+        client: redis::Client,
+        server: String,
+        settings: Settings,
+        runtime: tokio::runtime::Handle,
+    ) -> Inner {
         Inner {
+            draining: AtomicUsize::new(0),
+            runtime,
             keys: FleetKeys::new(&settings.prefix),
             settings,
             server,
@@ -613,6 +659,21 @@ impl Inner {
             0 => self.settings.expected_processes,
             n => n,
         }
+    }
+
+    /// The partition of a request with these headers: hashed with the
+    /// fleet's key, or this process's before the store reached Redis.
+    pub(crate) fn partition(&self, headers: &HeaderMap) -> Partition {
+        match self.fleet_key() {
+            Some(key) => Partition::of_keyed(headers, &key),
+            None => Partition::of(headers),
+        }
+    }
+
+    /// Runs `task` on the store's runtime, without waiting for it (a share
+    /// bounded by the call timeout).
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(self.runtime.spawn(task));
     }
 
     pub(crate) fn fleet_key(&self) -> Option<FleetKey> {
