@@ -1,7 +1,10 @@
 //! What a `RedisStore` adds per request on loopback, against the
-//! in-memory store: the latency of each call a request makes (p50, p99),
-//! and how fast a hold reaches another process (subscription against
-//! polling). Starts its own `redis-server` (tests/support/redis.rs).
+//! in-memory store: a whole request through the tower layer (over an
+//! in-process service, so that only the crate and the store are measured)
+//! under a shared rate limit and with only holds shared (p50, p99); the
+//! latency of each call a request makes; and how fast a hold reaches
+//! another process (subscription against polling). Starts its own
+//! `redis-server` (tests/support/redis.rs).
 //!
 //! `cargo bench --bench redis --features redis` (prints a markdown table).
 
@@ -12,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use http_resilience::store::{HoldSync, RedisStore};
-use http_resilience::{EndpointKey, InMemoryStore, RateLimit, RetryBudget, StateStore};
+use http_resilience::{
+    EndpointKey, InMemoryStore, RateLimit, RetryBudget, RetryLayer, RetryPolicy, StateStore,
+};
 use redis_support::RedisServer;
+use tower::{Layer, Service, ServiceExt};
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort_unstable();
@@ -119,6 +125,89 @@ fn main() {
             "redis: a success's refund to a full shared budget (no call)",
             timed(n, |_| async { untouched.deposit(&budget, 1) }).await,
         );
+
+        // Whole requests through the tower layer, over a service that
+        // answers 200 at once: what each store adds to a request.
+        println!();
+        println!("| a request through the tower layer (in-process service) | n | p50 | p99 |");
+        println!("|---|---|---|---|");
+        let held = RedisStore::builder(redis.url())
+            .prefix("bench-requests-held")
+            .connect()
+            .await
+            .unwrap();
+        {
+            // Another credential of the endpoint is held: every request
+            // works out its partition and reads the local copy.
+            let mut other = HeaderMap::new();
+            other.insert("authorization", "Bearer another".parse().unwrap());
+            held.endpoint(&key)
+                .block_for(held.partition(&other), Duration::from_secs(600))
+                .await;
+        }
+        let shared = RedisStore::builder(redis.url())
+            .prefix("bench-requests")
+            .connect()
+            .await
+            .unwrap();
+        let cases: [(&str, RetryPolicy); 5] = [
+            (
+                "in-memory store, default policy (holds only)",
+                RetryPolicy::default(),
+            ),
+            (
+                "redis store, default policy (holds only), none held",
+                RetryPolicy::builder()
+                    .state_store(shared.clone())
+                    .build()
+                    .unwrap(),
+            ),
+            (
+                "redis store, default policy, another credential held",
+                RetryPolicy::builder()
+                    .state_store(held.clone())
+                    .build()
+                    .unwrap(),
+            ),
+            (
+                "in-memory store, a rate limit",
+                RetryPolicy::builder().rate_limit(limit).build().unwrap(),
+            ),
+            (
+                "redis store, a shared rate limit (one script call)",
+                RetryPolicy::builder()
+                    .state_store(shared.clone())
+                    .rate_limit(limit)
+                    .build()
+                    .unwrap(),
+            ),
+        ];
+        for (name, policy) in cases {
+            let inner = tower::service_fn(|_req: http::Request<String>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"ok"),
+                )))
+            });
+            let svc = RetryLayer::new(policy).layer(inner);
+            let send = |_| {
+                let mut svc = svc.clone();
+                async move {
+                    let mut request = http::Request::new(String::new());
+                    *request.uri_mut() = "https://api.example.com/v1".parse().unwrap();
+                    request
+                        .headers_mut()
+                        .insert("authorization", "Bearer token".parse().unwrap());
+                    let response = svc.ready().await.unwrap().call(request).await.unwrap();
+                    assert_eq!(response.status(), 200);
+                }
+            };
+            let _ = timed(500, send).await;
+            row(name, timed(n, send).await);
+        }
+        drop((held, shared));
+        println!();
+        println!("| call | n | p50 | p99 |");
+        println!("|---|---|---|---|");
 
         // A hold's way to another process: noted by one store, read by
         // another in a loop, by subscription and by polling.

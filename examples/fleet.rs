@@ -11,8 +11,11 @@
 //! as workers, each trying to send five times the whole limit, and prints
 //! each second what the server received against the shared limit.
 //!
-//! The workers take their turns from `RedisStore` directly (as the engine
-//! will once the store is wired into the policy).
+//! Each worker is an ordinary client: a `RetryPolicy` with a rate limit
+//! and the `RedisStore` as its state store, behind `RetryMiddleware`. The
+//! engine takes every attempt's turn from the fleet's limit; a request
+//! whose turn is further than 250 ms away fails at once with
+//! `RATE_LIMITED_LOCALLY`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http_resilience::store::RedisStore;
-use http_resilience::{EndpointKey, RateLimit};
+use http_resilience::{RateLimit, RetryMiddleware, RetryPolicy};
 
 struct Args {
     workers: usize,
@@ -227,12 +230,22 @@ async fn worker(args: Args) {
             std::process::exit(1);
         }
     };
-    let endpoint = store.endpoint(&EndpointKey::new("127.0.0.1", addr.port()));
-    let limit = match RateLimit::per_second(args.rate).burst(args.burst).build() {
+    let limit = match RateLimit::per_second(args.rate)
+        .burst(args.burst)
+        .max_wait(Duration::from_millis(250))
+        .build()
+    {
         Ok(limit) => limit,
         Err(e) => usage(&format!("--rate / --burst: {e}")),
     };
-    let client = reqwest::Client::new();
+    let policy = RetryPolicy::builder()
+        .state_store(store)
+        .rate_limit(limit)
+        .build()
+        .unwrap_or_else(|e| usage(&e.to_string()));
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(RetryMiddleware::new(policy))
+        .build();
     let url = format!("http://{addr}/");
     let end = Instant::now() + Duration::from_secs(args.secs);
     // Five times the whole limit, from each worker.
@@ -240,16 +253,9 @@ async fn worker(args: Args) {
     let mut tasks = tokio::task::JoinSet::new();
     while Instant::now() < end {
         offer.tick().await;
-        let (endpoint, client, url) = (endpoint.clone(), client.clone(), url.clone());
-        tasks.spawn(async move {
-            if let Ok(turn) = endpoint
-                .acquire(&limit, 1, Duration::from_millis(250))
-                .await
-            {
-                tokio::time::sleep_until(turn.at().into()).await;
-                let _ = client.get(&url).send().await;
-            }
-        });
+        let (client, url) = (client.clone(), url.clone());
+        // Sent when its turn comes, or refused (RATE_LIMITED_LOCALLY).
+        tasks.spawn(async move { drop(client.get(&url).send().await) });
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -1,14 +1,16 @@
 //! Eight real processes, one loopback HTTP server, one real Redis: what a
-//! fleet shares through `RedisStore`, measured at the server.
+//! fleet shares through `RedisStore`, measured at the server, with every
+//! request sent through the crate's adapters (the engine consulting the
+//! store): half the fleet through the reqwest middleware, half through the
+//! tower layer over hyper-util's client.
 //!
 //! Each scenario re-runs this test binary eight times as a worker
 //! (`fleet_worker`, an ignored test that runs only with `FLEET_WORKER`
 //! set), all against one `FleetServer` (`tests/support/fleet.rs`) and one
 //! `redis-server` (`tests/support/redis.rs`); the scenarios take turns (a
-//! lock), so that 2 cores run 8 workers at a time, not 32. A worker drives
-//! the store as the engine will once it is wired (a turn before every
-//! attempt, a hold noted from a response, a withdrawal before every
-//! retry), with reqwest.
+//! lock), so that 2 cores run 8 workers at a time, not 32. A worker builds
+//! a `RetryPolicy` whose state store is the `RedisStore` and sends through
+//! `RetryMiddleware` or `RetryLayer` (`support::clients`, `FLEET_VIA`).
 //!
 //! - **shared limit**: 20 a second, burst 5, each worker offering 100 a
 //!   second for 5 s: the server sees at most `burst + rate × span` (plus 2:
@@ -20,10 +22,13 @@
 //! - **outage**: every request fails with 503, 3 retries each: with the
 //!   shared budget the server sees 100 retries for the fleet (at most 1.2
 //!   times the requests sent), against 100 per worker with local budgets;
+//!   with a mixed fleet and with each adapter alone;
 //! - **Redis killed**: killed 3 s into a 9 s run under the shared limit,
-//!   restarted at 6 s: every worker goes on under its share (nothing
-//!   waits longer than the call timeout), and then returns to the shared
-//!   limit without a restart.
+//!   restarted at 6 s: every worker goes on under its share (no request
+//!   waits on the store longer than its call timeout), and then returns to
+//!   the shared limit without a restart.
+
+mod support;
 
 #[path = "support/fleet.rs"]
 mod fleet_support;
@@ -33,14 +38,13 @@ mod redis_support;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use fleet_support::{FleetServer, wall_ms};
-use http_resilience::retry_after::quota_reset;
-use http_resilience::store::redis::FleetRefusal;
-use http_resilience::store::{Decided, RedisStore};
-use http_resilience::{EndpointKey, RateLimit, RetryBudget};
+use http_resilience::store::RedisStore;
+use http_resilience::{Jitter, RateLimit, RetryPolicy, ThrottleReason};
 use redis_support::RedisServer;
+use support::clients::{Client, Via, get};
 
 const WORKERS: usize = 8;
 const RATE: u32 = 20;
@@ -54,6 +58,7 @@ static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Config {
     mode: String,
+    via: Via,
     redis: String,
     http: String,
     prefix: String,
@@ -67,6 +72,10 @@ impl Config {
         let var = |k: &str| std::env::var(k).ok();
         Some(Config {
             mode: var("FLEET_WORKER")?,
+            via: match var("FLEET_VIA")?.as_str() {
+                "tower" => Via::Tower,
+                _ => Via::Reqwest,
+            },
             redis: var("FLEET_REDIS")?,
             http: var("FLEET_HTTP")?,
             prefix: var("FLEET_PREFIX")?,
@@ -93,6 +102,21 @@ fn fleet_worker() {
     println!("FLEET-RESULT {}", line.join(" "));
 }
 
+#[derive(Default)]
+struct Tally {
+    /// Answered by the server.
+    sent: u64,
+    /// Refused by the rate limit (`RATE_LIMITED_LOCALLY`).
+    refused: u64,
+    /// Any other outcome.
+    other: u64,
+    /// Requests some decision of which the fallback made.
+    local: u64,
+    /// The longest a request took, and the longest a refusal took.
+    max: Duration,
+    max_refused: Duration,
+}
+
 async fn work(config: Config) -> Vec<(String, String)> {
     let store = RedisStore::builder(&config.redis)
         .prefix(config.prefix.clone())
@@ -103,60 +127,39 @@ async fn work(config: Config) -> Vec<(String, String)> {
         .connect()
         .await
         .expect("the store");
-    let addr: std::net::SocketAddr = config.http.parse().unwrap();
-    let endpoint = store.endpoint(&EndpointKey::new("127.0.0.1", addr.port()));
-    let client = reqwest::Client::new();
-    let url = |path: &str| format!("http://{addr}{path}");
+    let base = || RetryPolicy::builder().state_store(store.clone());
+    let url = |path: &str| format!("http://{}{path}", config.http);
     let mut out: Vec<(String, String)> = Vec::new();
     let mut put = |k: &str, v: String| out.push((k.into(), v));
+    put("via", format!("{:?}", config.via));
     match config.mode.as_str() {
         "rate" => {
-            #[derive(Default)]
-            struct Tally {
-                sent: u64,
-                refused: u64,
-                fleet: u64,
-                fallback: u64,
-                other: u64,
-                max_call: Duration,
-            }
+            let limit = RateLimit::per_second(RATE)
+                .burst(BURST)
+                .max_wait(Duration::from_millis(250))
+                .build()
+                .unwrap();
+            let policy = base().rate_limit(limit).max_retries(0).build().unwrap();
+            let client = Client::new(config.via, policy);
             let tally = Arc::new(Mutex::new(Tally::default()));
-            let limit = RateLimit::per_second(RATE).burst(BURST).build().unwrap();
             let end = Instant::now() + Duration::from_secs(config.amount);
             let mut offer = tokio::time::interval(Duration::from_millis(10));
             let mut tasks = tokio::task::JoinSet::new();
             while Instant::now() < end {
                 offer.tick().await;
-                let (endpoint, client, tally) = (endpoint.clone(), client.clone(), tally.clone());
-                let target = url("/rate");
+                let (client, tally, target) = (client.clone(), tally.clone(), url("/rate"));
                 tasks.spawn(async move {
-                    let asked = Instant::now();
-                    let turn = endpoint
-                        .acquire(&limit, 1, Duration::from_millis(250))
-                        .await;
-                    let took = asked.elapsed();
-                    {
-                        let mut t = tally.lock().unwrap();
-                        t.max_call = t.max_call.max(took);
-                        match &turn {
-                            Ok(turn) if turn.decided() == Decided::Fleet => t.fleet += 1,
-                            Ok(_) => t.fallback += 1,
-                            Err(FleetRefusal::TooLong { decided, .. }) => {
-                                t.refused += 1;
-                                if *decided == Decided::Fleet {
-                                    t.fleet += 1
-                                } else {
-                                    t.fallback += 1
-                                }
-                            }
-                            Err(_) => t.other += 1,
+                    let got = client.send(&target, &get()).await;
+                    let mut t = tally.lock().unwrap();
+                    t.max = t.max.max(got.elapsed);
+                    t.local += u64::from(got.report.decided_locally());
+                    match (got.status, got.code) {
+                        (Some(200), _) => t.sent += 1,
+                        (_, Some("RATE_LIMITED_LOCALLY")) => {
+                            t.refused += 1;
+                            t.max_refused = t.max_refused.max(got.elapsed);
                         }
-                    }
-                    if let Ok(turn) = turn {
-                        tokio::time::sleep_until(turn.at().into()).await;
-                        if client.get(&target).send().await.is_ok() {
-                            tally.lock().unwrap().sent += 1;
-                        }
+                        _ => t.other += 1,
                     }
                 });
             }
@@ -164,72 +167,85 @@ async fn work(config: Config) -> Vec<(String, String)> {
             let t = tally.lock().unwrap();
             put("sent", t.sent.to_string());
             put("refused", t.refused.to_string());
-            put("fleet", t.fleet.to_string());
-            put("fallback", t.fallback.to_string());
             put("other", t.other.to_string());
-            put("max_call_ms", t.max_call.as_millis().to_string());
+            put("local", t.local.to_string());
+            put("max_ms", t.max.as_millis().to_string());
+            put("max_refused_ms", t.max_refused.as_millis().to_string());
         }
         "quota" => {
+            // The defaults hold a credential whose quota is gone; the
+            // held requests go out over the release spread after it.
+            let client = Client::new(config.via, base().max_retries(0).build().unwrap());
             let tokens = ["Bearer token-a", "Bearer token-b"];
-            let mut sent = [0u64; 2];
-            let mut held = [0u64; 2];
-            let mut saw_hold: Option<i64> = None;
-            let mut noted = false;
+            #[derive(Default)]
+            struct Seen {
+                sent: [u64; 2],
+                held: [u64; 2],
+                /// When the first request held by the quota was made.
+                first_held: Option<i64>,
+            }
+            let seen = Arc::new(Mutex::new(Seen::default()));
             let end = Instant::now() + Duration::from_secs(config.amount);
             let mut offer = tokio::time::interval(Duration::from_millis(25));
+            let mut tasks = tokio::task::JoinSet::new();
             let mut i = 0usize;
             while Instant::now() < end {
                 offer.tick().await;
                 let which = i % 2;
                 i += 1;
-                let mut headers = http::HeaderMap::new();
-                headers.insert("authorization", tokens[which].parse().unwrap());
-                let partition = store.partition(&headers);
-                if endpoint
-                    .blocked_until(partition)
-                    .is_some_and(|until| until > Instant::now())
-                {
-                    held[which] += 1;
-                    saw_hold.get_or_insert_with(wall_ms);
-                    continue;
-                }
-                let Ok(response) = client
-                    .get(url("/quota"))
-                    .header("authorization", tokens[which])
-                    .send()
-                    .await
-                else {
-                    continue;
-                };
-                sent[which] += 1;
-                if let Some((wait, _)) = quota_reset(response.headers(), SystemTime::now()) {
-                    endpoint.block_for(partition, wait).await;
-                    noted = true;
-                }
+                let (client, seen, target) = (client.clone(), seen.clone(), url("/quota"));
+                tasks.spawn(async move {
+                    let asked = wall_ms();
+                    let mut req = get();
+                    req.headers = vec![("authorization", tokens[which])];
+                    let got = client.send(&target, &req).await;
+                    let held = got
+                        .report
+                        .throttles()
+                        .iter()
+                        .any(|t| t.reason() == ThrottleReason::ServerQuota);
+                    let mut s = seen.lock().unwrap();
+                    if got.status.is_some() {
+                        s.sent[which] += 1;
+                    }
+                    if held {
+                        s.held[which] += 1;
+                        if which == 0 {
+                            s.first_held = Some(s.first_held.map_or(asked, |t| t.min(asked)));
+                        }
+                    }
+                });
             }
-            put("sent_a", sent[0].to_string());
-            put("sent_b", sent[1].to_string());
-            put("held_a", held[0].to_string());
-            put("held_b", held[1].to_string());
-            put("noted", noted.to_string());
-            put("saw_hold_ms", saw_hold.unwrap_or(0).to_string());
+            while tasks.join_next().await.is_some() {}
+            let s = seen.lock().unwrap();
+            put("sent_a", s.sent[0].to_string());
+            put("sent_b", s.sent[1].to_string());
+            put("held_a", s.held[0].to_string());
+            put("held_b", s.held[1].to_string());
+            put("first_held_ms", s.first_held.unwrap_or(0).to_string());
         }
         "outage" => {
-            let budget = RetryBudget::default();
+            let policy = base()
+                .max_retries(3)
+                .initial_backoff(Duration::from_millis(1))
+                .max_backoff(Duration::from_millis(1))
+                .jitter(Jitter::None)
+                .build()
+                .unwrap();
+            let client = Client::new(config.via, policy);
             let (mut sent, mut retries) = (0u64, 0u64);
+            let mut codes: HashMap<&'static str, u64> = HashMap::new();
             for _ in 0..config.amount {
-                let _ = client.get(url("/outage")).send().await;
+                let got = client.send(&url("/outage"), &get()).await;
                 sent += 1;
-                for _ in 0..3 {
-                    if !endpoint.withdraw(&budget, 5).await.0 {
-                        break;
-                    }
-                    let _ = client.get(url("/outage")).send().await;
-                    retries += 1;
-                }
+                retries += u64::from(got.report.retries());
+                *codes.entry(got.code.unwrap_or("none")).or_default() += 1;
             }
             put("sent", sent.to_string());
             put("retries", retries.to_string());
+            let mut codes: Vec<String> = codes.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            codes.sort();
+            put("codes", codes.join(","));
         }
         other => panic!("unknown mode {other}"),
     }
@@ -254,8 +270,28 @@ fn num(r: &Report, k: &str) -> i64 {
         .unwrap()
 }
 
+/// Which adapter each of the eight workers sends through.
+#[derive(Clone, Copy, Debug)]
+enum Fleet {
+    /// Four through the reqwest middleware, four through the tower layer.
+    Mixed,
+    /// All eight through one adapter.
+    All(Via),
+}
+
+impl Fleet {
+    fn via(self, worker: usize) -> Via {
+        match self {
+            Fleet::Mixed if worker % 2 == 0 => Via::Reqwest,
+            Fleet::Mixed => Via::Tower,
+            Fleet::All(via) => via,
+        }
+    }
+}
+
 fn spawn_workers(
     mode: &str,
+    fleet: Fleet,
     redis: &RedisServer,
     server: &FleetServer,
     prefix: &str,
@@ -264,7 +300,11 @@ fn spawn_workers(
 ) -> Vec<Child> {
     let exe = std::env::current_exe().unwrap();
     (0..WORKERS)
-        .map(|_| {
+        .map(|worker| {
+            let via = match fleet.via(worker) {
+                Via::Reqwest => "reqwest",
+                Via::Tower => "tower",
+            };
             Command::new(&exe)
                 .args([
                     "fleet_worker",
@@ -274,6 +314,7 @@ fn spawn_workers(
                     "--test-threads=1",
                 ])
                 .env("FLEET_WORKER", mode)
+                .env("FLEET_VIA", via)
                 .env("FLEET_REDIS", redis.url())
                 .env("FLEET_HTTP", server.addr().to_string())
                 .env("FLEET_PREFIX", prefix)
@@ -332,12 +373,21 @@ fn allowed(burst: u32, rate: u32, span_ms: i64, slack_ms: i64) -> f64 {
     f64::from(burst) + f64::from(rate) * (span_ms + slack_ms) as f64 / 1000.0
 }
 
+/// The sums over the workers of `key`, per adapter.
+fn by_adapter(reports: &[Report], key: &str) -> HashMap<String, i64> {
+    let mut out = HashMap::new();
+    for r in reports {
+        *out.entry(r["via"].clone()).or_default() += num(r, key);
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_processes_keep_one_shared_rate_limit() {
     let _turn = TURNS.lock().await;
     let redis = RedisServer::start();
     let server = FleetServer::start().await;
-    let children = spawn_workers("rate", &redis, &server, "rate", 5, false);
+    let children = spawn_workers("rate", Fleet::Mixed, &redis, &server, "rate", 5, false);
     let reports = reports(children, Duration::from_secs(60)).await;
     let arrivals = server.arrivals("/rate");
     let first = arrivals.iter().map(|a| a.at_ms).min().unwrap();
@@ -352,10 +402,11 @@ async fn eight_processes_keep_one_shared_rate_limit() {
         .sum();
     let trips: i64 = reports.iter().map(|r| num(r, "round_trips")).sum();
     let known: i64 = reports.iter().map(|r| num(r, "known_refusals")).sum();
+    let per_adapter = by_adapter(&reports, "sent");
     println!(
-        "fleet rate limit {RATE}/s burst {BURST}, {WORKERS} processes: offered {offered}, \
-         server saw {seen} in {span} ms (limit {:.0}, floor {:.0}), {trips} round trips, \
-         {known} refusals known without one",
+        "fleet rate limit {RATE}/s burst {BURST}, {WORKERS} processes (4 reqwest, 4 tower): \
+         offered {offered}, server saw {seen} in {span} ms (limit {:.0}, floor {:.0}), sent by \
+         adapter {per_adapter:?}, {trips} round trips, {known} refusals known without one",
         allowed(BURST, RATE, span, 0),
         0.9 * allowed(BURST, RATE, span, 0),
     );
@@ -370,6 +421,10 @@ async fn eight_processes_keep_one_shared_rate_limit() {
         "{seen} below 90%"
     );
     assert!(span >= 4_500, "the run lasted {span} ms");
+    assert!(
+        per_adapter.values().all(|&n| n > 0),
+        "both adapters sent: {per_adapter:?}"
+    );
     // Between any two arrivals: no more than the limit allows, at any scale
     // (a sliding check of the window rule, with the jitter's slack).
     let mut times: Vec<i64> = arrivals.iter().map(|a| a.at_ms).collect();
@@ -386,7 +441,11 @@ async fn eight_processes_keep_one_shared_rate_limit() {
     }
     for r in &reports {
         assert_eq!(num(r, "other"), 0, "{r:?}");
+        assert_eq!(num(r, "local"), 0, "{r:?}");
         assert_eq!(r["shared_at_end"], "true");
+        // a refusal waits for nothing: the store answers within its call
+        // timeout, or this process already knew
+        assert!(num(r, "max_refused_ms") <= 1_000, "{r:?}");
     }
 }
 
@@ -396,7 +455,7 @@ async fn a_quota_gone_in_one_process_holds_that_credential_in_all() {
     let redis = RedisServer::start();
     let server = FleetServer::start().await;
     server.arm_quota(Duration::from_millis(1_500));
-    let children = spawn_workers("quota", &redis, &server, "quota", 7, false);
+    let children = spawn_workers("quota", Fleet::Mixed, &redis, &server, "quota", 7, false);
     let reports = reports(children, Duration::from_secs(60)).await;
     let gone = server.quota_gone().expect("the quota was announced gone");
     let arrivals = server.arrivals("/quota");
@@ -411,18 +470,17 @@ async fn a_quota_gone_in_one_process_holds_that_credential_in_all() {
     let b_during = of("Bearer token-b", gone.at_ms, gone.reset_ms);
     let a_after = of("Bearer token-a", gone.reset_ms, i64::MAX);
     let window = gone.reset_ms - gone.at_ms;
-    let noted = reports.iter().filter(|r| r["noted"] == "true").count();
     let reached: Vec<i64> = reports
         .iter()
-        .map(|r| num(r, "saw_hold_ms") - gone.at_ms)
+        .map(|r| num(r, "first_held_ms") - gone.at_ms)
         .collect();
     println!(
-        "fleet quota hold: token-a gone at +0 ms until +{window} ms (noted by {noted} worker); \
-         token-a at the server during the hold: {held_a} (+{in_flight} already on their way), \
-         after it: {a_after}; token-b during the hold: {b_during}; first held request per \
-         worker at +{reached:?} ms"
+        "fleet quota hold, {WORKERS} processes (4 reqwest, 4 tower): token-a gone at +0 ms until \
+         +{window} ms; token-a at the server during the hold: {held_a} (+{in_flight} already on \
+         their way), after it: {a_after}; token-b during the hold: {b_during}; first held \
+         request per worker at +{reached:?} ms; token-a requests held per adapter {:?}",
+        by_adapter(&reports, "held_a"),
     );
-    assert_eq!(noted, 1, "one worker was told");
     assert_eq!(
         held_a, 0,
         "no token-a request reached the server before the reset"
@@ -439,8 +497,8 @@ async fn a_quota_gone_in_one_process_holds_that_credential_in_all() {
         assert!(num(r, "held_a") > 0, "every worker held token-a: {r:?}");
         assert_eq!(num(r, "held_b"), 0, "{r:?}");
         assert!(
-            *ms >= 0 && *ms < 1_000,
-            "a worker saw the hold {ms} ms late"
+            *ms >= -50 && *ms < 1_000,
+            "a worker held its first token-a request {ms} ms after the announcement"
         );
     }
 }
@@ -449,39 +507,45 @@ async fn a_quota_gone_in_one_process_holds_that_credential_in_all() {
 async fn an_outage_seen_by_eight_processes_is_amplified_as_for_one_with_a_shared_budget() {
     let _turn = TURNS.lock().await;
     let redis = RedisServer::start();
-    let mut totals = Vec::new();
-    for shared in [true, false] {
-        let server = FleetServer::start().await;
-        let prefix = if shared {
-            "outage-shared"
-        } else {
-            "outage-local"
-        };
-        // 100 requests per worker, each retried up to 3 times.
-        let children = spawn_workers("outage", &redis, &server, prefix, 100, shared);
-        let reports = reports(children, Duration::from_secs(60)).await;
-        let sent: i64 = reports.iter().map(|r| num(r, "sent")).sum();
-        let retries: i64 = reports.iter().map(|r| num(r, "retries")).sum();
-        let seen = server.count("/outage") as i64;
-        assert_eq!(seen, sent + retries);
-        totals.push((sent, seen));
+    for fleet in [
+        Fleet::Mixed,
+        Fleet::All(Via::Reqwest),
+        Fleet::All(Via::Tower),
+    ] {
+        let mut totals = Vec::new();
+        for shared in [true, false] {
+            let server = FleetServer::start().await;
+            let prefix = format!(
+                "outage-{}-{fleet:?}",
+                if shared { "shared" } else { "local" }
+            )
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "");
+            // 100 requests per worker, each retried up to 3 times.
+            let children = spawn_workers("outage", fleet, &redis, &server, &prefix, 100, shared);
+            let reports = reports(children, Duration::from_secs(60)).await;
+            let sent: i64 = reports.iter().map(|r| num(r, "sent")).sum();
+            let retries: i64 = reports.iter().map(|r| num(r, "retries")).sum();
+            let seen = server.count("/outage") as i64;
+            assert_eq!(seen, sent + retries, "{fleet:?}: {reports:?}");
+            totals.push((sent, seen));
+        }
+        let ((sent, shared), (_, local)) = (totals[0], totals[1]);
+        println!(
+            "fleet outage, {WORKERS} processes ({fleet:?}) x 100 requests, 3 retries each: the \
+             server saw {shared} requests with one shared budget ({:.2}x), {local} with \
+             {WORKERS} local budgets ({:.2}x)",
+            shared as f64 / sent as f64,
+            local as f64 / sent as f64
+        );
+        assert_eq!(sent, 800);
+        assert_eq!(
+            shared,
+            800 + 100,
+            "{fleet:?}: 500 tokens, 5 a retry: 100 retries for the fleet"
+        );
+        assert!(shared as f64 <= 1.2 * sent as f64);
+        assert_eq!(local, 800 + 8 * 100, "{fleet:?}: 100 retries per process");
     }
-    let ((sent, shared), (_, local)) = (totals[0], totals[1]);
-    println!(
-        "fleet outage, {WORKERS} processes x 100 requests, 3 retries each: the server saw \
-         {shared} requests with one shared budget ({:.2}x), {local} with {WORKERS} local \
-         budgets ({:.2}x)",
-        shared as f64 / sent as f64,
-        local as f64 / sent as f64
-    );
-    assert_eq!(sent, 800);
-    assert_eq!(
-        shared,
-        800 + 100,
-        "500 tokens, 5 a retry: 100 retries for the fleet"
-    );
-    assert!(shared as f64 <= 1.2 * sent as f64);
-    assert_eq!(local, 800 + 8 * 100, "100 retries per process");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,7 +554,7 @@ async fn redis_killed_mid_run_each_process_keeps_its_share_then_the_fleet_is_bac
     let mut redis = RedisServer::start();
     let server = FleetServer::start().await;
     let started = wall_ms();
-    let children = spawn_workers("rate", &redis, &server, "kill", 9, false);
+    let children = spawn_workers("rate", Fleet::Mixed, &redis, &server, "kill", 9, false);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let killed = wall_ms();
     redis.kill();
@@ -519,11 +583,18 @@ async fn redis_killed_mid_run_each_process_keeps_its_share_then_the_fleet_is_bac
     let per_second: Vec<usize> = (0..((end - started) / 1000 + 1))
         .map(|s| count(started + s * 1000, started + (s + 1) * 1000))
         .collect();
-    let max_call = reports.iter().map(|r| num(r, "max_call_ms")).max().unwrap();
+    let max = reports.iter().map(|r| num(r, "max_ms")).max().unwrap();
+    let max_refused = reports
+        .iter()
+        .map(|r| num(r, "max_refused_ms"))
+        .max()
+        .unwrap();
+    let local_decisions: i64 = reports.iter().map(|r| num(r, "local")).sum();
     println!(
-        "fleet with Redis killed at +{} ms and restarted at +{} ms: per second {per_second:?}; \
-         while gone {local} in {local_span} ms (bound {local_bound:.0}), after {back} in \
-         {back_span} ms (bound {:.0}); longest store call {max_call} ms",
+        "fleet with Redis killed at +{} ms and restarted at +{} ms, {WORKERS} processes (4 \
+         reqwest, 4 tower): per second {per_second:?}; while gone {local} in {local_span} ms \
+         (bound {local_bound:.0}), after {back} in {back_span} ms (bound {:.0}); {local_decisions} \
+         requests decided locally; longest request {max} ms, longest refusal {max_refused} ms",
         killed - started,
         restarted - started,
         allowed(BURST, RATE, back_span, 100),
@@ -533,7 +604,10 @@ async fn redis_killed_mid_run_each_process_keeps_its_share_then_the_fleet_is_bac
         local as f64 >= 0.5 * f64::from(RATE) * local_span as f64 / 1000.0,
         "the workers kept working while Redis was gone: {local}"
     );
-    assert!(max_call <= 1_000, "a store call took {max_call} ms");
+    // Nothing hangs: a request waits at most its turn (max_wait 250 ms)
+    // and one call timeout (50 ms), plus the machine's slack.
+    assert!(max <= 1_500, "a request took {max} ms");
+    assert!(max_refused <= 1_000, "a refusal took {max_refused} ms");
     assert!(
         back as f64 <= allowed(BURST, RATE, back_span, 100),
         "{back}"
@@ -545,7 +619,11 @@ async fn redis_killed_mid_run_each_process_keeps_its_share_then_the_fleet_is_bac
     for r in &reports {
         assert!(num(r, "went_local") >= 1, "{r:?}");
         assert!(num(r, "came_back") >= 1, "{r:?}");
-        assert!(num(r, "fallback") > 0, "{r:?}");
+        assert!(
+            num(r, "local") > 0,
+            "{r:?}: its reports say when it decided locally"
+        );
+        assert_eq!(num(r, "other"), 0, "{r:?}");
         assert_eq!(r["shared_at_end"], "true", "{r:?}");
     }
 }

@@ -1133,3 +1133,63 @@ async fn bad_urls_bad_settings_and_unreachable_servers_are_typed_errors() {
     eventually("joined", || s.is_shared()).await;
     assert_eq!(s.processes(), 1);
 }
+
+/// A configuration file's `[store]`: read and checked without a network,
+/// then connected once; every policy of the set keeps its state in the
+/// one store. An unreachable server is an error at connect, not a silent
+/// local mode (unless the file asks for it).
+#[cfg(feature = "serde")]
+#[tokio::test]
+async fn a_configuration_file_connects_every_policy_to_one_store() {
+    use http_resilience::config::Config;
+    use std::sync::Arc;
+    let redis = RedisServer::start();
+    let text = format!(
+        r#"
+        well_known = true
+        store = {{ redis = "{}", prefix = "from-a-file", call_timeout = "30ms" }}
+        [default]
+        rate_limit = {{ requests = 20, per = "1s" }}
+        [[routes]]
+        host = "api.example.com"
+        policy = {{ max_retries = 1 }}
+        "#,
+        redis.url()
+    );
+    let policies = Config::from_toml_str(&text)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let default = policies.default_policy();
+    assert!(format!("{:?}", default.state_store()).contains("from-a-file"));
+    assert_eq!(default.rate_limit().unwrap().requests(), 20);
+    let mut stores = vec![default.state_store().clone()];
+    stores.extend(policies.routes().map(|(_, p)| p.state_store().clone()));
+    assert!(stores.len() > 2, "the file's route and the well-known ones");
+    assert!(
+        stores.iter().all(|s| Arc::ptr_eq(s, &stores[0])),
+        "one store for every policy"
+    );
+    let (_, route) = policies.routes().next().unwrap();
+    assert_eq!(route.max_retries(), 1);
+
+    let port = RedisServer::unused_port();
+    let dead =
+        format!("store = {{ redis = \"redis://127.0.0.1:{port}\", connect_timeout = \"200ms\" }}");
+    let err = Config::from_toml_str(&dead)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "REDIS_UNREACHABLE");
+    let local = format!(
+        "store = {{ redis = \"redis://127.0.0.1:{port}\", connect_timeout = \"200ms\", start_without_redis = true }}"
+    );
+    let policies = Config::from_toml_str(&local)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert!(format!("{:?}", policies.default_policy().state_store()).contains("shared: false"));
+}
