@@ -94,10 +94,12 @@
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
 //!   base and errors that name the key path, load protection included;
 //!   see [`config`].
-//! - `redis`: [`store::RedisStore`], load-protection state shared by
-//!   many processes through Redis or Valkey (quota holds, a fleet-wide rate
-//!   limit, optionally a fleet-wide retry budget), with a fallback when
-//!   Redis is slow or gone.
+//! - `redis`: [`store::RedisStore`], a [`StateStore`] shared by many
+//!   processes through Redis or Valkey (quota holds, a fleet-wide rate
+//!   limit, optionally a fleet-wide retry budget and breaker hints), with a
+//!   fallback when Redis is slow or gone; give it to a policy with
+//!   [`state_store`](RetryPolicyBuilder::state_store). With `serde`,
+//!   `config::Config` reads a file's `[store]` and connects it.
 //!
 //! # Time
 //!
@@ -179,7 +181,7 @@ pub use layer::{Retry, RetryLayer};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use middleware::RetryMiddleware;
-pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
+pub use policy::{ConfigError, LongHint, RequestCost, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
 pub use protection::{CircuitBreaker, CircuitStatus, RateLimit, RetryBudget};
 pub use report::{AttemptRecord, ResponseExt, RetryReport, StopReason, Throttle, ThrottleReason};
