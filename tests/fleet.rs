@@ -282,7 +282,7 @@ enum Fleet {
 impl Fleet {
     fn via(self, worker: usize) -> Via {
         match self {
-            Fleet::Mixed if worker % 2 == 0 => Via::Reqwest,
+            Fleet::Mixed if worker.is_multiple_of(2) => Via::Reqwest,
             Fleet::Mixed => Via::Tower,
             Fleet::All(via) => via,
         }

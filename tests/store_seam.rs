@@ -131,7 +131,7 @@ impl EndpointState for ScriptedEndpoint {
             .lock()
             .unwrap()
             .unwrap_or(Decided::Fleet);
-        let answer = move |inner: &dyn EndpointState, at: Instant| {
+        let answer = move |inner: &dyn EndpointState, limit: &RateLimit, at: Instant| {
             let value = match *script.turn_answer.lock().unwrap() {
                 Some(Ok(())) => Ok(Turn::new(at)),
                 Some(Err(refused)) => Err(refused),
@@ -144,13 +144,12 @@ impl EndpointState for ScriptedEndpoint {
         };
         let delay = *self.script.turn_delay.lock().unwrap();
         let Some(delay) = delay else {
-            return StoreStep::Ready(answer(&*self.inner, now_));
+            return StoreStep::Ready(answer(&*self.inner, limit, now_));
         };
         let (inner, limit) = (self.inner.clone(), *limit);
         let call: StoreCall = Box::pin(async move {
             tokio::time::sleep(delay).await;
-            let _ = limit;
-            StoreAnswer::Turn(answer(&*inner, now()))
+            StoreAnswer::Turn(answer(&*inner, &limit, now()))
         });
         StoreStep::Pending(call)
     }
@@ -266,7 +265,9 @@ async fn a_refusal_from_a_store_call_sends_nothing() {
         let got = client.send(&server.url("/x"), &get()).await;
         assert_eq!(got.code, Some("RATE_LIMITED_LOCALLY"), "{via:?}: {got:?}");
         let error = got.error.as_ref().unwrap();
-        assert_eq!(error.retry_in(), Some(Duration::from_secs(90)));
+        // The whole wait from when the attempt first asked: the 3 ms call,
+        // then the 90 s the store answered at its end.
+        assert_eq!(error.retry_in(), Some(Duration::from_millis(90_003)));
         assert_eq!(server.count("/x"), 0, "{via:?}");
         assert_eq!(got.elapsed, Duration::from_millis(3), "{via:?}");
         assert_eq!(got.report.attempts(), 0);

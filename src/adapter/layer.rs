@@ -118,6 +118,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::PoisonError;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -131,8 +132,8 @@ use http_body::Body;
 
 use super::body::{BodyShape, Inspect, ResponseBody};
 use super::{
-    HttpRequest, Kept, attempt_window, body_to_inspect, decide, finish, not_ready, not_ready_for,
-    pause, refused, start, take_kept,
+    HttpRequest, Kept, attempt_window, body_to_inspect, decide, finish, keep, not_ready,
+    not_ready_for, pause, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -140,6 +141,7 @@ use crate::engine::{Admission, Decision, RetryState};
 use crate::error::{AttemptTimedOut, BoxError, Error};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
+use crate::protection::store::StoreCall;
 use crate::report::{RetryReport, StopReason};
 
 /// Applies a [`RetryPolicy`], or per-endpoint [`EndpointPolicies`], to a
@@ -250,7 +252,7 @@ where
         // is added) for the policy, the engine and the first admission,
         // and once after each attempt.
         let now = Instant::now().into_std();
-        let (engine, admission) = start(
+        let (mut engine, admission) = start(
             &mut request,
             |request, meta| {
                 self.policies
@@ -273,6 +275,7 @@ where
                 State::Sleeping
             }
             Admission::Fail(reason) => State::Refused { reason },
+            Admission::Consult => State::consult(&mut engine, After::Admit),
         };
         ResponseFuture {
             state,
@@ -315,7 +318,23 @@ pin_project! {
         },
         // Refused before the first attempt.
         Refused { reason: StopReason },
+        // Waiting for a store call (a state store shared by many
+        // processes: a turn under a shared rate limit, a retry's payment
+        // from a shared budget); then admitting again, or finishing the
+        // decision. A result to hand over meanwhile is in the pause.
+        // (The call in a `Mutex`, never locked, so that the future stays
+        // `Sync` though a store's need not be.)
+        Consulting { call: std::sync::Mutex<StoreCall>, after: After },
     }
+}
+
+/// What follows a store call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Ask for the attempt's admission again.
+    Admit,
+    /// Finish the decision on the last attempt.
+    Decide,
 }
 
 impl<F: Future, R: Body> State<F, R> {
@@ -334,6 +353,18 @@ impl<F: Future, R: Body> State<F, R> {
         State::Ready {
             admitted: false,
             deadline: None,
+        }
+    }
+
+    /// Awaits the store call the engine asked for (if one is out; else
+    /// what follows it at once: admitting again).
+    fn consult(engine: &mut RetryState, after: After) -> Self {
+        match engine.take_store_call() {
+            Some(call) => State::Consulting {
+                call: std::sync::Mutex::new(call),
+                after,
+            },
+            None => State::ready(),
         }
     }
 }
@@ -456,6 +487,34 @@ where
                     let meta = RequestMeta::from_http(this.request);
                     return Poll::Ready(refused(this.engine, &meta, reason, None));
                 }
+                StateProj::Consulting { call, after } => {
+                    let call = call.get_mut().unwrap_or_else(PoisonError::into_inner);
+                    let answer = ready!(call.as_mut().poll(cx));
+                    let after = *after;
+                    this.engine.store_answered(answer);
+                    if after == After::Admit {
+                        this.state.set(State::ready());
+                        continue;
+                    }
+                    let meta = RequestMeta::from_http(this.request);
+                    let now = Instant::now().into_std();
+                    match this.engine.decide_after_store(&meta, now) {
+                        Decision::Retry { delay, .. } => {
+                            // The kept result stays through the wait.
+                            pause(this.pause, delay, None);
+                            this.state.set(State::Sleeping);
+                            continue;
+                        }
+                        decision => {
+                            // The attempt's result, kept before the call.
+                            let Some(result) = take_kept(this.pause) else {
+                                let reason = StopReason::StoreUnavailable;
+                                return Poll::Ready(refused(this.engine, &meta, reason, None));
+                            };
+                            return Poll::Ready(finish(decision, this.engine, || meta, result));
+                        }
+                    }
+                }
                 StateProj::Ready { admitted, deadline } => {
                     let kept = &mut *this.pause;
                     let meta = RequestMeta::from_http(this.request);
@@ -474,6 +533,11 @@ where
                                     reason,
                                     kept.take(),
                                 ));
+                            }
+                            Admission::Consult => {
+                                let next = State::consult(this.engine, After::Admit);
+                                this.state.set(next);
+                                continue;
                             }
                         }
                     }
@@ -569,13 +633,21 @@ where
                 prefix.as_deref(),
                 FailureKind::from_error,
             );
-            if let Decision::Retry { delay, .. } = decision {
-                // Kept through the wait, in case the retry is refused.
-                pause(this.pause, delay, Some(result));
-                this.state.set(State::Sleeping);
-                continue;
+            match decision {
+                Decision::Retry { delay, .. } => {
+                    // Kept through the wait, in case the retry is refused.
+                    pause(this.pause, delay, Some(result));
+                    this.state.set(State::Sleeping);
+                    continue;
+                }
+                Decision::Consult => {
+                    // Kept through the store call (and the wait after it).
+                    keep(this.pause, result);
+                    this.state.set(State::consult(this.engine, After::Decide));
+                    continue;
+                }
+                _ => return Poll::Ready(finish(decision, this.engine, || meta, result)),
             }
-            return Poll::Ready(finish(decision, this.engine, || meta, result));
         }
     }
 }
