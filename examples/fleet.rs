@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http_resilience::store::RedisStore;
-use http_resilience::{RateLimit, RetryMiddleware, RetryPolicy};
+use http_resilience::{RateLimit, ResponseExt, RetryMiddleware, RetryPolicy};
 
 struct Args {
     workers: usize,
@@ -183,6 +183,7 @@ async fn lead(args: Args) {
                 ])
                 .args(["--secs", &args.secs.to_string(), "--prefix", &args.prefix])
                 .stdin(Stdio::null())
+                .stdout(Stdio::piped())
                 .spawn()
                 .expect("a worker")
         })
@@ -200,8 +201,10 @@ async fn lead(args: Args) {
             "#".repeat(n as usize)
         );
     }
-    for child in &mut children {
-        let _ = child.wait();
+    for child in children.drain(..) {
+        if let Ok(out) = child.wait_with_output() {
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
     }
     let span = Duration::from_micros(
         seen.last
@@ -255,7 +258,32 @@ async fn worker(args: Args) {
         offer.tick().await;
         let (client, url) = (client.clone(), url.clone());
         // Sent when its turn comes, or refused (RATE_LIMITED_LOCALLY).
-        tasks.spawn(async move { drop(client.get(&url).send().await) });
+        tasks.spawn(async move {
+            match client.get(&url).send().await {
+                Ok(response) => (true, response.retry_report().decided_locally()),
+                Err(reqwest_middleware::Error::Middleware(e)) => {
+                    let local = e
+                        .downcast_ref::<http_resilience::Error>()
+                        .is_some_and(|e| e.report().decided_locally());
+                    (false, local)
+                }
+                Err(_) => (false, false),
+            }
+        });
     }
-    while tasks.join_next().await.is_some() {}
+    let (mut sent, mut refused, mut local) = (0u64, 0u64, 0u64);
+    while let Some(Ok((ok, decided_locally))) = tasks.join_next().await {
+        if ok {
+            sent += 1;
+        } else {
+            refused += 1;
+        }
+        local += u64::from(decided_locally);
+    }
+    // A request whose turn the store's fallback gave (Redis did not
+    // answer within its call timeout) says so in its report.
+    println!(
+        "worker {}: sent {sent}, refused {refused}, decided locally {local}",
+        std::process::id()
+    );
 }
