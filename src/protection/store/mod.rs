@@ -104,7 +104,7 @@ pub enum Refused {
     /// The retry budget cannot pay.
     Exhausted,
     /// The store could not answer, and its fallback refuses
-    /// ([`Fallback::Refuse`](self::redis::Fallback::Refuse) with the
+    /// ([`Fallback::Refuse`] with the
     /// `redis` feature).
     Unavailable,
 }
@@ -153,7 +153,7 @@ impl<T: fmt::Debug> fmt::Debug for StoreStep<T> {
 /// [`Admission::Consult`](crate::Admission::Consult) or
 /// [`Decision::Consult`](crate::Decision::Consult). A store bounds it by
 /// its own timeout: a request never waits longer on the store (a
-/// [`RedisStore`](self::redis::RedisStore)'s `call_timeout`, 50 ms by
+/// [`RedisStore`]'s `call_timeout`, 50 ms by
 /// default).
 pub type StoreCall = Pin<Box<dyn Future<Output = StoreAnswer> + Send + 'static>>;
 
@@ -375,7 +375,7 @@ impl<S: StateStore + ?Sized> StateStore for Arc<S> {
 /// its local copy, and shares in the background (a quota hold, a breaker's
 /// "open until", a turn given back, a refund). What crosses processes is
 /// the shared store's business, in its own clock (a
-/// [`RedisStore`](self::redis::RedisStore) keeps every shared time in
+/// [`RedisStore`] keeps every shared time in
 /// the Redis server's wall-clock milliseconds and maps them onto this
 /// process's instants).
 ///

@@ -110,7 +110,7 @@ use http::HeaderMap;
 pub use endpoint::{BUDGET_IDLE, FleetEndpoint, FleetRefusal, FleetTurn, fleet_interval};
 pub use error::StoreError;
 
-/// [`Decided`](crate::protection::store::Decided), at the path it had when
+/// [`Decided`], at the path it had when
 /// only this store made it.
 pub use crate::protection::store::Decided;
 use crate::protection::store::{EndpointKey, EndpointState, InMemoryStore, Partition, StateStore};
@@ -477,7 +477,7 @@ impl RedisStore {
 
     /// Whether, at `now`, this process knows of a hold of any endpoint
     /// (for a request to skip looking its endpoint up when nothing is
-    /// held, as [`StateStore::quiet`](crate::protection::store::StateStore::quiet)).
+    /// held, as [`StateStore::quiet`]).
     pub fn holding(&self, now: std::time::Instant) -> bool {
         self.inner.view.holding(self.inner.clock.server_ms(now))
     }
