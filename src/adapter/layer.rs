@@ -118,7 +118,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::PoisonError;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -141,7 +140,6 @@ use crate::engine::{Admission, Decision, RetryState};
 use crate::error::{AttemptTimedOut, BoxError, Error};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
-use crate::protection::store::StoreCall;
 use crate::report::{RetryReport, StopReason};
 
 /// Applies a [`RetryPolicy`], or per-endpoint [`EndpointPolicies`], to a
@@ -252,7 +250,7 @@ where
         // is added) for the policy, the engine and the first admission,
         // and once after each attempt.
         let now = Instant::now().into_std();
-        let (mut engine, admission) = start(
+        let (engine, admission) = start(
             &mut request,
             |request, meta| {
                 self.policies
@@ -275,7 +273,9 @@ where
                 State::Sleeping
             }
             Admission::Fail(reason) => State::Refused { reason },
-            Admission::Consult => State::consult(&mut engine, After::Admit),
+            Admission::Consult => State::Consulting {
+                after: After::Admit,
+            },
         };
         ResponseFuture {
             state,
@@ -320,11 +320,10 @@ pin_project! {
         Refused { reason: StopReason },
         // Waiting for a store call (a state store shared by many
         // processes: a turn under a shared rate limit, a retry's payment
-        // from a shared budget); then admitting again, or finishing the
-        // decision. A result to hand over meanwhile is in the pause.
-        // (The call in a `Mutex`, never locked, so that the future stays
-        // `Sync` though a store's need not be.)
-        Consulting { call: std::sync::Mutex<StoreCall>, after: After },
+        // from a shared budget), which the engine keeps and this future
+        // polls in place; then admitting again, or finishing the decision.
+        // A result to hand over meanwhile is in the pause.
+        Consulting { after: After },
     }
 }
 
@@ -353,18 +352,6 @@ impl<F: Future, R: Body> State<F, R> {
         State::Ready {
             admitted: false,
             deadline: None,
-        }
-    }
-
-    /// Awaits the store call the engine asked for (if one is out; else
-    /// what follows it at once: admitting again).
-    fn consult(engine: &mut RetryState, after: After) -> Self {
-        match engine.take_store_call() {
-            Some(call) => State::Consulting {
-                call: std::sync::Mutex::new(call),
-                after,
-            },
-            None => State::ready(),
         }
     }
 }
@@ -487,11 +474,9 @@ where
                     let meta = RequestMeta::from_http(this.request);
                     return Poll::Ready(refused(this.engine, &meta, reason, None));
                 }
-                StateProj::Consulting { call, after } => {
-                    let call = call.get_mut().unwrap_or_else(PoisonError::into_inner);
-                    let answer = ready!(call.as_mut().poll(cx));
+                StateProj::Consulting { after } => {
                     let after = *after;
-                    this.engine.store_answered(answer);
+                    ready!(this.engine.poll_store_call(cx));
                     if after == After::Admit {
                         this.state.set(State::ready());
                         continue;
@@ -535,7 +520,9 @@ where
                                 ));
                             }
                             Admission::Consult => {
-                                let next = State::consult(this.engine, After::Admit);
+                                let next = State::Consulting {
+                                    after: After::Admit,
+                                };
                                 this.state.set(next);
                                 continue;
                             }
@@ -643,7 +630,9 @@ where
                 Decision::Consult => {
                     // Kept through the store call (and the wait after it).
                     keep(this.pause, result);
-                    this.state.set(State::consult(this.engine, After::Decide));
+                    this.state.set(State::Consulting {
+                        after: After::Decide,
+                    });
                     continue;
                 }
                 _ => return Poll::Ready(finish(decision, this.engine, || meta, result)),

@@ -11,6 +11,7 @@
 //! the [`Guard`].
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::{Now, RetryState, trace};
@@ -168,6 +169,21 @@ impl Guard {
     pub(super) fn take_call(&mut self) -> Option<StoreCall> {
         let call = self.consult.as_mut()?.call.take()?;
         Some(call.into_inner().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Polls the store call out, if one is: its answer once it has one
+    /// (the call is then gone), `Ready(None)` if none is out.
+    pub(super) fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<Option<StoreAnswer>> {
+        let Some(slot) = self.consult.as_mut().map(|c| &mut c.call) else {
+            return Poll::Ready(None);
+        };
+        let Some(call) = slot else {
+            return Poll::Ready(None);
+        };
+        let call = call.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let answer = std::task::ready!(call.as_mut().poll(cx));
+        *slot = None;
+        Poll::Ready(Some(answer))
     }
 
     /// What a store call answered.

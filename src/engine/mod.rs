@@ -567,7 +567,7 @@ impl RetryState {
                 match payment {
                     Payment::Paid => {}
                     Payment::Refused(Refused::Unavailable) => {
-                        return self.stop(request, StopReason::StoreUnavailable, is_response);
+                        return self.store_unavailable(request, is_response);
                     }
                     Payment::Refused(_) => {
                         return self.stop(request, StopReason::BudgetExhausted, is_response);
@@ -639,6 +639,24 @@ impl RetryState {
         guard.answered(answer);
     }
 
+    /// Polls the store call out in place (for an adapter that keeps no
+    /// future of its own, as the tower layer's): once it has answered, the
+    /// answer is the engine's, as by
+    /// [`store_answered`](Self::store_answered). Ready at once if no call
+    /// is out.
+    pub(crate) fn poll_store_call(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let Some(guard) = &mut self.guard else {
+            return std::task::Poll::Ready(());
+        };
+        if let Some(answer) = std::task::ready!(guard.poll_call(cx)) {
+            guard.answered(answer);
+        }
+        std::task::Poll::Ready(())
+    }
+
     /// Finishes a decision that [`Decision::Consult`] left to a store call
     /// (the retry's payment), once its answer is in
     /// ([`store_answered`](Self::store_answered)), at `now`: the retry,
@@ -649,7 +667,7 @@ impl RetryState {
     /// `STORE_UNAVAILABLE`.
     pub fn decide_after_store(&mut self, request: &RequestMeta<'_>, now: Instant) -> Decision {
         let Some(guard) = &mut self.guard else {
-            return self.stop(request, StopReason::StoreUnavailable, false);
+            return self.store_unavailable(request, false);
         };
         let paid = guard.paid_retry();
         if guard.take_fallback() {
@@ -658,12 +676,12 @@ impl RetryState {
                 .note_decided_locally(|| endpoint_label(protection, request));
         }
         let Some((retry, payment)) = paid else {
-            return self.stop(request, StopReason::StoreUnavailable, false);
+            return self.store_unavailable(request, false);
         };
         match payment {
             Ok(()) => {}
             Err(Refused::Unavailable) => {
-                return self.stop(request, StopReason::StoreUnavailable, retry.is_response);
+                return self.store_unavailable(request, retry.is_response);
             }
             Err(_) => return self.stop(request, StopReason::BudgetExhausted, retry.is_response),
         }
@@ -691,9 +709,7 @@ impl RetryState {
         self.report.set_stop(reason);
         if matches!(
             reason,
-            StopReason::BudgetExhausted
-                | StopReason::CircuitOpen { .. }
-                | StopReason::StoreUnavailable
+            StopReason::BudgetExhausted | StopReason::CircuitOpen { .. }
         ) {
             let protection = &self.policy.inner().protection;
             self.report
@@ -701,6 +717,17 @@ impl RetryState {
         }
         trace::stopped(&self.policy, request, reason, &self.report);
         self.refusal(reason, is_response)
+    }
+
+    /// [`stop`](Self::stop) with `STORE_UNAVAILABLE`, naming the endpoint
+    /// as a load-protection refusal does (kept out of `stop`, which every
+    /// request runs).
+    #[cold]
+    fn store_unavailable(&mut self, request: &RequestMeta<'_>, is_response: bool) -> Decision {
+        let protection = &self.policy.inner().protection;
+        self.report
+            .set_endpoint(|| endpoint_label(protection, request));
+        self.stop(request, StopReason::StoreUnavailable, is_response)
     }
 }
 
