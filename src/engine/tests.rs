@@ -561,7 +561,6 @@ mod consult {
         StoreStep,
     };
     use crate::protection::{CircuitState, RateLimit, RetryBudget, Turn};
-    use std::future::Future;
     use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll, Waker};
 
