@@ -65,6 +65,8 @@ struct Config {
     /// Seconds to run for; for `outage`, requests to send.
     amount: u64,
     shared_budget: bool,
+    /// The store's call timeout.
+    call_timeout: Duration,
 }
 
 impl Config {
@@ -81,6 +83,7 @@ impl Config {
             prefix: var("FLEET_PREFIX")?,
             amount: var("FLEET_AMOUNT")?.parse().ok()?,
             shared_budget: var("FLEET_SHARED_BUDGET").as_deref() == Some("1"),
+            call_timeout: Duration::from_millis(var("FLEET_CALL_TIMEOUT_MS")?.parse().ok()?),
         })
     }
 }
@@ -120,7 +123,7 @@ struct Tally {
 async fn work(config: Config) -> Vec<(String, String)> {
     let store = RedisStore::builder(&config.redis)
         .prefix(config.prefix.clone())
-        .call_timeout(Duration::from_millis(50))
+        .call_timeout(config.call_timeout)
         .heartbeat(Duration::from_millis(200))
         .retry_interval(Duration::from_millis(200))
         .shared_budget(config.shared_budget)
@@ -289,6 +292,19 @@ impl Fleet {
     }
 }
 
+/// The workers' store settings that a scenario chooses.
+#[derive(Clone, Copy)]
+struct Store {
+    shared_budget: bool,
+    call_timeout_ms: u64,
+}
+
+/// A local budget, the store's default call timeout as the worker sets it.
+const STORE: Store = Store {
+    shared_budget: false,
+    call_timeout_ms: 50,
+};
+
 fn spawn_workers(
     mode: &str,
     fleet: Fleet,
@@ -296,7 +312,7 @@ fn spawn_workers(
     server: &FleetServer,
     prefix: &str,
     amount: u64,
-    shared_budget: bool,
+    store: Store,
 ) -> Vec<Child> {
     let exe = std::env::current_exe().unwrap();
     (0..WORKERS)
@@ -319,7 +335,11 @@ fn spawn_workers(
                 .env("FLEET_HTTP", server.addr().to_string())
                 .env("FLEET_PREFIX", prefix)
                 .env("FLEET_AMOUNT", amount.to_string())
-                .env("FLEET_SHARED_BUDGET", if shared_budget { "1" } else { "0" })
+                .env(
+                    "FLEET_SHARED_BUDGET",
+                    if store.shared_budget { "1" } else { "0" },
+                )
+                .env("FLEET_CALL_TIMEOUT_MS", store.call_timeout_ms.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -387,7 +407,21 @@ async fn eight_processes_keep_one_shared_rate_limit() {
     let _turn = TURNS.lock().await;
     let redis = RedisServer::start();
     let server = FleetServer::start().await;
-    let children = spawn_workers("rate", Fleet::Mixed, &redis, &server, "rate", 5, false);
+    // The shared limit itself: a call timeout long enough that a loaded
+    // machine's slow replies do not move a process to its local share (the
+    // fallback is the kill scenario's).
+    let children = spawn_workers(
+        "rate",
+        Fleet::Mixed,
+        &redis,
+        &server,
+        "rate",
+        5,
+        Store {
+            call_timeout_ms: 1_000,
+            ..STORE
+        },
+    );
     let reports = reports(children, Duration::from_secs(60)).await;
     let arrivals = server.arrivals("/rate");
     let first = arrivals.iter().map(|a| a.at_ms).min().unwrap();
@@ -403,13 +437,18 @@ async fn eight_processes_keep_one_shared_rate_limit() {
     let trips: i64 = reports.iter().map(|r| num(r, "round_trips")).sum();
     let known: i64 = reports.iter().map(|r| num(r, "known_refusals")).sum();
     let per_adapter = by_adapter(&reports, "sent");
+    let local: i64 = reports.iter().map(|r| num(r, "local")).sum();
     println!(
         "fleet rate limit {RATE}/s burst {BURST}, {WORKERS} processes (4 reqwest, 4 tower): \
          offered {offered}, server saw {seen} in {span} ms (limit {:.0}, floor {:.0}), sent by \
-         adapter {per_adapter:?}, {trips} round trips, {known} refusals known without one",
+         adapter {per_adapter:?}, {trips} round trips, {known} refusals known without one, \
+         {local} decided locally",
         allowed(BURST, RATE, span, 0),
         0.9 * allowed(BURST, RATE, span, 0),
     );
+    // First: every turn was the fleet's (a local share would explain any
+    // excess below).
+    assert_eq!(local, 0, "decisions made by the fallback: {reports:?}");
     assert_eq!(sent as usize, seen, "every turn taken was sent");
     assert!(
         offered >= 8 * 300,
@@ -455,7 +494,7 @@ async fn a_quota_gone_in_one_process_holds_that_credential_in_all() {
     let redis = RedisServer::start();
     let server = FleetServer::start().await;
     server.arm_quota(Duration::from_millis(1_500));
-    let children = spawn_workers("quota", Fleet::Mixed, &redis, &server, "quota", 7, false);
+    let children = spawn_workers("quota", Fleet::Mixed, &redis, &server, "quota", 7, STORE);
     let reports = reports(children, Duration::from_secs(60)).await;
     let gone = server.quota_gone().expect("the quota was announced gone");
     let arrivals = server.arrivals("/quota");
@@ -521,7 +560,18 @@ async fn an_outage_seen_by_eight_processes_is_amplified_as_for_one_with_a_shared
             )
             .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "");
             // 100 requests per worker, each retried up to 3 times.
-            let children = spawn_workers("outage", fleet, &redis, &server, &prefix, 100, shared);
+            let children = spawn_workers(
+                "outage",
+                fleet,
+                &redis,
+                &server,
+                &prefix,
+                100,
+                Store {
+                    shared_budget: shared,
+                    ..STORE
+                },
+            );
             let reports = reports(children, Duration::from_secs(60)).await;
             let sent: i64 = reports.iter().map(|r| num(r, "sent")).sum();
             let retries: i64 = reports.iter().map(|r| num(r, "retries")).sum();
@@ -554,7 +604,7 @@ async fn redis_killed_mid_run_each_process_keeps_its_share_then_the_fleet_is_bac
     let mut redis = RedisServer::start();
     let server = FleetServer::start().await;
     let started = wall_ms();
-    let children = spawn_workers("rate", Fleet::Mixed, &redis, &server, "kill", 9, false);
+    let children = spawn_workers("rate", Fleet::Mixed, &redis, &server, "kill", 9, STORE);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let killed = wall_ms();
     redis.kill();
