@@ -130,9 +130,10 @@ use bytes::Bytes;
 use http_body::Body;
 
 use super::body::{BodyShape, Inspect, ResponseBody};
+use super::span::AttemptSpan;
 use super::{
-    HttpRequest, Kept, attempt_window, body_to_inspect, decide, finish, keep, not_ready,
-    not_ready_for, pause, refused, start, take_kept,
+    HttpRequest, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend, decide,
+    finish, keep, not_ready, not_ready_for, pause, prepare_resend, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -141,6 +142,7 @@ use crate::error::{AttemptTimedOut, BoxError, Error};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
 use crate::report::{RetryReport, StopReason};
+use crate::resend::ResendRequest;
 
 /// Applies a [`RetryPolicy`], or per-endpoint [`EndpointPolicies`], to a
 /// tower service.
@@ -266,7 +268,14 @@ where
         let state = match admission {
             // The first attempt always has time: the deadline starts now.
             Admission::Send => {
-                State::start(inner.call(request.clone()), engine.attempt_timeout(now))
+                let timeout = engine.attempt_timeout(now);
+                match attempt_span(&engine, || RequestMeta::from_http(&request)) {
+                    None => State::start(inner.call(request.clone()), timeout),
+                    Some(span) => {
+                        let fut = span.in_scope(|| inner.call(request.clone()));
+                        State::traced(fut, timeout, span)
+                    }
+                }
             }
             Admission::Wait { delay, .. } => {
                 pause(&mut kept, delay, None);
@@ -301,6 +310,10 @@ pin_project! {
         // busy inner service use one, and a small state keeps the future
         // cheap to move on every request.)
         CallingWithTimeout { #[pin] fut: F, timer: Pin<Box<Sleep>>, after: Duration },
+        // An attempt in its span (a subscriber wanted one), with its timer
+        // if it has one: boxed, so that the states above, the success
+        // path's, stay as small as they were.
+        CallingTraced { traced: Pin<Box<Traced<F>>> },
         // Boxed: only responses whose body a classifier reads get here
         // (GitHub's ambiguous 403s), and a small state keeps the future
         // cheap to move.
@@ -348,6 +361,19 @@ impl<F: Future, R: Body> State<F, R> {
         }
     }
 
+    /// [`start`](Self::start), in `span`.
+    #[cold]
+    fn traced(fut: F, timeout: Option<Duration>, span: AttemptSpan) -> Self {
+        State::CallingTraced {
+            traced: Box::pin(Traced {
+                fut,
+                span: Some(span),
+                timer: timeout.map(tokio::time::sleep),
+                after: timeout.unwrap_or_default(),
+            }),
+        }
+    }
+
     fn ready() -> Self {
         State::Ready {
             admitted: false,
@@ -357,14 +383,29 @@ impl<F: Future, R: Body> State<F, R> {
 }
 
 pin_project! {
+    /// An attempt in its span, within its timer if it has one.
+    struct Traced<F> {
+        #[pin]
+        fut: F,
+        // Taken when the attempt ends: the engine decides in it.
+        span: Option<AttemptSpan>,
+        #[pin]
+        timer: Option<Sleep>,
+        after: Duration,
+    }
+}
+
+pin_project! {
     /// A response whose body is being read for the classifier, within what
-    /// is left of its attempt's timer.
+    /// is left of its attempt's timer (in the attempt's span, if it has
+    /// one).
     struct Inspection<R: Body> {
         parts: Option<http::response::Parts>,
         body: Inspect<R>,
         #[pin]
         timer: Option<Sleep>,
         after: Duration,
+        span: Option<AttemptSpan>,
     }
 }
 
@@ -425,6 +466,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
+            // The span of the attempt that ended, if it had one.
+            let mut span = None;
             let attempt = match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
                     Attempt::Fresh(ready!(fut.poll(cx)).map_err(Into::into), None)
@@ -438,14 +481,44 @@ where
                         Attempt::Fresh(Err(timed_out(*after)), None)
                     }
                 },
+                StateProj::CallingTraced { traced } => {
+                    let t = traced.as_mut().project();
+                    let fut = t.fut;
+                    let polled = match t.span {
+                        Some(s) => s.in_scope(|| fut.poll(cx)),
+                        None => fut.poll(cx),
+                    };
+                    match polled {
+                        Poll::Ready(result) => {
+                            span = t.span.take();
+                            let deadline = t.timer.as_ref().get_ref().as_ref().map(Sleep::deadline);
+                            let timing = deadline.map(|at| (at, *t.after));
+                            Attempt::Fresh(result.map_err(Into::into), timing)
+                        }
+                        Poll::Pending => {
+                            let Some(timer) = t.timer.as_pin_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.poll(cx));
+                            span = t.span.take();
+                            Attempt::Fresh(Err(timed_out(*t.after)), None)
+                        }
+                    }
+                }
                 StateProj::Inspecting { inspect } => {
                     let inspection = inspect.as_mut().project();
-                    match Pin::new(inspection.body).poll(cx) {
+                    let body = Pin::new(inspection.body);
+                    let polled = match inspection.span {
+                        Some(s) => s.in_scope(|| body.poll(cx)),
+                        None => body.poll(cx),
+                    };
+                    match polled {
                         Poll::Ready((prefix, replay)) => {
                             let Some(parts) = inspection.parts.take() else {
                                 // Polled again after completing: a caller bug.
                                 return Poll::Pending;
                             };
+                            span = inspection.span.take();
                             Attempt::Inspected(
                                 Response::from_parts(parts, ResponseBody::replay(replay)),
                                 prefix,
@@ -456,6 +529,7 @@ where
                                 return Poll::Pending;
                             };
                             ready!(timer.poll(cx));
+                            span = inspection.span.take();
                             // The body did not come in time: an attempt
                             // timeout, like a head that does not.
                             Attempt::Fresh(Err(timed_out(*inspection.after)), None)
@@ -566,7 +640,7 @@ where
                             return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
                         }
                     };
-                    let copy = this.request.clone();
+                    let mut copy = this.request.clone();
                     if !this.shape.matches(copy.body()) {
                         // Drained since the retry was decided: never send
                         // a shorter body.
@@ -574,10 +648,24 @@ where
                         this.engine.withdraw(&meta, reason);
                         return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
                     }
+                    if changes_resend(this.engine) {
+                        let mut headers = std::mem::take(copy.headers_mut());
+                        let mut resend =
+                            ResendRequest::with_uri(copy.method(), copy.uri(), &mut headers);
+                        prepare_resend(this.engine, &mut resend);
+                        *copy.headers_mut() = headers;
+                    }
                     // Sent: the last result is no longer needed.
                     drop(take_kept(kept));
-                    let fut = this.inner.call(copy);
-                    this.state.set(State::start(fut, timeout));
+                    let state =
+                        match attempt_span(this.engine, || RequestMeta::from_http(this.request)) {
+                            None => State::start(this.inner.call(copy), timeout),
+                            Some(span) => {
+                                let fut = span.in_scope(|| this.inner.call(copy));
+                                State::traced(fut, timeout, span)
+                            }
+                        };
+                    this.state.set(state);
                     continue;
                 }
             };
@@ -596,6 +684,7 @@ where
                                     body: Inspect::new(body, wanted),
                                     timer: at.map(tokio::time::sleep_until),
                                     after: after.unwrap_or_default(),
+                                    span: span.take(),
                                 }),
                             });
                             continue;
@@ -613,12 +702,15 @@ where
             if !success && !this.shape.matches(this.request.body()) {
                 this.engine.set_replayable(false);
             }
+            // The attempt's span closes once the engine has decided in it
+            // (at the end of this turn of the loop).
             let decision = decide(
                 this.engine,
                 &meta,
                 &result,
                 prefix.as_deref(),
                 FailureKind::from_error,
+                span.as_ref(),
             );
             match decision {
                 Decision::Retry { delay, .. } => {

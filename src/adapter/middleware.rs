@@ -43,9 +43,10 @@ use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
 use super::body::{Inspect, ResponseBody, known_empty};
+use super::span::instrumented;
 use super::{
-    HttpRequest, HttpResponse, Kept, attempt_window, body_to_inspect, decide, finish, keep, pause,
-    refused, start, take_kept,
+    HttpRequest, HttpResponse, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend,
+    decide, finish, keep, pause, prepare_resend, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -54,6 +55,7 @@ use crate::error::{AttemptTimedOut, BoxError};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
 use crate::report::StopReason;
+use crate::resend::ResendRequest;
 
 /// A `reqwest-middleware` middleware that retries under a [`RetryPolicy`],
 /// or under per-endpoint policies ([`EndpointPolicies`]).
@@ -181,7 +183,19 @@ impl Middleware for RetryMiddleware {
                 }
             };
             let attempt = match replayable_copy(&mut request) {
-                Some(copy) => copy,
+                Some(mut copy) => {
+                    if changes_resend(&engine) {
+                        let mut headers = std::mem::take(copy.headers_mut());
+                        let mut resend = ResendRequest::with_url(
+                            copy.method(),
+                            copy.url().as_str(),
+                            &mut headers,
+                        );
+                        prepare_resend(&engine, &mut resend);
+                        *copy.headers_mut() = headers;
+                    }
+                    copy
+                }
                 None => {
                     // A streaming body: send the original once; the engine
                     // will not ask for another attempt.
@@ -195,12 +209,21 @@ impl Middleware for RetryMiddleware {
             };
             // Sent: the last result is no longer needed.
             drop(take_kept(&mut kept));
+            // The attempt's span, if a subscriber wants one: the send runs
+            // in it (boxed then, so that this future does not grow).
+            let span = attempt_span(&engine, || request.describe()).map(Box::new);
             let send = next.clone().run(attempt, extensions);
-            let mut result = match timeout {
-                None => send.await.map_err(|e| into_box(e, &engine)),
-                Some(after) => match Box::pin(tokio::time::timeout(after, send)).await {
+            let mut result = match span.as_deref() {
+                None => match timeout {
+                    None => send.await.map_err(|e| into_box(e, &engine)),
+                    Some(after) => match Box::pin(tokio::time::timeout(after, send)).await {
+                        Ok(result) => result.map_err(|e| into_box(e, &engine)),
+                        Err(_elapsed) => Err(timed_out(after)),
+                    },
+                },
+                traced => match Box::pin(instrumented(traced, send_within(send, timeout))).await {
                     Ok(result) => result.map_err(|e| into_box(e, &engine)),
-                    Err(_elapsed) => Err(timed_out(after)),
+                    Err(after) => Err(timed_out(after)),
                 },
             };
 
@@ -209,7 +232,14 @@ impl Middleware for RetryMiddleware {
             let decided = {
                 let meta = request.describe();
                 match body_to_inspect(&engine, &meta, &result) {
-                    0 => Ok(decide(&mut engine, &meta, &result, None, kind_of)),
+                    0 => Ok(decide(
+                        &mut engine,
+                        &meta,
+                        &result,
+                        None,
+                        kind_of,
+                        span.as_deref(),
+                    )),
                     wanted => Err(wanted),
                 }
             };
@@ -229,9 +259,21 @@ impl Middleware for RetryMiddleware {
                         });
                     }
                     let meta = request.describe();
-                    decide(&mut engine, &meta, &result, prefix.as_deref(), kind_of)
+                    let prefix = prefix.as_deref();
+                    decide(
+                        &mut engine,
+                        &meta,
+                        &result,
+                        prefix,
+                        kind_of,
+                        span.as_deref(),
+                    )
                 }
             };
+            // The attempt's span closes once the engine has decided in it.
+            if let Some(span) = span {
+                drop(span);
+            }
             let (delay, last) = match decision {
                 // The engine never retries a request sent whole; the guard
                 // makes sure the stand-in is never sent.
@@ -315,6 +357,23 @@ fn replayable_copy(request: &mut Request) -> Option<Request> {
     }
     *request.body_mut() = Some(reqwest::Body::from(Bytes::new()));
     request.try_clone()
+}
+
+/// The attempt's send, within its `timeout` (`Err` with it when it ran
+/// out): the traced form, boxed with its span.
+async fn send_within<F>(
+    send: F,
+    timeout: Option<std::time::Duration>,
+) -> Result<reqwest_middleware::Result<Response>, std::time::Duration>
+where
+    F: std::future::Future<Output = reqwest_middleware::Result<Response>>,
+{
+    match timeout {
+        None => Ok(send.await),
+        Some(after) => tokio::time::timeout(after, send)
+            .await
+            .map_err(|_elapsed| after),
+    }
 }
 
 /// [`inspect`], within what is left of the attempt's `timeout` (counted

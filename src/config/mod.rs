@@ -38,6 +38,8 @@
 //! | `max_quota_reset` | duration | [`max_quota_reset`](crate::RetryPolicyBuilder::max_quota_reset) |
 //! | `quota_release_spread` | duration (`"0s"` for none) | [`quota_release_spread`](crate::RetryPolicyBuilder::quota_release_spread) |
 //! | `scope` | `"endpoint"` or `"policy"` | [`scope`](crate::RetryPolicyBuilder::scope) |
+//! | `name` | string, 1 to 64 printable ASCII characters | [`name`](crate::RetryPolicyBuilder::name) |
+//! | `attempt_header` | a header name (`"x-attempt"`), not a connection, credential or idempotency header | [`attempt_header`](crate::RetryPolicyBuilder::attempt_header) |
 //!
 //! A **duration** is a string in [`humantime`]'s format: `"500ms"`, `"2m"`,
 //! `"1h"`, `"1m 30s"`. Bare numbers are refused (seconds or milliseconds?).

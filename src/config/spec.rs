@@ -47,6 +47,8 @@ pub(super) struct PolicySpec {
     max_quota_reset: Option<Word<Duration>>,
     quota_release_spread: Option<Word<Duration>>,
     scope: Option<Word<Scope>>,
+    name: Option<String>,
+    attempt_header: Option<String>,
     /// Refused with a pointer to where a store goes.
     #[allow(dead_code)]
     store: Option<NotHere>,
@@ -112,6 +114,12 @@ impl PolicySpec {
             RetryPolicyBuilder::return_last_response,
         );
         b = set(b, self.hide_paths, RetryPolicyBuilder::hide_paths);
+        b = set(b, self.name, |b, name: String| b.name(name));
+        b = set(
+            b,
+            self.attempt_header,
+            RetryPolicyBuilder::attempt_header::<String>,
+        );
         // `false` turns off what the base (builder or preset) had; `true`
         // and a table set the crate's defaults plus the table's keys. A
         // table's own checks come after the policy's (see `build` below).

@@ -142,6 +142,12 @@ impl Guard {
         })
     }
 
+    /// The endpoint's state (for the metrics' gauges).
+    #[cfg(feature = "metrics")]
+    pub(super) fn endpoint(&self) -> &dyn EndpointState {
+        &*self.endpoint
+    }
+
     /// The request's partition: the store's hash of its credential (a
     /// shared store's is the same in every process).
     fn partition(&mut self, request: &RequestMeta<'_>) -> Partition {
@@ -389,6 +395,7 @@ impl Guard {
 impl RetryState {
     /// Tells the endpoint's breaker how the attempt went, and notes a quota
     /// the response says is gone.
+    #[inline]
     pub(super) fn observe(
         &mut self,
         request: &RequestMeta<'_>,

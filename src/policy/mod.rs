@@ -31,6 +31,9 @@
 //! | [`request_cost`](RetryPolicyBuilder::request_cost) | [`RequestCost::Fixed(1)`](RequestCost::Fixed): a request is one turn of the rate limit |
 //! | [`scope`](RetryPolicyBuilder::scope) | [`Scope::Endpoint`] (host and port) |
 //! | [`state_store`](RetryPolicyBuilder::state_store) | a new [`InMemoryStore`](crate::InMemoryStore) per built policy |
+//! | [`name`](RetryPolicyBuilder::name) | the preset's name (`github`, `openai`, `anthropic`, `git`), else none |
+//! | [`before_retry`](RetryPolicyBuilder::before_retry) | none |
+//! | [`attempt_header`](RetryPolicyBuilder::attempt_header) | none |
 //!
 //! ## Load protection
 //!
@@ -50,20 +53,25 @@
 //! [`StateStore`], shared by every clone of the policy and of the layers
 //! and middlewares built from it; see [`store`](crate::protection::store).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use http::HeaderName;
 use rand::Rng;
 
 use crate::backoff::{Backoff, Jitter, Schedule, mix_seed};
 use crate::classify::Classify;
+#[cfg(feature = "metrics")]
+use crate::metrics::MetricsCache;
 use crate::presets::Preset;
 use crate::protection::CircuitBreaker;
 use crate::protection::RateLimit;
 use crate::protection::RetryBudget;
 use crate::protection::store::{Scope, StateStore};
+use crate::resend::BeforeRetry;
 use crate::retry_after::WallClock;
 
 mod builder;
@@ -129,6 +137,16 @@ pub(crate) struct Inner {
     pub(crate) preset: Option<Preset>,
     pub(crate) clock: Arc<dyn WallClock>,
     pub(crate) protection: Protection,
+    /// The `http_resilience.policy` label, and what reports call it.
+    pub(crate) name: Option<Cow<'static, str>>,
+    /// Called before each resend.
+    pub(crate) before_retry: Option<Arc<dyn BeforeRetry>>,
+    /// Carries the attempt number on resends.
+    pub(crate) attempt_header: Option<HeaderName>,
+    /// The policy's metric handles, per endpoint: shared by its clones (and
+    /// by the copies `retry` runs make), empty until a request records.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Arc<MetricsCache>,
 }
 
 /// The load-protection settings of a policy and where their state lives.
@@ -317,6 +335,21 @@ impl RetryPolicy {
         &self.inner.protection.store
     }
 
+    /// The policy's name, if it has one: [`name`](RetryPolicyBuilder::name),
+    /// or the preset's.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+    /// The header that carries the attempt number on resends, if any.
+    pub fn attempt_header(&self) -> Option<&HeaderName> {
+        self.inner.attempt_header.as_ref()
+    }
+    /// Whether a [`before_retry`](RetryPolicyBuilder::before_retry) hook
+    /// is set.
+    pub fn has_before_retry(&self) -> bool {
+        self.inner.before_retry.is_some()
+    }
+
     #[inline]
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
@@ -358,6 +391,11 @@ impl RetryPolicy {
                     scope: p.scope,
                     store,
                 },
+                name: i.name.clone(),
+                before_retry: i.before_retry.clone(),
+                attempt_header: i.attempt_header.clone(),
+                #[cfg(feature = "metrics")]
+                metrics: Arc::clone(&i.metrics),
             }),
         }
     }
@@ -397,6 +435,9 @@ impl fmt::Debug for RetryPolicy {
             .field("max_quota_reset", &i.protection.max_quota_reset)
             .field("quota_release_spread", &i.protection.quota_release_spread)
             .field("scope", &i.protection.scope)
+            .field("name", &i.name)
+            .field("before_retry", &i.before_retry.is_some())
+            .field("attempt_header", &i.attempt_header)
             .field(
                 "rules",
                 &i.preset.map_or("default or custom", Preset::as_str),
