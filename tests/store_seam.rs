@@ -467,3 +467,49 @@ async fn the_open_hint_refuses_and_an_opened_breaker_is_told() {
         assert_eq!(opened, vec![now() + Duration::from_secs(5)], "{via:?}");
     }
 }
+
+/// Operations (`RetryPolicy::retry`) await the same calls: a turn (3 ms)
+/// before each attempt, a payment (7 ms) before the retry, then the
+/// backoff and the next turn; a payment refused stops with the budget's
+/// code.
+#[tokio::test(start_paused = true)]
+async fn an_operation_awaits_the_stores_calls() {
+    use http_resilience::ErrorClass;
+    let (store, script) = Scripted::new();
+    *script.turn_delay.lock().unwrap() = Some(Duration::from_millis(3));
+    *script.pay_delay.lock().unwrap() = Some(Duration::from_millis(7));
+    let policy = limited(store).build().unwrap();
+    let t0 = tokio::time::Instant::now();
+    let calls = AtomicUsize::new(0);
+    let got: Result<u32, _> = policy
+        .retry(
+            |_| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        Err(std::io::Error::other("busy"))
+                    } else {
+                        Ok(7)
+                    }
+                }
+            },
+            |_: &std::io::Error| ErrorClass::transient(),
+        )
+        .await;
+    assert_eq!(got.unwrap(), 7);
+    assert_eq!(script.turn_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(script.pay_calls.load(Ordering::SeqCst), 1);
+    // turn 3 ms, payment 7, backoff 100, turn 3 (the limit's next turn,
+    // 100 ms after the first, has come by then)
+    assert_eq!(t0.elapsed(), Duration::from_millis(113));
+
+    *script.pay_answer.lock().unwrap() = Some(Err(Refused::Exhausted));
+    let error = policy
+        .retry(
+            |_| async { Err::<u32, _>(std::io::Error::other("busy")) },
+            |_: &std::io::Error| ErrorClass::transient(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "RETRY_BUDGET_EXHAUSTED");
+}
