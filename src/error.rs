@@ -14,6 +14,7 @@
 //! | [`Error::RetryBudgetExhausted`] | `RETRY_BUDGET_EXHAUSTED` |
 //! | [`Error::CircuitOpen`] | `CIRCUIT_OPEN` |
 //! | [`Error::RateLimitedLocally`] | `RATE_LIMITED_LOCALLY` |
+//! | [`Error::StoreUnavailable`] | `STORE_UNAVAILABLE` |
 //!
 //! A load-protection refusal before an attempt was sent (an open breaker,
 //! a local rate limit, a server quota reset too far ahead, the deadline)
@@ -95,6 +96,12 @@ pub enum Error {
     /// [`retry_in`](Error::retry_in) gives the whole wait the attempt would
     /// have needed.
     RateLimitedLocally(Box<Failure>),
+    /// A state store shared by many processes (a
+    /// [`RedisStore`](crate::protection::store::redis::RedisStore)) could not
+    /// answer in time and its fallback refuses: no turn under the shared
+    /// rate limit, or no retry from a shared budget. Nothing was sent for
+    /// it; before a retry, the last response is kept.
+    StoreUnavailable(Box<Failure>),
 }
 
 /// The last outcome and the report, carried by every [`Error`].
@@ -208,6 +215,7 @@ impl Error {
             Error::RetryBudgetExhausted(_) => "RETRY_BUDGET_EXHAUSTED",
             Error::CircuitOpen(_) => "CIRCUIT_OPEN",
             Error::RateLimitedLocally(_) => "RATE_LIMITED_LOCALLY",
+            Error::StoreUnavailable(_) => "STORE_UNAVAILABLE",
         }
     }
 
@@ -220,7 +228,8 @@ impl Error {
             | Error::NotRetryable(f)
             | Error::RetryBudgetExhausted(f)
             | Error::CircuitOpen(f)
-            | Error::RateLimitedLocally(f) => f,
+            | Error::RateLimitedLocally(f)
+            | Error::StoreUnavailable(f) => f,
         }
     }
 
@@ -232,7 +241,8 @@ impl Error {
             | Error::NotRetryable(f)
             | Error::RetryBudgetExhausted(f)
             | Error::CircuitOpen(f)
-            | Error::RateLimitedLocally(f) => f,
+            | Error::RateLimitedLocally(f)
+            | Error::StoreUnavailable(f) => f,
         }
     }
 
@@ -432,6 +442,7 @@ impl Error {
             StopReason::BudgetExhausted => Error::RetryBudgetExhausted(failure),
             StopReason::CircuitOpen { .. } => Error::CircuitOpen(failure),
             StopReason::RateLimitedLocally { .. } => Error::RateLimitedLocally(failure),
+            StopReason::StoreUnavailable => Error::StoreUnavailable(failure),
             _ => Error::NotRetryable(failure),
         }
     }
@@ -487,6 +498,9 @@ impl fmt::Display for Error {
                 f,
                 "local rate limit: the next turn is {:?} away, beyond max_wait",
                 whole_ms(self.retry_in().unwrap_or_default())
+            )?,
+            Error::StoreUnavailable(_) => f.write_str(
+                "the shared state store did not answer in time and its fallback refuses",
             )?,
         }
         match (failure.status, &failure.source) {

@@ -111,6 +111,12 @@
 //!   base and errors that name the key path, load protection included;
 //!   see [`config`]. JSON records of reports and errors, in a stable
 //!   shape: see [`record`].
+//! - `redis`: [`store::RedisStore`], a [`StateStore`] shared by many
+//!   processes through Redis or Valkey (quota holds, a fleet-wide rate
+//!   limit, optionally a fleet-wide retry budget and breaker hints), with a
+//!   fallback when Redis is slow or gone; give it to a policy with
+//!   [`state_store`](RetryPolicyBuilder::state_store). With `serde`,
+//!   `config::Config` reads a file's `[store]` and connects it.
 //!
 //! # Time
 //!
@@ -167,6 +173,11 @@ mod validate;
 pub use adapter::middleware;
 pub use adapter::{body, layer};
 pub use protection::store;
+/// [`store::redis`] (the `redis` feature's [`RedisStore`](store::RedisStore)
+/// and its parts), at the path it had before [`store`] held it.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use protection::store::redis as redis_store;
 
 /// [`RetryBudget`] and its builder, at the path they had before
 /// [`protection`] held them; documented there ([retry budget](protection#retry-budget)).
@@ -201,7 +212,7 @@ pub use layer::{Retry, RetryLayer};
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use middleware::RetryMiddleware;
 pub use op::{Attempt, ErrorClass, Operation};
-pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
+pub use policy::{ConfigError, LongHint, RequestCost, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
 pub use protection::{CircuitBreaker, CircuitStatus, RateLimit, RetryBudget};
 pub use rebuild::{RebuiltRequest, RebuiltResponse};

@@ -305,6 +305,14 @@ impl Operation<'_> {
                         let report = state.take_report();
                         return Err(Error::from_stop::<()>(reason, report, Last::Nothing));
                     }
+                    // A turn under a limit shared by many processes: the
+                    // store's call, then ask again.
+                    Admission::Consult => {
+                        if let Some(call) = state.take_store_call() {
+                            state.store_answered(call.await);
+                        }
+                        starts = Instant::now().into_std();
+                    }
                 }
             }
             let timeout = state.attempt_timeout(starts);
@@ -359,6 +367,17 @@ impl Operation<'_> {
                         })
                     };
                     drop(span);
+                    // A retry's payment from a budget shared by many
+                    // processes: the store's call, then the decision.
+                    let decision = match decision {
+                        Decision::Consult => {
+                            if let Some(call) = state.take_store_call() {
+                                state.store_answered(call.await);
+                            }
+                            state.decide_after_store(&meta, Instant::now().into_std())
+                        }
+                        decision => decision,
+                    };
                     match decision {
                         Decision::Retry { delay, .. } => {
                             drop(failed);

@@ -211,6 +211,10 @@ pub enum StopReason {
         /// The whole wait the attempt would have needed.
         wait: Duration,
     },
+    /// A store shared by many processes could not answer in time, and its
+    /// fallback refuses ([`Fallback::Refuse`](crate::protection::store::redis::Fallback::Refuse)
+    /// with the `redis` feature): no turn, or no retry.
+    StoreUnavailable,
 }
 
 impl StopReason {
@@ -227,6 +231,7 @@ impl StopReason {
             StopReason::BudgetExhausted => "budget_exhausted",
             StopReason::CircuitOpen { .. } => "circuit_open",
             StopReason::RateLimitedLocally { .. } => "rate_limited_locally",
+            StopReason::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -312,6 +317,8 @@ struct ProtectionLog {
     throttles: Vec<Throttle>,
     /// `host:port`, or `(policy)` for `Scope::Policy`.
     endpoint: Option<Box<str>>,
+    /// A store's fallback made one of its decisions.
+    decided_locally: bool,
 }
 
 impl RetryReport {
@@ -381,6 +388,15 @@ impl RetryReport {
         let log = self.protection.get_or_insert_with(Box::default);
         if log.endpoint.is_none() {
             log.endpoint = Some(endpoint().into_boxed_str());
+        }
+    }
+
+    /// Notes that a store's fallback made a decision for the request (what
+    /// the store shares could not answer in time), at `endpoint`.
+    pub(crate) fn note_decided_locally(&mut self, endpoint: impl FnOnce() -> String) {
+        self.set_endpoint(endpoint);
+        if let Some(log) = &mut self.protection {
+            log.decided_locally = true;
         }
     }
 
@@ -478,6 +494,16 @@ impl RetryReport {
     pub fn endpoint(&self) -> Option<&str> {
         self.protection.as_deref()?.endpoint.as_deref()
     }
+    /// Whether a decision for this request (a rate-limit turn, a retry's
+    /// payment) was made locally by a shared store's fallback, because what
+    /// the store shares (a [`RedisStore`](crate::protection::store::redis::RedisStore))
+    /// could not answer in time. Such a request always carries its report,
+    /// a first-attempt success too. `false` for a store that is not shared.
+    pub fn decided_locally(&self) -> bool {
+        self.protection
+            .as_deref()
+            .is_some_and(|log| log.decided_locally)
+    }
     /// The wall-clock reading the attempts' times follow from; `None` for
     /// a request that succeeded at its first attempt (no clock is read
     /// then), or a report made by hand.
@@ -533,8 +559,9 @@ impl fmt::Debug for RetryReport {
 
 /// `3 attempts [503 -> wait 1s (retry_after), 503 -> wait 1.2s (backoff), 200]`,
 /// then `; throttled 2s (server_quota)` if load protection made it wait,
-/// `; stopped: budget_exhausted` for a load-protection refusal, and
-/// ` at api.github.com:443`, the endpoint, after either.
+/// `; stopped: budget_exhausted` for a load-protection refusal,
+/// `; decided locally (shared store unreachable)` if a shared store's
+/// fallback decided, and ` at api.github.com:443`, the endpoint, after any.
 impl fmt::Display for RetryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.attempts();
@@ -553,10 +580,14 @@ impl fmt::Display for RetryReport {
         if let Some(
             stop @ (StopReason::BudgetExhausted
             | StopReason::CircuitOpen { .. }
-            | StopReason::RateLimitedLocally { .. }),
+            | StopReason::RateLimitedLocally { .. }
+            | StopReason::StoreUnavailable),
         ) = self.stop
         {
             write!(f, "; stopped: {}", stop.as_str())?;
+        }
+        if self.decided_locally() {
+            f.write_str("; decided locally (shared store unreachable)")?;
         }
         if let Some(endpoint) = self.endpoint() {
             write!(f, " at {endpoint}")?;

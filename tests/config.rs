@@ -2136,19 +2136,252 @@ fn no_retries() -> RetryPolicy {
         .unwrap()
 }
 
-/// The README's configuration snippets load as endpoint sets.
+/// The README's configuration snippets load as endpoint sets (one with a
+/// shared `store` through `config::Config`, which the synchronous loaders
+/// refuse).
 #[test]
 fn readme_toml_snippets_load() {
     let readme = include_str!("../README.md");
     let mut found = 0;
     for block in readme.split("```toml\n").skip(1) {
         let text = block.split("```").next().unwrap();
-        let set = EndpointPolicies::from_toml_str(text)
-            .unwrap_or_else(|e| panic!("README snippet does not load: {e}\n{text}"));
+        let set = match EndpointPolicies::from_toml_str(text) {
+            Err(e) if e.field() == "store" => {
+                #[cfg(feature = "redis")]
+                {
+                    let config = http_resilience::config::Config::from_toml_str(text)
+                        .unwrap_or_else(|e| panic!("README snippet does not load: {e}\n{text}"));
+                    assert!(config.store().is_some());
+                    config.policies().clone()
+                }
+                #[cfg(not(feature = "redis"))]
+                continue;
+            }
+            set => set.unwrap_or_else(|e| panic!("README snippet does not load: {e}\n{text}")),
+        };
         assert!(set.routes().len() > 0);
         found += 1;
     }
     assert!(found >= 1, "no TOML snippet in the README");
+}
+
+// ------------------------------------------------------------ request cost
+
+#[test]
+fn request_cost_takes_a_number_or_github_points() {
+    use http_resilience::policy::RequestCost;
+    for (toml, want) in [
+        ("request_cost = 3", RequestCost::Fixed(3)),
+        (
+            "request_cost = \"github_points\"",
+            RequestCost::GitHubPoints,
+        ),
+        ("", RequestCost::Fixed(1)),
+    ] {
+        let policy = RetryPolicy::from_toml_str(toml).unwrap();
+        assert_eq!(policy.request_cost(), &want, "{toml}");
+    }
+    let json = RetryPolicy::from_json_str(r#"{"request_cost": "github_points"}"#).unwrap();
+    assert_eq!(json.request_cost(), &RequestCost::GitHubPoints);
+    let built = RetryPolicy::builder()
+        .request_cost(RequestCost::Fixed(3))
+        .build()
+        .unwrap();
+    assert_eq!(
+        dbg(&RetryPolicy::from_toml_str("request_cost = 3").unwrap()),
+        dbg(&built)
+    );
+    // bad values name their key path
+    let err = RetryPolicy::from_toml_str("request_cost = 0").unwrap_err();
+    assert_eq!(err.field(), "request_cost");
+    assert_eq!(err.reason(), "must be greater than zero");
+    for (toml, field, reason) in [
+        (
+            "[default]\nrequest_cost = -1",
+            "default.request_cost",
+            "-1 is not a cost",
+        ),
+        (
+            "[[routes]]\npolicy = { request_cost = \"points\" }",
+            "routes[0].policy.request_cost",
+            "unknown request_cost `points`",
+        ),
+        (
+            "[default]\nrequest_cost = 1.5",
+            "default.request_cost",
+            "a number of turns",
+        ),
+        (
+            "[default]\nrequest_cost = 0",
+            "default.request_cost",
+            "must be greater than zero",
+        ),
+    ] {
+        let err = EndpointPolicies::from_toml_str(toml).unwrap_err();
+        assert_eq!(err.field(), field, "{toml}: {err}");
+        assert!(err.reason().contains(reason), "{toml}: {err}");
+    }
+}
+
+// ------------------------------------------------------------------- store
+
+/// The synchronous loaders refuse a shared store rather than run without
+/// it, and a store inside a policy is refused, saying where it goes.
+#[test]
+fn the_synchronous_loaders_refuse_a_store() {
+    let set = r#"store = { redis = "redis://127.0.0.1:6379" }"#;
+    let err = EndpointPolicies::from_toml_str(set).unwrap_err();
+    assert_eq!(err.field(), "store");
+    if cfg!(feature = "redis") {
+        assert!(err.reason().contains("config::Config"), "{err}");
+    } else {
+        assert!(err.reason().contains("`redis` feature"), "{err}");
+    }
+    let err = EndpointPolicies::from_json_str(r#"{"store": {"redis": "redis://h"}}"#).unwrap_err();
+    assert_eq!(err.field(), "store");
+    for (err, field) in [
+        (
+            RetryPolicy::from_toml_str(r#"store = { redis = "redis://h" }"#).unwrap_err(),
+            "store",
+        ),
+        (
+            EndpointPolicies::from_toml_str("[default]\nstore = { redis = \"redis://h\" }")
+                .unwrap_err(),
+            "default.store",
+        ),
+    ] {
+        assert_eq!(err.field(), field, "{err}");
+        assert!(
+            err.reason().contains("top of an endpoint-set document"),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_store_table_is_checked_without_a_network_and_bad_values_name_their_key() {
+    use http_resilience::config::Config;
+    use http_resilience::store::{Fallback, HoldSync};
+
+    let config = Config::from_toml_str(
+        r#"
+        well_known = true
+        [store]
+        redis = "redis://user:hunter2@127.0.0.1:6379/2"
+        prefix = "batch-job"
+        call_timeout = "20ms"
+        connect_timeout = "2s"
+        fallback = "refuse"
+        retry_interval = "500ms"
+        heartbeat = "2s"
+        hold_sync = "50ms"
+        shared_budget = true
+        share_open_circuits = true
+        expected_processes = 8
+        start_without_redis = true
+        [default]
+        rate_limit = { requests = 20, per = "1s" }
+        "#,
+    )
+    .unwrap();
+    let store = dbg(config.store().unwrap());
+    for part in [
+        "prefix: \"batch-job\"",
+        "call_timeout: 20ms",
+        "connect_timeout: 2s",
+        "fallback: Refuse",
+        "retry_interval: 500ms",
+        "heartbeat: 2s",
+        "hold_sync: Poll(50ms)",
+        "shared_budget: true",
+        "share_open: true",
+        "expected_processes: 8",
+        "start_without_redis: true",
+    ] {
+        assert!(store.contains(part), "{part} in {store}");
+    }
+    assert!(!store.contains("hunter2"), "{store}");
+    assert_eq!(
+        config
+            .policies()
+            .default_policy()
+            .rate_limit()
+            .unwrap()
+            .requests(),
+        20
+    );
+    let _ = (Fallback::Local, HoldSync::Subscribe);
+    // JSON, and the defaults
+    let config = Config::from_json_str(r#"{"store": {"redis": "redis://127.0.0.1"}}"#).unwrap();
+    let store = dbg(config.store().unwrap());
+    assert!(store.contains("prefix: \"http-resilience\""), "{store}");
+    assert!(store.contains("hold_sync: Subscribe"), "{store}");
+    // no store: the policies as they are
+    assert!(Config::from_toml_str("").unwrap().store().is_none());
+
+    for (table, field, reason) in [
+        ("prefix = \"a b\"", "store.prefix", "must be 1 to 64 bytes"),
+        (
+            "call_timeout = \"0s\"",
+            "store.call_timeout",
+            "must be greater than zero",
+        ),
+        (
+            "heartbeat = \"2h\"",
+            "store.heartbeat",
+            "must be at most 1 hour (got 7200s)",
+        ),
+        (
+            "retry_interval = \"soon\"",
+            "store.retry_interval",
+            "is not a duration",
+        ),
+        (
+            "fallback = \"open\"",
+            "store.fallback",
+            "unknown fallback `open`",
+        ),
+        (
+            "hold_sync = \"push\"",
+            "store.hold_sync",
+            "neither \"subscribe\" nor a duration",
+        ),
+        (
+            "hold_sync = \"0s\"",
+            "store.hold_sync",
+            "must be greater than zero",
+        ),
+        (
+            "expected_processes = 0",
+            "store.expected_processes",
+            "must be greater than zero",
+        ),
+        (
+            "shared_budget = \"yes\"",
+            "store.shared_budget",
+            "invalid type",
+        ),
+        ("budget = true", "store.budget", "unknown field `budget`"),
+    ] {
+        let toml = format!("[store]\nredis = \"redis://127.0.0.1\"\n{table}");
+        let err = Config::from_toml_str(&toml).unwrap_err();
+        assert_eq!(err.field(), field, "{table}: {err}");
+        assert!(err.reason().contains(reason), "{table}: {err}");
+    }
+    let err = Config::from_toml_str("[store]\nprefix = \"x\"").unwrap_err();
+    assert_eq!(err.field(), "store");
+    assert!(err.reason().contains("missing field `redis`"), "{err}");
+    let err =
+        Config::from_toml_str("[store]\nredis = \"http://user:hunter2@example.com\"").unwrap_err();
+    assert_eq!(err.field(), "store.redis");
+    assert!(err.reason().contains("invalid Redis URL"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    // a bad policy in the same document is reported as without a store
+    let err =
+        Config::from_toml_str("store = { redis = \"redis://h\" }\n[default]\nmultiplier = 0.5")
+            .unwrap_err();
+    assert_eq!(err.field(), "default.multiplier");
 }
 
 /// Issue 16's keys: the policy's name (its metrics label) and the header

@@ -2086,6 +2086,85 @@ proptest! {
         prop_assert!(model::rate_limit_holds(&all, interval, burst), "{:?}", all);
     }
 
+    /// Requests of several turns (`acquire_cost`, GitHub's 5-point
+    /// mutations) mixed with requests of one, against the limit itself:
+    /// every turn is the earliest at which `cost` turns fit
+    /// (`model::earliest_turn_of_cost`), a refusal is exactly a turn beyond
+    /// `max_wait` and takes nothing, the last request given back comes off
+    /// exactly, and the limit holds over every turn taken (each counted
+    /// `cost` times).
+    #[test]
+    fn requests_of_several_turns_keep_the_limit_and_come_as_early_as_it_allows(
+        requests in 1u32..20,
+        period_ms in 100u64..10_000,
+        burst in 1u32..6,
+        ops in prop::collection::vec(
+            prop_oneof![
+                2 => (0u32..400).prop_map(|ms| (0u8, ms, None)),
+                5 => (1u8..6, prop::option::of(0u32..3_000)).prop_map(|(c, w)| (1, u32::from(c), w)),
+                1 => Just((2u8, 0u32, None)),
+            ],
+            0..100,
+        ),
+    ) {
+        use http_resilience::RateLimit;
+        use http_resilience::rate_limit::RateLimitState;
+
+        let limit = RateLimit::builder(requests, Duration::from_millis(period_ms)).burst(burst).build().unwrap();
+        let interval = (Duration::from_millis(period_ms) / requests).as_nanos();
+        let mut state = RateLimitState::new(&limit);
+        let t0 = Instant::now();
+        let ns = |at: Instant| (at - t0).as_nanos();
+        let mut now = t0;
+        // Every turn taken (a request of cost c counts c times), in ns.
+        let mut taken: Vec<u128> = Vec::new();
+        // The last request, while it is still the last: its turn and cost.
+        let mut last = None;
+        for (i, &(kind, arg, max_ms)) in ops.iter().enumerate() {
+            match kind {
+                0 => now += Duration::from_millis(u64::from(arg)),
+                1 => {
+                    let cost = 1 + (arg - 1) % burst;
+                    let max_wait = max_ms.map_or(Duration::MAX, |ms| Duration::from_millis(u64::from(ms)));
+                    let mut sorted = taken.clone();
+                    sorted.sort_unstable();
+                    let earliest = model::earliest_turn_of_cost(&sorted, ns(now), interval, burst, cost);
+                    match state.acquire_cost(now, max_wait, cost) {
+                        Ok(turn) => {
+                            prop_assert_eq!(ns(turn.at()), earliest, "op {}: not the earliest turn", i);
+                            prop_assert!(turn.at() - now <= max_wait, "op {}", i);
+                            prop_assert_eq!(turn.cost(), cost);
+                            taken.extend(std::iter::repeat_n(ns(turn.at()), cost as usize));
+                            last = Some(turn);
+                        }
+                        Err(wait) => {
+                            prop_assert!(wait > max_wait, "op {}: refused within max_wait", i);
+                            prop_assert_eq!(ns(now) + wait.as_nanos(), earliest.max(ns(now) + 1), "op {}", i);
+                        }
+                    }
+                }
+                _ => {
+                    // Give back the last request if its turn is still to
+                    // come: the next ask gets what it would have got.
+                    let Some(turn) = last.take() else { continue };
+                    if turn.at() <= now {
+                        continue;
+                    }
+                    let (at, cost) = (ns(turn.at()), turn.cost());
+                    state.release(turn);
+                    for _ in 0..cost {
+                        let k = taken.iter().rposition(|&t| t == at).unwrap();
+                        taken.remove(k);
+                    }
+                    prop_assert_eq!(state.given_back(), 0, "op {}: came off the schedule", i);
+                }
+            }
+            let mut all = taken.clone();
+            all.sort_unstable();
+            prop_assert!(model::rate_limit_holds(&all, interval, burst), "op {}: {:?}", i, all);
+        }
+    }
+
     /// `CircuitState` follows the documented state machine step by step
     /// (see `circuit_harness`).
     #[test]

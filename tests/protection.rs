@@ -20,7 +20,7 @@ use http_resilience::{
     CircuitBreaker, EndpointKey, EndpointState, InMemoryStore, Preset, RateLimit, RetryBudget,
     RetryPolicy, Scope, StateStore, StopReason, ThrottleReason,
 };
-use support::clients::{BOTH, Client, Got, Req, base, breaker_policy, get};
+use support::clients::{BOTH, Client, Got, Req, base, breaker_policy, get, post};
 use support::{Server, Step, fixed_now};
 use tokio::time::Instant;
 
@@ -503,6 +503,43 @@ async fn a_10_per_second_limit_spreads_100_requests_over_10_seconds() {
                 .iter()
                 .all(|t| t.reason() == ThrottleReason::LocalRateLimit && t.before_attempt() == 1)
         }));
+    }
+}
+
+/// A request may cost several turns (GitHub counts a mutation as 5
+/// points): a cost-5 `POST` takes five turns at once and goes at the last,
+/// through both adapters. 10/s with a burst of 5: the first `POST` spends
+/// the burst and goes at once, the second waits for five more turns
+/// (500 ms), a `GET` after it for one (100 ms); with cost 1 all three
+/// would have gone at once.
+#[tokio::test(start_paused = true)]
+async fn a_request_cost_takes_that_many_turns() {
+    use http_resilience::RequestCost;
+    for via in BOTH {
+        for (cost, expected) in [
+            (RequestCost::GitHubPoints, [0, 500, 600]),
+            (RequestCost::Fixed(1), [0, 0, 0]),
+        ] {
+            let server = Server::start().await;
+            server.script("/api", vec![Step::status(200)]);
+            let policy = base()
+                .rate_limit(RateLimit::per_second(10).burst(5).build().unwrap())
+                .request_cost(cost.clone())
+                .build()
+                .unwrap();
+            let client = Client::new(via, policy);
+            let t0 = Instant::now();
+            for req in [post(), post(), get()] {
+                let got = client.send(&server.url("/api"), &req).await;
+                assert_eq!(got.status, Some(200), "{via:?} {cost:?}: {got:?}");
+            }
+            let at: Vec<u64> = server
+                .seen("/api")
+                .iter()
+                .map(|s| s.at.duration_since(t0).as_millis() as u64)
+                .collect();
+            assert_eq!(at, expected, "{via:?} {cost:?}");
+        }
     }
 }
 

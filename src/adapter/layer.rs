@@ -133,7 +133,7 @@ use super::body::{BodyShape, Inspect, ResponseBody};
 use super::span::AttemptSpan;
 use super::{
     HttpRequest, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend, decide,
-    finish, not_ready, not_ready_for, pause, prepare_resend, refused, start, take_kept,
+    finish, keep, not_ready, not_ready_for, pause, prepare_resend, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -282,6 +282,9 @@ where
                 State::Sleeping
             }
             Admission::Fail(reason) => State::Refused { reason },
+            Admission::Consult => State::Consulting {
+                after: After::Admit,
+            },
         };
         ResponseFuture {
             state,
@@ -328,7 +331,22 @@ pin_project! {
         },
         // Refused before the first attempt.
         Refused { reason: StopReason },
+        // Waiting for a store call (a state store shared by many
+        // processes: a turn under a shared rate limit, a retry's payment
+        // from a shared budget), which the engine keeps and this future
+        // polls in place; then admitting again, or finishing the decision.
+        // A result to hand over meanwhile is in the pause.
+        Consulting { after: After },
     }
+}
+
+/// What follows a store call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Ask for the attempt's admission again.
+    Admit,
+    /// Finish the decision on the last attempt.
+    Decide,
 }
 
 impl<F: Future, R: Body> State<F, R> {
@@ -530,6 +548,32 @@ where
                     let meta = RequestMeta::from_http(this.request);
                     return Poll::Ready(refused(this.engine, &meta, reason, None));
                 }
+                StateProj::Consulting { after } => {
+                    let after = *after;
+                    ready!(this.engine.poll_store_call(cx));
+                    if after == After::Admit {
+                        this.state.set(State::ready());
+                        continue;
+                    }
+                    let meta = RequestMeta::from_http(this.request);
+                    let now = Instant::now().into_std();
+                    match this.engine.decide_after_store(&meta, now) {
+                        Decision::Retry { delay, .. } => {
+                            // The kept result stays through the wait.
+                            pause(this.pause, delay, None);
+                            this.state.set(State::Sleeping);
+                            continue;
+                        }
+                        decision => {
+                            // The attempt's result, kept before the call.
+                            let Some(result) = take_kept(this.pause) else {
+                                let reason = StopReason::StoreUnavailable;
+                                return Poll::Ready(refused(this.engine, &meta, reason, None));
+                            };
+                            return Poll::Ready(finish(decision, this.engine, || meta, result));
+                        }
+                    }
+                }
                 StateProj::Ready { admitted, deadline } => {
                     let kept = &mut *this.pause;
                     let meta = RequestMeta::from_http(this.request);
@@ -548,6 +592,13 @@ where
                                     reason,
                                     kept.take(),
                                 ));
+                            }
+                            Admission::Consult => {
+                                let next = State::Consulting {
+                                    after: After::Admit,
+                                };
+                                this.state.set(next);
+                                continue;
                             }
                         }
                     }
@@ -661,13 +712,23 @@ where
                 FailureKind::from_error,
                 span.as_ref(),
             );
-            if let Decision::Retry { delay, .. } = decision {
-                // Kept through the wait, in case the retry is refused.
-                pause(this.pause, delay, Some(result));
-                this.state.set(State::Sleeping);
-                continue;
+            match decision {
+                Decision::Retry { delay, .. } => {
+                    // Kept through the wait, in case the retry is refused.
+                    pause(this.pause, delay, Some(result));
+                    this.state.set(State::Sleeping);
+                    continue;
+                }
+                Decision::Consult => {
+                    // Kept through the store call (and the wait after it).
+                    keep(this.pause, result);
+                    this.state.set(State::Consulting {
+                        after: After::Decide,
+                    });
+                    continue;
+                }
+                _ => return Poll::Ready(finish(decision, this.engine, || meta, result)),
             }
-            return Poll::Ready(finish(decision, this.engine, || meta, result));
         }
     }
 }

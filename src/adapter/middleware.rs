@@ -46,7 +46,7 @@ use super::body::{Inspect, ResponseBody, known_empty};
 use super::span::instrumented;
 use super::{
     HttpRequest, HttpResponse, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend,
-    decide, finish, pause, prepare_resend, refused, start, take_kept,
+    decide, finish, keep, pause, prepare_resend, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -54,6 +54,7 @@ use crate::engine::{Admission, Decision, RetryState};
 use crate::error::{AttemptTimedOut, BoxError};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
+use crate::report::StopReason;
 use crate::resend::ResendRequest;
 
 /// A `reqwest-middleware` middleware that retries under a [`RetryPolicy`],
@@ -162,6 +163,14 @@ impl Middleware for RetryMiddleware {
                         return refused(&mut engine, &request.describe(), reason, kept)
                             .map_err(reqwest_middleware::Error::middleware);
                     }
+                    // A turn under a limit shared by many processes: the
+                    // store's call (bounded by its own timeout), then ask
+                    // again.
+                    Admission::Consult => {
+                        if let Some(call) = engine.take_store_call() {
+                            engine.store_answered(call.await);
+                        }
+                    }
                 }
                 starts = Instant::now().into_std();
                 admission = engine.admit(&request.describe(), starts);
@@ -265,16 +274,39 @@ impl Middleware for RetryMiddleware {
             if let Some(span) = span {
                 drop(span);
             }
-            let delay = match decision {
+            let (delay, last) = match decision {
                 // The engine never retries a request sent whole; the guard
                 // makes sure the stand-in is never sent.
-                Decision::Retry { delay, .. } if !streamed => delay,
+                Decision::Retry { delay, .. } if !streamed => (delay, Some(result)),
+                // The retry's payment from a budget shared by many
+                // processes: the store's call, the result kept meanwhile
+                // (in the pause's box: this future stays small).
+                Decision::Consult if !streamed => {
+                    keep(&mut kept, result);
+                    if let Some(call) = engine.take_store_call() {
+                        engine.store_answered(call.await);
+                    }
+                    let now = Instant::now().into_std();
+                    match engine.decide_after_store(&request.describe(), now) {
+                        Decision::Retry { delay, .. } => (delay, None),
+                        decision => {
+                            let meta = request.describe();
+                            let done = match take_kept(&mut kept) {
+                                Some(result) => finish(decision, &mut engine, || meta, result),
+                                None => {
+                                    refused(&mut engine, &meta, StopReason::StoreUnavailable, None)
+                                }
+                            };
+                            return done.map_err(reqwest_middleware::Error::middleware);
+                        }
+                    }
+                }
                 decision => {
                     return finish(decision, &mut engine, || request.describe(), result)
                         .map_err(reqwest_middleware::Error::middleware);
                 }
             };
-            pause(&mut kept, delay, Some(result)).sleep().await;
+            pause(&mut kept, delay, last).sleep().await;
             starts = Instant::now().into_std();
             admission = engine.admit(&request.describe(), starts);
         }

@@ -255,6 +255,23 @@ pub(crate) fn pause<R>(
     pause.as_mut()
 }
 
+/// Keeps `last` in the pause (made on first need) through a store call,
+/// without waiting: the timer is set when a wait follows
+/// ([`pause`]). If the call ends the request, `last` is what the caller
+/// gets.
+pub(crate) fn keep<R>(kept: &mut Kept<R>, last: Result<R, BoxError>) {
+    match kept {
+        Some(pause) => *pause.as_mut().project().kept = Some(last),
+        // Never polled before `pause` sets it.
+        None => {
+            *kept = Some(Box::pin(Pause {
+                sleep: tokio::time::sleep_until(tokio::time::Instant::now()),
+                kept: Some(last),
+            }))
+        }
+    }
+}
+
 impl<R> Pause<R> {
     /// The wait's timer.
     pub(crate) fn sleep(self: Pin<&mut Self>) -> Pin<&mut tokio::time::Sleep> {

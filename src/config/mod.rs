@@ -280,6 +280,160 @@ mod word;
 
 use spec::{EndpointsSpec, PolicySpec, Table};
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use shared::Config;
+
+/// A document with a shared store (the `redis` feature).
+#[cfg(feature = "redis")]
+mod shared {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::spec::{EndpointsSpec, Table};
+    use super::{Format, parse_json, parse_toml, read};
+    use crate::endpoint::EndpointPolicies;
+    use crate::policy::ConfigError;
+    use crate::protection::store::StateStore;
+    use crate::protection::store::redis::{RedisStoreBuilder, StoreError};
+
+    /// An endpoint-set document whose policies share a
+    /// [`RedisStore`](crate::protection::store::redis::RedisStore), read and
+    /// checked but not yet connected: [`connect`](Self::connect) reaches
+    /// Redis and gives the policies. Reading checks everything it can
+    /// without a network (every key, the store's settings and URL) and
+    /// fails as the synchronous loaders do, naming the key
+    /// (`store.call_timeout`); connecting fails only for the server
+    /// ([`StoreError::Unreachable`]).
+    ///
+    /// The document is an endpoint set (see the [module docs](super#an-endpoint-set))
+    /// with a `[store]` table at its top; a single policy goes under
+    /// `[default]`. Every policy of the set, the well-known routes' too,
+    /// keeps its state in the one store:
+    ///
+    /// ```toml
+    /// [store]                     # or inline: store = { redis = "redis://127.0.0.1:6379", prefix = "batch" }
+    /// redis = "redis://127.0.0.1:6379"   # required: redis://[user:password@]host:port[/db]
+    /// prefix = "batch-job"        # default "http-resilience"; processes with one prefix share
+    /// call_timeout = "50ms"       # the longest a request waits on Redis
+    /// connect_timeout = "1s"
+    /// fallback = "local"          # "local" (each process's share), "allow" or "refuse"
+    /// retry_interval = "1s"       # how often Redis is tried again while it is gone
+    /// heartbeat = "1s"            # a process counts as live for 3
+    /// hold_sync = "subscribe"     # or a polling interval: "50ms"
+    /// shared_budget = false       # one retry budget for the fleet
+    /// share_open_circuits = false # tell the fleet when a breaker opens
+    /// expected_processes = 1      # the share before the first heartbeat
+    /// start_without_redis = false # start locally when Redis cannot be reached
+    ///
+    /// [default]
+    /// rate_limit = { requests = 5000, per = "1h", burst = 100 }
+    /// ```
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use http_resilience::config::Config;
+    ///
+    /// let policies = Config::from_toml_str(r#"
+    ///     store = { redis = "redis://127.0.0.1:6379", prefix = "nightly-sync" }
+    ///     [default]
+    ///     rate_limit = { requests = 5000, per = "1h", burst = 100 }
+    /// "#)?
+    /// .connect()
+    /// .await?;
+    /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    ///     .with(http_resilience::RetryMiddleware::new(policies))
+    ///     .build();
+    /// # let _ = client;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The synchronous loaders ([`EndpointPolicies::from_toml_str`] and the
+    /// others) refuse a `store` (the key `store`, naming this loader)
+    /// rather than silently run without it, and a `store` inside a policy
+    /// table is refused too.
+    ///
+    /// ```
+    /// use http_resilience::config::Config;
+    /// use http_resilience::EndpointPolicies;
+    ///
+    /// let err = Config::from_toml_str(r#"store = { redis = "redis://127.0.0.1", call_timeout = "0s" }"#)
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "store.call_timeout");
+    /// assert_eq!(err.reason(), "must be greater than zero");
+    /// let err = EndpointPolicies::from_toml_str(r#"store = { redis = "redis://127.0.0.1" }"#)
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "store");
+    /// ```
+    #[derive(Debug)]
+    pub struct Config {
+        policies: EndpointPolicies,
+        store: Option<RedisStoreBuilder>,
+    }
+
+    impl Config {
+        /// Reads a document from TOML: all or nothing, any problem an error
+        /// naming the key.
+        pub fn from_toml_str(toml: &str) -> Result<Config, ConfigError> {
+            Config::of(parse_toml::<Table<EndpointsSpec>>(toml)?.0)
+        }
+
+        /// Reads a document from JSON (the same keys).
+        pub fn from_json_str(json: &str) -> Result<Config, ConfigError> {
+            Config::of(parse_json::<Table<EndpointsSpec>>(json)?.0)
+        }
+
+        /// Reads a `.toml` or `.json` file (chosen by the extension).
+        pub fn from_path(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+            let (format, text) = read(path.as_ref())?;
+            match format {
+                Format::Toml => Config::from_toml_str(&text),
+                Format::Json => Config::from_json_str(&text),
+            }
+        }
+
+        fn of(mut spec: EndpointsSpec) -> Result<Config, ConfigError> {
+            let store = spec.store.take().map(|t| t.0.build()).transpose();
+            let policies = spec.build()?;
+            Ok(Config {
+                policies,
+                store: store?,
+            })
+        }
+
+        /// The policies as read, each with a store of its own in memory (what
+        /// [`connect`](Self::connect) replaces).
+        pub fn policies(&self) -> &EndpointPolicies {
+            &self.policies
+        }
+
+        /// The store's builder, if the document has a `store`.
+        pub fn store(&self) -> Option<&RedisStoreBuilder> {
+            self.store.as_ref()
+        }
+
+        /// Connects the store (see
+        /// [`RedisStoreBuilder::connect`]) and gives the policies, every one
+        /// of them keeping its state in it. A document without a `store`
+        /// gives its policies as they are. Must be called within a tokio
+        /// runtime.
+        pub async fn connect(self) -> Result<EndpointPolicies, StoreError> {
+            let Some(builder) = self.store else {
+                return Ok(self.policies);
+            };
+            let store: Arc<dyn StateStore> = Arc::new(builder.connect().await?);
+            let mut set = EndpointPolicies::builder();
+            for (route, policy) in self.policies.routes() {
+                set = set.route(route.clone(), policy.with_store(store.clone()));
+            }
+            set = set.default_policy(self.policies.default_policy().with_store(store));
+            // The routes were checked when the document was read: this
+            // cannot fail, and would say so if it did.
+            set.build().map_err(StoreError::InvalidSetting)
+        }
+    }
+}
+
 impl RetryPolicy {
     /// Reads a policy from TOML (see the [`config`](crate::config) module for
     /// the keys). All or nothing: any problem is an error naming the key.

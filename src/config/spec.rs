@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use crate::backoff::Jitter;
 use crate::endpoint::{EndpointPolicies, Route};
-use crate::policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
+use crate::policy::{ConfigError, LongHint, RequestCost, RetryPolicy, RetryPolicyBuilder};
 use crate::presets::Preset;
 use crate::protection::CircuitBreaker;
 use crate::protection::RateLimit;
@@ -42,12 +42,16 @@ pub(super) struct PolicySpec {
     retry_budget: Option<Toggle<BudgetSpec>>,
     circuit_breaker: Option<Toggle<BreakerSpec>>,
     rate_limit: Option<Toggle<RateLimitSpec>>,
+    request_cost: Option<CostSpec>,
     server_limits: Option<bool>,
     max_quota_reset: Option<Word<Duration>>,
     quota_release_spread: Option<Word<Duration>>,
     scope: Option<Word<Scope>>,
     name: Option<String>,
     attempt_header: Option<String>,
+    /// Refused with a pointer to where a store goes.
+    #[allow(dead_code)]
+    store: Option<NotHere>,
 }
 
 impl PolicySpec {
@@ -157,6 +161,11 @@ impl PolicySpec {
                 }
             },
         };
+        b = set(
+            b,
+            self.request_cost.map(|c| c.0),
+            RetryPolicyBuilder::request_cost,
+        );
         b = set(b, self.server_limits, RetryPolicyBuilder::server_limits);
         b = set(
             b,
@@ -270,6 +279,56 @@ impl RateLimitSpec {
     }
 }
 
+/// `request_cost`: a number of turns, or `"github_points"`.
+pub(super) struct CostSpec(RequestCost);
+
+impl<'de> Deserialize<'de> for CostSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = CostSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a number of turns (1 or more) or "github_points""#)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<CostSpec, E> {
+                // 0 is the builder's to refuse, in its words.
+                let n = u32::try_from(n)
+                    .map_err(|_| E::custom(format!("{n} turns is more than a rate limit holds")))?;
+                Ok(CostSpec(RequestCost::Fixed(n)))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<CostSpec, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!(
+                        "{n} is not a cost: a request takes 1 turn or more"
+                    ))),
+                }
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<CostSpec, E> {
+                match s {
+                    "github_points" => Ok(CostSpec(RequestCost::GitHubPoints)),
+                    _ => Err(E::custom(format!(
+                        "unknown request_cost `{s}` (expected a number or github_points)"
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A `store` inside a policy table: refused, saying where it goes.
+pub(super) struct NotHere;
+
+impl<'de> Deserialize<'de> for NotHere {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(de::Error::custom(
+            "a shared store is set once, at the top of an endpoint-set document, \
+             and loaded with http_resilience::config::Config (not inside a policy)",
+        ))
+    }
+}
+
 /// A load-protection key: `false` (none), `true` (the defaults) or a table
 /// of settings.
 pub(super) enum Toggle<T> {
@@ -346,6 +405,99 @@ pub(super) struct EndpointsSpec {
     default: Option<Table<PolicySpec>>,
     #[serde(default)]
     routes: Vec<Table<RouteSpec>>,
+    /// A store shared by many processes, for every policy of the set.
+    pub(super) store: Option<Table<StoreSpec>>,
+}
+
+/// A `store` table: `redis` (the URL) required, every other key optional
+/// with the defaults of [`RedisStoreBuilder`](crate::protection::store::redis::RedisStoreBuilder).
+#[cfg(feature = "redis")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StoreSpec {
+    redis: String,
+    prefix: Option<String>,
+    call_timeout: Option<Word<Duration>>,
+    connect_timeout: Option<Word<Duration>>,
+    fallback: Option<Word<crate::protection::store::redis::Fallback>>,
+    retry_interval: Option<Word<Duration>>,
+    heartbeat: Option<Word<Duration>>,
+    hold_sync: Option<Word<crate::protection::store::redis::HoldSync>>,
+    shared_budget: Option<bool>,
+    share_open_circuits: Option<bool>,
+    expected_processes: Option<usize>,
+    start_without_redis: Option<bool>,
+}
+
+#[cfg(feature = "redis")]
+impl StoreSpec {
+    /// The store's builder, its settings and URL checked (nothing sent);
+    /// errors name their key under `store`.
+    pub(super) fn build(
+        self,
+    ) -> Result<crate::protection::store::redis::RedisStoreBuilder, ConfigError> {
+        use crate::protection::store::redis::{RedisStore, RedisStoreBuilder};
+        fn set<T>(
+            b: RedisStoreBuilder,
+            value: Option<T>,
+            f: fn(RedisStoreBuilder, T) -> RedisStoreBuilder,
+        ) -> RedisStoreBuilder {
+            match value {
+                Some(v) => f(b, v),
+                None => b,
+            }
+        }
+        let word = |w: Option<Word<Duration>>| w.map(|w| w.0);
+        let mut b = RedisStore::builder(self.redis);
+        b = set(b, self.prefix, |b, p| b.prefix(p));
+        b = set(b, word(self.call_timeout), RedisStoreBuilder::call_timeout);
+        b = set(
+            b,
+            word(self.connect_timeout),
+            RedisStoreBuilder::connect_timeout,
+        );
+        b = set(b, self.fallback.map(|w| w.0), RedisStoreBuilder::fallback);
+        b = set(
+            b,
+            word(self.retry_interval),
+            RedisStoreBuilder::retry_interval,
+        );
+        b = set(b, word(self.heartbeat), RedisStoreBuilder::heartbeat);
+        b = set(b, self.hold_sync.map(|w| w.0), RedisStoreBuilder::hold_sync);
+        b = set(b, self.shared_budget, RedisStoreBuilder::shared_budget);
+        b = set(
+            b,
+            self.share_open_circuits,
+            RedisStoreBuilder::share_open_circuits,
+        );
+        b = set(
+            b,
+            self.expected_processes,
+            RedisStoreBuilder::expected_processes,
+        );
+        b = set(
+            b,
+            self.start_without_redis,
+            RedisStoreBuilder::start_without_redis,
+        );
+        b.check().map_err(|e| e.within("store"))?;
+        b.client()
+            .map_err(|e| ConfigError::new("store.redis", e.to_string()))?;
+        Ok(b)
+    }
+}
+
+/// A `store` table without the `redis` feature: refused.
+#[cfg(not(feature = "redis"))]
+pub(super) struct StoreSpec;
+
+#[cfg(not(feature = "redis"))]
+impl<'de> Deserialize<'de> for StoreSpec {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(de::Error::custom(
+            "a shared store needs the crate's `redis` feature, which is off",
+        ))
+    }
 }
 
 #[derive(Deserialize)]
@@ -413,7 +565,18 @@ impl RouteSpec {
 }
 
 impl EndpointsSpec {
+    /// The set; a `store` is refused (it needs a connection: see
+    /// `Config`, which takes it out first).
     pub(super) fn build(self) -> Result<EndpointPolicies, ConfigError> {
+        if self.store.is_some() {
+            return Err(ConfigError::new(
+                "store",
+                "a shared store needs a connection: load this document with \
+                 `http_resilience::config::Config::from_toml_str(..)?.connect().await` \
+                 (or from_json_str, from_path)"
+                    .into(),
+            ));
+        }
         let mut builder = EndpointPolicies::builder();
         if let Some(default) = self.default {
             builder = builder.default_policy(default.0.build("default")?);

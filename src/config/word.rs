@@ -13,6 +13,8 @@ use crate::backoff::Jitter;
 use crate::policy::LongHint;
 use crate::presets::Preset;
 use crate::protection::store::Scope;
+#[cfg(feature = "redis")]
+use crate::protection::store::redis::{Fallback, HoldSync};
 
 /// A value written as a string and parsed by [`Parse`].
 pub(super) struct Word<T>(pub(super) T);
@@ -68,6 +70,34 @@ impl Parse for Scope {
             "policy" => Ok(Scope::Policy),
             _ => Err(format!("unknown scope `{s}` (expected endpoint or policy)")),
         }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Parse for Fallback {
+    const EXPECTING: &'static str = r#"a fallback: "local", "allow" or "refuse""#;
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Fallback::Local),
+            "allow" => Ok(Fallback::Allow),
+            "refuse" => Ok(Fallback::Refuse),
+            _ => Err(format!(
+                "unknown fallback `{s}` (expected local, allow or refuse)"
+            )),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Parse for HoldSync {
+    const EXPECTING: &'static str = r#""subscribe" or a polling interval such as "50ms""#;
+    fn parse(s: &str) -> Result<Self, String> {
+        if s == "subscribe" {
+            return Ok(HoldSync::Subscribe);
+        }
+        humantime::parse_duration(s).map(HoldSync::Poll).map_err(|e| {
+            format!(r#"`{s}` is neither "subscribe" nor a duration ({e}); write e.g. "subscribe" or "50ms""#)
+        })
     }
 }
 

@@ -10,16 +10,21 @@
 //! quota is seen gone or the endpoint holds one. Later steps read them from
 //! the [`Guard`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::{Now, RetryState, trace};
 use crate::classify::{Class, Outcome, RequestMeta};
 use crate::policy::Protection;
-use crate::protection::store::{EndpointKey, EndpointState, Partition, Scope};
+use crate::protection::store::{
+    Decided, EndpointKey, EndpointState, Partition, Refused, Scope, StoreAnswer, StoreCall,
+    StoreStep,
+};
 use crate::protection::{
     CircuitBreaker, CircuitStatus, RateLimit, RetryBudget, Ticket, Turn, Verdict,
 };
+use crate::retry_after::DelaySource;
 use crate::retry_after::quota_reset_at;
 
 /// A request's hold on its endpoint's load-protection state (given back on
@@ -50,6 +55,65 @@ pub(super) struct Guard {
     /// for, or a turn that has come and is used when the attempt is sent.
     /// Given back if the attempt is refused or the request dropped.
     turn: Option<Turn>,
+    /// What the store is asked over the network: the call until the
+    /// adapter takes it, then what it answered. Boxed, and only for a
+    /// store that shares its state (an in-memory one answers at once).
+    consult: Option<Box<Consult>>,
+    /// Whether a store's fallback made a decision since the engine last
+    /// looked ([`take_fallback`](Self::take_fallback)).
+    fallback: bool,
+}
+
+/// A store call the adapter awaits, and what comes of it.
+#[derive(Default)]
+pub(super) struct Consult {
+    /// The call, until the adapter takes it. (In a `Mutex`, never locked:
+    /// only `get_mut` and `into_inner`, so that the state stays `Sync`
+    /// though a store's future need not be.)
+    call: Option<Mutex<StoreCall>>,
+    /// A refusal the store answered, for the next `admit`.
+    refused: Option<Refused>,
+    /// The payment the store answered, for `decide_after_store`.
+    payment: Option<Result<(), Refused>>,
+    /// The retry `decide` was deciding when it asked for the payment.
+    retry: Option<PendingRetry>,
+}
+
+impl std::fmt::Debug for Consult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consult")
+            .field("call", &self.call.is_some())
+            .field("refused", &self.refused)
+            .field("payment", &self.payment)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// A retry decided up to its payment, which a store call answers.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PendingRetry {
+    pub(super) delay: Duration,
+    pub(super) source: DelaySource,
+    pub(super) is_response: bool,
+    pub(super) cost: u32,
+}
+
+/// Why an attempt gets no turn now: beyond `max_wait` (how far), the store
+/// cannot answer and its fallback refuses, or a store call must be awaited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NoTurn {
+    Beyond(Duration),
+    Unavailable,
+    Consult,
+}
+
+/// What came of a retry's payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Payment {
+    Paid,
+    Refused(Refused),
+    Consult,
 }
 
 impl Guard {
@@ -72,6 +136,8 @@ impl Guard {
                 turn_started: 0,
                 partition: None,
                 turn: None,
+                consult: None,
+                fallback: false,
             })
         })
     }
@@ -82,10 +148,83 @@ impl Guard {
         &*self.endpoint
     }
 
+    /// The request's partition: the store's hash of its credential (a
+    /// shared store's is the same in every process).
     fn partition(&mut self, request: &RequestMeta<'_>) -> Partition {
+        let endpoint = &self.endpoint;
         *self
             .partition
-            .get_or_insert_with(|| Partition::of(request.headers()))
+            .get_or_insert_with(|| endpoint.partition(request.headers()))
+    }
+
+    /// Notes who decided a store's answer.
+    fn decided(&mut self, decided: Decided) {
+        self.fallback |= decided == Decided::Fallback;
+    }
+
+    /// Whether a store's fallback decided something since the last call.
+    pub(super) fn take_fallback(&mut self) -> bool {
+        std::mem::take(&mut self.fallback)
+    }
+
+    fn consult(&mut self) -> &mut Consult {
+        self.consult.get_or_insert_with(Box::default)
+    }
+
+    /// The store call to await, if one is out.
+    pub(super) fn take_call(&mut self) -> Option<StoreCall> {
+        let call = self.consult.as_mut()?.call.take()?;
+        Some(call.into_inner().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Polls the store call out, if one is: its answer once it has one
+    /// (the call is then gone), `Ready(None)` if none is out.
+    pub(super) fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<Option<StoreAnswer>> {
+        let Some(slot) = self.consult.as_mut().map(|c| &mut c.call) else {
+            return Poll::Ready(None);
+        };
+        let Some(call) = slot else {
+            return Poll::Ready(None);
+        };
+        let call = call.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let answer = std::task::ready!(call.as_mut().poll(cx));
+        *slot = None;
+        Poll::Ready(Some(answer))
+    }
+
+    /// What a store call answered.
+    pub(super) fn answered(&mut self, answer: StoreAnswer) {
+        match answer {
+            StoreAnswer::Turn(answer) => {
+                self.decided(answer.decided);
+                match answer.value {
+                    Ok(turn) => self.turn = Some(turn),
+                    Err(refused) => self.consult().refused = Some(refused),
+                }
+            }
+            StoreAnswer::Payment(answer) => {
+                self.decided(answer.decided);
+                self.consult().payment = Some(answer.value);
+            }
+        }
+    }
+
+    /// The retry waiting for its payment, and the payment (a store that
+    /// did not answer cannot pay).
+    pub(super) fn paid_retry(&mut self) -> Option<(PendingRetry, Result<(), Refused>)> {
+        let consult = self.consult.as_mut()?;
+        let retry = consult.retry.take()?;
+        let payment = consult.payment.take().unwrap_or(Err(Refused::Unavailable));
+        if payment.is_ok() {
+            self.paid = retry.cost;
+        }
+        Some((retry, payment))
+    }
+
+    /// Drops any store call and answer still out: the attempt they were for
+    /// will not be sent.
+    pub(super) fn forget_consult(&mut self) {
+        self.consult = None;
     }
 
     /// When the attempt about to be sent first asked to go (its waits for
@@ -117,16 +256,31 @@ impl Guard {
 
     /// The attempt's turn under `limit`: `Ok(None)` to go now, `Ok(Some(wait))`
     /// to wait for the turn it holds (one ask per attempt, however many
-    /// wait), `Err(delay)` when the next turn lies beyond what is `left` of
-    /// `max_wait` (no turn taken). `held`: a server quota holds the attempt
+    /// wait), `Err(NoTurn::Beyond(delay))` when the next turn lies beyond
+    /// what is `left` of `max_wait` (no turn taken). `held`: a server quota holds the attempt
     /// anyway, so a turn taken before is given back and none is taken.
+    ///
+    /// The turn is the store's ([`EndpointState::acquire_turn`], for the
+    /// request's `cost`): answered at once, or a call the adapter awaits
+    /// ([`NoTurn::Consult`]) whose answer the next ask finds.
     pub(super) fn take_turn(
         &mut self,
         limit: &RateLimit,
+        cost: u32,
         now: Instant,
         left: Duration,
         held: bool,
-    ) -> Result<Option<Duration>, Duration> {
+    ) -> Result<Option<Duration>, NoTurn> {
+        if let Some(consult) = &mut self.consult {
+            if consult.call.is_some() {
+                return Err(NoTurn::Consult);
+            }
+            match consult.refused.take() {
+                Some(Refused::Unavailable) => return Err(NoTurn::Unavailable),
+                Some(Refused::TooLong(wait)) => return Err(NoTurn::Beyond(wait)),
+                Some(_) | None => {}
+            }
+        }
         let turn = match self.turn.take() {
             Some(turn) if held => {
                 self.endpoint.release(limit, turn);
@@ -134,7 +288,20 @@ impl Guard {
             }
             Some(turn) => turn,
             None if held => return Ok(None),
-            None => self.endpoint.acquire(limit, now, left)?,
+            None => match self.endpoint.acquire_turn(limit, cost, now, left) {
+                StoreStep::Ready(answer) => {
+                    self.decided(answer.decided);
+                    match answer.value {
+                        Ok(turn) => turn,
+                        Err(Refused::TooLong(wait)) => return Err(NoTurn::Beyond(wait)),
+                        Err(_) => return Err(NoTurn::Unavailable),
+                    }
+                }
+                StoreStep::Pending(call) => {
+                    self.consult().call = Some(Mutex::new(call));
+                    return Err(NoTurn::Consult);
+                }
+            },
         };
         let wait = (turn.at() > now).then(|| turn.at() - now);
         self.turn = Some(turn);
@@ -148,6 +315,10 @@ impl Guard {
         breaker: &CircuitBreaker,
         now: Instant,
     ) -> Result<(), Duration> {
+        // Another process's breaker is open (a shared store's hint).
+        if let Some(until) = self.endpoint.open_hint(now) {
+            return Err(until - now);
+        }
         let mut verdict = None;
         self.endpoint
             .circuit(&mut |state| verdict = Some(state.admit(breaker, now)));
@@ -159,25 +330,45 @@ impl Guard {
         Ok(())
     }
 
-    /// Until when the endpoint's breaker is open, if it is at `now`.
+    /// Until when the endpoint's breaker is open, if it is at `now`: its
+    /// own, or as other processes said (a shared store's hint).
     pub(super) fn open_until(&self, now: Instant) -> Option<Instant> {
         let mut status = CircuitStatus::Closed;
         self.endpoint
             .circuit(&mut |state| status = state.status(now));
-        match status {
+        let local = match status {
             CircuitStatus::Open { until } => Some(until),
             _ => None,
-        }
+        };
+        local.max(self.endpoint.open_hint(now))
     }
 
-    /// Pays `cost` tokens for the retry about to be decided; `false` if the
-    /// endpoint's budget cannot.
-    pub(super) fn pay(&mut self, budget: &RetryBudget, cost: u32) -> bool {
-        if !self.endpoint.withdraw(budget, cost) {
-            return false;
+    /// Pays `retry.cost` tokens for the retry about to be decided, or says
+    /// why the endpoint's budget does not.
+    ///
+    /// The payment is the store's ([`EndpointState::withdraw_step`]):
+    /// answered at once, or a call the adapter awaits
+    /// ([`Payment::Consult`]; `retry` is kept for
+    /// [`paid_retry`](Self::paid_retry)).
+    pub(super) fn pay(&mut self, budget: &RetryBudget, retry: PendingRetry) -> Payment {
+        match self.endpoint.withdraw_step(budget, retry.cost) {
+            StoreStep::Ready(answer) => {
+                self.decided(answer.decided);
+                match answer.value {
+                    Ok(()) => {
+                        self.paid = retry.cost;
+                        Payment::Paid
+                    }
+                    Err(refused) => Payment::Refused(refused),
+                }
+            }
+            StoreStep::Pending(call) => {
+                let consult = self.consult();
+                consult.call = Some(Mutex::new(call));
+                consult.retry = Some(retry);
+                Payment::Consult
+            }
         }
-        self.paid = cost;
-        true
     }
 
     /// The attempt is being sent: what was paid for it is spent, its turn
@@ -226,10 +417,25 @@ impl RetryState {
                     (_, Outcome::Error { .. }) => None,
                 };
                 let now = now.get();
+                // A failure that opens the breaker is told to the store (a
+                // shared one may tell the other processes).
+                let mut opened = None;
                 guard.endpoint.circuit(&mut |state| match failed {
-                    Some(failed) => state.record(breaker, ticket, failed, now),
+                    Some(true) => {
+                        let was_open = matches!(state.status(now), CircuitStatus::Open { .. });
+                        state.record(breaker, ticket, true, now);
+                        if let (false, CircuitStatus::Open { until }) =
+                            (was_open, state.status(now))
+                        {
+                            opened = Some(until);
+                        }
+                    }
+                    Some(false) => state.record(breaker, ticket, false, now),
                     None => state.release(ticket),
                 });
+                if let Some(until) = opened {
+                    guard.endpoint.opened(until);
+                }
             }
         }
         if p.protection.server_limits

@@ -121,6 +121,8 @@ pub(super) fn decided(m: &EndpointMetrics, decision: &Decision, report: &RetryRe
     }
     match *decision {
         Decision::Retry { delay, source } => m.retrying(delay, source),
+        // Recorded once the store has answered (`decide_after_store`).
+        Decision::Consult => {}
         Decision::Fail(reason) => {
             if let Some(refusal) = Refusal::of(reason, false) {
                 m.refused(refusal);
@@ -135,7 +137,8 @@ pub(super) fn decided(m: &EndpointMetrics, decision: &Decision, report: &RetryRe
 /// refusal (which ends the request). A send records nothing.
 pub(super) fn admitted(m: &EndpointMetrics, admission: &Admission, report: &RetryReport) {
     match *admission {
-        Admission::Send => {}
+        // A send, or a store call before the admission: nothing yet.
+        Admission::Send | Admission::Consult => {}
         Admission::Wait { reason, .. } => m.throttled(reason),
         Admission::Fail(reason) => {
             if let Some(refusal) = Refusal::of(reason, true) {

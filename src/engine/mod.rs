@@ -67,6 +67,7 @@ use crate::classify::{
     is_idempotent_method,
 };
 use crate::policy::{LongHint, RetryPolicy};
+use crate::protection::store::{Refused, StoreAnswer, StoreCall};
 use crate::report::{AttemptRecord, RetryReport, StopReason, ThrottleReason, WallAnchor};
 use crate::retry_after::DelaySource;
 
@@ -78,7 +79,7 @@ mod metrics;
 mod tests;
 mod trace;
 
-use endpoint::{Guard, endpoint_label};
+use endpoint::{Guard, NoTurn, Payment, PendingRetry, endpoint_label};
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +97,12 @@ pub enum Decision {
     },
     /// Stop and fail with the [`Error`](crate::Error) for this reason.
     Fail(StopReason),
+    /// The retry's payment is a store call (a retry budget shared by many
+    /// processes): await [`RetryState::take_store_call`], hand its answer
+    /// to [`RetryState::store_answered`], then finish the decision with
+    /// [`RetryState::decide_after_store`]. Never with an
+    /// [`InMemoryStore`](crate::InMemoryStore).
+    Consult,
 }
 
 /// What to do before an attempt: [`RetryState::admit`]'s answer.
@@ -114,6 +121,11 @@ pub enum Admission {
     /// Do not send it: fail with the [`Error`](crate::Error) for this
     /// reason.
     Fail(StopReason),
+    /// The attempt's rate-limit turn is a store call (a limit shared by
+    /// many processes): await [`RetryState::take_store_call`], hand its
+    /// answer to [`RetryState::store_answered`], then ask again. Never with
+    /// an [`InMemoryStore`](crate::InMemoryStore).
+    Consult,
 }
 
 /// One request's retry state. See the [module docs](self).
@@ -283,14 +295,24 @@ impl RetryState {
         if let Some(limit) = &protection.rate_limit {
             let waited = now.saturating_duration_since(turn_started);
             let left = limit.max_wait().saturating_sub(waited);
-            match guard.take_turn(limit, now, left, wait.is_some()) {
+            let cost = protection.cost.of(request);
+            let turn = guard.take_turn(limit, cost, now, left, wait.is_some());
+            if guard.take_fallback() {
+                self.report
+                    .note_decided_locally(|| endpoint_label(protection, request));
+            }
+            match turn {
                 Ok(Some(delay)) => wait = Some((delay, ThrottleReason::LocalRateLimit)),
                 Ok(None) => {}
-                Err(delay) => {
+                Err(NoTurn::Beyond(delay)) => {
                     let wait = waited + delay;
                     let reason = StopReason::RateLimitedLocally { wait };
                     return self.refuse(request, reason, Some(now));
                 }
+                Err(NoTurn::Unavailable) => {
+                    return self.refuse(request, StopReason::StoreUnavailable, Some(now));
+                }
+                Err(NoTurn::Consult) => return Admission::Consult,
             }
         }
         if let Some((delay, reason)) = wait {
@@ -408,6 +430,9 @@ impl RetryState {
     ) -> Admission {
         self.refund();
         self.give_back_turn();
+        if let Some(guard) = &mut self.guard {
+            guard.forget_consult();
+        }
         self.report.set_stop(reason);
         let p = self.policy.inner();
         self.report
@@ -565,19 +590,159 @@ impl RetryState {
             }
             if let Some(budget) = &p.protection.budget {
                 let cost = budget.cost(outcome.failure() == Some(FailureKind::Timeout));
-                if !Guard::of(&mut self.guard, &p.protection, request).pay(budget, cost) {
-                    return self.stop(request, StopReason::BudgetExhausted, is_response);
+                let retry = PendingRetry {
+                    delay,
+                    source,
+                    is_response,
+                    cost,
+                };
+                let guard = Guard::of(&mut self.guard, &p.protection, request);
+                let payment = guard.pay(budget, retry);
+                if guard.take_fallback() {
+                    let protection = &p.protection;
+                    self.report
+                        .note_decided_locally(|| endpoint_label(protection, request));
+                }
+                match payment {
+                    Payment::Paid => {}
+                    Payment::Refused(Refused::Unavailable) => {
+                        return self.store_unavailable(request, is_response);
+                    }
+                    Payment::Refused(_) => {
+                        return self.stop(request, StopReason::BudgetExhausted, is_response);
+                    }
+                    Payment::Consult => return Decision::Consult,
                 }
             }
         }
+        self.retry(request, delay, source)
+    }
 
+    /// The retry decided: its wait recorded and traced.
+    fn retry(
+        &mut self,
+        request: &RequestMeta<'_>,
+        delay: Duration,
+        source: DelaySource,
+    ) -> Decision {
         if let Some(last) = self.report.last_mut() {
             last.delay = Some(delay);
             last.delay_source = Some(source);
         }
-        let attempts = self.report.attempts();
-        trace::retrying(&self.policy, request, outcome, attempts, delay, source);
+        trace::retrying(&self.policy, request, &self.report, delay, source);
         Decision::Retry { delay, source }
+    }
+
+    /// The store call that [`Admission::Consult`] or
+    /// [`Decision::Consult`] asks the adapter to await (a round trip to a
+    /// store shared by many processes, bounded by the store's own timeout).
+    /// `None` if there is none out (it was taken already): ask again
+    /// ([`admit`](Self::admit)), or finish the decision
+    /// ([`decide_after_store`](Self::decide_after_store)).
+    ///
+    /// An adapter's part, whatever its timers:
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use http_resilience::{Admission, RequestMeta, RetryState};
+    ///
+    /// async fn admitted(state: &mut RetryState, request: &RequestMeta<'_>) -> Admission {
+    ///     let mut admission = state.admit(request, Instant::now());
+    ///     while admission == Admission::Consult {
+    ///         if let Some(call) = state.take_store_call() {
+    ///             let answer = call.await;
+    ///             state.store_answered(answer);
+    ///         }
+    ///         admission = state.admit(request, Instant::now());
+    ///     }
+    ///     admission // Send, Wait or Fail, as without a shared store
+    /// }
+    /// # let _ = admitted;
+    /// ```
+    pub fn take_store_call(&mut self) -> Option<StoreCall> {
+        self.guard.as_mut()?.take_call()
+    }
+
+    /// Hands the engine what a store call
+    /// ([`take_store_call`](Self::take_store_call)) answered. A decision the
+    /// store's fallback made (what it shares could not answer in time) is
+    /// noted in the report ([`RetryReport::decided_locally`]).
+    pub fn store_answered(&mut self, answer: StoreAnswer) {
+        let Some(guard) = &mut self.guard else {
+            return;
+        };
+        // Who decided is noted in the report by the `admit` or
+        // `decide_after_store` that reads the answer (they know the
+        // endpoint's name).
+        guard.answered(answer);
+    }
+
+    /// Polls the store call out in place (for an adapter that keeps no
+    /// future of its own, as the tower layer's): once it has answered, the
+    /// answer is the engine's, as by
+    /// [`store_answered`](Self::store_answered). Ready at once if no call
+    /// is out.
+    pub(crate) fn poll_store_call(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let Some(guard) = &mut self.guard else {
+            return std::task::Poll::Ready(());
+        };
+        if let Some(answer) = std::task::ready!(guard.poll_call(cx)) {
+            guard.answered(answer);
+        }
+        std::task::Poll::Ready(())
+    }
+
+    /// Finishes a decision that [`Decision::Consult`] left to a store call
+    /// (the retry's payment), once its answer is in
+    /// ([`store_answered`](Self::store_answered)), at `now`: the retry,
+    /// or the stop (`RETRY_BUDGET_EXHAUSTED`; `STORE_UNAVAILABLE` when the
+    /// store could not answer and its fallback refuses; `DEADLINE_EXCEEDED`
+    /// if the answer came too late for the wait to fit before the
+    /// deadline). Called without a decision waiting, it stops with
+    /// `STORE_UNAVAILABLE`.
+    pub fn decide_after_store(&mut self, request: &RequestMeta<'_>, now: Instant) -> Decision {
+        let decision = self.decide_paid(request, now);
+        #[cfg(feature = "metrics")]
+        self.record_decision(request, &decision);
+        decision
+    }
+
+    /// [`decide_after_store`](Self::decide_after_store) without the metrics.
+    fn decide_paid(&mut self, request: &RequestMeta<'_>, now: Instant) -> Decision {
+        let Some(guard) = &mut self.guard else {
+            return self.store_unavailable(request, false);
+        };
+        let paid = guard.paid_retry();
+        if guard.take_fallback() {
+            let protection = &self.policy.inner().protection;
+            self.report
+                .note_decided_locally(|| endpoint_label(protection, request));
+        }
+        let Some((retry, payment)) = paid else {
+            return self.store_unavailable(request, false);
+        };
+        match payment {
+            Ok(()) => {}
+            Err(Refused::Unavailable) => {
+                return self.store_unavailable(request, retry.is_response);
+            }
+            Err(_) => return self.stop(request, StopReason::BudgetExhausted, retry.is_response),
+        }
+        // The call took time: the wait must still fit before the deadline.
+        let elapsed = now.saturating_duration_since(self.started);
+        if self
+            .policy
+            .inner()
+            .deadline
+            .is_some_and(|d| elapsed.saturating_add(retry.delay) >= d)
+        {
+            self.refund();
+            return self.stop(request, StopReason::Deadline, retry.is_response);
+        }
+        self.retry(request, retry.delay, retry.source)
     }
 
     #[inline]
@@ -598,6 +763,17 @@ impl RetryState {
         }
         trace::stopped(&self.policy, request, reason, &self.report);
         self.refusal(reason, is_response)
+    }
+
+    /// [`stop`](Self::stop) with `STORE_UNAVAILABLE`, naming the endpoint
+    /// as a load-protection refusal does (kept out of `stop`, which every
+    /// request runs).
+    #[cold]
+    fn store_unavailable(&mut self, request: &RequestMeta<'_>, is_response: bool) -> Decision {
+        let protection = &self.policy.inner().protection;
+        self.report
+            .set_endpoint(|| endpoint_label(protection, request));
+        self.stop(request, StopReason::StoreUnavailable, is_response)
     }
 }
 
@@ -628,7 +804,8 @@ impl<F: FnOnce() -> Instant> Now<F> {
 fn gives_up(reason: StopReason) -> bool {
     matches!(
         reason,
-        StopReason::MaxRetries
+        StopReason::StoreUnavailable
+            | StopReason::MaxRetries
             | StopReason::RetryAfterTooLong { .. }
             | StopReason::Deadline
             | StopReason::BudgetExhausted

@@ -550,3 +550,258 @@ fn auto_key_only_for_non_idempotent_without_one() {
     prepare_request(&policy().build().unwrap(), &Method::POST, &mut h2);
     assert!(h2.is_empty(), "off by default");
 }
+
+/// `Consult`: a store whose rate-limit turn and retry payment are calls
+/// (a store shared by many processes answers them over the network), here
+/// futures that answer at once, polled by hand: no network, no runtime.
+mod consult {
+    use super::*;
+    use crate::protection::store::{
+        Answer, Decided, EndpointKey, EndpointState, InMemoryStore, Partition, StateStore,
+        StoreStep,
+    };
+    use crate::protection::{CircuitState, RateLimit, RetryBudget, Turn};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    /// What the store's calls answer: the turn's refusal (else the
+    /// in-memory limiter's turn), the payment, and who decided.
+    #[derive(Debug)]
+    struct Script {
+        turn: Option<Refused>,
+        payment: Result<(), Refused>,
+        decided: Decided,
+    }
+
+    #[derive(Debug)]
+    struct Remote {
+        inner: InMemoryStore,
+        script: Arc<Mutex<Script>>,
+    }
+
+    #[derive(Debug)]
+    struct RemoteEndpoint {
+        inner: Arc<dyn EndpointState>,
+        script: Arc<Mutex<Script>>,
+    }
+
+    impl StateStore for Remote {
+        fn endpoint(&self, key: &EndpointKey<'_>) -> Arc<dyn EndpointState> {
+            Arc::new(RemoteEndpoint {
+                inner: self.inner.endpoint(key),
+                script: self.script.clone(),
+            })
+        }
+    }
+
+    impl EndpointState for RemoteEndpoint {
+        fn withdraw(&self, budget: &RetryBudget, cost: u32) -> bool {
+            self.inner.withdraw(budget, cost)
+        }
+        fn deposit(&self, budget: &RetryBudget, tokens: u32) {
+            self.inner.deposit(budget, tokens)
+        }
+        fn circuit(&self, update: &mut dyn FnMut(&mut CircuitState)) {
+            self.inner.circuit(update)
+        }
+        fn blocked_until(&self, partition: Partition) -> Option<Instant> {
+            self.inner.blocked_until(partition)
+        }
+        fn block_until(&self, partition: Partition, until: Instant) {
+            self.inner.block_until(partition, until)
+        }
+        fn acquire(
+            &self,
+            limit: &RateLimit,
+            now: Instant,
+            max_wait: Duration,
+        ) -> Result<Turn, Duration> {
+            self.inner.acquire(limit, now, max_wait)
+        }
+        fn release(&self, limit: &RateLimit, turn: Turn) {
+            self.inner.release(limit, turn)
+        }
+        fn tokens(&self, budget: &RetryBudget) -> u32 {
+            self.inner.tokens(budget)
+        }
+        fn acquire_turn(
+            &self,
+            limit: &RateLimit,
+            cost: u32,
+            now: Instant,
+            max_wait: Duration,
+        ) -> StoreStep<Result<Turn, Refused>> {
+            let script = self.script.lock().unwrap();
+            let value = match script.turn {
+                Some(refused) => Err(refused),
+                None => match self.inner.acquire_turn(limit, cost, now, max_wait) {
+                    StoreStep::Ready(answer) => answer.value,
+                    StoreStep::Pending(_) => unreachable!("in memory"),
+                },
+            };
+            let answer = StoreAnswer::Turn(Answer::new(value, script.decided));
+            StoreStep::Pending(Box::pin(async move { answer }))
+        }
+        fn withdraw_step(
+            &self,
+            _budget: &RetryBudget,
+            _cost: u32,
+        ) -> StoreStep<Result<(), Refused>> {
+            let script = self.script.lock().unwrap();
+            let answer = StoreAnswer::Payment(Answer::new(script.payment, script.decided));
+            StoreStep::Pending(Box::pin(async move { answer }))
+        }
+    }
+
+    fn remote(script: Script) -> (RetryPolicy, Arc<Mutex<Script>>) {
+        let script = Arc::new(Mutex::new(script));
+        let store = Remote {
+            inner: InMemoryStore::new(),
+            script: script.clone(),
+        };
+        let policy = policy()
+            .state_store(store)
+            .rate_limit(RateLimit::per_second(10).burst(1).build().unwrap())
+            .build()
+            .unwrap();
+        (policy, script)
+    }
+
+    /// Awaits the call the engine hands out, as an adapter does.
+    fn answer(state: &mut RetryState) {
+        let mut call = state.take_store_call().expect("a call is out");
+        assert!(state.take_store_call().is_none(), "handed out once");
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(answer) = call.as_mut().poll(&mut cx) else {
+            panic!("the scripted call answers at once");
+        };
+        state.store_answered(answer);
+    }
+
+    const OK: Script = Script {
+        turn: None,
+        payment: Ok(()),
+        decided: Decided::Fleet,
+    };
+
+    #[test]
+    fn a_turn_from_a_call_then_the_attempt_goes() {
+        let (policy, _) = remote(OK);
+        let headers = HeaderMap::new();
+        let meta = RequestMeta::new(&Method::GET, "http", "h", "/p", &headers);
+        let t0 = Instant::now();
+        let mut state = RetryState::new(&policy, &meta, t0);
+        assert_eq!(state.admit(&meta, t0), Admission::Consult);
+        answer(&mut state);
+        assert_eq!(state.admit(&meta, t0), Admission::Send);
+        // the second attempt's turn is 100 ms later: a call, then a wait
+        let outcome = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &headers);
+        let Decision::Consult = state.decide(&meta, &outcome, t0) else {
+            panic!("the retry's payment is a call");
+        };
+        answer(&mut state);
+        let Decision::Retry { delay, .. } = state.decide_after_store(&meta, t0) else {
+            panic!("paid");
+        };
+        let t1 = t0 + delay;
+        assert_eq!(state.admit(&meta, t1), Admission::Consult);
+        answer(&mut state);
+        match state.admit(&meta, t1) {
+            Admission::Wait { delay, .. } => {
+                assert_eq!(
+                    delay,
+                    Duration::from_millis(95),
+                    "100 ms after the first turn"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!state.report().decided_locally());
+    }
+
+    #[test]
+    fn refusals_from_a_call() {
+        let headers = HeaderMap::new();
+        let meta = RequestMeta::new(&Method::GET, "http", "h", "/p", &headers);
+        let t0 = Instant::now();
+        for (refused, code) in [
+            (
+                Refused::TooLong(Duration::from_secs(9)),
+                "rate_limited_locally",
+            ),
+            (Refused::Unavailable, "store_unavailable"),
+        ] {
+            let (policy, _) = remote(Script {
+                turn: Some(refused),
+                ..OK
+            });
+            let mut state = RetryState::new(&policy, &meta, t0);
+            assert_eq!(state.admit(&meta, t0), Admission::Consult);
+            answer(&mut state);
+            let Admission::Fail(reason) = state.admit(&meta, t0) else {
+                panic!("{refused:?}");
+            };
+            assert_eq!(reason.as_str(), code);
+        }
+        // a payment refused: the budget's stop, or the store's
+        for (payment, reason) in [
+            (Err(Refused::Exhausted), StopReason::BudgetExhausted),
+            (Err(Refused::Unavailable), StopReason::StoreUnavailable),
+        ] {
+            let (policy, _) = remote(Script { payment, ..OK });
+            let mut state = RetryState::new(&policy, &meta, t0);
+            assert_eq!(state.admit(&meta, t0), Admission::Consult);
+            answer(&mut state);
+            assert_eq!(state.admit(&meta, t0), Admission::Send);
+            let outcome = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &headers);
+            assert_eq!(state.decide(&meta, &outcome, t0), Decision::Consult);
+            answer(&mut state);
+            assert_eq!(
+                state.decide_after_store(&meta, t0),
+                Decision::Fail(reason),
+                "{payment:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fallbacks_turn_is_in_the_report() {
+        let (policy, _) = remote(Script {
+            decided: Decided::Fallback,
+            ..OK
+        });
+        let headers = HeaderMap::new();
+        let meta = RequestMeta::new(&Method::GET, "http", "h", "/p", &headers);
+        let t0 = Instant::now();
+        let mut state = RetryState::new(&policy, &meta, t0);
+        assert_eq!(state.admit(&meta, t0), Admission::Consult);
+        answer(&mut state);
+        assert_eq!(state.admit(&meta, t0), Admission::Send);
+        let outcome = Outcome::response(StatusCode::OK, &headers);
+        assert_eq!(state.decide(&meta, &outcome, t0), Decision::Return);
+        assert!(state.report().decided_locally());
+        assert!(
+            !state.report().is_clean(),
+            "a success that carries its report"
+        );
+    }
+
+    #[test]
+    fn the_in_memory_store_never_consults() {
+        let policy = policy()
+            .rate_limit(RateLimit::per_second(10).burst(1).build().unwrap())
+            .build()
+            .unwrap();
+        let headers = HeaderMap::new();
+        let meta = RequestMeta::new(&Method::GET, "http", "h", "/p", &headers);
+        let t0 = Instant::now();
+        let mut state = RetryState::new(&policy, &meta, t0);
+        assert_eq!(state.admit(&meta, t0), Admission::Send);
+        let outcome = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &headers);
+        assert!(matches!(
+            state.decide(&meta, &outcome, t0),
+            Decision::Retry { .. }
+        ));
+        assert!(state.take_store_call().is_none());
+    }
+}

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use crate::classify::{Outcome, RequestMeta};
+use crate::classify::RequestMeta;
 use crate::policy::RetryPolicy;
 use crate::report::{RetryReport, StopReason, ThrottleReason};
 use crate::retry_after::{DelaySource, QuotaHeaders};
@@ -82,8 +82,7 @@ pub(super) fn refusing(request: &RequestMeta<'_>, reason: StopReason, attempts: 
 pub(super) fn retrying(
     policy: &RetryPolicy,
     request: &RequestMeta<'_>,
-    outcome: &Outcome<'_>,
-    attempt: u32,
+    report: &RetryReport,
     delay: Duration,
     source: DelaySource,
 ) {
@@ -91,20 +90,20 @@ pub(super) fn retrying(
     if is_operation(request) {
         tracing::info!(
             target: "http_resilience",
-            attempt,
+            attempt = report.attempts(),
             delay_ms = delay.as_millis() as u64,
             source = source.as_str(),
-            reason = %Reason(outcome),
+            reason = %Reason(report.last()),
             operation = request.host(),
             "retrying operation"
         );
     } else {
         tracing::info!(
             target: "http_resilience",
-            attempt,
+            attempt = report.attempts(),
             delay_ms = delay.as_millis() as u64,
             source = source.as_str(),
-            reason = %Reason(outcome),
+            reason = %Reason(report.last()),
             method = %request.method(),
             host = request.host(),
             port = request.port(),
@@ -217,14 +216,15 @@ fn shown_path<'a>(policy: &RetryPolicy, request: &RequestMeta<'a>) -> &'a str {
 }
 
 #[cfg(feature = "tracing")]
-struct Reason<'a>(&'a Outcome<'a>);
+struct Reason<'a>(Option<&'a crate::report::AttemptRecord>);
 
 #[cfg(feature = "tracing")]
 impl std::fmt::Display for Reason<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Outcome::Response { status, .. } => write!(f, "status {}", status.as_u16()),
-            Outcome::Error { kind, .. } => f.write_str(kind.as_str()),
+        match self.0.map(|r| (r.status(), r.failure())) {
+            Some((Some(status), _)) => write!(f, "status {}", status.as_u16()),
+            Some((None, Some(kind))) => f.write_str(kind.as_str()),
+            _ => f.write_str("unknown"),
         }
     }
 }

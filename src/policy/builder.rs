@@ -23,7 +23,7 @@ use crate::resend::BeforeRetry;
 use crate::retry_after::{SystemClock, WallClock};
 use crate::validate::{self, Check, ConfigError};
 
-use super::{Inner, LongHint, Protection, RetryPolicy};
+use super::{Inner, LongHint, Protection, RequestCost, RetryPolicy};
 
 /// Builds a [`RetryPolicy`]; every setter documents its default.
 #[derive(Clone)]
@@ -49,6 +49,7 @@ pub struct RetryPolicyBuilder {
     retry_budget: Option<RetryBudget>,
     circuit_breaker: Option<CircuitBreaker>,
     rate_limit: Option<RateLimit>,
+    request_cost: RequestCost,
     server_limits: bool,
     max_quota_reset: Duration,
     quota_release_spread: Duration,
@@ -83,6 +84,7 @@ impl Default for RetryPolicyBuilder {
             retry_budget: Some(RetryBudget::default()),
             circuit_breaker: None,
             rate_limit: None,
+            request_cost: RequestCost::Fixed(1),
             server_limits: true,
             max_quota_reset: Duration::from_secs(24 * 3600),
             quota_release_spread: Duration::from_secs(1),
@@ -276,6 +278,16 @@ impl RetryPolicyBuilder {
         self.rate_limit = limit.into();
         self
     }
+    /// How many turns of the [`rate_limit`](Self::rate_limit) a request
+    /// takes: a request of cost `c` takes `c` turns at once and is sent at
+    /// the last (GitHub's secondary limit counts a mutation as 5 points:
+    /// [`RequestCost::GitHubPoints`]). Default
+    /// [`RequestCost::Fixed(1)`](RequestCost::Fixed); a fixed cost must be
+    /// positive. Only a rate limit reads it.
+    pub fn request_cost(mut self, cost: RequestCost) -> Self {
+        self.request_cost = cost;
+        self
+    }
     /// When a response says the request quota is gone
     /// (`x-ratelimit-remaining: 0` with a reset, and the Anthropic and
     /// OpenAI equivalents, see
@@ -427,6 +439,9 @@ impl RetryPolicyBuilder {
         if let Some(d) = self.attempt_timeout {
             validate::positive(d).at("attempt_timeout")?;
         }
+        if let RequestCost::Fixed(n) = self.request_cost {
+            validate::nonzero(n).at("request_cost")?;
+        }
         validate::positive(self.max_quota_reset).at("max_quota_reset")?;
         validate::at_most_max(self.quota_release_spread).at("quota_release_spread")?;
         if let Some(name) = &self.name {
@@ -465,6 +480,7 @@ impl RetryPolicyBuilder {
                     budget: self.retry_budget,
                     circuit: self.circuit_breaker,
                     rate_limit: self.rate_limit,
+                    cost: self.request_cost,
                     server_limits: self.server_limits,
                     max_quota_reset: self.max_quota_reset,
                     quota_release_spread: self.quota_release_spread,
@@ -517,6 +533,7 @@ impl RetryPolicy {
                     budget: protection.budget,
                     circuit: protection.circuit,
                     rate_limit: protection.rate_limit,
+                    cost: protection.cost.clone(),
                     server_limits: protection.server_limits,
                     max_quota_reset: protection.max_quota_reset,
                     quota_release_spread: protection.quota_release_spread,

@@ -28,6 +28,7 @@
 //! | [`server_limits`](RetryPolicyBuilder::server_limits) | true |
 //! | [`max_quota_reset`](RetryPolicyBuilder::max_quota_reset) | 24 h |
 //! | [`quota_release_spread`](RetryPolicyBuilder::quota_release_spread) | 1 s |
+//! | [`request_cost`](RetryPolicyBuilder::request_cost) | [`RequestCost::Fixed(1)`](RequestCost::Fixed): a request is one turn of the rate limit |
 //! | [`scope`](RetryPolicyBuilder::scope) | [`Scope::Endpoint`] (host and port) |
 //! | [`state_store`](RetryPolicyBuilder::state_store) | a new [`InMemoryStore`](crate::InMemoryStore) per built policy |
 //! | [`name`](RetryPolicyBuilder::name) | the preset's name (`github`, `openai`, `anthropic`, `git`), else none |
@@ -74,10 +75,12 @@ use crate::resend::BeforeRetry;
 use crate::retry_after::WallClock;
 
 mod builder;
+mod cost;
 mod presets;
 
 pub use crate::validate::{ConfigError, MAX_SETTING};
 pub use builder::RetryPolicyBuilder;
+pub use cost::RequestCost;
 
 /// What to do when the server asks for a wait longer than
 /// [`max_retry_after`](RetryPolicyBuilder::max_retry_after).
@@ -151,6 +154,8 @@ pub(crate) struct Protection {
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) circuit: Option<CircuitBreaker>,
     pub(crate) rate_limit: Option<RateLimit>,
+    /// The turns of `rate_limit` a request takes.
+    pub(crate) cost: RequestCost,
     pub(crate) server_limits: bool,
     pub(crate) max_quota_reset: Duration,
     pub(crate) quota_release_spread: Duration,
@@ -303,6 +308,10 @@ impl RetryPolicy {
     pub fn rate_limit(&self) -> Option<&RateLimit> {
         self.inner.protection.rate_limit.as_ref()
     }
+    /// How many turns of the rate limit a request takes.
+    pub fn request_cost(&self) -> &RequestCost {
+        &self.inner.protection.cost
+    }
     /// Whether quotas that servers announce as gone hold back later
     /// requests.
     pub fn server_limits(&self) -> bool {
@@ -345,6 +354,51 @@ impl RetryPolicy {
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
+
+    /// The same policy with its load-protection state in `store` (the
+    /// configuration loader's, once a file's shared store is connected).
+    /// Its counters (the seed's sequence) start afresh.
+    #[cfg_attr(not(all(feature = "serde", feature = "redis")), allow(dead_code))]
+    pub(crate) fn with_store(&self, store: Arc<dyn StateStore>) -> RetryPolicy {
+        let i = &self.inner;
+        let p = &i.protection;
+        RetryPolicy {
+            inner: Arc::new(Inner {
+                max_retries: i.max_retries,
+                schedule: i.schedule,
+                seed: i.seed,
+                seed_counter: AtomicU64::new(0),
+                spread_counter: AtomicU64::new(0),
+                max_retry_after: i.max_retry_after,
+                on_long_hint: i.on_long_hint,
+                deadline: i.deadline,
+                attempt_timeout: i.attempt_timeout,
+                retry_non_idempotent: i.retry_non_idempotent,
+                auto_idempotency_key: i.auto_idempotency_key,
+                return_last_response: i.return_last_response,
+                hide_paths: i.hide_paths,
+                classifier: i.classifier.clone(),
+                preset: i.preset,
+                clock: i.clock.clone(),
+                protection: Protection {
+                    budget: p.budget,
+                    circuit: p.circuit,
+                    rate_limit: p.rate_limit,
+                    cost: p.cost.clone(),
+                    server_limits: p.server_limits,
+                    max_quota_reset: p.max_quota_reset,
+                    quota_release_spread: p.quota_release_spread,
+                    scope: p.scope,
+                    store,
+                },
+                name: i.name.clone(),
+                before_retry: i.before_retry.clone(),
+                attempt_header: i.attempt_header.clone(),
+                #[cfg(feature = "metrics")]
+                metrics: Arc::clone(&i.metrics),
+            }),
+        }
+    }
 }
 
 impl Default for RetryPolicy {
@@ -376,6 +430,7 @@ impl fmt::Debug for RetryPolicy {
             .field("retry_budget", &i.protection.budget)
             .field("circuit_breaker", &i.protection.circuit)
             .field("rate_limit", &i.protection.rate_limit)
+            .field("request_cost", &i.protection.cost)
             .field("server_limits", &i.protection.server_limits)
             .field("max_quota_reset", &i.protection.max_quota_reset)
             .field("quota_release_spread", &i.protection.quota_release_spread)

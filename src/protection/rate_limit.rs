@@ -137,24 +137,100 @@ impl RateLimitBuilder {
 
 /// A turn under a rate limit: the instant at which the attempt holding it
 /// may be sent (now, or later for a reservation). Handed out by
-/// [`RateLimitState::acquire`]; an attempt sends at [`at`](Self::at) and
-/// drops the turn, or gives it back with [`RateLimitState::release`] if it
-/// will not use it. Not `Clone`: a turn is given back at most once.
+/// [`RateLimitState::acquire`] (or [`acquire_cost`](RateLimitState::acquire_cost)
+/// for a request that counts as several); an attempt sends at
+/// [`at`](Self::at) and drops the turn, or gives it back with
+/// [`RateLimitState::release`] if it will not use it. Not `Clone`: a turn
+/// is given back at most once.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
 pub struct Turn {
     at: Instant,
+    /// How many turns of the limit it stands for (1 for most requests).
+    cost: u32,
+    /// What giving it back undoes.
+    pub(crate) back: GiveBack,
+}
+
+/// What giving a turn back undoes: crate-private, for the stores that keep
+/// their schedule elsewhere (a fleet's, on Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GiveBack {
+    /// One turn: [`RateLimitState::release`] finds it by its time.
+    One,
+    /// `cost` turns taken from the end of the schedule at once: the
+    /// theoretical arrival time before and after.
+    Schedule {
+        before: Option<Instant>,
+        after: Instant,
+    },
+    /// A turn of a fleet's schedule (kept by a shared store): the time
+    /// its acquire set and the span it took, in the store's own units.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Fleet { tat: i64, span: i64 },
+    /// A turn of a store's local stand-in limiter of this generation
+    /// (given back only to the limiter that made it).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Local { generation: u64, inner: LocalBack },
+    /// Nothing to give back.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Nothing,
+}
+
+/// [`GiveBack::Local`]'s own turn: one, or several from the schedule.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LocalBack {
+    One,
+    Schedule {
+        before: Option<Instant>,
+        after: Instant,
+    },
 }
 
 impl Turn {
     /// A turn at `at`, for a [`StateStore`](crate::StateStore) that keeps
     /// its own limiter.
     pub fn new(at: Instant) -> Turn {
-        Turn { at }
+        Turn {
+            at,
+            cost: 1,
+            back: GiveBack::One,
+        }
+    }
+    /// A turn at `at` that stands for `cost` turns of the limit (at least
+    /// one), for a [`StateStore`](crate::StateStore) that keeps its own
+    /// limiter: giving it back gives back one turn at `at`.
+    pub fn with_cost(at: Instant, cost: u32) -> Turn {
+        Turn {
+            at,
+            cost: cost.max(1),
+            back: GiveBack::One,
+        }
+    }
+    /// The same turn, standing for `cost` turns.
+    pub(crate) fn counting(self, cost: u32) -> Turn {
+        Turn {
+            cost: cost.max(1),
+            ..self
+        }
+    }
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn shared(at: Instant, cost: u32, back: GiveBack) -> Turn {
+        Turn {
+            at,
+            cost: cost.max(1),
+            back,
+        }
     }
     /// When the attempt holding it may be sent.
     pub fn at(&self) -> Instant {
         self.at
+    }
+    /// How many turns of the limit it stands for: the request's cost (see
+    /// [`RequestCost`](crate::policy::RequestCost)).
+    pub fn cost(&self) -> u32 {
+        self.cost
     }
 }
 
@@ -247,7 +323,7 @@ impl RateLimitState {
                 return Err(wait.max(Duration::from_nanos(1)));
             }
             self.free.pop_front();
-            return Ok(Turn { at });
+            return Ok(Turn::new(at));
         }
         let wait = next - now;
         if wait > max_wait {
@@ -258,13 +334,82 @@ impl RateLimitState {
         // A limit valid for a policy (an interval of at most 365 days)
         // never overflows; past that, the schedule stops moving.
         self.tat = Some(base.checked_add(self.interval).unwrap_or(base));
-        Ok(Turn { at: next })
+        Ok(Turn::new(next))
+    }
+
+    /// Takes the next `cost` turns at once for one request that counts as
+    /// `cost` (GitHub counts a mutation as 5 points): the request is sent
+    /// at the last of them, and the schedule moves `cost` intervals on.
+    /// With a cost of 1 this is [`acquire`](Self::acquire). Otherwise the
+    /// turns come from the end of the schedule (turns given back stay for
+    /// requests of cost 1): `at = max(now, max(tat, now) + (cost - 1) ×
+    /// interval - tolerance)`, the rule a fleet's script applies on Redis.
+    /// Refused, taking nothing, if `at` is beyond `max_wait`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use http_resilience::RateLimit;
+    /// use http_resilience::rate_limit::RateLimitState;
+    ///
+    /// let limit = RateLimit::per_second(10).burst(5).build().unwrap();
+    /// let mut state = RateLimitState::new(&limit);
+    /// let t0 = Instant::now();
+    /// let wait = Duration::from_secs(1);
+    /// // a mutation counted as 5: the whole burst, sent now
+    /// assert_eq!(state.acquire_cost(t0, wait, 5).unwrap().at(), t0);
+    /// // then the next turn comes one interval later
+    /// assert_eq!(state.acquire(t0, wait).unwrap().at(), t0 + Duration::from_millis(100));
+    /// ```
+    pub fn acquire_cost(
+        &mut self,
+        now: Instant,
+        max_wait: Duration,
+        cost: u32,
+    ) -> Result<Turn, Duration> {
+        if cost <= 1 {
+            return self.acquire(now, max_wait);
+        }
+        let base = self.tat.map_or(now, |tat| tat.max(now));
+        let ahead = self.interval.saturating_mul(cost - 1);
+        let at = base
+            .checked_add(ahead)
+            .and_then(|t| t.checked_sub(self.tolerance))
+            .map_or(now, |t| t.max(now));
+        let wait = at - now;
+        if wait > max_wait {
+            return Err(wait.max(Duration::from_nanos(1)));
+        }
+        let after = base
+            .checked_add(self.interval.saturating_mul(cost))
+            .unwrap_or(base);
+        let before = self.tat;
+        self.tat = Some(after);
+        self.last = None;
+        Ok(Turn {
+            at,
+            cost,
+            back: GiveBack::Schedule { before, after },
+        })
     }
 
     /// Gives back a turn that will not be used (its request was dropped, or
     /// refused after taking it). The last turn of the schedule comes off
     /// it; another is handed to the next request that asks, at its time.
+    /// A turn of several ([`acquire_cost`](Self::acquire_cost)) comes off
+    /// only if it is still the end of the schedule; otherwise its turns
+    /// are spent (the limit holds either way).
     pub fn release(&mut self, turn: Turn) {
+        match turn.back {
+            GiveBack::One => {}
+            GiveBack::Schedule { before, after } => {
+                if self.tat == Some(after) {
+                    self.tat = before;
+                    self.last = None;
+                }
+                return;
+            }
+            _ => return,
+        }
         let undo = self.last.filter(|(at, _)| *at == turn.at);
         if undo.is_some() || self.is_last(turn.at) {
             match undo {
@@ -350,6 +495,16 @@ impl Limiter {
     /// [`RateLimitState::acquire`].
     pub fn acquire(&self, now: Instant, max_wait: Duration) -> Result<Turn, Duration> {
         self.lock().acquire(now, max_wait)
+    }
+
+    /// [`RateLimitState::acquire_cost`].
+    pub fn acquire_cost(
+        &self,
+        now: Instant,
+        max_wait: Duration,
+        cost: u32,
+    ) -> Result<Turn, Duration> {
+        self.lock().acquire_cost(now, max_wait, cost)
     }
 
     /// [`RateLimitState::release`].

@@ -783,3 +783,26 @@ pub fn earliest_next_turn(sorted: &[u128], now_ns: u128, interval_ns: u128, burs
         .map(|(i, &x)| x + (n - i as u128 + 1).saturating_sub(burst) * interval_ns)
         .fold(now_ns, u128::max)
 }
+
+/// The earliest time at or after `now_ns` at which `cost` turns taken at
+/// once (a request that costs `cost`, sent at that time), after every turn
+/// in `sorted`, keep the limit: for turn `i` (counting from 0) of `n`, at
+/// least `(n - i + cost - burst)` intervals after it. `cost` must be at
+/// most `burst` (more turns than the burst never fit at one time). With a
+/// cost of 1 it is [`earliest_next_turn`].
+pub fn earliest_turn_of_cost(
+    sorted: &[u128],
+    now_ns: u128,
+    interval_ns: u128,
+    burst: u32,
+    cost: u32,
+) -> u128 {
+    assert!(cost >= 1 && cost <= burst);
+    let n = sorted.len() as u128;
+    let (burst, cost) = (u128::from(burst), u128::from(cost));
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| x + (n - i as u128 + cost).saturating_sub(burst) * interval_ns)
+        .fold(now_ns, u128::max)
+}

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::{EndpointKey, EndpointState, Partition, StateStore};
+use super::{Answer, EndpointKey, EndpointState, Partition, Refused, StateStore, StoreStep};
 use crate::protection::{CircuitState, Limiter, RateLimit, RetryBudget, Tokens, Turn};
 use crate::validate::{self, Check, ConfigError};
 
@@ -660,6 +660,20 @@ impl EndpointState for InMemoryEndpoint {
         self.limiter
             .get_or_init(|| Box::new(Limiter::new(limit)))
             .acquire(now, max_wait)
+    }
+
+    fn acquire_turn(
+        &self,
+        limit: &RateLimit,
+        cost: u32,
+        now: Instant,
+        max_wait: Duration,
+    ) -> StoreStep<Result<Turn, Refused>> {
+        let turn = self
+            .limiter
+            .get_or_init(|| Box::new(Limiter::new(limit)))
+            .acquire_cost(now, max_wait, cost);
+        StoreStep::Ready(Answer::local(turn.map_err(Refused::TooLong)))
     }
 
     fn release(&self, _limit: &RateLimit, turn: Turn) {

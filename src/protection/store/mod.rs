@@ -42,7 +42,9 @@
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -53,8 +55,117 @@ use crate::headers::QUOTA_SCOPE_HEADERS;
 use crate::protection::{CircuitState, RateLimit, RetryBudget, Turn};
 
 mod in_memory;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{Fallback, HoldSync, RedisStore, RedisStoreBuilder, StoreError, StoreStats};
 pub use in_memory::{InMemoryStore, InMemoryStoreBuilder, MAX_HOLDS};
+
+/// Who made a store's decision: the fleet (a store shared by many
+/// processes answered), this process by design, or a store's fallback
+/// because what it shares could not answer in time. A report says when a
+/// decision was made by the fallback
+/// ([`RetryReport::decided_locally`](crate::RetryReport::decided_locally)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Decided {
+    /// The fleet: a shared store answered, or this process knew its
+    /// answer already (a turn it was told is still too far).
+    Fleet,
+    /// This process, by design: an [`InMemoryStore`], or what a shared
+    /// store keeps per process (the retry budget and the breaker, unless
+    /// sharing them is asked for).
+    Process,
+    /// A shared store's fallback: what it shares could not answer in time.
+    Fallback,
+}
+
+impl Decided {
+    /// A stable snake_case name: `fleet`, `process`, `fallback`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Decided::Fleet => "fleet",
+            Decided::Process => "process",
+            Decided::Fallback => "fallback",
+        }
+    }
+}
+
+/// Why a store gave no rate-limit turn, or no retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The next turn is this far away: beyond the longest wait asked for.
+    /// Nothing was taken.
+    TooLong(Duration),
+    /// The retry budget cannot pay.
+    Exhausted,
+    /// The store could not answer, and its fallback refuses
+    /// ([`Fallback::Refuse`] with the
+    /// `redis` feature).
+    Unavailable,
+}
+
+/// A store's answer, and who decided it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer<T> {
+    /// The answer.
+    pub value: T,
+    /// Who decided.
+    pub decided: Decided,
+}
+
+impl<T> Answer<T> {
+    /// `value`, decided by `decided`.
+    pub fn new(value: T, decided: Decided) -> Answer<T> {
+        Answer { value, decided }
+    }
+    /// `value`, decided by this process ([`Decided::Process`]).
+    pub fn local(value: T) -> Answer<T> {
+        Answer::new(value, Decided::Process)
+    }
+}
+
+/// One step of a store that may have to cross the network: answered now,
+/// or a call the adapter awaits (see [`StoreCall`]). An [`InMemoryStore`]
+/// always answers now.
+pub enum StoreStep<T> {
+    /// Answered at once.
+    Ready(Answer<T>),
+    /// To be awaited; its [`StoreAnswer`] goes back to the engine
+    /// ([`RetryState::store_answered`](crate::RetryState::store_answered)).
+    Pending(StoreCall),
+}
+
+impl<T: fmt::Debug> fmt::Debug for StoreStep<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreStep::Ready(answer) => f.debug_tuple("Ready").field(answer).finish(),
+            StoreStep::Pending(_) => f.write_str("Pending(..)"),
+        }
+    }
+}
+
+/// A store call in flight: what an adapter awaits when the engine says
+/// [`Admission::Consult`](crate::Admission::Consult) or
+/// [`Decision::Consult`](crate::Decision::Consult). A store bounds it by
+/// its own timeout: a request never waits longer on the store (a
+/// [`RedisStore`]'s `call_timeout`, 50 ms by
+/// default).
+pub type StoreCall = Pin<Box<dyn Future<Output = StoreAnswer> + Send + 'static>>;
+
+/// What a [`StoreCall`] answers.
+#[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreAnswer {
+    /// A rate-limit turn ([`EndpointState::acquire_turn`]).
+    Turn(Answer<Result<Turn, Refused>>),
+    /// A retry's payment ([`EndpointState::withdraw_step`]).
+    Payment(Answer<Result<(), Refused>>),
+}
 
 /// Which endpoint a request's load-protection state belongs to: a host
 /// (compared without regard to ASCII case) and a port.
@@ -152,6 +263,13 @@ impl Partition {
 
     /// The partition of a request with these headers.
     pub fn of(headers: &HeaderMap) -> Partition {
+        Partition::of_keyed(headers, credential_key())
+    }
+
+    /// [`of`](Self::of) with another hash key than the process's: a store
+    /// shared by many processes hashes with a key they all share, so that
+    /// a credential's partition is the same in each of them.
+    pub fn of_keyed(headers: &HeaderMap, key: &impl BuildHasher) -> Partition {
         fn feed(h: &mut impl Hasher, tag: usize, value: &http::HeaderValue) {
             h.write_usize(tag);
             h.write_usize(value.len());
@@ -160,7 +278,7 @@ impl Partition {
         let mut hasher = None;
         for (i, name) in CREDENTIAL_HEADERS.iter().enumerate() {
             for value in headers.get_all(name) {
-                let h = hasher.get_or_insert_with(|| credential_key().build_hasher());
+                let h = hasher.get_or_insert_with(|| key.build_hasher());
                 feed(h, i, value);
             }
         }
@@ -246,6 +364,23 @@ impl<S: StateStore + ?Sized> StateStore for Arc<S> {
 /// respect to the others on the same endpoint; the rules are in
 /// [`Tokens`](crate::protection::Tokens), [`CircuitState`] and [`Limiter`](crate::protection::Limiter), which an implementation
 /// applies to its own storage.
+///
+/// Every method is synchronous and speaks this process's [`Instant`]s: the
+/// engine stays sans-IO and testable with a paused clock. The two steps
+/// that a store shared between processes may have to answer over the
+/// network, a rate-limit turn ([`acquire_turn`](Self::acquire_turn)) and a
+/// retry's payment ([`withdraw_step`](Self::withdraw_step)), may instead
+/// hand back a [`StoreCall`] for the adapter to await
+/// ([`StoreStep::Pending`]); everything else a shared store answers from
+/// its local copy, and shares in the background (a quota hold, a breaker's
+/// "open until", a turn given back, a refund). What crosses processes is
+/// the shared store's business, in its own clock (a
+/// [`RedisStore`] keeps every shared time in
+/// the Redis server's wall-clock milliseconds and maps them onto this
+/// process's instants).
+///
+/// Every new method has a default, so a store written for the synchronous
+/// seam keeps working: it answers every step at once.
 pub trait EndpointState: Send + Sync + fmt::Debug {
     /// Takes `cost` tokens from the endpoint's retry budget (a full bucket
     /// at first, see [`Tokens::withdraw`](crate::protection::Tokens::withdraw)); `false` if it cannot pay.
@@ -286,4 +421,75 @@ pub trait EndpointState: Send + Sync + fmt::Debug {
     fn release(&self, limit: &RateLimit, turn: Turn);
     /// The tokens left in the retry budget (for reports and tests).
     fn tokens(&self, budget: &RetryBudget) -> u32;
+
+    /// Takes the rate-limit turn of a request that counts as `cost` turns
+    /// (at least 1; see [`RequestCost`](crate::policy::RequestCost)) at
+    /// `now`, if it comes within `max_wait`: what the engine asks before
+    /// every attempt. The default answers at once from
+    /// [`acquire`](Self::acquire): the turn itself for a cost of 1;
+    /// otherwise `cost` turns in a row, the request at the last, the
+    /// earlier ones spent (only the last is given back if the request is
+    /// dropped: the limit holds either way).
+    fn acquire_turn(
+        &self,
+        limit: &RateLimit,
+        cost: u32,
+        now: Instant,
+        max_wait: Duration,
+    ) -> StoreStep<Result<Turn, Refused>> {
+        let mut turn = self.acquire(limit, now, max_wait);
+        if cost > 1 {
+            let mut earlier = Vec::new();
+            for _ in 1..cost {
+                match turn {
+                    Ok(t) => earlier.push(t),
+                    Err(_) => break,
+                }
+                turn = self.acquire(limit, now, max_wait);
+            }
+            match turn {
+                Ok(last) => turn = Ok(last.counting(cost)),
+                // Refused: nothing taken.
+                Err(_) => earlier
+                    .into_iter()
+                    .rev()
+                    .for_each(|t| self.release(limit, t)),
+            }
+        }
+        StoreStep::Ready(Answer::local(turn.map_err(Refused::TooLong)))
+    }
+
+    /// Takes `cost` tokens from the retry budget for a retry: what the
+    /// engine asks before every retry. The default answers at once from
+    /// [`withdraw`](Self::withdraw).
+    fn withdraw_step(&self, budget: &RetryBudget, cost: u32) -> StoreStep<Result<(), Refused>> {
+        let paid = self.withdraw(budget, cost);
+        StoreStep::Ready(Answer::local(if paid {
+            Ok(())
+        } else {
+            Err(Refused::Exhausted)
+        }))
+    }
+
+    /// The quota [`Partition`] of a request with these headers. The default
+    /// is [`Partition::of`] (a hash keyed per process); a store shared by
+    /// many processes hashes with a key they share, so that one credential
+    /// is one partition in every process.
+    fn partition(&self, headers: &HeaderMap) -> Partition {
+        Partition::of(headers)
+    }
+
+    /// Until when the endpoint's breaker is open as other processes said
+    /// (a hint a shared store keeps), if it is at `now`. The engine refuses
+    /// attempts while it lasts, as for its own open breaker. Default: none.
+    fn open_hint(&self, now: Instant) -> Option<Instant> {
+        let _ = now;
+        None
+    }
+
+    /// Tells the store the endpoint's breaker opened until `until` (a
+    /// shared store may tell the other processes). Default: nothing.
+    fn opened(&self, until: Instant) {
+        let _ = until;
+    }
 }
