@@ -82,8 +82,8 @@ use tokio::time::Instant;
 
 use crate::adapter::span::instrumented;
 use crate::adapter::{
-    Kept, attempt_span, attempt_window, body_to_inspect, changes_resend, decide, finish, pause,
-    prepare_resend, refused, start, take_kept,
+    Kept, attempt_span, attempt_window, body_to_inspect, changes_resend, decide, finish, keep,
+    pause, prepare_resend, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, IDEMPOTENCY_KEY, RequestMeta};
 use crate::engine::{Admission, Decision, RetryState};
@@ -313,6 +313,13 @@ impl RetryPolicy {
                     Admission::Fail(reason) => {
                         return refused(&mut engine, &identity.describe(), reason, kept);
                     }
+                    // A turn under a limit shared by many processes: the
+                    // store's call, then ask again (as the adapters do).
+                    Admission::Consult => {
+                        if let Some(call) = engine.take_store_call() {
+                            engine.store_answered(call.await);
+                        }
+                    }
                 }
                 starts = Instant::now().into_std();
                 admission = engine.admit(&identity.describe(), starts);
@@ -379,11 +386,32 @@ impl RetryPolicy {
                 span.as_deref(),
             );
             drop(span);
-            let delay = match decision {
-                Decision::Retry { delay, .. } => delay,
+            let (delay, last) = match decision {
+                Decision::Retry { delay, .. } => (delay, Some(result)),
+                // The retry's payment from a budget shared by many
+                // processes: the store's call, the result kept meanwhile.
+                Decision::Consult => {
+                    keep(&mut kept, result);
+                    if let Some(call) = engine.take_store_call() {
+                        engine.store_answered(call.await);
+                    }
+                    let now = Instant::now().into_std();
+                    match engine.decide_after_store(&identity.describe(), now) {
+                        Decision::Retry { delay, .. } => (delay, None),
+                        decision => {
+                            let meta = identity.describe();
+                            return match take_kept(&mut kept) {
+                                Some(result) => finish(decision, &mut engine, || meta, result),
+                                None => {
+                                    refused(&mut engine, &meta, StopReason::StoreUnavailable, None)
+                                }
+                            };
+                        }
+                    }
+                }
                 decision => return finish(decision, &mut engine, || identity.describe(), result),
             };
-            pause(&mut kept, delay, Some(result)).sleep().await;
+            pause(&mut kept, delay, last).sleep().await;
             starts = Instant::now().into_std();
             admission = engine.admit(&identity.describe(), starts);
         }

@@ -64,6 +64,9 @@ impl RetryPolicy {
     /// - **no report and no typed error**: the caller gets reqwest's last
     ///   response or error as it is, with no [`RetryReport`](crate::RetryReport)
     ///   and no [`Error`](crate::Error) code;
+    /// - **no shared store calls**: a policy whose budget or breaker lives
+    ///   in a store shared by many processes (Redis) needs a round trip
+    ///   the hook cannot await: such a retry is not made;
     /// - streaming bodies are sent once (reqwest copies only bodies it can
     ///   clone).
     ///
