@@ -125,7 +125,9 @@ pub mod middleware;
 pub mod policy;
 pub mod presets;
 pub mod rate_limit;
+pub mod replay;
 pub mod report;
+pub mod resume;
 pub mod retry_after;
 pub mod store;
 

@@ -1,0 +1,812 @@
+//! Bounded replay of request bodies that cannot be cloned.
+//!
+//! A streamed request body (a file read in chunks, a proxied upload, a
+//! `reqwest::Body::wrap_stream`) can be read only once, so a request that
+//! carries one could never be sent again. [`ReplayBody`] wraps such a body
+//! and copies what is sent into a buffer, up to a limit
+//! ([`DEFAULT_REPLAY_LIMIT`], 64 KiB, as linkerd and Pingora use). When an
+//! attempt fails, [`ReplayBody::replay`] makes a new copy of the body for
+//! the next attempt:
+//!
+//! - if everything read so far fitted in the buffer, the copy sends those
+//!   bytes again, byte for byte, and then goes on reading the original
+//!   stream where the earlier attempt stopped (a server that answered
+//!   before the whole body was sent); nothing is skipped and nothing is
+//!   sent twice;
+//! - if more than the limit was read, the buffer is dropped and the body is
+//!   **committed**: [`replay`](ReplayBody::replay) returns the reason
+//!   ([`Committed`]), and the request is not retried. The attempt that
+//!   crossed the limit still sends the whole body: only the copies for
+//!   later attempts are refused.
+//!
+//! Replay makes a retry *possible*, not *safe*: the idempotency rules are
+//! the same as for any other body.
+//!
+//! Only one copy reads the original stream at a time: the newest copy that
+//! has been polled. When a copy is polled for the first time, every older
+//! copy is superseded: if the connection that sent an earlier attempt
+//! still polls it (the server answered early, before reading the whole
+//! body), it gets [`ReplayError::Superseded`] and ends that request,
+//! instead of taking bytes that the new attempt needs. Nothing panics,
+//! whatever the order in which copies are polled or dropped.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use http_resilience::replay::ReplayBody;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // A body that can be read only once (a boxed body is not `Clone`).
+//! let once = Full::new(Bytes::from("hello world")).boxed_unsync();
+//! let body = ReplayBody::new(once);
+//! let retry = body.replay().expect("nothing read yet: replayable");
+//! // The first attempt sends it...
+//! assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello world");
+//! // ... and the retry sends the same bytes again.
+//! assert_eq!(&retry.collect().await.unwrap().to_bytes()[..], b"hello world");
+//! # }
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::error::BoxError;
+
+/// The default limit of a [`ReplayBody`]'s buffer: 64 KiB.
+pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
+
+/// Why a [`ReplayBody`] cannot be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Committed {
+    /// More than `limit` bytes were read (or the body's size hint said it
+    /// would be longer than that before anything was read): the buffer was
+    /// dropped.
+    TooLarge {
+        /// The buffer's limit, in bytes.
+        limit: usize,
+    },
+    /// The body's own stream failed while it was being sent: what it would
+    /// have sent after the failure is unknown.
+    Failed,
+}
+
+impl Committed {
+    /// A stable snake_case name: `body_too_large`, `body_failed`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Committed::TooLarge { .. } => "body_too_large",
+            Committed::Failed => "body_failed",
+        }
+    }
+}
+
+impl fmt::Display for Committed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Committed::TooLarge { limit } => write!(
+                f,
+                "the request body is longer than the replay buffer ({limit} bytes): it cannot be sent again"
+            ),
+            Committed::Failed => f.write_str(
+                "the request body's stream failed while it was sent: it cannot be sent again",
+            ),
+        }
+    }
+}
+
+impl StdError for Committed {}
+
+/// The error a [`ReplayBody`] copy yields on its own account (the stream's
+/// own errors are passed on as they are, boxed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// A newer copy of the body (the next attempt's) has been polled: this
+    /// copy, an earlier attempt's, may no longer read the stream.
+    Superseded,
+    /// The bytes this copy would send next were dropped from the buffer
+    /// (the body outgrew its limit), or the stream failed: this copy
+    /// cannot be sent whole.
+    Committed(Committed),
+}
+
+impl ReplayError {
+    /// A stable snake_case name: `replay_superseded`, or the
+    /// [`Committed`] reason's.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            ReplayError::Superseded => "replay_superseded",
+            ReplayError::Committed(c) => c.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::Superseded => f.write_str("a later attempt took over the request body"),
+            ReplayError::Committed(c) => fmt::Display::fmt(c, f),
+        }
+    }
+}
+
+impl StdError for ReplayError {}
+
+/// A request body that copies what it sends, up to a limit, so that the
+/// request can be sent again. See the [module docs](self).
+///
+/// Every copy ([`replay`](Self::replay)) shares one buffer and the one
+/// original stream. A copy's [`size_hint`](Body::size_hint) before it is
+/// polled is the original body's, so every attempt is framed alike
+/// (`Content-Length` or chunked).
+pub struct ReplayBody<B> {
+    shared: Arc<Mutex<Shared<B>>>,
+    /// This copy's number: copies made later have higher numbers.
+    generation: u64,
+    /// The next buffered chunk this copy sends.
+    next: usize,
+    /// How many bytes this copy has sent.
+    sent: u64,
+    /// This copy has been polled (and so superseded every older copy).
+    started: bool,
+    trailers_sent: bool,
+    /// The original body's hint and emptiness, kept outside the lock.
+    hint: SizeHint,
+    was_empty: bool,
+}
+
+struct Shared<B> {
+    /// The original stream, until it ends or fails.
+    source: Option<Pin<Box<B>>>,
+    /// Every chunk read so far, while they fit in `limit`.
+    chunks: Vec<Bytes>,
+    buffered: usize,
+    limit: usize,
+    /// Bytes read from the original stream, buffered or not.
+    read: u64,
+    /// Set once more than `limit` bytes were read: `chunks` is empty.
+    capped: bool,
+    end: End,
+    /// The copy that may read the stream (the newest one polled).
+    active: Option<u64>,
+    next_generation: u64,
+    /// The waker of the active copy, when it last found the stream
+    /// pending: woken when a newer copy supersedes it, so that the earlier
+    /// connection sees the end of its body instead of waiting forever.
+    waiting: Option<Waker>,
+}
+
+enum End {
+    Reading,
+    Ended { trailers: Option<HeaderMap> },
+    Failed,
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = lock(&self.shared);
+        f.debug_struct("ReplayBody")
+            .field("generation", &self.generation)
+            .field("sent", &self.sent)
+            .field("read", &shared.read)
+            .field("buffered", &shared.buffered)
+            .field("limit", &shared.limit)
+            .field("committed", &shared.committed())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<B>(shared: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
+    // A panic inside the original body's `poll_frame` poisons the lock; the
+    // state is still consistent (it is only changed after that call
+    // returns), so later copies carry on.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<B> Shared<B> {
+    fn committed(&self) -> Option<Committed> {
+        if self.capped {
+            Some(Committed::TooLarge { limit: self.limit })
+        } else if matches!(self.end, End::Failed) {
+            Some(Committed::Failed)
+        } else {
+            None
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> ReplayBody<B> {
+    /// Wraps `body` with a buffer of [`DEFAULT_REPLAY_LIMIT`] (64 KiB).
+    pub fn new(body: B) -> Self {
+        Self::with_limit(body, DEFAULT_REPLAY_LIMIT)
+    }
+
+    /// Wraps `body` with a buffer of at most `limit` bytes. A body whose
+    /// size hint already says it is longer is committed from the start
+    /// (nothing is buffered); an empty body is always replayable.
+    ///
+    /// ```
+    /// use http_body_util::Full;
+    /// use http_resilience::replay::{Committed, ReplayBody};
+    ///
+    /// let big = ReplayBody::with_limit(Full::new(bytes::Bytes::from(vec![0u8; 1024])), 100);
+    /// assert_eq!(big.committed(), Some(Committed::TooLarge { limit: 100 }));
+    /// assert!(big.replay().is_err());
+    /// ```
+    pub fn with_limit(body: B, limit: usize) -> Self {
+        let hint = body.size_hint();
+        let was_empty = body.is_end_stream();
+        let capped = !was_empty && hint.lower() > limit as u64;
+        ReplayBody {
+            shared: Arc::new(Mutex::new(Shared {
+                source: Some(Box::pin(body)),
+                chunks: Vec::new(),
+                buffered: 0,
+                limit,
+                read: 0,
+                capped,
+                end: End::Reading,
+                active: None,
+                next_generation: 1,
+                waiting: None,
+            })),
+            generation: 0,
+            next: 0,
+            sent: 0,
+            started: false,
+            trailers_sent: false,
+            hint,
+            was_empty,
+        }
+    }
+}
+
+impl<B> ReplayBody<B> {
+    /// A new copy of the body, to send with the next attempt: it sends
+    /// every byte from the first, the buffered ones again and then the rest
+    /// of the stream. Fails if the body is [committed](Committed).
+    ///
+    /// Any copy can make a new one; the copy that is polled last takes the
+    /// stream over (see the [module docs](self)).
+    pub fn replay(&self) -> Result<ReplayBody<B>, Committed> {
+        let mut shared = lock(&self.shared);
+        if let Some(committed) = shared.committed() {
+            return Err(committed);
+        }
+        let generation = shared.next_generation;
+        shared.next_generation += 1;
+        drop(shared);
+        Ok(ReplayBody {
+            shared: self.shared.clone(),
+            generation,
+            next: 0,
+            sent: 0,
+            started: false,
+            trailers_sent: false,
+            hint: self.hint.clone(),
+            was_empty: self.was_empty,
+        })
+    }
+
+    /// Why the body can no longer be sent again, if it cannot.
+    pub fn committed(&self) -> Option<Committed> {
+        lock(&self.shared).committed()
+    }
+
+    /// The buffer's limit, in bytes.
+    pub fn limit(&self) -> usize {
+        lock(&self.shared).limit
+    }
+
+    /// Bytes held in the buffer now (0 once committed).
+    pub fn buffered(&self) -> usize {
+        lock(&self.shared).buffered
+    }
+
+    /// Bytes read from the original stream so far.
+    pub fn read(&self) -> u64 {
+        lock(&self.shared).read
+    }
+
+    /// Bytes this copy has sent.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// `true` once the original stream has ended, whole (its end or its
+    /// trailers were read).
+    pub fn is_complete(&self) -> bool {
+        matches!(lock(&self.shared).end, End::Ended { .. })
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let mut shared = lock(&this.shared);
+        if !this.started {
+            this.started = true;
+            match shared.active {
+                Some(active) if active > this.generation => {}
+                _ => {
+                    shared.active = Some(this.generation);
+                    // The copy that read before this one must notice.
+                    if let Some(waker) = shared.waiting.take() {
+                        waker.wake();
+                    }
+                }
+            }
+        }
+        if shared.active != Some(this.generation) {
+            return Poll::Ready(Some(Err(Box::new(ReplayError::Superseded))));
+        }
+        // The bytes read before this copy was polled (by earlier copies).
+        if this.sent < shared.read {
+            if shared.capped {
+                let committed = Committed::TooLarge {
+                    limit: shared.limit,
+                };
+                return Poll::Ready(Some(Err(Box::new(ReplayError::Committed(committed)))));
+            }
+            if let Some(chunk) = shared.chunks.get(this.next).cloned() {
+                this.next += 1;
+                this.sent += chunk.len() as u64;
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+        }
+        match &shared.end {
+            End::Ended { trailers } => {
+                if !this.trailers_sent
+                    && let Some(trailers) = trailers
+                {
+                    this.trailers_sent = true;
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers.clone()))));
+                }
+                return Poll::Ready(None);
+            }
+            End::Failed => {
+                let error = ReplayError::Committed(Committed::Failed);
+                return Poll::Ready(Some(Err(Box::new(error))));
+            }
+            End::Reading => {}
+        }
+        // At the frontier: read the original stream.
+        let Some(source) = shared.source.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = source.as_mut().poll_frame(cx);
+        match polled {
+            Poll::Pending => {
+                match &shared.waiting {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => shared.waiting = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Poll::Ready(None) => {
+                shared.end = End::Ended { trailers: None };
+                shared.source = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                shared.end = End::Failed;
+                shared.source = None;
+                shared.chunks = Vec::new();
+                shared.buffered = 0;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    let len = data.len();
+                    shared.read += len as u64;
+                    this.sent += len as u64;
+                    if !shared.capped && len > 0 {
+                        if shared.buffered + len > shared.limit {
+                            // Over the limit: later copies are refused; this
+                            // one still sends everything.
+                            shared.capped = true;
+                            shared.chunks = Vec::new();
+                            shared.buffered = 0;
+                        } else {
+                            shared.buffered += len;
+                            shared.chunks.push(data.clone());
+                            this.next = shared.chunks.len();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => {
+                        shared.end = End::Ended {
+                            trailers: Some(trailers.clone()),
+                        };
+                        shared.source = None;
+                        this.trailers_sent = true;
+                        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                    }
+                    // A frame that is neither data nor trailers (none exist
+                    // in http-body 1): passed on, not replayed.
+                    Err(other) => Poll::Ready(Some(Ok(other))),
+                },
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if self.was_empty {
+            return true;
+        }
+        if !self.started {
+            return false;
+        }
+        let shared = lock(&self.shared);
+        if shared.active != Some(self.generation) || self.sent < shared.read {
+            return false;
+        }
+        match &shared.end {
+            End::Ended { trailers } => self.trailers_sent || trailers.is_none(),
+            End::Failed => false,
+            End::Reading => shared.source.as_ref().is_none_or(|s| s.is_end_stream()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if !self.started {
+            return self.hint.clone();
+        }
+        let shared = lock(&self.shared);
+        let behind = shared.read.saturating_sub(self.sent);
+        match (&shared.end, shared.source.as_ref()) {
+            (End::Reading, Some(source)) => {
+                let rest = source.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(behind));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(behind));
+                }
+                hint
+            }
+            _ => SizeHint::with_exact(behind),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A body that can be read once, from scripted frames; `Pending` once
+    /// before each frame when `stutter` is set.
+    struct Once {
+        frames: VecDeque<Result<Frame<Bytes>, std::io::Error>>,
+        polls: Arc<AtomicUsize>,
+        stutter: bool,
+        ready: bool,
+        hint: Option<u64>,
+    }
+
+    impl Once {
+        fn new(chunks: &[&[u8]]) -> Once {
+            Once {
+                frames: chunks
+                    .iter()
+                    .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+                    .collect(),
+                polls: Arc::new(AtomicUsize::new(0)),
+                stutter: false,
+                ready: false,
+                hint: None,
+            }
+        }
+        fn with_trailers(mut self, name: &'static str, value: &'static str) -> Once {
+            let mut map = HeaderMap::new();
+            map.insert(name, value.parse().unwrap());
+            self.frames.push_back(Ok(Frame::trailers(map)));
+            self
+        }
+        fn then_error(mut self) -> Once {
+            self.frames
+                .push_back(Err(std::io::Error::other("the stream broke")));
+            self
+        }
+        fn exact(mut self, len: u64) -> Once {
+            self.hint = Some(len);
+            self
+        }
+    }
+
+    impl Body for Once {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            if self.stutter && !self.ready {
+                self.ready = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.ready = false;
+            Poll::Ready(self.frames.pop_front())
+        }
+        fn size_hint(&self) -> SizeHint {
+            match self.hint {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::new(),
+            }
+        }
+    }
+
+    async fn all(body: ReplayBody<Once>) -> Result<(Vec<u8>, Option<HeaderMap>), BoxError> {
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        Ok((collected.to_bytes().to_vec(), trailers))
+    }
+
+    async fn next_data(body: &mut ReplayBody<Once>) -> Vec<u8> {
+        body.frame()
+            .await
+            .expect("a frame")
+            .expect("no error")
+            .into_data()
+            .expect("data")
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_replay_sends_the_same_bytes_and_trailers() {
+        let body = ReplayBody::new(Once::new(&[b"ab", b"cd", b"ef"]).with_trailers("x-sum", "1"));
+        let second = body.replay().unwrap();
+        let third = second.replay().unwrap();
+        let (first, t1) = all(body).await.unwrap();
+        assert_eq!(first, b"abcdef");
+        let (again, t2) = all(second).await.unwrap();
+        assert_eq!(again, b"abcdef");
+        let (thrice, t3) = all(third).await.unwrap();
+        assert_eq!(thrice, b"abcdef");
+        for t in [t1, t2, t3] {
+            assert_eq!(t.unwrap()["x-sum"], "1");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_past_its_limit_is_committed_but_sent_whole_once() {
+        let body = ReplayBody::with_limit(Once::new(&[b"0123", b"4567", b"89"]), 8);
+        let early = body.replay().unwrap();
+        let (sent, _) = all(body).await.unwrap();
+        assert_eq!(
+            sent, b"0123456789",
+            "the attempt that crossed the limit sends all"
+        );
+        // A copy made before the limit was crossed cannot send the start.
+        let err = all(early).await.unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<ReplayError>(),
+            Some(&ReplayError::Committed(Committed::TooLarge { limit: 8 }))
+        );
+    }
+
+    #[tokio::test]
+    async fn exactly_the_limit_is_still_replayable() {
+        let body = ReplayBody::with_limit(Once::new(&[b"0123", b"4567"]), 8);
+        let keep = body.replay().unwrap();
+        all(body).await.unwrap();
+        assert_eq!(keep.committed(), None);
+        assert_eq!(keep.buffered(), 8);
+        let again = keep.replay().unwrap();
+        assert_eq!(all(again).await.unwrap().0, b"01234567");
+    }
+
+    #[tokio::test]
+    async fn a_size_hint_past_the_limit_commits_before_anything_is_read() {
+        let body = ReplayBody::with_limit(Once::new(&[b"0123456789"]).exact(10), 4);
+        assert_eq!(body.committed(), Some(Committed::TooLarge { limit: 4 }));
+        assert_eq!(body.replay().unwrap_err(), Committed::TooLarge { limit: 4 });
+        assert_eq!(body.size_hint().exact(), Some(10));
+        assert_eq!(all(body).await.unwrap().0, b"0123456789");
+    }
+
+    #[tokio::test]
+    async fn a_stream_error_reaches_the_attempt_and_commits_the_body() {
+        let body = ReplayBody::new(Once::new(&[b"abc"]).then_error());
+        let keep = body.replay().unwrap();
+        let err = all(body).await.unwrap_err();
+        assert_eq!(err.to_string(), "the stream broke");
+        assert_eq!(keep.committed(), Some(Committed::Failed));
+        assert_eq!(keep.replay().unwrap_err(), Committed::Failed);
+        assert_eq!(Committed::Failed.as_str(), "body_failed");
+    }
+
+    /// linkerd2-proxy #3216: the response came before the body was sent
+    /// whole; the earlier attempt's copy is still alive (and may still be
+    /// polled) when the retry starts. No panic, and the retry sends every
+    /// byte once: the buffered ones, then the never-read rest.
+    #[tokio::test]
+    async fn an_early_response_hands_the_stream_to_the_retry() {
+        let mut first = ReplayBody::new(Once::new(&[b"he", b"ll", b"o!"]));
+        assert_eq!(next_data(&mut first).await, b"he");
+        // The server answered here; the retry starts while `first` lives.
+        let mut retry = first.replay().unwrap();
+        assert_eq!(next_data(&mut retry).await, b"he");
+        // The earlier connection polls its copy again: it is superseded,
+        // and takes nothing from the stream.
+        let err = first.frame().await.unwrap().unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<ReplayError>(),
+            Some(&ReplayError::Superseded)
+        );
+        assert!(!first.is_end_stream());
+        let rest = retry.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"llo!");
+        drop(first);
+    }
+
+    /// linkerd2-proxy #4621: a retry whose body the earlier attempt never
+    /// polled sends each chunk exactly once.
+    #[tokio::test]
+    async fn a_body_never_polled_is_not_duplicated() {
+        let mut source = Once::new(&[b"one,", b"two,", b"three"]);
+        source.stutter = true;
+        let polls = source.polls.clone();
+        let first = ReplayBody::new(source);
+        let retry = first.replay().unwrap();
+        drop(first); // the first attempt failed before its body was read
+        assert_eq!(polls.load(Ordering::SeqCst), 0);
+        assert_eq!(all(retry).await.unwrap().0, b"one,two,three");
+    }
+
+    #[tokio::test]
+    async fn a_superseded_copy_that_waited_is_woken() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let body = ReplayBody::new(Channel(rx));
+        let mut first = body.replay().unwrap();
+        let waiter = tokio::spawn(async move { first.frame().await.map(|f| f.is_err()) });
+        tokio::task::yield_now().await;
+        let retry = body.replay().unwrap();
+        let reader = tokio::spawn(async move { retry.collect().await.map(|c| c.to_bytes()) });
+        // The waiting copy is woken by the retry's first poll and fails.
+        assert_eq!(waiter.await.unwrap(), Some(true));
+        tx.send(Bytes::from_static(b"data")).await.unwrap();
+        drop(tx);
+        assert_eq!(&reader.await.unwrap().unwrap()[..], b"data");
+    }
+
+    struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+    impl Body for Channel {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|c| c.map(|c| Ok(Frame::data(c))))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_copy_polled_after_a_newer_one_is_refused() {
+        let body = ReplayBody::new(Once::new(&[b"x"]));
+        let old = body.replay().unwrap();
+        let new = body.replay().unwrap();
+        assert_eq!(all(new).await.unwrap().0, b"x");
+        let err = all(old).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a later attempt took over the request body"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_bodies_end_at_once_and_replay() {
+        let body = ReplayBody::with_limit(http_body_util::Empty::<Bytes>::new(), 0);
+        assert!(body.is_end_stream());
+        let again = body.replay().unwrap();
+        assert!(again.is_end_stream());
+        assert_eq!(again.size_hint().exact(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn unpolled_copies_keep_the_original_framing() {
+        let body = ReplayBody::new(Once::new(&[b"abcd"]).exact(4));
+        let again = body.replay().unwrap();
+        all(body).await.unwrap();
+        // Sent with a Content-Length the first time: the same the second.
+        assert_eq!(again.size_hint().exact(), Some(4));
+        assert!(!again.is_end_stream());
+    }
+
+    #[test]
+    fn codes_are_stable() {
+        assert_eq!(Committed::TooLarge { limit: 1 }.as_str(), "body_too_large");
+        assert_eq!(ReplayError::Superseded.as_str(), "replay_superseded");
+        assert_eq!(
+            ReplayError::Committed(Committed::TooLarge { limit: 1 }).as_str(),
+            "body_too_large"
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn rt() -> tokio::runtime::Runtime {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+        }
+
+        proptest! {
+            /// Any chunking, any limit, any point at which the earlier
+            /// attempt stopped reading: a replay sends exactly the original
+            /// bytes when it is allowed, and it is allowed exactly when no
+            /// more than the limit had been read.
+            #[test]
+            fn replays_are_byte_identical_or_refused(
+                chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..12),
+                limit in 0usize..300,
+                stop_after in 0usize..14,
+                stutter in any::<bool>(),
+                retries in 1usize..4,
+            ) {
+                let original: Vec<u8> = chunks.concat();
+                let slices: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+                let mut source = Once::new(&slices);
+                source.stutter = stutter;
+                rt().block_on(async {
+                    let mut attempt = ReplayBody::with_limit(source, limit);
+                    for _ in 0..retries {
+                        // The attempt reads some frames, then fails.
+                        for _ in 0..stop_after {
+                            match attempt.frame().await {
+                                Some(Ok(_)) => {}
+                                _ => break,
+                            }
+                        }
+                        let read = attempt.read() as usize;
+                        match attempt.replay() {
+                            Ok(next) => {
+                                prop_assert!(read <= limit);
+                                attempt = next;
+                            }
+                            Err(Committed::TooLarge { limit: l }) => {
+                                prop_assert_eq!(l, limit);
+                                prop_assert!(read > limit);
+                                return Ok(());
+                            }
+                            Err(other) => prop_assert!(false, "unexpected {:?}", other),
+                        }
+                    }
+                    // The last copy reads on past the limit if it must: it
+                    // is at the front of the stream once it has replayed.
+                    let all = attempt.collect().await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(all.to_bytes().to_vec(), original);
+                    Ok(())
+                })?;
+            }
+        }
+    }
+}
