@@ -115,6 +115,9 @@ pub mod classify;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
+#[cfg(feature = "download")]
+#[cfg_attr(docsrs, doc(cfg(feature = "download")))]
+pub mod download;
 pub mod endpoint;
 pub mod engine;
 pub mod error;

@@ -422,12 +422,13 @@ impl Resumable {
         })
     }
 
-    /// Builds a `Resumable` from what an earlier run saved (the download's
-    /// side file): the validator and the whole length.
-    pub fn from_parts(validator: Validator, total: Option<u64>) -> Resumable {
+    /// Builds a `Resumable` from what is already known (for example what
+    /// an earlier run saved): the validator, where the body to resume
+    /// starts in the representation, and the whole length.
+    pub fn from_parts(validator: Validator, start: u64, total: Option<u64>) -> Resumable {
         Resumable {
             validator,
-            start: 0,
+            start,
             total,
         }
     }
