@@ -65,25 +65,26 @@ fn files() -> Files {
 }
 
 /// Watches `target` until stopped: every time it exists, it must hold the
-/// complete content. Returns how many looks found it, and how many found
-/// anything else.
+/// complete content. Counts the looks that found it in `seen`; returns how
+/// many found anything else.
 fn watch(
     target: PathBuf,
     complete: Arc<Vec<u8>>,
+    seen: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(usize, usize)> {
+) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
-        let (mut seen, mut wrong) = (0, 0);
+        let mut wrong = 0;
         while !stop.load(Ordering::SeqCst) {
             if let Ok(bytes) = std::fs::read(&target) {
-                seen += 1;
+                seen.fetch_add(1, Ordering::SeqCst);
                 if bytes[..] != complete[..] {
                     wrong += 1;
                 }
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        (seen, wrong)
+        wrong
     })
 }
 
@@ -113,7 +114,13 @@ async fn a_download_killed_at_half_resumes_from_the_partial_length() {
     .await;
     let files = files();
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = watch(files.target.clone(), original.clone(), stop.clone());
+    let looks = Arc::new(AtomicUsize::new(0));
+    let watcher = watch(
+        files.target.clone(),
+        original.clone(),
+        looks.clone(),
+        stop.clone(),
+    );
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -165,8 +172,15 @@ async fn a_download_killed_at_half_resumes_from_the_partial_length() {
         .to(&client, &files.target)
         .await
         .expect("the second run finishes");
+    // Let the watcher look at the finished file at least once.
+    let mut polls = 0;
+    while looks.load(Ordering::SeqCst) == 0 {
+        polls += 1;
+        assert!(polls < 12_000, "the watcher never saw the finished file");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stop.store(true, Ordering::SeqCst);
-    let (looks, wrong) = watcher.join().unwrap();
+    let wrong = watcher.join().unwrap();
 
     assert_eq!(done.len(), LEN as u64);
     assert_eq!(done.resumed_from(), Some(HALF as u64));
@@ -198,7 +212,6 @@ async fn a_download_killed_at_half_resumes_from_the_partial_length() {
         wrong, 0,
         "the target held something else than the whole file {wrong} times"
     );
-    assert!(looks > 0, "the watcher saw the finished file");
     let progress = progress.lock().unwrap();
     assert_eq!(progress.first().map(|p| p.done), Some(HALF as u64));
     assert_eq!(
