@@ -22,12 +22,14 @@
 //! Replay makes a retry *possible*, not *safe*: the idempotency rules are
 //! the same as for any other body.
 //!
-//! Only one copy reads the original stream at a time: the newest copy that
-//! has been polled. When a copy is polled for the first time, every older
-//! copy is superseded: if the connection that sent an earlier attempt
-//! still polls it (the server answered early, before reading the whole
-//! body), it gets [`ReplayError::Superseded`] and ends that request,
-//! instead of taking bytes that the new attempt needs. Nothing panics,
+//! Only one copy reads the original stream at a time: the newest one.
+//! Making a copy supersedes every older copy at once: if the connection
+//! that sent an earlier attempt still polls its copy (the server answered
+//! early, before reading the whole body), it gets
+//! [`ReplayError::Superseded`] and ends that request, instead of taking
+//! bytes that the new attempt needs. So the answer of
+//! [`replay`](ReplayBody::replay) stays true until the copy is sent: no
+//! other copy can read on past the limit in between. Nothing panics,
 //! whatever the order in which copies are polled or dropped.
 //!
 //! ```
@@ -40,10 +42,11 @@
 //! // A body that can be read only once (a boxed body is not `Clone`).
 //! let once = Full::new(Bytes::from("hello world")).boxed_unsync();
 //! let body = ReplayBody::new(once);
-//! let retry = body.replay().expect("nothing read yet: replayable");
-//! // The first attempt sends it...
-//! assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello world");
-//! // ... and the retry sends the same bytes again.
+//! // The first attempt sends a copy...
+//! let first = body.replay().expect("nothing read yet: replayable");
+//! assert_eq!(&first.collect().await.unwrap().to_bytes()[..], b"hello world");
+//! // ... and the retry another, with the same bytes.
+//! let retry = body.replay().expect("11 bytes fit in the buffer");
 //! assert_eq!(&retry.collect().await.unwrap().to_bytes()[..], b"hello world");
 //! # }
 //! ```
@@ -156,7 +159,7 @@ pub struct ReplayBody<B> {
     next: usize,
     /// How many bytes this copy has sent.
     sent: u64,
-    /// This copy has been polled (and so superseded every older copy).
+    /// This copy has been polled.
     started: bool,
     trailers_sent: bool,
     /// The original body's hint and emptiness, kept outside the lock.
@@ -176,8 +179,8 @@ struct Shared<B> {
     /// Set once more than `limit` bytes were read: `chunks` is empty.
     capped: bool,
     end: End,
-    /// The copy that may read the stream (the newest one polled).
-    active: Option<u64>,
+    /// The copy that may read the stream (the newest one).
+    active: u64,
     next_generation: u64,
     /// The waker of the active copy, when it last found the stream
     /// pending: woken when a newer copy supersedes it, so that the earlier
@@ -255,7 +258,7 @@ impl<B: Body<Data = Bytes>> ReplayBody<B> {
                 read: 0,
                 capped,
                 end: End::Reading,
-                active: None,
+                active: 0,
                 next_generation: 1,
                 waiting: None,
             })),
@@ -275,8 +278,8 @@ impl<B> ReplayBody<B> {
     /// every byte from the first, the buffered ones again and then the rest
     /// of the stream. Fails if the body is [committed](Committed).
     ///
-    /// Any copy can make a new one; the copy that is polled last takes the
-    /// stream over (see the [module docs](self)).
+    /// The new copy supersedes every older one at once (see the
+    /// [module docs](self)). Any copy can make a new one.
     pub fn replay(&self) -> Result<ReplayBody<B>, Committed> {
         let mut shared = lock(&self.shared);
         if let Some(committed) = shared.committed() {
@@ -284,6 +287,11 @@ impl<B> ReplayBody<B> {
         }
         let generation = shared.next_generation;
         shared.next_generation += 1;
+        shared.active = generation;
+        // The copy that was reading must notice that it no longer may.
+        if let Some(waker) = shared.waiting.take() {
+            waker.wake();
+        }
         drop(shared);
         Ok(ReplayBody {
             shared: self.shared.clone(),
@@ -295,6 +303,12 @@ impl<B> ReplayBody<B> {
             hint: self.hint.clone(),
             was_empty: self.was_empty,
         })
+    }
+
+    /// `true` if a newer copy has been made: this one may no longer be
+    /// sent.
+    pub fn is_superseded(&self) -> bool {
+        lock(&self.shared).active != self.generation
     }
 
     /// Why the body can no longer be sent again, if it cannot.
@@ -343,20 +357,8 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let mut shared = lock(&this.shared);
-        if !this.started {
-            this.started = true;
-            match shared.active {
-                Some(active) if active > this.generation => {}
-                _ => {
-                    shared.active = Some(this.generation);
-                    // The copy that read before this one must notice.
-                    if let Some(waker) = shared.waiting.take() {
-                        waker.wake();
-                    }
-                }
-            }
-        }
-        if shared.active != Some(this.generation) {
+        this.started = true;
+        if shared.active != this.generation {
             return Poll::Ready(Some(Err(Box::new(ReplayError::Superseded))));
         }
         // The bytes read before this copy was polled (by earlier copies).
@@ -459,7 +461,7 @@ where
             return false;
         }
         let shared = lock(&self.shared);
-        if shared.active != Some(self.generation) || self.sent < shared.read {
+        if shared.active != self.generation || self.sent < shared.read {
             return false;
         }
         match &shared.end {
@@ -580,13 +582,11 @@ mod tests {
     #[tokio::test]
     async fn a_replay_sends_the_same_bytes_and_trailers() {
         let body = ReplayBody::new(Once::new(&[b"ab", b"cd", b"ef"]).with_trailers("x-sum", "1"));
-        let second = body.replay().unwrap();
-        let third = second.replay().unwrap();
-        let (first, t1) = all(body).await.unwrap();
+        let (first, t1) = all(body.replay().unwrap()).await.unwrap();
         assert_eq!(first, b"abcdef");
-        let (again, t2) = all(second).await.unwrap();
+        let (again, t2) = all(body.replay().unwrap()).await.unwrap();
         assert_eq!(again, b"abcdef");
-        let (thrice, t3) = all(third).await.unwrap();
+        let (thrice, t3) = all(body.replay().unwrap()).await.unwrap();
         assert_eq!(thrice, b"abcdef");
         for t in [t1, t2, t3] {
             assert_eq!(t.unwrap()["x-sum"], "1");
@@ -596,25 +596,32 @@ mod tests {
     #[tokio::test]
     async fn a_body_past_its_limit_is_committed_but_sent_whole_once() {
         let body = ReplayBody::with_limit(Once::new(&[b"0123", b"4567", b"89"]), 8);
-        let early = body.replay().unwrap();
-        let (sent, _) = all(body).await.unwrap();
+        let mut first = body.replay().unwrap();
+        assert_eq!(next_data(&mut first).await, b"0123");
+        // Made while the body still fitted; the earlier copy is superseded.
+        let mut retry = body.replay().unwrap();
+        assert!(first.is_superseded());
+        assert_eq!(next_data(&mut retry).await, b"0123");
+        let rest = retry.collect().await.unwrap().to_bytes();
         assert_eq!(
-            sent, b"0123456789",
-            "the attempt that crossed the limit sends all"
+            &rest[..],
+            b"456789",
+            "the copy that crossed the limit sends all"
         );
-        // A copy made before the limit was crossed cannot send the start.
-        let err = all(early).await.unwrap_err();
+        assert_eq!(body.replay().unwrap_err(), Committed::TooLarge { limit: 8 });
+        assert_eq!(body.buffered(), 0);
+        // The superseded copy never sends a byte more.
+        let err = all(first).await.unwrap_err();
         assert_eq!(
             err.downcast_ref::<ReplayError>(),
-            Some(&ReplayError::Committed(Committed::TooLarge { limit: 8 }))
+            Some(&ReplayError::Superseded)
         );
     }
 
     #[tokio::test]
     async fn exactly_the_limit_is_still_replayable() {
-        let body = ReplayBody::with_limit(Once::new(&[b"0123", b"4567"]), 8);
-        let keep = body.replay().unwrap();
-        all(body).await.unwrap();
+        let keep = ReplayBody::with_limit(Once::new(&[b"0123", b"4567"]), 8);
+        all(keep.replay().unwrap()).await.unwrap();
         assert_eq!(keep.committed(), None);
         assert_eq!(keep.buffered(), 8);
         let again = keep.replay().unwrap();
@@ -632,9 +639,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_error_reaches_the_attempt_and_commits_the_body() {
-        let body = ReplayBody::new(Once::new(&[b"abc"]).then_error());
-        let keep = body.replay().unwrap();
-        let err = all(body).await.unwrap_err();
+        let keep = ReplayBody::new(Once::new(&[b"abc"]).then_error());
+        let err = all(keep.replay().unwrap()).await.unwrap_err();
         assert_eq!(err.to_string(), "the stream broke");
         assert_eq!(keep.committed(), Some(Committed::Failed));
         assert_eq!(keep.replay().unwrap_err(), Committed::Failed);
@@ -647,10 +653,11 @@ mod tests {
     /// byte once: the buffered ones, then the never-read rest.
     #[tokio::test]
     async fn an_early_response_hands_the_stream_to_the_retry() {
-        let mut first = ReplayBody::new(Once::new(&[b"he", b"ll", b"o!"]));
+        let keep = ReplayBody::new(Once::new(&[b"he", b"ll", b"o!"]));
+        let mut first = keep.replay().unwrap();
         assert_eq!(next_data(&mut first).await, b"he");
         // The server answered here; the retry starts while `first` lives.
-        let mut retry = first.replay().unwrap();
+        let mut retry = keep.replay().unwrap();
         assert_eq!(next_data(&mut retry).await, b"he");
         // The earlier connection polls its copy again: it is superseded,
         // and takes nothing from the stream.
@@ -672,10 +679,11 @@ mod tests {
         let mut source = Once::new(&[b"one,", b"two,", b"three"]);
         source.stutter = true;
         let polls = source.polls.clone();
-        let first = ReplayBody::new(source);
-        let retry = first.replay().unwrap();
+        let keep = ReplayBody::new(source);
+        let first = keep.replay().unwrap();
         drop(first); // the first attempt failed before its body was read
         assert_eq!(polls.load(Ordering::SeqCst), 0);
+        let retry = keep.replay().unwrap();
         assert_eq!(all(retry).await.unwrap().0, b"one,two,three");
     }
 
@@ -686,10 +694,10 @@ mod tests {
         let mut first = body.replay().unwrap();
         let waiter = tokio::spawn(async move { first.frame().await.map(|f| f.is_err()) });
         tokio::task::yield_now().await;
+        // Making the retry's copy wakes the waiting one, which fails.
         let retry = body.replay().unwrap();
-        let reader = tokio::spawn(async move { retry.collect().await.map(|c| c.to_bytes()) });
-        // The waiting copy is woken by the retry's first poll and fails.
         assert_eq!(waiter.await.unwrap(), Some(true));
+        let reader = tokio::spawn(async move { retry.collect().await.map(|c| c.to_bytes()) });
         tx.send(Bytes::from_static(b"data")).await.unwrap();
         drop(tx);
         assert_eq!(&reader.await.unwrap().unwrap()[..], b"data");
@@ -708,10 +716,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_older_copy_polled_after_a_newer_one_is_refused() {
+    async fn an_older_copy_is_refused_once_a_newer_one_exists() {
         let body = ReplayBody::new(Once::new(&[b"x"]));
         let old = body.replay().unwrap();
         let new = body.replay().unwrap();
+        assert!(old.is_superseded() && !new.is_superseded());
         assert_eq!(all(new).await.unwrap().0, b"x");
         let err = all(old).await.unwrap_err();
         assert_eq!(
@@ -732,9 +741,9 @@ mod tests {
     #[tokio::test]
     async fn unpolled_copies_keep_the_original_framing() {
         let body = ReplayBody::new(Once::new(&[b"abcd"]).exact(4));
-        let again = body.replay().unwrap();
-        all(body).await.unwrap();
+        all(body.replay().unwrap()).await.unwrap();
         // Sent with a Content-Length the first time: the same the second.
+        let again = body.replay().unwrap();
         assert_eq!(again.size_hint().exact(), Some(4));
         assert!(!again.is_end_stream());
     }

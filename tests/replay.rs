@@ -114,12 +114,13 @@ async fn a_streamed_32_kib_body_is_sent_again_byte_for_byte() {
             let server = Server::start().await;
             server.script("/up", vec![Step::status(503), Step::status(200)]);
             let (stream, data) = Stream::new(32 * 1024, 1000);
-            let body = ReplayBody::new(stream);
-            let retry = body.replay().expect("nothing read yet");
+            // The adapter's part: keep the body, send a copy each time.
+            let keep = ReplayBody::new(stream);
+            let first = keep.replay().expect("nothing read yet");
             let url = server.url("/up");
-            assert_eq!(send(via, method, &url, headers, body).await.unwrap(), 503);
-            assert_eq!(retry.committed(), None, "{via:?}: 32 KiB fit");
-            let again = retry.replay().expect("replayable after the 503");
+            assert_eq!(send(via, method, &url, headers, first).await.unwrap(), 503);
+            assert_eq!(keep.committed(), None, "{via:?}: 32 KiB fit");
+            let again = keep.replay().expect("replayable after the 503");
             assert_eq!(send(via, method, &url, headers, again).await.unwrap(), 200);
             let seen = server.seen("/up");
             assert_eq!(seen.len(), 2);
@@ -137,10 +138,13 @@ async fn a_streamed_1_mib_body_gets_one_attempt_and_the_reason() {
         let server = Server::start().await;
         server.script("/up", vec![Step::status(503), Step::status(200)]);
         let (stream, data) = Stream::new(1024 * 1024, 16 * 1024);
-        let body = ReplayBody::new(stream);
-        let keep = body.replay().unwrap();
+        let keep = ReplayBody::new(stream);
+        let first = keep.replay().unwrap();
         let url = server.url("/up");
-        assert_eq!(send(via, &Method::PUT, &url, &[], body).await.unwrap(), 503);
+        assert_eq!(
+            send(via, &Method::PUT, &url, &[], first).await.unwrap(),
+            503
+        );
         let reason = keep.replay().unwrap_err();
         assert_eq!(
             reason,
@@ -162,11 +166,12 @@ async fn a_body_the_first_attempt_never_polled_is_not_duplicated() {
     for via in BOTH {
         let refused = support::refused_addr().await;
         let (stream, data) = Stream::new(20_000, 700);
-        let body = ReplayBody::new(stream);
-        let retry = body.replay().unwrap();
+        let keep = ReplayBody::new(stream);
+        let first = keep.replay().unwrap();
         let nowhere = format!("http://{refused}/up");
-        assert!(send(via, &Method::PUT, &nowhere, &[], body).await.is_err());
-        assert_eq!(retry.read(), 0, "{via:?}: the refused attempt read nothing");
+        assert!(send(via, &Method::PUT, &nowhere, &[], first).await.is_err());
+        assert_eq!(keep.read(), 0, "{via:?}: the refused attempt read nothing");
+        let retry = keep.replay().unwrap();
         let server = Server::start().await;
         server.script("/up", vec![Step::status(200)]);
         let url = server.url("/up");
@@ -260,9 +265,9 @@ async fn an_early_response_neither_panics_nor_replays_what_was_never_read() {
         for chunk in chunks.by_ref().take(4) {
             tx.send(chunk).await.unwrap();
         }
-        let body = ReplayBody::new(Fed(rx));
-        let keep = body.replay().unwrap();
-        let status = send(via, &Method::PUT, &url, &[], body).await.unwrap();
+        let keep = ReplayBody::new(Fed(rx));
+        let first = keep.replay().unwrap();
+        let status = send(via, &Method::PUT, &url, &[], first).await.unwrap();
         assert_eq!(status, 503, "{via:?}");
         let read_before = keep.read();
         assert!(
