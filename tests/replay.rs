@@ -300,3 +300,32 @@ fn send_owned(
 ) -> impl std::future::Future<Output = Result<u16, BoxError>> + Send {
     async move { send(via, &method, &url, &[], body).await }
 }
+
+/// The reqwest middleware's wiring, shown with the parts it will use: a
+/// request whose `reqwest::Body` cannot be cloned (`try_clone()` is
+/// `None`) has its body taken out and wrapped in a `ReplayBody`; each
+/// attempt sends `reqwest::Body::wrap` of a copy (reqwest needs `Send +
+/// Sync`, which `ReplayBody<reqwest::Body>` is).
+#[tokio::test]
+async fn a_non_clonable_reqwest_body_is_taken_out_and_replayed() {
+    let server = Server::start().await;
+    server.script("/up", vec![Step::status(503), Step::status(200)]);
+    let (stream, data) = Stream::new(32 * 1024, 1000);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut request = client
+        .put(server.url("/up"))
+        .body(reqwest::Body::wrap(stream))
+        .build()
+        .unwrap();
+    assert!(request.try_clone().is_none(), "a streaming body");
+    let body: reqwest::Body = request.body_mut().take().unwrap();
+    let keep = ReplayBody::new(body);
+    for expected in [503, 200] {
+        let mut attempt = request.try_clone().expect("body-less now");
+        *attempt.body_mut() = Some(reqwest::Body::wrap(keep.replay().unwrap()));
+        assert_eq!(client.execute(attempt).await.unwrap().status(), expected);
+    }
+    let seen = server.seen("/up");
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|s| digest(&s.body) == digest(&data)));
+}
