@@ -94,6 +94,14 @@
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
 //!   base and errors that name the key path, load protection included;
 //!   see [`config`].
+//! - `download`: [`download`], a response saved to a file
+//!   that is resumed within a run and across runs, checked (length, an
+//!   optional SHA-256) and renamed into place atomically; turns on
+//!   `reqwest`.
+//!
+//! Streamed request bodies can be replayed within a bound with
+//! [`replay::ReplayBody`], and response bodies resumed with
+//! [`resume::ResumableBody`].
 //!
 //! # Time
 //!

@@ -300,7 +300,7 @@ impl<B> ReplayBody<B> {
             sent: 0,
             started: false,
             trailers_sent: false,
-            hint: self.hint.clone(),
+            hint: self.hint,
             was_empty: self.was_empty,
         })
     }
@@ -473,7 +473,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         if !self.started {
-            return self.hint.clone();
+            return self.hint;
         }
         let shared = lock(&self.shared);
         let behind = shared.read.saturating_sub(self.sent);

@@ -1498,10 +1498,16 @@ mod tests {
             .map_err(|e| e.code())
     }
 
+    type Case = (
+        u16,
+        &'static [(&'static str, &'static str)],
+        Result<Continuation, &'static str>,
+    );
+
     #[test]
     fn resume_responses_are_checked() {
         use Continuation::*;
-        let cases: &[(u16, &[(&'static str, &str)], Result<Continuation, &str>)] = &[
+        let cases: &[Case] = &[
             (
                 206,
                 &[("content-range", "bytes 40-99/100"), ("etag", "\"abc\"")],

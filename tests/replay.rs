@@ -292,13 +292,13 @@ async fn an_early_response_neither_panics_nor_replays_what_was_never_read() {
 }
 
 /// `send` with owned arguments, for a spawned task.
-fn send_owned(
+async fn send_owned(
     via: Via,
     method: Method,
     url: String,
     body: ReplayBody<Fed>,
-) -> impl std::future::Future<Output = Result<u16, BoxError>> + Send {
-    async move { send(via, &method, &url, &[], body).await }
+) -> Result<u16, BoxError> {
+    send(via, &method, &url, &[], body).await
 }
 
 /// The reqwest middleware's wiring, shown with the parts it will use: a
