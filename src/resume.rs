@@ -1193,7 +1193,7 @@ where
                                     }
                                     self.end = range
                                         .map(|r| r.last + 1)
-                                        .or(length.map(|l| offset + l))
+                                        .or(length.map(|l| offset.saturating_add(l)))
                                         .or(self.resumable.total);
                                 }
                                 Continuation::Skip(n) => {
@@ -1255,11 +1255,13 @@ where
                                 }
                             }
                             let len = data.len() as u64;
-                            let past_end = self.end.is_some_and(|end| self.offset() + len > end)
+                            let past_end = self
+                                .end
+                                .is_some_and(|end| self.offset().saturating_add(len) > end)
                                 || self
                                     .resumable
                                     .total
-                                    .is_some_and(|t| self.offset() + len > t);
+                                    .is_some_and(|t| self.offset().saturating_add(len) > t);
                             if past_end {
                                 return Poll::Ready(Some(Err(
                                     self.fail(ResumeErrorKind::TooLong, None)

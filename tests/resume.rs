@@ -419,3 +419,30 @@ async fn a_503_on_the_range_request_is_retried_by_the_adapter() {
         );
     }
 }
+
+/// A reset (RST) may lose bytes the server wrote: the resume asks for what
+/// the caller has read, not for what the server sent.
+#[tokio::test(start_paused = true)]
+async fn a_reset_resumes_at_what_the_caller_read() {
+    let original = content(LEN, 41);
+    for via in BOTH {
+        let server = RangeServer::start(
+            original.clone(),
+            vec![Fault::ResetAfter(CUT), Fault::Honest],
+        )
+        .await;
+        let read = fetch(via, &server.url("/file"), ResumeLimits::default()).await;
+        assert!(read.error.is_none(), "{via:?}: {:?}", read.error);
+        assert_eq!(digest(&read.bytes), digest(&original), "{via:?}");
+        let records = read.records();
+        assert_eq!(records.len(), 1, "{via:?}");
+        let offset = records[0].offset();
+        assert!(offset <= CUT as u64, "{via:?}: {offset}");
+        let asked = format!("bytes={offset}-");
+        assert_eq!(
+            server.seen()[1].range.as_deref(),
+            Some(asked.as_str()),
+            "{via:?}"
+        );
+    }
+}

@@ -30,6 +30,9 @@ pub enum Fault {
     /// Serve it right, but close the connection after `n` body bytes of
     /// this response.
     CutAfter(usize),
+    /// Serve it right, but reset the connection (RST) after `n` body
+    /// bytes: the client may lose some of what was sent.
+    ResetAfter(usize),
     /// Serve it right, but stop after `n` body bytes and send nothing more
     /// until the client goes away.
     StallAfter(usize),
@@ -348,8 +351,9 @@ async fn serve(
         seen.status = status;
         seen.written = written;
     };
+    let reset = matches!(fault, Fault::ResetAfter(_));
     let (limit, stall, paced) = match fault {
-        Fault::CutAfter(n) => (n.min(body.len()), false, None),
+        Fault::CutAfter(n) | Fault::ResetAfter(n) => (n.min(body.len()), false, None),
         Fault::StallAfter(n) => (n.min(body.len()), true, None),
         Fault::Paced { chunk } => (body.len(), false, Some(chunk.max(1))),
         _ => (body.len(), false, None),
@@ -382,6 +386,10 @@ async fn serve(
     }
     let _ = stream.flush().await;
     record(written);
+    if reset {
+        let _ = stream.set_zero_linger();
+        return;
+    }
     if stall {
         progress.notify_one();
         // Nothing more; notice the client going away.
