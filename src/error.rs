@@ -314,7 +314,8 @@ impl Error {
     /// connect timeout): the request never reached the server. It stands
     /// in for `reqwest::Error::is_connect()`.
     pub fn is_connect(&self) -> bool {
-        self.last_failure() == Some(FailureKind::Connect) || self.last_source_says(reqwest_connect)
+        self.last_failure() == Some(FailureKind::Connect)
+            || self.last_source_says(reqwest_connect)
     }
 
     fn last_failure(&self) -> Option<FailureKind> {
