@@ -99,8 +99,13 @@ fn circuit(c: &mut Criterion) {
 }
 
 fn limiter(c: &mut Criterion) {
-    let free = Limiter::new(&RateLimit::new(u32::MAX, Duration::from_secs(1)).burst(u32::MAX));
-    let spent = Limiter::new(&RateLimit::per_hour(1));
+    let free = Limiter::new(
+        &RateLimit::builder(u32::MAX, Duration::from_secs(1))
+            .burst(u32::MAX)
+            .build()
+            .unwrap(),
+    );
+    let spent = Limiter::new(&RateLimit::per_hour(1).build().unwrap());
     assert!(spent.try_acquire().is_ok());
     assert!(spent.try_acquire().is_err());
     let mut group = c.benchmark_group("limiter_try_acquire");
@@ -111,7 +116,7 @@ fn limiter(c: &mut Criterion) {
     // request), which leaves the limiter as it was.
     let t0 = Instant::now();
     let hour = Duration::from_secs(3600);
-    let reserved = Limiter::new(&RateLimit::per_hour(1000).burst(1));
+    let reserved = Limiter::new(&RateLimit::per_hour(1000).burst(1).build().unwrap());
     assert_eq!(reserved.acquire(t0, hour).unwrap().at(), t0);
     let turn = reserved.acquire(t0, hour).unwrap();
     assert!(turn.at() > t0);

@@ -41,8 +41,23 @@ const REQUESTS: usize = 10_000;
 
 /// The request body: a shared attempt counter, so that the service can
 /// fail each request's first two attempts (every attempt sends a clone).
+/// As a body it is empty (the tower layer requires an `http_body::Body`).
 #[derive(Clone)]
 struct Ticket(Arc<AtomicU8>);
+
+impl http_body::Body for Ticket {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(None)
+    }
+    fn is_end_stream(&self) -> bool {
+        true
+    }
+}
 
 fn request() -> Request<Ticket> {
     static URI: LazyLock<Uri> =

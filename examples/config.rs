@@ -93,24 +93,24 @@ fn protection(p: &RetryPolicy) -> String {
         Some(b) if *b == RetryBudget::default() => "default retry budget (500 tokens)".to_owned(),
         Some(b) => format!(
             "budget {} tokens ({} a retry, {} after a timeout, {} back a success)",
-            b.capacity_tokens(),
-            b.retry_cost_tokens(),
-            b.timeout_cost_tokens(),
-            b.success_refund_tokens()
+            b.capacity(),
+            b.retry_cost(),
+            b.timeout_cost(),
+            b.success_refund()
         ),
     };
     let breaker = p.circuit_breaker().map_or_else(
         || "no breaker".to_owned(),
         |c| {
             let consecutive = c
-                .consecutive()
+                .consecutive_failures()
                 .map_or_else(String::new, |n| format!(" or {n} in a row"));
             format!(
                 "breaker at {}% of >= {} in {:?}{consecutive}, open {:?}",
-                c.ratio() * 100.0,
-                c.throughput(),
-                c.window(),
-                c.break_for()
+                c.failure_ratio() * 100.0,
+                c.minimum_throughput(),
+                c.sampling_window(),
+                c.break_duration()
             )
         },
     );
@@ -121,8 +121,8 @@ fn protection(p: &RetryPolicy) -> String {
                 "{} per {:?} (burst {}, wait <= {:?})",
                 r.requests(),
                 r.period(),
-                r.burst_size(),
-                r.max_wait_time()
+                r.burst(),
+                r.max_wait()
             )
         },
     );

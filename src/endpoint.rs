@@ -22,6 +22,14 @@
 //!   where `*` matches within one segment and `**` across segments;
 //! - **methods**: any of a set.
 //!
+//! A request without a host (a relative URI, as a tower layer sees below a
+//! layer that sets the URI later, such as octocrab's `BaseUriLayer`) cannot
+//! match a rule that names a host, and falls to the host-less rules or the
+//! default. With the `tracing` feature, the first such request a set (or
+//! any of its clones) sees is noted in one `WARN` event, target
+//! `http_resilience`; later ones are not. See the [tower
+//! layer](crate::layer) for where to put it.
+//!
 //! Selection does not allocate, and its cost does not grow with the number
 //! of rules for other hosts: rules are indexed by host (exact and wildcard
 //! suffix), so a request looks at only the rules for its own host and the
@@ -168,6 +176,9 @@ struct Index {
     /// Rules without a host, in order.
     any_host: Box<[u32]>,
     default: RetryPolicy,
+    /// A request without a host was noted (once per set: see `select`).
+    #[cfg(feature = "tracing")]
+    hostless_noted: std::sync::atomic::AtomicBool,
 }
 
 /// The longest host name looked up in the index (DNS allows 253).
@@ -236,6 +247,9 @@ impl EndpointPolicies {
                 }
             }
         }
+        if by_host && host.is_empty() {
+            index.note_hostless(request);
+        }
         consider(&index.any_host);
         match best {
             Some(n) => &index.rules[n as usize].policy,
@@ -264,6 +278,30 @@ impl EndpointPolicies {
     /// The rules, in order.
     pub fn routes(&self) -> impl ExactSizeIterator<Item = (&Route, &RetryPolicy)> {
         self.inner.rules.iter().map(|r| (&r.route, &r.policy))
+    }
+}
+
+impl Index {
+    /// A request without a host cannot match a rule that names one: it
+    /// falls to the later rules or the default, silently. Said once per
+    /// set (and its clones), at `WARN`, not once per request.
+    fn note_hostless(&self, request: &RequestMeta<'_>) {
+        #[cfg(feature = "tracing")]
+        use std::sync::atomic::Ordering::Relaxed;
+        #[cfg(feature = "tracing")]
+        if !self.hostless_noted.load(Relaxed) && !self.hostless_noted.swap(true, Relaxed) {
+            tracing::warn!(
+                target: "http_resilience",
+                method = %request.method(),
+                path = request.path(),
+                "request has no host (a relative URI): the routes that name a host cannot \
+                 match it, so it gets a host-less route's policy or the default; put the \
+                 retry layer below (inside) the layers that set the URI, such as octocrab's \
+                 BaseUriLayer (noted once for this policy set)"
+            );
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = request;
     }
 }
 
@@ -391,6 +429,8 @@ impl EndpointPoliciesBuilder {
                 wildcard: boxed(wildcard),
                 any_host: any_host.into(),
                 default: self.default.unwrap_or_default(),
+                #[cfg(feature = "tracing")]
+                hostless_noted: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }

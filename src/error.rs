@@ -16,9 +16,11 @@
 //! | [`Error::RateLimitedLocally`] | `RATE_LIMITED_LOCALLY` |
 //!
 //! A load-protection refusal before an attempt was sent (an open breaker,
-//! a local rate limit, a server quota reset too far ahead) has no response
-//! of its own: the error then carries the report, and the last response
-//! only if the refusal came right after one.
+//! a local rate limit, a server quota reset too far ahead, the deadline)
+//! has no response of its own. Before the first attempt, the error carries
+//! the report alone; before a retry, it carries the last attempt's response
+//! (or transport error), kept through the wait, as if the retry had been
+//! refused right after that attempt.
 //!
 //! Through `reqwest-middleware` it arrives as
 //! `reqwest_middleware::Error::Middleware`, from which it downcasts:
@@ -49,28 +51,12 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 
+pub use crate::classify::AttemptTimedOut;
 use crate::classify::FailureKind;
 use crate::report::{RetryReport, StopReason};
 
 /// A boxed error, as `tower` uses.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// The error of an attempt that ran out of time
-/// ([`attempt_timeout`](crate::RetryPolicyBuilder::attempt_timeout), or
-/// what was left of the deadline).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttemptTimedOut {
-    /// The timeout that expired.
-    pub after: Duration,
-}
-
-impl fmt::Display for AttemptTimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attempt timed out after {:?}", self.after)
-    }
-}
-
-impl std::error::Error for AttemptTimedOut {}
 
 /// Why a request failed once the adapter stopped retrying.
 #[derive(Debug)]
@@ -314,8 +300,7 @@ impl Error {
     /// connect timeout): the request never reached the server. It stands
     /// in for `reqwest::Error::is_connect()`.
     pub fn is_connect(&self) -> bool {
-        self.last_failure() == Some(FailureKind::Connect)
-            || self.last_source_says(reqwest_connect)
+        self.last_failure() == Some(FailureKind::Connect) || self.last_source_says(reqwest_connect)
     }
 
     fn last_failure(&self) -> Option<FailureKind> {

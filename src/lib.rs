@@ -109,16 +109,22 @@
 //! Wall-clock reads (HTTP-dates, epoch resets) go through
 //! [`RetryPolicyBuilder::wall_clock`], which tests can fix.
 
+// `rust_2018_idioms`, clippy's lints and `unsafe_code = "deny"` are set for
+// every target in Cargo.toml's `[lints]` (the benches' and tests' counting
+// allocators allow it where they implement `GlobalAlloc`); the library
+// forbids it outright, and these two concern only its public API.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-#![warn(rust_2018_idioms, unreachable_pub)]
+#![warn(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's Rust examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 mod adapter;
 pub mod backoff;
-pub mod body;
-pub mod budget;
-pub mod circuit;
 pub mod classify;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
@@ -129,23 +135,44 @@ pub mod download;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
-pub mod layer;
-#[cfg(feature = "reqwest")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-pub mod middleware;
+mod headers;
 pub mod policy;
 pub mod presets;
-pub mod rate_limit;
+pub mod protection;
 pub mod replay;
 pub mod report;
 pub mod resume;
 pub mod retry_after;
-pub mod store;
+mod validate;
+
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use adapter::middleware;
+pub use adapter::{body, layer};
+pub use protection::store;
+
+/// [`RetryBudget`] and its builder, at the path they had before
+/// [`protection`] held them; documented there ([retry budget](protection#retry-budget)).
+pub mod budget {
+    pub use crate::protection::{RetryBudget, RetryBudgetBuilder, Tokens};
+}
+
+/// [`CircuitBreaker`] and its state, at the path they had before
+/// [`protection`] held them; documented there ([circuit breaker](protection#circuit-breaker)).
+pub mod circuit {
+    pub use crate::protection::{
+        CircuitBreaker, CircuitBreakerBuilder, CircuitState, CircuitStatus, Ticket, Verdict,
+    };
+}
+
+/// [`RateLimit`] and its state, at the path they had before [`protection`]
+/// held them; documented there ([rate limit](protection#rate-limit)).
+pub mod rate_limit {
+    pub use crate::protection::{Limiter, RateLimit, RateLimitBuilder, RateLimitState, Turn};
+}
 
 pub use backoff::{Backoff, Jitter};
 pub use body::ResponseBody;
-pub use budget::RetryBudget;
-pub use circuit::{CircuitBreaker, CircuitStatus};
 pub use classify::{
     Class, Classify, DefaultClassifier, FailureKind, MAX_INSPECTED_BODY, Outcome, RequestMeta,
 };
@@ -158,7 +185,7 @@ pub use layer::{Retry, RetryLayer};
 pub use middleware::RetryMiddleware;
 pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
-pub use rate_limit::RateLimit;
+pub use protection::{CircuitBreaker, CircuitStatus, RateLimit, RetryBudget};
 pub use report::{AttemptRecord, RetryReport, StopReason, Throttle, ThrottleReason};
 pub use retry_after::{DelaySource, WallClock};
 pub use store::{EndpointKey, EndpointState, InMemoryStore, Scope, StateStore};

@@ -35,17 +35,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 
-use crate::classify::{rate_limit_exhausted, trim_ows};
-
-// As `HeaderName`s: a `&str` key makes `http` parse and hash the name on
-// every lookup.
-const RETRY_AFTER_MS: http::HeaderName = http::HeaderName::from_static("retry-after-ms");
-const X_RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
-const X_RATELIMIT_RESOURCE: http::HeaderName =
-    http::HeaderName::from_static("x-ratelimit-resource");
-const ANTHROPIC_RESET: http::HeaderName =
-    http::HeaderName::from_static("anthropic-ratelimit-requests-reset");
-const OPENAI_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset-requests");
+use crate::headers::{
+    ANTHROPIC_RESET, OPENAI_RESET, RETRY_AFTER_MS, X_RATELIMIT_RESET, X_RATELIMIT_RESOURCE,
+    rate_limit_exhausted, trim_ows,
+};
 
 /// Where the wait before a retry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -282,7 +275,7 @@ impl QuotaHeaders {
 ///
 /// With [`server_limits`](crate::RetryPolicyBuilder::server_limits) on,
 /// the engine holds the later requests carrying the same credential (see
-/// [`Partition`](crate::store::Partition)) until the reset, and ignores as
+/// [`Partition`](crate::protection::store::Partition)) until the reset, and ignores as
 /// invalid a reset beyond
 /// [`max_quota_reset`](crate::RetryPolicyBuilder::max_quota_reset) (24 h by
 /// default); this function reports any reset up to 100 years away.

@@ -385,6 +385,58 @@ fn rows() -> Vec<Row> {
             )
         },
     ]);
+    rows.extend([
+        Row {
+            req: shared_put,
+            ..row(
+                "a PUT whose body's clones share one stream is not resent drained",
+                vec![Step::status(502), Step::status(200)],
+                Status(502),
+                1,
+                vec![],
+            )
+        },
+        Row {
+            req: shared_keyed_post,
+            ..row(
+                "a keyed POST whose body's clones share one stream is not resent after a 429",
+                vec![Step::status(429), Step::status(201)],
+                Status(429),
+                1,
+                vec![],
+            )
+        },
+        Row {
+            req: ended_stream_get,
+            ..row(
+                "a GET whose body is an already-ended stream is retried",
+                vec![Step::status(502), Step::status(200)],
+                Status(200),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        Row {
+            req: ended_stream_put,
+            ..row(
+                "a PUT whose body is an already-ended stream is retried",
+                vec![Step::status(503), Step::status(200)],
+                Status(200),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+        Row {
+            req: zero_length_stream_get,
+            ..row(
+                "a GET with Content-Length: 0 and a stream body is retried",
+                vec![Step::status(502), Step::status(200)],
+                Status(200),
+                2,
+                vec![(100, Backoff)],
+            )
+        },
+    ]);
     // Retry-After as an HTTP-date in its three forms (fixed clock: the
     // server's date is 3 s after the policy's "now").
     let imf = http_date(Duration::from_secs(3));
@@ -422,6 +474,45 @@ fn rows() -> Vec<Row> {
         ));
     }
     rows
+}
+
+/// A JSON body whose clones share one stream, as octocrab's `OctoBody`.
+fn shared_put() -> Req {
+    Req {
+        method: Method::PUT,
+        body: r#"{"state":"closed"}"#,
+        shared: true,
+        ..get()
+    }
+}
+fn shared_keyed_post() -> Req {
+    Req {
+        body: r#"{"title":"new"}"#,
+        shared: true,
+        ..keyed_post()
+    }
+}
+/// No body, sent as a stream that has already ended (octocrab's reqwest
+/// connector wraps every body, even an empty one, with `Body::wrap`).
+fn ended_stream_get() -> Req {
+    Req {
+        shared: true,
+        ..get()
+    }
+}
+fn ended_stream_put() -> Req {
+    Req {
+        method: Method::PUT,
+        ..ended_stream_get()
+    }
+}
+/// An empty stream of unknown length, announced as `Content-Length: 0`.
+fn zero_length_stream_get() -> Req {
+    Req {
+        streaming: true,
+        headers: vec![("content-length", "0")],
+        ..get()
+    }
 }
 
 #[tokio::test(start_paused = true)]

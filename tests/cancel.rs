@@ -27,12 +27,12 @@ use std::time::Duration;
 
 use http::Extensions;
 use http_resilience::{
-    CircuitBreaker, EndpointKey, RateLimit, RetryBudget, RetryLayer, RetryMiddleware, RetryPolicy,
+    EndpointKey, RateLimit, RetryBudget, RetryLayer, RetryMiddleware, RetryPolicy,
 };
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use reqwest_middleware::{Middleware, Next};
-use support::clients::{BOTH, Client, Got, ReplayBody, Via, base, get};
+use support::clients::{BOTH, Client, Got, ReplayBody, Via, base, breaker_policy, get};
 use support::{Server, Step};
 use tower::{Layer, Service};
 
@@ -385,7 +385,7 @@ async fn dropping_requests_mid_wait_leaks_no_load_protection_state() {
         // Budget: ten requests in a 10 s backoff have paid 5 tokens each;
         // aborting them refunds every token.
         server.script("/down", vec![Step::status(503)]);
-        let budget = RetryBudget::default().capacity(100);
+        let budget = RetryBudget::builder().capacity(100).build().unwrap();
         let policy = base()
             .initial_backoff(Duration::from_secs(10))
             .max_backoff(Duration::from_secs(10))
@@ -414,15 +414,7 @@ async fn dropping_requests_mid_wait_leaks_no_load_protection_state() {
         // Breaker: a half-open probe dropped in flight frees its slot.
         server.script("/hang", vec![Step::Hang]);
         server.script("/ok", vec![Step::status(503), Step::status(200)]);
-        let policy = base()
-            .max_retries(0)
-            .circuit_breaker(
-                CircuitBreaker::default()
-                    .consecutive_failures(1)
-                    .break_duration(Duration::from_secs(5)),
-            )
-            .build()
-            .unwrap();
+        let policy = breaker_policy(1, Duration::from_secs(5));
         let client = Client::new(via, policy);
         client.send(&server.url("/ok"), &get()).await;
         let got = client.send(&server.url("/ok"), &get()).await;
@@ -455,7 +447,9 @@ async fn dropping_requests_mid_wait_leaks_no_load_protection_state() {
             .rate_limit(
                 RateLimit::per_second(1)
                     .burst(1)
-                    .max_wait(Duration::from_secs(3600)),
+                    .max_wait(Duration::from_secs(3600))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();
@@ -499,7 +493,9 @@ async fn a_dropped_waiter_gives_its_turn_to_the_next_request() {
             .rate_limit(
                 RateLimit::per_second(1)
                     .burst(1)
-                    .max_wait(Duration::from_secs(3600)),
+                    .max_wait(Duration::from_secs(3600))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();

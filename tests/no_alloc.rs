@@ -3,6 +3,9 @@
 //! per-request override. Checked with a counting global allocator (this
 //! test binary only).
 
+// A counting global allocator implements `GlobalAlloc`, an unsafe trait.
+#![allow(unsafe_code)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

@@ -1774,7 +1774,7 @@ fn circuit_config() -> impl Strategy<Value = CircuitBreaker> {
         1u64..40_000,
     )
         .prop_map(|(probes, min, ratio, window, brk, consecutive, wait)| {
-            let c = CircuitBreaker::default()
+            let c = CircuitBreaker::builder()
                 .half_open_probes(probes)
                 .minimum_throughput(min)
                 .failure_ratio(f64::from(ratio) / 100.0)
@@ -1785,6 +1785,8 @@ fn circuit_config() -> impl Strategy<Value = CircuitBreaker> {
                 Some(n) => c.consecutive_failures(n),
                 None => c,
             }
+            .build()
+            .unwrap()
         })
 }
 
@@ -1887,11 +1889,12 @@ proptest! {
     /// withdrawal succeeds iff the tokens cover its cost, taking exactly it.
     #[test]
     fn tokens_stay_in_range(
-        capacity in prop_oneof![0u32..1_000, Just(u32::MAX)],
+        // A budget holds at least its timeout cost (10 by default).
+        capacity in prop_oneof![10u32..1_000, Just(u32::MAX)],
         start in 0.0f64..=1.0,
         ops in prop::collection::vec(token_op(), 0..200),
     ) {
-        let budget = RetryBudget::default().capacity(capacity);
+        let budget = RetryBudget::builder().capacity(capacity).build().unwrap();
         let mut tokens = Tokens((f64::from(capacity) * start) as u32);
         if start == 1.0 {
             tokens = Tokens::full(&budget);
@@ -1927,10 +1930,10 @@ proptest! {
     ) {
         let budget = match custom {
             None => RetryBudget::default(),
-            Some((cost, extra, more)) => RetryBudget::default()
+            Some((cost, extra, more)) => RetryBudget::builder()
                 .retry_cost(cost)
                 .timeout_cost(cost + extra)
-                .capacity(cost + extra + more),
+                .capacity(cost + extra + more).build().unwrap(),
         };
         let policy = if custom.is_none() {
             RetryPolicy::default()
@@ -1962,7 +1965,7 @@ proptest! {
             }
         }
         let per_retry = budget.cost(timeout);
-        let want = n.min((budget.capacity_tokens() / per_retry) as usize);
+        let want = n.min((budget.capacity() / per_retry) as usize);
         prop_assert_eq!(retries, want);
     }
 
@@ -1978,7 +1981,7 @@ proptest! {
         use http_resilience::RateLimit;
         use http_resilience::rate_limit::{RateLimitState, Turn};
 
-        let limit = RateLimit::new(requests, Duration::from_millis(period_ms)).burst(burst);
+        let limit = RateLimit::builder(requests, Duration::from_millis(period_ms)).burst(burst).build().unwrap();
         let interval = (Duration::from_millis(period_ms) / requests).as_nanos();
         let mut state = RateLimitState::new(&limit);
         let t0 = Instant::now();
@@ -2102,14 +2105,14 @@ proptest! {
         c in circuit_config(),
         outcomes in prop::collection::vec((any::<bool>(), 0u64..5_000), 0..40),
     ) {
-        let c = CircuitBreaker::default()
-            .minimum_throughput(c.throughput())
-            .failure_ratio(c.ratio())
-            .sampling_window(c.window());
+        let c = CircuitBreaker::builder()
+            .minimum_throughput(c.minimum_throughput())
+            .failure_ratio(c.failure_ratio())
+            .sampling_window(c.sampling_window()).build().unwrap();
         let t0 = Instant::now();
         let mut now = t0;
         let mut state = http_resilience::circuit::CircuitState::default();
-        for (failed, step) in outcomes.into_iter().take(c.throughput() as usize - 1) {
+        for (failed, step) in outcomes.into_iter().take(c.minimum_throughput() as usize - 1) {
             now += Duration::from_millis(step);
             record_closed(&mut state, &c, failed, now)?;
             prop_assert_eq!(state.status(now), CircuitStatus::Closed);
@@ -2125,13 +2128,13 @@ proptest! {
         c in circuit_config(),
         steps in prop::collection::vec(0u64..3_000, 1..60),
     ) {
-        let c = CircuitBreaker::default()
-            .minimum_throughput(c.throughput())
-            .failure_ratio(c.ratio())
-            .sampling_window(c.window());
-        let min = c.throughput() as usize;
+        let c = CircuitBreaker::builder()
+            .minimum_throughput(c.minimum_throughput())
+            .failure_ratio(c.failure_ratio())
+            .sampling_window(c.sampling_window()).build().unwrap();
+        let min = c.minimum_throughput() as usize;
         // Nine tenths of the window, in ms (the window is whole ms).
-        let span = c.window().as_millis() as u64 * 9 / 10;
+        let span = c.sampling_window().as_millis() as u64 * 9 / 10;
         let t0 = Instant::now();
         let mut times = Vec::new();
         let mut now = t0;
@@ -2150,7 +2153,7 @@ proptest! {
             if open {
                 prop_assert_eq!(
                     state.status(now),
-                    CircuitStatus::Open { until: now + c.break_for() }
+                    CircuitStatus::Open { until: now + c.break_duration() }
                 );
                 break;
             }

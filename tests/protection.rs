@@ -20,7 +20,7 @@ use http_resilience::{
     CircuitBreaker, EndpointKey, EndpointState, InMemoryStore, Preset, RateLimit, RetryBudget,
     RetryPolicy, Scope, StateStore, StopReason, ThrottleReason,
 };
-use support::clients::{BOTH, Client, Got, Req, base, get};
+use support::clients::{BOTH, Client, Got, Req, base, breaker_policy, get};
 use support::{Server, Step, fixed_now};
 use tokio::time::Instant;
 
@@ -175,7 +175,11 @@ async fn budget_costs_and_refunds() {
         server.script("/flaky", vec![Step::status(503), Step::status(200)]);
         server.script("/hang", vec![Step::Hang, Step::status(200)]);
         server.script("/fail", vec![Step::status(503), Step::status(404)]);
-        let budget = RetryBudget::default().capacity(100).success_refund(2);
+        let budget = RetryBudget::builder()
+            .capacity(100)
+            .success_refund(2)
+            .build()
+            .unwrap();
         let policy = base()
             .retry_budget(budget)
             .attempt_timeout(Duration::from_secs(1))
@@ -221,7 +225,7 @@ async fn one_hosts_outage_does_not_spend_anothers_budget() {
         down.script("/", vec![Step::status(503)]);
         flaky.script("/", vec![Step::status(503), Step::status(200)]);
         let policy = base()
-            .retry_budget(RetryBudget::default().capacity(20))
+            .retry_budget(RetryBudget::builder().capacity(20).build().unwrap())
             .build()
             .unwrap();
         let client = Client::new(via, policy.clone());
@@ -233,7 +237,7 @@ async fn one_hosts_outage_does_not_spend_anothers_budget() {
 
         // `Scope::Policy`: one budget for every host
         let shared = base()
-            .retry_budget(RetryBudget::default().capacity(20))
+            .retry_budget(RetryBudget::builder().capacity(20).build().unwrap())
             .scope(Scope::Policy)
             .build()
             .unwrap();
@@ -263,15 +267,7 @@ async fn the_breaker_opens_probes_and_closes_and_sends_nothing_while_open() {
                 Step::status(200),
             ],
         );
-        let policy = base()
-            .max_retries(0)
-            .circuit_breaker(
-                CircuitBreaker::default()
-                    .consecutive_failures(3)
-                    .break_duration(Duration::from_secs(5)),
-            )
-            .build()
-            .unwrap();
+        let policy = breaker_policy(3, Duration::from_secs(5));
         let client = Client::new(via, policy);
         let url = server.url("/svc");
         let t0 = Instant::now();
@@ -348,9 +344,11 @@ async fn half_open_admits_one_probe_and_a_failure_that_opens_it_keeps_its_respon
         let policy = base()
             .max_retries(3)
             .circuit_breaker(
-                CircuitBreaker::default()
+                CircuitBreaker::builder()
                     .consecutive_failures(1)
-                    .break_duration(Duration::from_secs(5)),
+                    .break_duration(Duration::from_secs(5))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();
@@ -412,15 +410,7 @@ async fn a_hung_half_open_probe_does_not_keep_the_breaker_shut() {
             }],
         );
         server.script("/ok", vec![Step::status(200)]);
-        let policy = base()
-            .max_retries(0)
-            .circuit_breaker(
-                CircuitBreaker::default()
-                    .consecutive_failures(1)
-                    .break_duration(Duration::from_secs(5)),
-            )
-            .build()
-            .unwrap();
+        let policy = breaker_policy(1, Duration::from_secs(5));
         let client = Client::new(via, policy);
         let got = client.send(&server.url("/fail"), &get()).await;
         assert_eq!(got.code, Some("MAX_RETRIES_EXCEEDED"), "{via:?}");
@@ -468,7 +458,7 @@ async fn a_10_per_second_limit_spreads_100_requests_over_10_seconds() {
         let server = Server::start().await;
         server.script("/api", vec![Step::status(200)]);
         let policy = base()
-            .rate_limit(RateLimit::per_second(10).burst(1))
+            .rate_limit(RateLimit::per_second(10).burst(1).build().unwrap())
             .build()
             .unwrap();
         let client = Client::new(via, policy);
@@ -525,7 +515,9 @@ async fn a_turn_beyond_max_wait_fails_with_rate_limited_locally() {
             .rate_limit(
                 RateLimit::per_second(10)
                     .burst(1)
-                    .max_wait(Duration::from_millis(500)),
+                    .max_wait(Duration::from_millis(500))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();
@@ -625,7 +617,7 @@ async fn three_hundred_waiters_are_served_in_order_asking_the_limiter_once_each(
         server.script("/api", vec![Step::status(200)]);
         let store = Arc::new(CountingStore::default());
         let policy = base()
-            .rate_limit(RateLimit::per_second(10).burst(1))
+            .rate_limit(RateLimit::per_second(10).burst(1).build().unwrap())
             .state_store(store.clone())
             .build()
             .unwrap();
@@ -686,11 +678,13 @@ async fn attempts_the_breaker_refuses_keep_no_rate_limit_turn() {
         // one turn every 10 s, three at once; open for 1 s after a failure
         let policy = base()
             .max_retries(0)
-            .rate_limit(RateLimit::per_minute(6).burst(3))
+            .rate_limit(RateLimit::per_minute(6).burst(3).build().unwrap())
             .circuit_breaker(
-                CircuitBreaker::default()
+                CircuitBreaker::builder()
                     .consecutive_failures(1)
-                    .break_duration(Duration::from_secs(1)),
+                    .break_duration(Duration::from_secs(1))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();
@@ -727,7 +721,7 @@ async fn retries_take_their_turn() {
         let server = Server::start().await;
         server.script("/api", vec![Step::status(503), Step::status(200)]);
         let policy = base()
-            .rate_limit(RateLimit::per_second(1).burst(1))
+            .rate_limit(RateLimit::per_second(1).burst(1).build().unwrap())
             .build()
             .unwrap();
         let client = Client::new(via, policy);
@@ -1135,7 +1129,7 @@ async fn the_stages_run_in_the_documented_order() {
         let server = Server::start().await;
         server.script("/a", vec![Step::status(200)]);
         let policy = base()
-            .rate_limit(RateLimit::per_second(1).burst(1))
+            .rate_limit(RateLimit::per_second(1).burst(1).build().unwrap())
             .deadline(Duration::from_millis(500))
             .build()
             .unwrap();
@@ -1152,7 +1146,7 @@ async fn the_stages_run_in_the_documented_order() {
         // (2) a retry's turn crossing the deadline
         server.script("/b", vec![Step::status(503), Step::status(200)]);
         let policy = base()
-            .rate_limit(RateLimit::per_second(1).burst(1))
+            .rate_limit(RateLimit::per_second(1).burst(1).build().unwrap())
             .deadline(Duration::from_millis(500))
             .build()
             .unwrap();
@@ -1165,14 +1159,16 @@ async fn the_stages_run_in_the_documented_order() {
         // (3)+(4)+(5): a timed-out attempt, retried, is a breaker failure
         // and costs 10 tokens; the breaker then refuses the retry
         server.script("/c", vec![Step::Hang]);
-        let budget = RetryBudget::default().capacity(100);
+        let budget = RetryBudget::builder().capacity(100).build().unwrap();
         let policy = base()
             .retry_budget(budget)
             .attempt_timeout(Duration::from_secs(1))
             .circuit_breaker(
-                CircuitBreaker::default()
+                CircuitBreaker::builder()
                     .consecutive_failures(2)
-                    .break_duration(Duration::from_secs(60)),
+                    .break_duration(Duration::from_secs(60))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();
@@ -1204,7 +1200,9 @@ async fn protection_is_chosen_per_endpoint() {
                     .rate_limit(
                         RateLimit::per_second(1)
                             .burst(1)
-                            .max_wait(Duration::from_millis(1)),
+                            .max_wait(Duration::from_millis(1))
+                            .build()
+                            .unwrap(),
                     )
                     .build()
                     .unwrap(),

@@ -116,7 +116,7 @@ async fn tracing_load_protection_refusals_and_waits() {
         };
         // budget: capacity 10 pays for two retries, then gives up
         let policy = base()
-            .retry_budget(RetryBudget::default().capacity(10))
+            .retry_budget(RetryBudget::builder().capacity(10).build().unwrap())
             .build()
             .unwrap();
         send(via, policy, &server.url("/down"), &get()).await;
@@ -125,7 +125,12 @@ async fn tracing_load_protection_refusals_and_waits() {
         // circuit: opened by one failure, then refuses
         let policy = base()
             .max_retries(0)
-            .circuit_breaker(CircuitBreaker::default().consecutive_failures(1))
+            .circuit_breaker(
+                CircuitBreaker::builder()
+                    .consecutive_failures(1)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         let client = Client::new(via, policy);
@@ -139,7 +144,9 @@ async fn tracing_load_protection_refusals_and_waits() {
             .rate_limit(
                 RateLimit::per_second(1)
                     .burst(1)
-                    .max_wait(Duration::from_millis(1500)),
+                    .max_wait(Duration::from_millis(1500))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();
@@ -175,7 +182,9 @@ async fn tracing_load_protection_refusals_and_waits() {
             .rate_limit(
                 RateLimit::per_second(1)
                     .burst(1)
-                    .max_wait(Duration::from_millis(10)),
+                    .max_wait(Duration::from_millis(10))
+                    .build()
+                    .unwrap(),
             )
             .build()
             .unwrap();
@@ -184,4 +193,70 @@ async fn tracing_load_protection_refusals_and_waits() {
         client.send(&server.url("/down"), &get()).await;
         event(&captured.take(), "refusing request", "rate_limited_locally");
     }
+}
+
+/// Placed above a layer that sets the URI (as octocrab's `BaseUriLayer`
+/// does), the tower layer sees relative URIs with no host, and its per-host
+/// routes cannot match: the request silently gets the default policy. One
+/// `WARN` says so, once for the policy set (not once per request); placed
+/// below such a layer, the route matches and nothing is said.
+#[tokio::test(start_paused = true)]
+async fn a_request_without_a_host_is_noted_once() {
+    use http_resilience::{EndpointPolicies, RetryLayer, Route};
+    use support::clients::{ReplayBody, hyper_client, send_tower};
+    use tower::{Layer, ServiceExt};
+    let (captured, _guard) = capture();
+    let server = Server::start().await;
+    let addr = server.addr();
+    // What octocrab's `BaseUriLayer` does: make the URI absolute.
+    let base_uri = tower::util::MapRequestLayer::new(move |mut req: http::Request<ReplayBody>| {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        *req.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+        req
+    });
+    // The route for this host allows no retry; the default retries.
+    let policies = EndpointPolicies::builder()
+        .route(
+            Route::host("127.0.0.1"),
+            base().max_retries(0).build().unwrap(),
+        )
+        .default_policy(base().build().unwrap())
+        .build()
+        .unwrap();
+    let warnings = |logs: &str| {
+        logs.lines()
+            .filter(|l| l.contains("WARN") && l.contains("no host"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    // Above the layer that sets the URI: no host, the default policy.
+    server.script("/wrong", vec![Step::status(503), Step::status(200)]);
+    let wrong = RetryLayer::new(policies.clone()).layer(base_uri.layer(hyper_client()));
+    let mut attempts = vec![];
+    for _ in 0..3 {
+        let got = send_tower(wrong.clone(), "/wrong", &get()).await;
+        attempts.push(got.report.attempts());
+    }
+    // The default policy: the first request's 503 retried, the rest 200.
+    assert_eq!(attempts, [2, 1, 1]);
+    let logs = captured.take();
+    let noted = warnings(&logs);
+    assert_eq!(noted.len(), 1, "one warning for the set: {logs}");
+    assert!(noted[0].contains("routes"), "{}", noted[0]);
+
+    // Below it: the route for the host matches (no retry), nothing said.
+    server.script("/right", vec![Step::status(503), Step::status(200)]);
+    let right = base_uri.layer(RetryLayer::new(policies).layer(hyper_client()));
+    let request = http::Request::get("/right")
+        .body(ReplayBody::new("", false))
+        .unwrap();
+    let error = right.oneshot(request).await.expect_err("no retry allowed");
+    assert_eq!(error.code(), "MAX_RETRIES_EXCEEDED");
+    assert_eq!(error.report().attempts(), 1);
+    assert!(warnings(&captured.take()).is_empty());
 }

@@ -4,6 +4,8 @@
 //!
 //! Each binary uses only part of this module.
 #![allow(dead_code)]
+// The counting global allocator implements `GlobalAlloc`, an unsafe trait.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((head, rest)) = data.split_first_chunk::<8>() else {
         return;
     };
-    let mut config = CircuitBreaker::default()
+    let mut config = CircuitBreaker::builder()
         .half_open_probes(1 + u32::from(head[0] % 4))
         .minimum_throughput(1 + u32::from(head[1] % 20))
         .failure_ratio(f64::from(1 + head[2] % 100) / 100.0)
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         ))
         .break_duration(Duration::from_millis(
             1 + u64::from(u16::from_le_bytes([head[5], head[6]])),
-        ));
+        )).build().unwrap();
     if head[7] % 8 != 0 {
         config = config.consecutive_failures(u32::from(head[7] % 8));
     }

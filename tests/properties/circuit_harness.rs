@@ -47,9 +47,9 @@ pub fn run_circuit(config: &CircuitBreaker, ops: &[Op]) -> Result<(), String> {
     let mut elapsed: u128 = 0; // ns since t0
     let mut state = CircuitState::default();
     let mut model = CircuitModel::new(
-        config.probes(),
-        config.break_for().as_nanos(),
-        config.half_open_wait().as_nanos(),
+        config.half_open_probes(),
+        config.break_duration().as_nanos(),
+        config.max_half_open_wait().as_nanos(),
     );
     let mut outstanding: Vec<(Ticket, ModelTicket)> = Vec::new();
     let at = |ns: u128| t0 + Duration::from_nanos(ns as u64);
@@ -96,7 +96,10 @@ pub fn run_circuit(config: &CircuitBreaker, ops: &[Op]) -> Result<(), String> {
                     if !failed {
                         return Err(format!("op {i}: a success opened a closed breaker"));
                     }
-                } else if closed && failed && config.consecutive().is_some_and(|n| run >= n) {
+                } else if closed
+                    && failed
+                    && config.consecutive_failures().is_some_and(|n| run >= n)
+                {
                     return Err(format!("op {i}: {run} failures in a row did not open it"));
                 }
                 let stale = m.episode != model.episode;
@@ -153,10 +156,10 @@ fn check(
             model.in_flight()
         ));
     }
-    if in_flight > config.probes() {
+    if in_flight > config.half_open_probes() {
         return Err(format!(
             "{in_flight} probes in flight > {}",
-            config.probes()
+            config.half_open_probes()
         ));
     }
     let real = outstanding

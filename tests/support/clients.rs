@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,6 +44,13 @@ pub struct Req {
     pub streaming: bool,
     /// A per-request policy, put in the request's extensions.
     pub policy: Option<RetryPolicy>,
+    /// The body's clones share one stream, as octocrab's `OctoBody` does
+    /// (an `Arc` around one body): see [`ReplayBody::shared`]. tower: the
+    /// layer's copy for a retry is then drained by the first attempt.
+    /// reqwest: sent as `Body::wrap` of it, as octocrab's reqwest connector
+    /// sends every body (a stream, which `try_clone` cannot copy; an empty
+    /// one reports `is_end_stream`).
+    pub shared: bool,
 }
 
 pub fn get() -> Req {
@@ -52,6 +60,7 @@ pub fn get() -> Req {
         body: "",
         streaming: false,
         policy: None,
+        shared: false,
     }
 }
 pub fn post() -> Req {
@@ -72,11 +81,17 @@ pub fn keyed_post() -> Req {
 /// chunk). `streaming`: no length up front, so it goes out chunked; else an
 /// exact length (Content-Length). Every clone shares the chunks, so
 /// [`ReplayBody::copies`] counts the live copies.
+///
+/// [`ReplayBody::shared`] makes one whose clones also share the read
+/// position, as octocrab's `OctoBody` (`Arc<RwLock<BoxBody>>`, a shallow
+/// `Clone`): a clone taken before the first attempt is drained by it.
 #[derive(Clone, Debug)]
 pub struct ReplayBody {
     chunks: Arc<[Bytes]>,
     next: usize,
     streaming: bool,
+    /// The read position every clone shares, for a shared body.
+    cursor: Option<Arc<AtomicUsize>>,
 }
 
 impl ReplayBody {
@@ -99,6 +114,23 @@ impl ReplayBody {
             chunks: chunks.into(),
             next: 0,
             streaming,
+            cursor: None,
+        }
+    }
+    /// The same body, but its clones share one stream (as `OctoBody`):
+    /// what one copy reads, no copy can read again. Its `size_hint` and
+    /// `is_end_stream` tell what is left, as `OctoBody` forwards its inner
+    /// body's.
+    pub fn shared(self) -> ReplayBody {
+        ReplayBody {
+            cursor: Some(Arc::new(AtomicUsize::new(self.next))),
+            ..self
+        }
+    }
+    fn position(&self) -> usize {
+        match &self.cursor {
+            Some(cursor) => cursor.load(Ordering::SeqCst),
+            None => self.next,
         }
     }
     /// Live copies of this body (the original and its clones).
@@ -106,7 +138,7 @@ impl ReplayBody {
         Arc::strong_count(&self.chunks)
     }
     fn remaining(&self) -> u64 {
-        self.chunks[self.next.min(self.chunks.len())..]
+        self.chunks[self.position().min(self.chunks.len())..]
             .iter()
             .map(|c| c.len() as u64)
             .sum()
@@ -120,7 +152,10 @@ impl Body for ReplayBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let i = self.next;
+        let i = match &self.cursor {
+            Some(cursor) => cursor.fetch_add(1, Ordering::SeqCst),
+            None => self.next,
+        };
         match self.chunks.get(i).cloned() {
             Some(chunk) => {
                 self.next = i + 1;
@@ -130,7 +165,7 @@ impl Body for ReplayBody {
         }
     }
     fn is_end_stream(&self) -> bool {
-        !self.streaming && self.next >= self.chunks.len()
+        !self.streaming && self.position() >= self.chunks.len()
     }
     fn size_hint(&self) -> SizeHint {
         if self.streaming {
@@ -215,12 +250,33 @@ pub fn base() -> RetryPolicyBuilder {
         .wall_clock(fixed_now)
 }
 
+/// [`base`] with no retries and a circuit breaker that opens after
+/// `failures` failures in a row, for `open`.
+pub fn breaker_policy(failures: u32, open: Duration) -> RetryPolicy {
+    base()
+        .max_retries(0)
+        .circuit_breaker(
+            http_resilience::CircuitBreaker::builder()
+                .consecutive_failures(failures)
+                .break_duration(open)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
 /// Sends `req` through `via` under `policy` (a policy or an endpoint set).
 pub async fn send(via: Via, policy: impl Into<EndpointPolicies>, url: &str, req: &Req) -> Got {
     Client::new(via, policy).send(url, req).await
 }
 
-type Hyper = HyperClient<hyper_util::client::legacy::connect::HttpConnector, ReplayBody>;
+pub type Hyper = HyperClient<hyper_util::client::legacy::connect::HttpConnector, ReplayBody>;
+
+/// hyper-util's client, as the tower adapter's tests use it.
+pub fn hyper_client() -> Hyper {
+    HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody>()
+}
 
 /// Any client stack under the tower layer (see `support::net`).
 pub type TowerService = tower::util::BoxCloneSyncService<
@@ -251,10 +307,7 @@ impl Client {
                 .with(RetryMiddleware::new(policy))
                 .build(),
             ),
-            Via::Tower => {
-                let client = HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody>();
-                Client::Tower(RetryLayer::new(policy).layer(client))
-            }
+            Via::Tower => Client::Tower(RetryLayer::new(policy).layer(hyper_client())),
         }
     }
 
@@ -282,7 +335,11 @@ async fn send_reqwest(
     if let Some(policy) = &req.policy {
         builder = builder.with_extension(policy.clone());
     }
-    builder = if req.streaming {
+    builder = if req.shared {
+        builder.body(reqwest::Body::wrap(
+            ReplayBody::new(req.body, req.streaming).shared(),
+        ))
+    } else if req.streaming {
         builder.body(reqwest::Body::wrap(ReplayBody::new(req.body, true)))
     } else {
         builder.body(req.body)
@@ -308,21 +365,39 @@ async fn send_reqwest(
 
 type TowerBody = http_resilience::ResponseBody<hyper::body::Incoming>;
 
-async fn send_tower<S>(mut svc: http_resilience::Retry<S>, url: &str, req: &Req) -> Got
+/// Sends `req` through a tower `Retry` over any inner service that takes
+/// [`ReplayBody`] requests and answers with hyper's bodies (hyper-util's
+/// client, bare or below other layers). `url` may be relative, for an inner
+/// layer that sets the URI.
+pub async fn send_tower<S>(mut svc: http_resilience::Retry<S>, url: &str, req: &Req) -> Got
 where
     S: Service<http::Request<ReplayBody>, Response = http::Response<hyper::body::Incoming>> + Clone,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<http_resilience::BoxError>,
 {
     let mut request = http::Request::builder().method(req.method.clone()).uri(url);
     for (k, v) in &req.headers {
         request = request.header(*k, *v);
     }
-    let mut request = request
-        .body(ReplayBody::new(req.body, req.streaming))
-        .unwrap();
+    let body = ReplayBody::new(req.body, req.streaming);
+    let body = if req.shared { body.shared() } else { body };
+    let mut request = request.body(body).unwrap();
     if let Some(policy) = &req.policy {
         request.extensions_mut().insert(policy.clone());
     }
+    let start = Instant::now();
+    let mut got = call_tower(&mut svc, request).await;
+    got.elapsed = start.elapsed();
+    got
+}
+
+async fn call_tower<S>(
+    svc: &mut http_resilience::Retry<S>,
+    request: http::Request<ReplayBody>,
+) -> Got
+where
+    S: Service<http::Request<ReplayBody>, Response = http::Response<hyper::body::Incoming>> + Clone,
+    S::Error: Into<http_resilience::BoxError>,
+{
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
     match svc.call(request).await {
         Ok(response) => {

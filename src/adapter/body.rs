@@ -10,6 +10,11 @@
 //! stream. Nothing is lost, and at most 64 KiB (plus the one chunk that
 //! crosses the limit) is held in memory.
 //!
+//! Reading that prefix is part of the attempt: it ends when the attempt's
+//! timer does (`attempt_timeout`, clamped to the `deadline`, counted from
+//! the send), and a body that stalls or trickles past it makes the attempt
+//! an attempt timeout, as a head that does not arrive would.
+//!
 //! Responses whose body is not inspected (all of them, unless a preset such
 //! as [`RetryPolicy::github`](crate::RetryPolicy::github) asks) pass through
 //! untouched, at no cost.
@@ -214,6 +219,52 @@ impl<B: Body<Data = Bytes>> Future for Inspect<B> {
             None => Poll::Pending,
         }
     }
+}
+
+/// What a request body says of itself before it is read: its size hint and
+/// whether it is at its end. The tower adapter notes it at the first send
+/// and compares the copy for each retry against it. A copy that no longer
+/// says the same was not independent (a `Clone` that shares one stream, as
+/// octocrab's `OctoBody` does): the first attempt drained it, and sending
+/// it would send a shorter body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BodyShape {
+    lower: u64,
+    /// The upper bound (`u64::MAX >> 1` and above: none), its top bit
+    /// `is_end_stream` (two words, not three: the tower future carries it).
+    upper_end: u64,
+}
+
+impl BodyShape {
+    const END: u64 = 1 << 63;
+
+    pub(crate) fn of<B: Body>(body: &B) -> BodyShape {
+        let hint = body.size_hint();
+        let upper = hint.upper().map_or(!Self::END, |u| u.min(!Self::END));
+        let end = if body.is_end_stream() { Self::END } else { 0 };
+        BodyShape {
+            lower: hint.lower(),
+            upper_end: upper | end,
+        }
+    }
+
+    /// Whether `body` still says what it said when this was noted.
+    pub(crate) fn matches<B: Body>(&self, body: &B) -> bool {
+        BodyShape::of(body) == *self
+    }
+}
+
+/// Whether a request body is known to hold nothing more: it says it is at
+/// its end (a stream that has already ended, an empty body), its exact
+/// size is 0, or the request says `Content-Length: 0`. Sending an empty
+/// body again then sends what the first attempt sent.
+#[cfg(feature = "reqwest")]
+pub(crate) fn known_empty<B: Body>(body: &B, headers: &http::HeaderMap) -> bool {
+    body.is_end_stream()
+        || body.size_hint().exact() == Some(0)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().trim_ascii() == b"0")
 }
 
 #[cfg(test)]

@@ -62,8 +62,8 @@
 //!
 //! # Load protection
 //!
-//! The [retry budget](crate::budget), [circuit breaker](crate::circuit),
-//! [rate limit](crate::rate_limit), server quota holds and their
+//! The [retry budget](crate::protection#retry-budget), [circuit breaker](crate::protection#circuit-breaker),
+//! [rate limit](crate::protection#rate-limit), server quota holds and their
 //! [scope](crate::Scope) are policy keys like the others: they go in a
 //! single-policy file, in `[default]` and in each route's `policy`, so each
 //! endpoint gets its own. The three tables take every key of their type,
@@ -144,14 +144,14 @@
 //!     set.select(&RequestMeta::new(&Method::GET, "https", host, "/", &headers)).clone()
 //! };
 //! let github = policy_for("api.github.com");
-//! assert_eq!(github.rate_limit().unwrap().burst_size(), 100);
-//! assert_eq!(github.retry_budget().unwrap().capacity_tokens(), 500); // not [default]'s
+//! assert_eq!(github.rate_limit().unwrap().burst(), 100);
+//! assert_eq!(github.retry_budget().unwrap().capacity(), 500); // not [default]'s
 //! let internal = policy_for("db.internal.example");
 //! assert!(internal.retry_budget().is_none());
-//! assert_eq!(internal.circuit_breaker().unwrap().break_for(), Duration::from_secs(10));
-//! assert_eq!(internal.circuit_breaker().unwrap().ratio(), 0.5); // the default's
+//! assert_eq!(internal.circuit_breaker().unwrap().break_duration(), Duration::from_secs(10));
+//! assert_eq!(internal.circuit_breaker().unwrap().failure_ratio(), 0.5); // the default's
 //! assert_eq!(internal.scope(), Scope::Policy);
-//! assert_eq!(policy_for("example.org").retry_budget().unwrap().capacity_tokens(), 100);
+//! assert_eq!(policy_for("example.org").retry_budget().unwrap().capacity(), 100);
 //!
 //! let err = RetryPolicy::from_toml_str("circuit_breaker = { failure_ratio = 1.5 }").unwrap_err();
 //! assert_eq!(err.field(), "circuit_breaker.failure_ratio");
@@ -193,7 +193,7 @@
 //!
 //! The same in JSON: `{"well_known": true, "default": {...}, "routes":
 //! [{"host": ..., "policy": {...}}]}`. Route semantics are those of
-//! [`Route`] and [`EndpointPolicies`].
+//! [`Route`](crate::Route) and [`EndpointPolicies`].
 //!
 //! ```
 //! use http::{HeaderMap, Method};
@@ -264,23 +264,19 @@
 //! assert!(err.reason().starts_with("unknown field `initial_backof`"));
 //! ```
 
-use std::fmt::{self, Write as _};
-use std::marker::PhantomData;
+use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
-use http::Method;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer};
 
-use crate::backoff::Jitter;
-use crate::budget::RetryBudget;
-use crate::circuit::CircuitBreaker;
-use crate::endpoint::{EndpointPolicies, Route};
-use crate::policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
-use crate::presets::Preset;
-use crate::rate_limit::RateLimit;
-use crate::store::Scope;
+use crate::endpoint::EndpointPolicies;
+use crate::policy::{ConfigError, RetryPolicy};
+
+mod spec;
+mod word;
+
+use spec::{EndpointsSpec, PolicySpec, Table};
 
 impl RetryPolicy {
     /// Reads a policy from TOML (see the [`config`](crate::config) module for
@@ -513,518 +509,11 @@ fn json_error(field: String, err: &serde_json::Error) -> ConfigError {
     ConfigError::new(field, reason)
 }
 
-/// A policy table, every key optional.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicySpec {
-    preset: Option<Word<Preset>>,
-    max_retries: Option<u32>,
-    initial_backoff: Option<Word<Duration>>,
-    max_backoff: Option<Word<Duration>>,
-    multiplier: Option<f64>,
-    jitter: Option<Word<Jitter>>,
-    seed: Option<u64>,
-    max_retry_after: Option<Word<Duration>>,
-    on_long_hint: Option<Word<LongHint>>,
-    deadline: Option<Word<Duration>>,
-    attempt_timeout: Option<Word<Duration>>,
-    retry_non_idempotent: Option<bool>,
-    auto_idempotency_key: Option<bool>,
-    return_last_response: Option<bool>,
-    hide_paths: Option<bool>,
-    retry_budget: Option<Toggle<BudgetSpec>>,
-    circuit_breaker: Option<Toggle<BreakerSpec>>,
-    rate_limit: Option<Toggle<RateLimitSpec>>,
-    server_limits: Option<bool>,
-    max_quota_reset: Option<Word<Duration>>,
-    quota_release_spread: Option<Word<Duration>>,
-    scope: Option<Word<Scope>>,
-}
-
-impl PolicySpec {
-    /// The builder's own validation; its field is put under `at`.
-    fn build(self, at: &str) -> Result<RetryPolicy, ConfigError> {
-        fn set<T>(
-            b: RetryPolicyBuilder,
-            value: Option<T>,
-            f: fn(RetryPolicyBuilder, T) -> RetryPolicyBuilder,
-        ) -> RetryPolicyBuilder {
-            match value {
-                Some(v) => f(b, v),
-                None => b,
-            }
-        }
-        let word = |w: Option<Word<Duration>>| w.map(|w| w.0);
-        let mut b = match self.preset {
-            Some(Word(preset)) => preset.builder(),
-            None => RetryPolicy::builder(),
-        };
-        b = set(b, self.max_retries, RetryPolicyBuilder::max_retries);
-        b = set(
-            b,
-            word(self.initial_backoff),
-            RetryPolicyBuilder::initial_backoff,
-        );
-        b = set(b, word(self.max_backoff), RetryPolicyBuilder::max_backoff);
-        b = set(b, self.multiplier, RetryPolicyBuilder::multiplier);
-        b = set(b, self.jitter.map(|w| w.0), RetryPolicyBuilder::jitter);
-        b = set(b, self.seed, RetryPolicyBuilder::seed);
-        b = set(
-            b,
-            word(self.max_retry_after),
-            RetryPolicyBuilder::max_retry_after,
-        );
-        b = set(
-            b,
-            self.on_long_hint.map(|w| w.0),
-            RetryPolicyBuilder::on_long_hint,
-        );
-        b = set(b, word(self.deadline), RetryPolicyBuilder::deadline);
-        b = set(
-            b,
-            word(self.attempt_timeout),
-            RetryPolicyBuilder::attempt_timeout,
-        );
-        b = set(
-            b,
-            self.retry_non_idempotent,
-            RetryPolicyBuilder::retry_non_idempotent,
-        );
-        b = set(
-            b,
-            self.auto_idempotency_key,
-            RetryPolicyBuilder::auto_idempotency_key,
-        );
-        b = set(
-            b,
-            self.return_last_response,
-            RetryPolicyBuilder::return_last_response,
-        );
-        b = set(b, self.hide_paths, RetryPolicyBuilder::hide_paths);
-        // `false` turns off what the base (builder or preset) had; `true`
-        // and a table set the crate's defaults plus the table's keys.
-        b = match self.retry_budget {
-            None => b,
-            Some(Toggle::Off) => b.retry_budget(None),
-            Some(Toggle::On) => b.retry_budget(RetryBudget::default()),
-            Some(Toggle::Table(spec)) => b.retry_budget(spec.build()),
-        };
-        b = match self.circuit_breaker {
-            None => b,
-            Some(Toggle::Off) => b.circuit_breaker(None),
-            Some(Toggle::On) => b.circuit_breaker(CircuitBreaker::default()),
-            Some(Toggle::Table(spec)) => b.circuit_breaker(spec.build()),
-        };
-        b = match self.rate_limit {
-            None => b,
-            Some(Toggle::Off) => b.rate_limit(None),
-            // Refused while reading (a limit has no default quota).
-            Some(Toggle::On) => b,
-            Some(Toggle::Table(spec)) => b.rate_limit(spec.build()),
-        };
-        b = set(b, self.server_limits, RetryPolicyBuilder::server_limits);
-        b = set(
-            b,
-            word(self.max_quota_reset),
-            RetryPolicyBuilder::max_quota_reset,
-        );
-        b = set(
-            b,
-            word(self.quota_release_spread),
-            RetryPolicyBuilder::quota_release_spread,
-        );
-        b = set(b, self.scope.map(|w| w.0), RetryPolicyBuilder::scope);
-        b.build().map_err(|e| under(at, &e))
-    }
-}
-
-/// A `retry_budget` table: every key optional, defaults as
-/// [`RetryBudget::default`].
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BudgetSpec {
-    capacity: Option<u32>,
-    retry_cost: Option<u32>,
-    timeout_cost: Option<u32>,
-    success_refund: Option<u32>,
-}
-
-impl BudgetSpec {
-    fn build(self) -> RetryBudget {
-        let mut b = RetryBudget::default();
-        if let Some(n) = self.capacity {
-            b = b.capacity(n);
-        }
-        if let Some(n) = self.retry_cost {
-            b = b.retry_cost(n);
-        }
-        if let Some(n) = self.timeout_cost {
-            b = b.timeout_cost(n);
-        }
-        if let Some(n) = self.success_refund {
-            b = b.success_refund(n);
-        }
-        b
-    }
-}
-
-/// A `circuit_breaker` table: every key optional, defaults as
-/// [`CircuitBreaker::default`].
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BreakerSpec {
-    failure_ratio: Option<f64>,
-    minimum_throughput: Option<u32>,
-    sampling_window: Option<Word<Duration>>,
-    break_duration: Option<Word<Duration>>,
-    half_open_probes: Option<u32>,
-    max_half_open_wait: Option<Word<Duration>>,
-    consecutive_failures: Option<u32>,
-}
-
-impl BreakerSpec {
-    fn build(self) -> CircuitBreaker {
-        let mut c = CircuitBreaker::default();
-        if let Some(r) = self.failure_ratio {
-            c = c.failure_ratio(r);
-        }
-        if let Some(n) = self.minimum_throughput {
-            c = c.minimum_throughput(n);
-        }
-        if let Some(Word(d)) = self.sampling_window {
-            c = c.sampling_window(d);
-        }
-        if let Some(Word(d)) = self.break_duration {
-            c = c.break_duration(d);
-        }
-        if let Some(n) = self.half_open_probes {
-            c = c.half_open_probes(n);
-        }
-        if let Some(Word(d)) = self.max_half_open_wait {
-            c = c.max_half_open_wait(d);
-        }
-        if let Some(n) = self.consecutive_failures {
-            c = c.consecutive_failures(n);
-        }
-        c
-    }
-}
-
-/// A `rate_limit` table: `requests` and `per` required.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RateLimitSpec {
-    requests: u32,
-    per: Word<Duration>,
-    burst: Option<u32>,
-    max_wait: Option<Word<Duration>>,
-}
-
-impl RateLimitSpec {
-    fn build(self) -> RateLimit {
-        let mut r = RateLimit::new(self.requests, self.per.0);
-        if let Some(n) = self.burst {
-            r = r.burst(n);
-        }
-        if let Some(Word(d)) = self.max_wait {
-            r = r.max_wait(d);
-        }
-        r
-    }
-}
-
-/// A load-protection key: `false` (none), `true` (the defaults) or a table
-/// of settings.
-enum Toggle<T> {
-    Off,
-    On,
-    Table(T),
-}
-
-/// What `true` means for a kind of table, or why it means nothing.
-trait Defaults {
-    /// The `expecting` text: what the key takes.
-    const EXPECTING: &'static str;
-    /// `None` if `true` is accepted, else the reason it is refused.
-    const NO_DEFAULT: Option<&'static str> = None;
-}
-
-impl Defaults for BudgetSpec {
-    const EXPECTING: &'static str =
-        "`true` (the default budget), `false` (no budget) or a retry_budget table";
-}
-
-impl Defaults for BreakerSpec {
-    const EXPECTING: &'static str =
-        "`true` (the default breaker), `false` (no breaker) or a circuit_breaker table";
-}
-
-impl Defaults for RateLimitSpec {
-    const EXPECTING: &'static str =
-        "`false` (no limit) or a rate_limit table with `requests` and `per`";
-    const NO_DEFAULT: Option<&'static str> = Some(
-        "`true` is not a rate limit: write a table with `requests` and `per`, e.g. { requests = 5000, per = \"1h\" }",
-    );
-}
-
-impl<'de, T: Deserialize<'de> + Defaults> Deserialize<'de> for Toggle<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de> + Defaults> Visitor<'de> for V<T> {
-            type Value = Toggle<T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(T::EXPECTING)
-            }
-            fn visit_bool<E: de::Error>(self, on: bool) -> Result<Toggle<T>, E> {
-                match (on, T::NO_DEFAULT) {
-                    (false, _) => Ok(Toggle::Off),
-                    (true, None) => Ok(Toggle::On),
-                    (true, Some(reason)) => Err(E::custom(reason)),
-                }
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Toggle<T>, A::Error> {
-                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Toggle::Table)
-            }
-        }
-        deserializer.deserialize_any(V(PhantomData))
-    }
-}
-
-/// `e` with its field put under the key path `at`.
-fn under(at: &str, e: &ConfigError) -> ConfigError {
-    let field = match (at.is_empty(), e.field().is_empty()) {
-        (true, _) => e.field().to_owned(),
-        (false, true) => at.to_owned(),
-        (false, false) => format!("{at}.{}", e.field()),
-    };
-    ConfigError::new(field, e.reason().to_owned())
-}
-
-/// An endpoint set document.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EndpointsSpec {
-    #[serde(default)]
-    well_known: bool,
-    default: Option<Table<PolicySpec>>,
-    #[serde(default)]
-    routes: Vec<Table<RouteSpec>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouteSpec {
-    host: Option<String>,
-    scheme: Option<String>,
-    path_prefix: Option<String>,
-    path_glob: Option<String>,
-    methods: Option<Vec<Word<Method>>>,
-    policy: Table<PolicySpec>,
-}
-
-impl RouteSpec {
-    fn build(self, n: usize) -> Result<(Route, RetryPolicy), ConfigError> {
-        let at = |key: &str, reason: String| ConfigError::new(format!("routes[{n}].{key}"), reason);
-        let mut route = Route::any();
-        if let Some(host) = self.host {
-            // Checked (with the glob) when the set is built.
-            route = route.and_host(host);
-        }
-        if let Some(scheme) = self.scheme {
-            let mut bytes = scheme.bytes();
-            let valid = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-                && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-            if !valid {
-                return Err(at(
-                    "scheme",
-                    format!("`{scheme}` is not a URL scheme (write `https`, not `https://`)"),
-                ));
-            }
-            route = route.scheme(scheme);
-        }
-        match (self.path_prefix, self.path_glob) {
-            (Some(_), Some(_)) => {
-                return Err(at(
-                    "path_glob",
-                    "set either path_prefix or path_glob, not both".into(),
-                ));
-            }
-            (Some(prefix), None) => {
-                if !prefix.starts_with('/') {
-                    return Err(at(
-                        "path_prefix",
-                        format!("`{prefix}` must start with `/` (paths always do)"),
-                    ));
-                }
-                route = route.path_prefix(prefix);
-            }
-            (None, Some(glob)) => route = route.path_glob(glob),
-            (None, None) => {}
-        }
-        if let Some(methods) = self.methods {
-            if methods.is_empty() {
-                return Err(at(
-                    "methods",
-                    "lists no method (leave the key out to match every method)".into(),
-                ));
-            }
-            route = route.methods(methods.into_iter().map(|m| m.0));
-        }
-        let policy = self.policy.0.build(&format!("routes[{n}].policy"))?;
-        Ok((route, policy))
-    }
-}
-
-impl EndpointsSpec {
-    fn build(self) -> Result<EndpointPolicies, ConfigError> {
-        let mut builder = EndpointPolicies::builder();
-        if let Some(default) = self.default {
-            builder = builder.default_policy(default.0.build("default")?);
-        }
-        for (n, spec) in self.routes.into_iter().enumerate() {
-            let (route, policy) = spec.0.build(n)?;
-            builder = builder.route(route, policy);
-        }
-        if self.well_known {
-            builder = builder.well_known();
-        }
-        builder.build().map_err(|e| {
-            // The set names a glob problem `routes[n].path`: in a file that
-            // is `path_glob` (prefixes cannot fail). The well-known routes,
-            // after the file's, are valid.
-            match e.field().strip_suffix(".path") {
-                Some(route) => ConfigError::new(format!("{route}.path_glob"), e.reason().into()),
-                None => e,
-            }
-        })
-    }
-}
-
-/// A struct read from a table only: serde's derived structs also accept a
-/// sequence of their fields in order, which no configuration means.
-struct Table<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = Table<T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a table (a JSON object)")
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Table<T>, A::Error> {
-                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Table)
-            }
-        }
-        deserializer.deserialize_map(V(PhantomData))
-    }
-}
-
-/// A value written as a string and parsed by [`Parse`].
-struct Word<T>(T);
-
-trait Parse: Sized {
-    /// What serde says it expected when the type is wrong.
-    const EXPECTING: &'static str;
-    fn parse(s: &str) -> Result<Self, String>;
-}
-
-impl Parse for Duration {
-    const EXPECTING: &'static str = r#"a duration such as "500ms", "2m" or "1h""#;
-    fn parse(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s).map_err(|e| {
-            format!(r#"`{s}` is not a duration ({e}); write e.g. "500ms", "2m" or "1h""#)
-        })
-    }
-}
-
-impl Parse for Jitter {
-    const EXPECTING: &'static str =
-        r#"a jitter: "none", "full", "equal", "decorrelated" or "scaled:<factor>""#;
-    fn parse(s: &str) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl Parse for Preset {
-    const EXPECTING: &'static str = r#"a preset: "github", "openai", "anthropic" or "git""#;
-    fn parse(s: &str) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl Parse for LongHint {
-    const EXPECTING: &'static str = r#""give_up" or "use_backoff""#;
-    fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "give_up" => Ok(LongHint::GiveUp),
-            "use_backoff" => Ok(LongHint::UseBackoff),
-            _ => Err(format!(
-                "unknown on_long_hint `{s}` (expected give_up or use_backoff)"
-            )),
-        }
-    }
-}
-
-impl Parse for Scope {
-    const EXPECTING: &'static str = r#"a scope: "endpoint" or "policy""#;
-    fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "endpoint" => Ok(Scope::Endpoint),
-            "policy" => Ok(Scope::Policy),
-            _ => Err(format!("unknown scope `{s}` (expected endpoint or policy)")),
-        }
-    }
-}
-
-impl Parse for Method {
-    const EXPECTING: &'static str = r#"an HTTP method such as "GET""#;
-    fn parse(s: &str) -> Result<Self, String> {
-        let method =
-            Method::from_bytes(s.as_bytes()).map_err(|_| format!("`{s}` is not an HTTP method"))?;
-        // Methods are case-sensitive: `get` is not GET and would never
-        // match a real GET, so say so rather than accept a dead rule.
-        let upper = s.to_ascii_uppercase();
-        if upper != s && STANDARD.iter().any(|m| m.as_str() == upper) {
-            return Err(format!(
-                "`{s}` is not `{upper}`: methods are case-sensitive"
-            ));
-        }
-        Ok(method)
-    }
-}
-
-const STANDARD: [Method; 9] = [
-    Method::GET,
-    Method::HEAD,
-    Method::POST,
-    Method::PUT,
-    Method::DELETE,
-    Method::CONNECT,
-    Method::OPTIONS,
-    Method::TRACE,
-    Method::PATCH,
-];
-
-impl<'de, T: Parse> Deserialize<'de> for Word<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<T: Parse> Visitor<'_> for V<T> {
-            type Value = Word<T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(T::EXPECTING)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Word<T>, E> {
-                T::parse(s).map(Word).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(V(PhantomData))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::word::Parse;
     use super::*;
+    use http::Method;
 
     #[test]
     fn positions_count_lines_and_characters() {

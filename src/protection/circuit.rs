@@ -1,75 +1,26 @@
-//! [`CircuitBreaker`]: stop sending to an endpoint that keeps failing, and
-//! let a few probes find out when it is back.
-//!
-//! The breaker of an endpoint (host and port, see [`Scope`](crate::Scope))
-//! is shared by every clone of the layer or middleware built from a policy.
-//! It sees every attempt, retries included; an attempt the policy's
-//! classifier calls transient (5xx, 408, 429, timeouts, resets) is a
-//! failure, anything else (2xx, 404, ...) a success.
-//!
-//! - **Closed**: attempts pass. It opens when, over the last
-//!   [`sampling_window`](CircuitBreaker::sampling_window), at least
-//!   [`minimum_throughput`](CircuitBreaker::minimum_throughput) attempts
-//!   were seen and the share of failures reached
-//!   [`failure_ratio`](CircuitBreaker::failure_ratio); or, if set, after
-//!   [`consecutive_failures`](CircuitBreaker::consecutive_failures) failures
-//!   in a row.
-//! - **Open** for [`break_duration`](CircuitBreaker::break_duration): every
-//!   attempt fails at once with
-//!   [`Error::CircuitOpen`](crate::Error::CircuitOpen), which says when the
-//!   breaker will let a probe through. Nothing is sent.
-//! - **Half-open**: up to [`half_open_probes`](CircuitBreaker::half_open_probes)
-//!   attempts go through as probes; the others are refused, with a
-//!   `retry_in` that says when the next probe may go. When that many
-//!   probes have succeeded it closes; the first probe that fails opens it
-//!   again. A probe whose request is dropped (a cancelled future) frees its
-//!   slot. A probe that never ends (there is no attempt timeout by default)
-//!   cannot keep it shut: once the latest probe has been out for
-//!   [`max_half_open_wait`](CircuitBreaker::max_half_open_wait), a new
-//!   half-open round starts with a new probe, and the outcomes of the
-//!   probes before it no longer count (resilience4j's
-//!   `maxWaitDurationInHalfOpenState`).
-//!
-//! A request that fails and finds the breaker open (its own failure may
-//! have opened it) stops at once with `CIRCUIT_OPEN` and its last
-//! response, instead of waiting for a retry that would be refused.
-//!
-//! The defaults follow .NET's standard resilience handler (30 s window,
-//! 5 s break, one probe) and resilience4j (50% failures over at least 100
-//! calls). A breaker is off unless a policy sets one:
-//!
-//! ```
-//! use std::time::Duration;
-//! use http_resilience::{CircuitBreaker, RetryPolicy};
-//!
-//! let policy = RetryPolicy::builder()
-//!     .circuit_breaker(
-//!         CircuitBreaker::default()
-//!             .consecutive_failures(5)
-//!             .break_duration(Duration::from_secs(10)),
-//!     )
-//!     .build()?;
-//! assert_eq!(policy.circuit_breaker().unwrap().break_for(), Duration::from_secs(10));
-//! # Ok::<(), http_resilience::ConfigError>(())
-//! ```
+//! Circuit breaker: the settings and the sans-IO state; documented in
+//! [`protection`](super).
 
 use std::time::{Duration, Instant};
 
-use crate::policy::{ConfigError, MAX_SETTING};
+use crate::validate::{self, Check, ConfigError, MAX_SETTING};
 
-/// The settings of a circuit breaker. See the [module docs](self).
+/// The settings of a circuit breaker. See the [module docs](crate::protection#circuit-breaker). Made
+/// with [`CircuitBreaker::builder`], which checks them, or
+/// [`CircuitBreaker::default`].
+///
+/// # Default
 ///
 /// | setting | default | source |
 /// |---|---|---|
-/// | [`failure_ratio`](Self::failure_ratio) | 0.5 | resilience4j |
-/// | [`minimum_throughput`](Self::minimum_throughput) | 100 | .NET, resilience4j |
-/// | [`sampling_window`](Self::sampling_window) | 30 s | .NET |
-/// | [`break_duration`](Self::break_duration) | 5 s | .NET |
-/// | [`half_open_probes`](Self::half_open_probes) | 1 | .NET |
-/// | [`max_half_open_wait`](Self::max_half_open_wait) | 30 s | .NET's total timeout |
-/// | [`consecutive_failures`](Self::consecutive_failures) | off | |
+/// | [`failure_ratio`](CircuitBreakerBuilder::failure_ratio) | 0.5 | resilience4j |
+/// | [`minimum_throughput`](CircuitBreakerBuilder::minimum_throughput) | 100 | .NET, resilience4j |
+/// | [`sampling_window`](CircuitBreakerBuilder::sampling_window) | 30 s | .NET |
+/// | [`break_duration`](CircuitBreakerBuilder::break_duration) | 5 s | .NET |
+/// | [`half_open_probes`](CircuitBreakerBuilder::half_open_probes) | 1 | .NET |
+/// | [`max_half_open_wait`](CircuitBreakerBuilder::max_half_open_wait) | 30 s | .NET's total timeout |
+/// | [`consecutive_failures`](CircuitBreakerBuilder::consecutive_failures) | off | |
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[must_use]
 pub struct CircuitBreaker {
     failure_ratio: f64,
     minimum_throughput: u32,
@@ -95,34 +46,89 @@ impl Default for CircuitBreaker {
 }
 
 impl CircuitBreaker {
+    /// A builder holding the defaults (see [`CircuitBreaker`]).
+    pub fn builder() -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder {
+            breaker: CircuitBreaker::default(),
+        }
+    }
+    /// The share of failed attempts in the window that opens it.
+    pub fn failure_ratio(&self) -> f64 {
+        self.failure_ratio
+    }
+    /// The attempts the window must hold before the ratio counts.
+    pub fn minimum_throughput(&self) -> u32 {
+        self.minimum_throughput
+    }
+    /// How far back the ratio looks.
+    pub fn sampling_window(&self) -> Duration {
+        self.sampling_window
+    }
+    /// How long it stays open before it lets probes through.
+    pub fn break_duration(&self) -> Duration {
+        self.break_duration
+    }
+    /// How many probes go through at once when half-open.
+    pub fn half_open_probes(&self) -> u32 {
+        self.half_open_probes
+    }
+    /// The longest it waits, half-open, for its probes.
+    pub fn max_half_open_wait(&self) -> Duration {
+        self.max_half_open_wait
+    }
+    /// The consecutive failures that open it, if set.
+    pub fn consecutive_failures(&self) -> Option<u32> {
+        self.consecutive_failures
+    }
+}
+
+/// Builds a [`CircuitBreaker`]; [`build`](Self::build) checks the
+/// settings. Defaults as [`CircuitBreaker`] lists them.
+///
+/// ```
+/// use std::time::Duration;
+/// let breaker = http_resilience::CircuitBreaker::builder()
+///     .consecutive_failures(5)
+///     .break_duration(Duration::from_secs(10))
+///     .build()?;
+/// assert_eq!(breaker.break_duration(), Duration::from_secs(10));
+/// # Ok::<(), http_resilience::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct CircuitBreakerBuilder {
+    breaker: CircuitBreaker,
+}
+
+impl CircuitBreakerBuilder {
     /// The share of failed attempts in the window that opens the breaker,
     /// in (0, 1]. Default 0.5.
     pub fn failure_ratio(mut self, ratio: f64) -> Self {
-        self.failure_ratio = ratio;
+        self.breaker.failure_ratio = ratio;
         self
     }
     /// The attempts the window must hold before the ratio counts. Default
     /// 100. Must be positive.
     pub fn minimum_throughput(mut self, attempts: u32) -> Self {
-        self.minimum_throughput = attempts;
+        self.breaker.minimum_throughput = attempts;
         self
     }
     /// How far back the ratio looks (a sliding window of ten buckets).
     /// Default 30 s.
     pub fn sampling_window(mut self, window: Duration) -> Self {
-        self.sampling_window = window;
+        self.breaker.sampling_window = window;
         self
     }
     /// How long the breaker stays open before it lets probes through.
     /// Default 5 s.
     pub fn break_duration(mut self, duration: Duration) -> Self {
-        self.break_duration = duration;
+        self.breaker.break_duration = duration;
         self
     }
     /// How many probes go through at once when half-open, and how many
     /// must succeed to close it. Default 1. Must be positive.
     pub fn half_open_probes(mut self, probes: u32) -> Self {
-        self.half_open_probes = probes;
+        self.breaker.half_open_probes = probes;
         self
     }
     /// The longest the breaker waits, half-open, for its probes: once the
@@ -133,76 +139,29 @@ impl CircuitBreaker {
     /// .NET's standard resilience handler: a probe still out after it would
     /// have failed there. Must be positive.
     pub fn max_half_open_wait(mut self, wait: Duration) -> Self {
-        self.max_half_open_wait = wait;
+        self.breaker.max_half_open_wait = wait;
         self
     }
     /// Also open after this many failures in a row, whatever the ratio.
     /// Default: off. Must be positive.
     pub fn consecutive_failures(mut self, failures: u32) -> Self {
-        self.consecutive_failures = Some(failures);
+        self.breaker.consecutive_failures = Some(failures);
         self
     }
-
-    /// The failure ratio that opens it.
-    pub fn ratio(&self) -> f64 {
-        self.failure_ratio
-    }
-    /// The minimum throughput for the ratio to count.
-    pub fn throughput(&self) -> u32 {
-        self.minimum_throughput
-    }
-    /// The sampling window.
-    pub fn window(&self) -> Duration {
-        self.sampling_window
-    }
-    /// The break duration.
-    pub fn break_for(&self) -> Duration {
-        self.break_duration
-    }
-    /// The number of half-open probes.
-    pub fn probes(&self) -> u32 {
-        self.half_open_probes
-    }
-    /// The maximum half-open wait.
-    pub fn half_open_wait(&self) -> Duration {
-        self.max_half_open_wait
-    }
-    /// The consecutive failures that open it, if set.
-    pub fn consecutive(&self) -> Option<u32> {
-        self.consecutive_failures
-    }
-
-    pub(crate) fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        let bad =
-            |what: &str, reason: String| Err(ConfigError::new(format!("{field}.{what}"), reason));
-        if !(self.failure_ratio > 0.0 && self.failure_ratio <= 1.0) {
-            return bad(
-                "failure_ratio",
-                format!("must lie in (0, 1] (got {})", self.failure_ratio),
-            );
+    /// Checks the settings, in the order above; the error names the first
+    /// bad one.
+    pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
+        let c = self.breaker;
+        validate::share(c.failure_ratio).at("failure_ratio")?;
+        validate::nonzero(c.minimum_throughput).at("minimum_throughput")?;
+        validate::positive(c.sampling_window).at("sampling_window")?;
+        validate::positive(c.break_duration).at("break_duration")?;
+        validate::positive(c.max_half_open_wait).at("max_half_open_wait")?;
+        validate::nonzero(c.half_open_probes).at("half_open_probes")?;
+        if let Some(n) = c.consecutive_failures {
+            validate::nonzero(n).at("consecutive_failures")?;
         }
-        if self.minimum_throughput == 0 {
-            return bad("minimum_throughput", "must be greater than zero".into());
-        }
-        for (what, d) in [
-            ("sampling_window", self.sampling_window),
-            ("break_duration", self.break_duration),
-            ("max_half_open_wait", self.max_half_open_wait),
-        ] {
-            if d.is_zero() || d > MAX_SETTING {
-                return bad(
-                    what,
-                    format!("must be greater than zero and at most 365 days (got {d:?})"),
-                );
-            }
-        }
-        if self.half_open_probes == 0 {
-            return bad("half_open_probes", "must be greater than zero".into());
-        }
-        if self.consecutive_failures == Some(0) {
-            return bad("consecutive_failures", "must be greater than zero".into());
-        }
-        Ok(())
+        Ok(c)
     }
 }
 
@@ -493,9 +452,11 @@ mod tests {
 
     #[test]
     fn opens_on_ratio_with_minimum_throughput() {
-        let c = CircuitBreaker::default()
+        let c = CircuitBreaker::builder()
             .minimum_throughput(10)
-            .failure_ratio(0.5);
+            .failure_ratio(0.5)
+            .build()
+            .unwrap();
         let t0 = Instant::now();
         let mut s = CircuitState::default();
         // 9 failures: below the minimum throughput, still closed
@@ -518,10 +479,12 @@ mod tests {
 
     #[test]
     fn successes_keep_it_closed_and_old_buckets_expire() {
-        let c = CircuitBreaker::default()
+        let c = CircuitBreaker::builder()
             .minimum_throughput(4)
             .failure_ratio(0.5)
-            .sampling_window(Duration::from_secs(10));
+            .sampling_window(Duration::from_secs(10))
+            .build()
+            .unwrap();
         let t0 = Instant::now();
         let mut s = CircuitState::default();
         for ok in [true, true, true, false] {
@@ -546,7 +509,10 @@ mod tests {
 
     #[test]
     fn consecutive_failures_open_it() {
-        let c = CircuitBreaker::default().consecutive_failures(3);
+        let c = CircuitBreaker::builder()
+            .consecutive_failures(3)
+            .build()
+            .unwrap();
         let t0 = Instant::now();
         let mut s = CircuitState::default();
         for failed in [true, true, false, true, true] {
@@ -565,9 +531,11 @@ mod tests {
 
     #[test]
     fn half_open_probes_close_or_reopen() {
-        let c = CircuitBreaker::default()
+        let c = CircuitBreaker::builder()
             .consecutive_failures(1)
-            .half_open_probes(2);
+            .half_open_probes(2)
+            .build()
+            .unwrap();
         let t0 = Instant::now();
         let mut s = CircuitState::default();
         let t = allow(&mut s, &c, t0);
@@ -605,7 +573,10 @@ mod tests {
 
     #[test]
     fn a_dropped_probe_frees_its_slot_and_stale_outcomes_are_ignored() {
-        let c = CircuitBreaker::default().consecutive_failures(1);
+        let c = CircuitBreaker::builder()
+            .consecutive_failures(1)
+            .build()
+            .unwrap();
         let t0 = Instant::now();
         let mut s = CircuitState::default();
         let stale = allow(&mut s, &c, t0);
@@ -626,9 +597,11 @@ mod tests {
 
     #[test]
     fn a_probe_out_for_the_maximum_wait_gives_way_to_a_new_one() {
-        let c = CircuitBreaker::default()
+        let c = CircuitBreaker::builder()
             .consecutive_failures(1)
-            .max_half_open_wait(Duration::from_secs(30));
+            .max_half_open_wait(Duration::from_secs(30))
+            .build()
+            .unwrap();
         let t0 = Instant::now();
         let mut s = CircuitState::default();
         let t = allow(&mut s, &c, t0);
@@ -658,8 +631,12 @@ mod tests {
         s.record(&c, fresh, false, t2);
         assert_eq!(s.status(t2), CircuitStatus::Closed);
 
-        // an unvalidated wait too large for an Instant: refused, no panic
-        let huge = c.max_half_open_wait(Duration::MAX);
+        // the longest wait a breaker takes: refused, no panic
+        let huge = CircuitBreaker::builder()
+            .consecutive_failures(1)
+            .max_half_open_wait(MAX_SETTING)
+            .build()
+            .unwrap();
         let mut s = CircuitState::default();
         let t = allow(&mut s, &huge, t0);
         s.record(&huge, t, true, t0);
@@ -668,11 +645,13 @@ mod tests {
     }
 
     #[test]
-    fn an_unvalidated_huge_break_does_not_panic() {
-        let c = CircuitBreaker::default()
+    fn the_longest_break_does_not_panic() {
+        let c = CircuitBreaker::builder()
             .consecutive_failures(1)
-            .break_duration(Duration::MAX)
-            .sampling_window(Duration::MAX);
+            .break_duration(MAX_SETTING)
+            .sampling_window(MAX_SETTING)
+            .build()
+            .unwrap();
         let t0 = Instant::now();
         let mut s = CircuitState::default();
         let t = allow(&mut s, &c, t0);
@@ -684,44 +663,44 @@ mod tests {
     fn validation_names_the_field() {
         let bad = [
             (
-                CircuitBreaker::default().failure_ratio(0.0),
-                "c.failure_ratio",
+                CircuitBreaker::builder().failure_ratio(0.0),
+                "failure_ratio",
             ),
             (
-                CircuitBreaker::default().failure_ratio(f64::NAN),
-                "c.failure_ratio",
+                CircuitBreaker::builder().failure_ratio(f64::NAN),
+                "failure_ratio",
             ),
             (
-                CircuitBreaker::default().failure_ratio(1.5),
-                "c.failure_ratio",
+                CircuitBreaker::builder().failure_ratio(1.5),
+                "failure_ratio",
             ),
             (
-                CircuitBreaker::default().minimum_throughput(0),
-                "c.minimum_throughput",
+                CircuitBreaker::builder().minimum_throughput(0),
+                "minimum_throughput",
             ),
             (
-                CircuitBreaker::default().sampling_window(Duration::ZERO),
-                "c.sampling_window",
+                CircuitBreaker::builder().sampling_window(Duration::ZERO),
+                "sampling_window",
             ),
             (
-                CircuitBreaker::default().break_duration(Duration::MAX),
-                "c.break_duration",
+                CircuitBreaker::builder().break_duration(Duration::MAX),
+                "break_duration",
             ),
             (
-                CircuitBreaker::default().half_open_probes(0),
-                "c.half_open_probes",
+                CircuitBreaker::builder().half_open_probes(0),
+                "half_open_probes",
             ),
             (
-                CircuitBreaker::default().max_half_open_wait(Duration::ZERO),
-                "c.max_half_open_wait",
+                CircuitBreaker::builder().max_half_open_wait(Duration::ZERO),
+                "max_half_open_wait",
             ),
             (
-                CircuitBreaker::default().consecutive_failures(0),
-                "c.consecutive_failures",
+                CircuitBreaker::builder().consecutive_failures(0),
+                "consecutive_failures",
             ),
         ];
         for (c, field) in bad {
-            assert_eq!(c.validate("c").unwrap_err().field(), field);
+            assert_eq!(c.build().unwrap_err().field(), field);
         }
     }
 }

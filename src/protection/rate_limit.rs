@@ -1,69 +1,38 @@
-//! [`RateLimit`]: a client-side quota per endpoint, with bursts, enforced
-//! by a GCRA (the generic cell rate algorithm) with reservations.
-//!
-//! Every attempt takes its turn, retries included: the limiter sits in
-//! front of the retries. An attempt that finds no turn free now takes the
-//! next one in line (a reservation) and waits for it, under tokio's clock,
-//! for at most [`max_wait`](RateLimit::max_wait) per attempt; turns go
-//! first come, first served, and the limiter is asked once per attempt
-//! however many wait. If its turn would come later than `max_wait`, the
-//! attempt fails at once with
-//! [`Error::RateLimitedLocally`](crate::Error::RateLimitedLocally), which
-//! says how long it would have had to wait, and takes nothing. A request
-//! dropped while it waits (a cancelled future) gives its turn back: the
-//! next request to ask takes it, so the limit is never exceeded and no turn
-//! is kept by a request that is gone.
-//!
-//! The rules live in [`RateLimitState`], a plain value that takes the time
-//! as an argument (tested without a runtime, against a model of the
-//! limit); [`Limiter`] is that state behind a lock.
-//!
-//! The waits before the first attempt do not count against the policy's
-//! [`deadline`](crate::RetryPolicyBuilder::deadline) (the deadline starts
-//! when the first attempt is sent, as in .NET's pipeline); waits before a
-//! retry do.
-//!
-//! ```
-//! use std::time::Duration;
-//! use http_resilience::{RateLimit, RetryPolicy};
-//!
-//! // GitHub's 5,000 requests an hour, in bursts of at most 100, waiting at
-//! // most 30 s for a turn.
-//! let github = RateLimit::per_hour(5000)
-//!     .burst(100)
-//!     .max_wait(Duration::from_secs(30));
-//! let policy = http_resilience::Preset::GitHub.builder().rate_limit(github).build()?;
-//! assert_eq!(policy.rate_limit().unwrap().requests(), 5000);
-//! # Ok::<(), http_resilience::ConfigError>(())
-//! ```
+//! Rate limit: the settings and the sans-IO state; documented in
+//! [`protection`](super).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::policy::{ConfigError, MAX_SETTING};
+use crate::validate::{self, Check, ConfigError};
 
 /// A client-side quota: `requests` per `period`, at most `burst` at once.
+/// Made with [`RateLimit::builder`] (or [`per_second`](Self::per_second),
+/// [`per_minute`](Self::per_minute), [`per_hour`](Self::per_hour)), whose
+/// [`build`](RateLimitBuilder::build) checks it: a `RateLimit` is always
+/// valid.
+///
+/// # Default
 ///
 /// | setting | default |
 /// |---|---|
-/// | [`burst`](Self::burst) | `requests` (the whole quota at once) |
-/// | [`max_wait`](Self::max_wait) | 60 s |
+/// | [`burst`](RateLimitBuilder::burst) | `requests` (the whole quota at once) |
+/// | [`max_wait`](RateLimitBuilder::max_wait) | 60 s |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[must_use]
 pub struct RateLimit {
     requests: u32,
     period: Duration,
-    burst: Option<u32>,
+    burst: u32,
     max_wait: Duration,
 }
 
 impl RateLimit {
     /// `requests` per `period`, replenished evenly (one every
-    /// `period / requests`). Checked when the policy is built: both must be
-    /// positive.
-    pub fn new(requests: u32, period: Duration) -> RateLimit {
-        RateLimit {
+    /// `period / requests`); both must be positive, which
+    /// [`build`](RateLimitBuilder::build) checks.
+    pub fn builder(requests: u32, period: Duration) -> RateLimitBuilder {
+        RateLimitBuilder {
             requests,
             period,
             burst: None,
@@ -71,17 +40,62 @@ impl RateLimit {
         }
     }
     /// `requests` a second.
-    pub fn per_second(requests: u32) -> RateLimit {
-        RateLimit::new(requests, Duration::from_secs(1))
+    pub fn per_second(requests: u32) -> RateLimitBuilder {
+        RateLimit::builder(requests, Duration::from_secs(1))
     }
     /// `requests` a minute (an LLM provider's RPM).
-    pub fn per_minute(requests: u32) -> RateLimit {
-        RateLimit::new(requests, Duration::from_secs(60))
+    pub fn per_minute(requests: u32) -> RateLimitBuilder {
+        RateLimit::builder(requests, Duration::from_secs(60))
     }
     /// `requests` an hour (GitHub's 5,000).
-    pub fn per_hour(requests: u32) -> RateLimit {
-        RateLimit::new(requests, Duration::from_secs(3600))
+    pub fn per_hour(requests: u32) -> RateLimitBuilder {
+        RateLimit::builder(requests, Duration::from_secs(3600))
     }
+
+    /// Requests per period.
+    pub fn requests(&self) -> u32 {
+        self.requests
+    }
+    /// The period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+    /// The most requests let through at once after a quiet spell.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+    /// The longest an attempt waits for its turn.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// The time between two turns at the steady rate.
+    fn interval(&self) -> Duration {
+        self.period / self.requests
+    }
+}
+
+/// Builds a [`RateLimit`]; [`build`](Self::build) checks the settings.
+/// Defaults as [`RateLimit`] lists them.
+///
+/// ```
+/// use std::time::Duration;
+/// let limit = http_resilience::RateLimit::per_second(10).burst(1).build()?;
+/// assert_eq!(limit.burst(), 1);
+/// let err = http_resilience::RateLimit::per_second(0).build().unwrap_err();
+/// assert_eq!(err.field(), "requests");
+/// # Ok::<(), http_resilience::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct RateLimitBuilder {
+    requests: u32,
+    period: Duration,
+    burst: Option<u32>,
+    max_wait: Duration,
+}
+
+impl RateLimitBuilder {
     /// The most requests let through at once after a quiet spell. Default:
     /// `requests`. Must be positive.
     pub fn burst(mut self, burst: u32) -> Self {
@@ -94,64 +108,30 @@ impl RateLimit {
         self.max_wait = wait;
         self
     }
-
-    /// Requests per period.
-    pub fn requests(&self) -> u32 {
-        self.requests
-    }
-    /// The period.
-    pub fn period(&self) -> Duration {
-        self.period
-    }
-    /// The burst size.
-    pub fn burst_size(&self) -> u32 {
-        self.burst.unwrap_or(self.requests)
-    }
-    /// The longest wait for a turn.
-    pub fn max_wait_time(&self) -> Duration {
-        self.max_wait
-    }
-
-    pub(crate) fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        let bad =
-            |what: &str, reason: String| Err(ConfigError::new(format!("{field}.{what}"), reason));
-        if self.requests == 0 {
-            return bad("requests", "must be greater than zero".into());
-        }
-        if self.period.is_zero() || self.period > MAX_SETTING {
-            return bad(
-                "per",
-                format!(
-                    "must be greater than zero and at most 365 days (got {:?})",
-                    self.period
-                ),
-            );
-        }
-        if self.burst == Some(0) {
-            return bad("burst", "must be greater than zero".into());
-        }
-        if self.max_wait > MAX_SETTING {
-            return bad(
-                "max_wait",
-                format!("must be at most 365 days (got {:?})", self.max_wait),
-            );
-        }
-        if self.interval().is_zero() {
-            return bad(
+    /// Checks the settings (`requests`, `per`, `burst`, `max_wait`, in
+    /// that order; `per` is the period's name in configuration files); the
+    /// error names the first bad one.
+    pub fn build(self) -> Result<RateLimit, ConfigError> {
+        validate::nonzero(self.requests).at("requests")?;
+        validate::positive(self.period).at("per")?;
+        let burst = self.burst.unwrap_or(self.requests);
+        validate::nonzero(burst).at("burst")?;
+        validate::at_most_max(self.max_wait).at("max_wait")?;
+        if (self.period / self.requests).is_zero() {
+            return Err(ConfigError::new(
                 "per",
                 format!(
                     "{:?} / {} is below a nanosecond",
                     self.period, self.requests
                 ),
-            );
+            ));
         }
-        Ok(())
-    }
-
-    /// The time between two turns at the steady rate (zero for an invalid
-    /// limit).
-    fn interval(&self) -> Duration {
-        self.period / self.requests.max(1)
+        Ok(RateLimit {
+            requests: self.requests,
+            period: self.period,
+            burst,
+            max_wait: self.max_wait,
+        })
     }
 }
 
@@ -195,7 +175,7 @@ impl Turn {
 /// use http_resilience::RateLimit;
 /// use http_resilience::rate_limit::RateLimitState;
 ///
-/// let limit = RateLimit::per_second(10).burst(1);
+/// let limit = RateLimit::per_second(10).burst(1).build().unwrap();
 /// let mut state = RateLimitState::new(&limit);
 /// let t0 = Instant::now();
 /// let wait = Duration::from_secs(1);
@@ -232,16 +212,9 @@ pub struct RateLimitState {
 }
 
 impl RateLimitState {
-    /// The state of `limit` before any turn. A policy holds only validated
-    /// limits; an invalid one lets everything pass.
+    /// The state of `limit` before any turn.
     pub fn new(limit: &RateLimit) -> RateLimitState {
-        let burst = limit.burst_size();
-        let interval = if limit.requests == 0 || burst == 0 {
-            Duration::ZERO
-        } else {
-            limit.interval()
-        };
-        let burst = burst.max(1);
+        let (interval, burst) = (limit.interval(), limit.burst());
         RateLimitState {
             interval,
             tolerance: interval.saturating_mul(burst - 1),
@@ -379,7 +352,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ten_a_second_in_bursts_of_one() {
-        let limiter = Limiter::new(&RateLimit::per_second(10).burst(1));
+        let limiter = Limiter::new(&RateLimit::per_second(10).burst(1).build().unwrap());
         assert_eq!(limiter.try_acquire(), Ok(()));
         assert_eq!(limiter.try_acquire(), Err(Duration::from_millis(100)));
         tokio::time::advance(Duration::from_millis(60)).await;
@@ -390,7 +363,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_then_the_rate() {
-        let limiter = Limiter::new(&RateLimit::per_minute(60).burst(5));
+        let limiter = Limiter::new(&RateLimit::per_minute(60).burst(5).build().unwrap());
         for _ in 0..5 {
             assert_eq!(limiter.try_acquire(), Ok(()));
         }
@@ -399,7 +372,7 @@ mod tests {
 
     #[test]
     fn waiters_take_their_place_in_line_and_give_it_back() {
-        let limit = RateLimit::per_second(10).burst(2);
+        let limit = RateLimit::per_second(10).burst(2).build().unwrap();
         let mut s = RateLimitState::new(&limit);
         let t0 = Instant::now();
         let ms = Duration::from_millis;
@@ -443,30 +416,17 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_limit_lets_everything_pass() {
-        let mut s = RateLimitState::new(&RateLimit::per_second(0));
-        let t0 = Instant::now();
-        for _ in 0..100 {
-            assert_eq!(s.acquire(t0, Duration::ZERO).unwrap().at(), t0);
-        }
-        s.release(Turn::new(t0));
-    }
-
-    #[test]
     fn validation_names_the_field() {
         let bad = [
-            (RateLimit::per_second(0), "r.requests"),
-            (RateLimit::new(1, Duration::ZERO), "r.per"),
-            (RateLimit::per_second(1).burst(0), "r.burst"),
-            (
-                RateLimit::per_second(1).max_wait(Duration::MAX),
-                "r.max_wait",
-            ),
-            (RateLimit::new(u32::MAX, Duration::from_nanos(1)), "r.per"),
+            (RateLimit::per_second(0), "requests"),
+            (RateLimit::builder(1, Duration::ZERO), "per"),
+            (RateLimit::per_second(1).burst(0), "burst"),
+            (RateLimit::per_second(1).max_wait(Duration::MAX), "max_wait"),
+            (RateLimit::builder(u32::MAX, Duration::from_nanos(1)), "per"),
         ];
         for (r, field) in bad {
-            assert_eq!(r.validate("r").unwrap_err().field(), field, "{r:?}");
+            assert_eq!(r.build().unwrap_err().field(), field, "{r:?}");
         }
-        assert_eq!(RateLimit::per_hour(5000).burst_size(), 5000);
+        assert_eq!(RateLimit::per_hour(5000).build().unwrap().burst(), 5000);
     }
 }

@@ -3,14 +3,54 @@
 //! adapters themselves only move requests, responses and timers.
 
 use std::error::Error as StdError;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Extensions, HeaderMap, StatusCode};
 
 use crate::classify::{FailureKind, Outcome, RequestMeta};
-use crate::engine::{Decision, RetryState};
+use crate::engine::{Admission, Decision, RetryState, needs_idempotency_key, prepare_request};
 use crate::error::{BoxError, Error, Last};
+use crate::policy::RetryPolicy;
 use crate::report::{RetryReport, StopReason};
+
+pub mod body;
+pub mod layer;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod middleware;
+
+/// A client's request type, as far as the adapters need it.
+pub(crate) trait HttpRequest {
+    /// The request as the engine and classifiers see it (a borrowed view,
+    /// cheap to make).
+    fn describe(&self) -> RequestMeta<'_>;
+    fn headers_mut(&mut self) -> &mut HeaderMap;
+}
+
+/// Starts a request: its policy (`select` reads the request's
+/// description), a generated `Idempotency-Key` if the policy adds one, the
+/// engine, and the first admission at `now`. The description is made once,
+/// or twice when a key is added.
+pub(crate) fn start<Q: HttpRequest>(
+    request: &mut Q,
+    select: impl FnOnce(&Q, &RequestMeta<'_>) -> RetryPolicy,
+    now: Instant,
+) -> (RetryState, Admission) {
+    let meta = request.describe();
+    let policy = select(request, &meta);
+    let begin = |policy, meta: &RequestMeta<'_>| {
+        let mut engine = RetryState::with_policy(policy, meta, now);
+        let admission = engine.admit(meta, now);
+        (engine, admission)
+    };
+    if needs_idempotency_key(&policy, &meta) {
+        let method = meta.method().clone();
+        prepare_request(&policy, &method, request.headers_mut());
+        begin(policy, &request.describe())
+    } else {
+        begin(policy, &meta)
+    }
+}
 
 /// A client's response type, as far as the adapters need it.
 pub(crate) trait HttpResponse: Send + 'static {
@@ -76,10 +116,10 @@ pub(crate) fn decide<R: HttpResponse>(
 /// Turns a final (non-retry) decision into the caller's result: the
 /// response with its report attached, or an [`Error`] that keeps the report
 /// and the last response or error.
-pub(crate) fn finish<R: HttpResponse>(
+pub(crate) fn finish<'a, R: HttpResponse>(
     decision: Decision,
     engine: &mut RetryState,
-    request: &RequestMeta<'_>,
+    request: impl FnOnce() -> RequestMeta<'a>,
     result: Result<R, BoxError>,
 ) -> Result<R, Error> {
     let report = engine.take_report();
@@ -107,7 +147,7 @@ pub(crate) fn finish<R: HttpResponse>(
             Err(with_url(
                 Error::from_stop(reason, report, last),
                 engine,
-                request,
+                &request(),
             ))
         }
     }
@@ -118,15 +158,51 @@ fn with_url(error: Error, engine: &RetryState, request: &RequestMeta<'_>) -> Err
     error.with_url(request.redacted_url(engine.policy().hide_paths()))
 }
 
-/// Load protection refused the next attempt before it was sent (see
-/// [`RetryState::admit`]): an [`Error`] with the report so far.
-pub(crate) fn refused(
+/// The last attempt's result, kept (boxed: it is rare, and the futures that
+/// carry it across their waits stay small) while a decided retry waits:
+/// if the retry is refused before it is sent, this is what the caller
+/// gets, as if the retry had been refused right after the attempt.
+pub(crate) type Kept<R> = Option<Box<Result<R, BoxError>>>;
+
+/// The next attempt was refused before it was sent ([`RetryState::admit`]
+/// or [`RetryState::withdraw`]): before the first attempt, an [`Error`]
+/// with the report; before a retry, what the engine says of the `kept`
+/// last result ([`RetryState::refusal`]): the response itself, or an
+/// [`Error`] that carries it (or the last transport error).
+pub(crate) fn refused<R: HttpResponse>(
     engine: &mut RetryState,
     request: &RequestMeta<'_>,
     reason: StopReason,
-) -> Error {
-    let error = Error::from_stop::<()>(reason, engine.take_report(), Last::Nothing);
-    with_url(error, engine, request)
+    kept: Kept<R>,
+) -> Result<R, Error> {
+    match kept {
+        None => {
+            let error = Error::from_stop::<()>(reason, engine.take_report(), Last::Nothing);
+            Err(with_url(error, engine, request))
+        }
+        Some(last) => {
+            let decision = engine.refusal(reason, last.is_ok());
+            finish(decision, engine, || *request, *last)
+        }
+    }
+}
+
+/// The timeout of the attempt about to be sent at `now` (`None`: none).
+/// With no time left before the deadline, the attempt is withdrawn
+/// instead (`Err`): nothing is sent with no time left. `request` makes the
+/// request's metadata, needed only then.
+pub(crate) fn attempt_window<'a>(
+    engine: &mut RetryState,
+    request: impl FnOnce() -> RequestMeta<'a>,
+    now: Instant,
+) -> Result<Option<Duration>, StopReason> {
+    match engine.attempt_timeout(now) {
+        Some(left) if left.is_zero() => {
+            engine.withdraw(&request(), StopReason::Deadline);
+            Err(StopReason::Deadline)
+        }
+        timeout => Ok(timeout),
+    }
 }
 
 /// The inner service failed to become ready (before the first attempt, or

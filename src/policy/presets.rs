@@ -1,77 +1,26 @@
-//! Provider presets: ready-made policies that follow what GitHub, OpenAI,
-//! Anthropic and git document (or what their official clients do).
-//!
-//! | preset | constructor | follows |
-//! |---|---|---|
-//! | [`Preset::GitHub`] | [`RetryPolicy::github`] | GitHub REST API docs ("Rate limits for the REST API", "Best practices": primary and secondary limits) and octokit's retry and throttling plugins |
-//! | [`Preset::OpenAi`] | [`RetryPolicy::openai`] | the official OpenAI SDKs (`openai-python` `_base_client.py`) |
-//! | [`Preset::Anthropic`] | [`RetryPolicy::anthropic`] | the official Anthropic SDKs (`anthropic-sdk-python` `_base_client.py`), and Anthropic's "Errors" page for 529 |
-//! | [`Preset::Git`] | [`RetryPolicy::git`] | git's `http.maxRetries` / `http.maxRetryTime` (`http.c`) and the smart HTTP protocol (`gitprotocol-http`) |
-//!
-//! Each constructor documents its settings and rules. To change a setting
-//! but keep a preset's rules, start from [`Preset::builder`]:
-//!
-//! ```
-//! use http_resilience::{Preset, RetryPolicy};
-//! let policy = Preset::GitHub.builder().max_retries(5).build()?;
-//! assert_eq!(policy.max_retries(), 5);
-//! assert_eq!(policy.preset(), Some(Preset::GitHub));
-//! # Ok::<(), http_resilience::ConfigError>(())
-//! ```
-//!
-//! [`EndpointPolicies::well_known`](crate::EndpointPolicies::well_known)
-//! maps the providers' hosts to these presets.
+//! The presets' rules: each provider's settings ([`Preset::builder`]) and
+//! classifier, and the constructors [`RetryPolicy::github`],
+//! [`RetryPolicy::openai`], [`RetryPolicy::anthropic`] and
+//! [`RetryPolicy::git`]. The [`Preset`] names themselves are a leaf
+//! ([`presets`](crate::presets)), documented there.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
 
+use super::{LongHint, RetryPolicy, RetryPolicyBuilder};
 use crate::backoff::Jitter;
 use crate::classify::{
     Class, Classify, DefaultClassifier, MAX_INSPECTED_BODY, Outcome, RequestMeta, classify_failure,
     not_processed, rate_limit_exhausted, should_retry_header,
 };
-use crate::policy::{LongHint, RetryPolicy, RetryPolicyBuilder};
+use crate::headers::contains_ignore_ascii_case;
+use crate::presets::Preset;
 use crate::retry_after::{
     DelaySource, Hint, rate_limit_reset_hint, retry_after_hint, retry_after_ms_hint,
 };
 
-/// A named provider preset. See the [module docs](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Preset {
-    /// GitHub's REST API ([`RetryPolicy::github`]).
-    GitHub,
-    /// OpenAI's API ([`RetryPolicy::openai`]).
-    OpenAi,
-    /// Anthropic's API ([`RetryPolicy::anthropic`]).
-    Anthropic,
-    /// git's smart HTTP protocol ([`RetryPolicy::git`]).
-    Git,
-}
-
 impl Preset {
-    /// Every preset, in a stable order.
-    pub const ALL: [Preset; 4] = [
-        Preset::GitHub,
-        Preset::OpenAi,
-        Preset::Anthropic,
-        Preset::Git,
-    ];
-
-    /// The stable name used in configuration files: `github`, `openai`,
-    /// `anthropic`, `git`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Preset::GitHub => "github",
-            Preset::OpenAi => "openai",
-            Preset::Anthropic => "anthropic",
-            Preset::Git => "git",
-        }
-    }
-
     /// A builder holding this preset's settings and rules, to override
     /// some of them.
     pub fn builder(self) -> RetryPolicyBuilder {
@@ -115,32 +64,6 @@ fn llm(b: RetryPolicyBuilder) -> RetryPolicyBuilder {
         .multiplier(2.0)
         .jitter(Jitter::Scaled { min_factor: 0.75 })
         .retry_non_idempotent(true)
-}
-
-impl fmt::Display for Preset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Parses [`Preset::as_str`] names.
-///
-/// ```
-/// use http_resilience::Preset;
-/// assert_eq!("anthropic".parse::<Preset>(), Ok(Preset::Anthropic));
-/// assert!("gitlab".parse::<Preset>().is_err());
-/// ```
-impl FromStr for Preset {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Preset, String> {
-        Preset::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown preset `{s}` (expected github, openai, anthropic or git)")
-            })
-    }
 }
 
 impl RetryPolicy {
@@ -253,9 +176,7 @@ fn rate_limit_status(status: StatusCode) -> bool {
 }
 
 fn mentions_secondary_limit(body: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"secondary rate limit";
-    body.windows(NEEDLE.len())
-        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
+    contains_ignore_ascii_case(body, b"secondary rate limit")
 }
 
 /// GitHub's minimum wait after a secondary rate limit.

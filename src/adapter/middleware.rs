@@ -4,8 +4,21 @@
 //! of the middleware chain. A request whose body cannot be cloned (a
 //! stream) is sent once, as it is, and not retried; its report says
 //! [`StopReason::BodyNotReplayable`](crate::StopReason::BodyNotReplayable)
-//! if it failed transiently. The decision after each attempt is the shared
-//! [engine](crate::engine)'s.
+//! if it failed transiently. A stream known to be empty or complete is the
+//! exception: one that reports `is_end_stream` (clients that wrap every
+//! body as a stream, octocrab's reqwest connector among them, send even
+//! "no body" so), one whose exact size is 0, or any body under
+//! `Content-Length: 0`. It is replaced by an empty body, which every
+//! attempt sends, and the request is retried as any other. The decision
+//! after each attempt is the shared [engine](crate::engine)'s.
+//!
+//! Each attempt has one timer, from its send (`attempt_timeout`, clamped to
+//! what is left of the `deadline`), which also covers reading the start of
+//! the body for the classifier (GitHub's 403s): a body that stalls ends the
+//! attempt as an attempt timeout. A retry that was decided and then refused
+//! during its wait (an open breaker, a server quota hold, the local rate
+//! limit, the deadline) keeps the last response, as a refusal right after
+//! the attempt would.
 //!
 //! When the middleware gives up, the error is
 //! `reqwest_middleware::Error::Middleware` wrapping an
@@ -21,16 +34,20 @@
 //! # let _ = client;
 //! ```
 
-use http::{Extensions, HeaderMap, Method, StatusCode};
+use bytes::Bytes;
+use http::{Extensions, HeaderMap, StatusCode};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
-use crate::adapter::{HttpResponse, body_to_inspect, decide, finish, refused};
-use crate::body::{Inspect, ResponseBody};
+use super::body::{Inspect, ResponseBody, known_empty};
+use super::{
+    HttpRequest, HttpResponse, Kept, attempt_window, body_to_inspect, decide, finish, refused,
+    start,
+};
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
-use crate::engine::{Admission, Decision, RetryState, prepare_request};
+use crate::engine::{Admission, Decision, RetryState};
 use crate::error::{AttemptTimedOut, BoxError};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
@@ -83,19 +100,23 @@ impl HttpResponse for Response {
     }
 }
 
-fn meta_of<'a>(
-    method: &'a Method,
-    url: &'a reqwest::Url,
-    headers: &'a HeaderMap,
-) -> RequestMeta<'a> {
-    RequestMeta::new(
-        method,
-        url.scheme(),
-        url.host_str().unwrap_or(""),
-        url.path(),
-        headers,
-    )
-    .with_port(url.port_or_known_default().unwrap_or(0))
+/// The request as the engine and classifiers see it: a borrowed view,
+/// with the port the URL gives or its scheme's default.
+impl HttpRequest for Request {
+    fn describe(&self) -> RequestMeta<'_> {
+        let url = self.url();
+        RequestMeta::new(
+            self.method(),
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.path(),
+            self.headers(),
+        )
+        .with_port(url.port_or_known_default().unwrap_or(0))
+    }
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        self.headers_mut()
+    }
 }
 
 #[async_trait::async_trait]
@@ -106,55 +127,51 @@ impl Middleware for RetryMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let policy = self
-            .policies
-            .select_with(
-                extensions,
-                &meta_of(request.method(), request.url(), request.headers()),
-            )
-            .clone();
-        {
-            // In a block: nothing here may live across an await (the
-            // future is boxed, and its size is paid on every request).
-            let method = request.method().clone();
-            prepare_request(&policy, &method, request.headers_mut());
-        }
+        // The request's description borrows it, so it is made again after
+        // each await rather than kept across it (this future is boxed on
+        // every request, and its size is paid each time): once before the
+        // first send (policy, engine, admission), once after each attempt.
         // When the next attempt starts (one clock read per attempt).
         let mut starts = Instant::now().into_std();
-        let mut engine = RetryState::with_policy(
-            policy,
-            &meta_of(request.method(), request.url(), request.headers()),
+        let (mut engine, mut admission) = start(
+            &mut request,
+            |_, meta| self.policies.select_with(extensions, meta).clone(),
             starts,
         );
         // Set once a streaming body has been sent away whole: `request` is
         // then a body-less stand-in with the same method, URL and headers
         // (what the engine reads), and no retry follows.
         let mut streamed = false;
+        // The last result while a decided retry waits: a refusal before
+        // the retry is sent hands it over. Boxed, so this (boxed) future
+        // stays small.
+        let mut kept: Kept<Response> = None;
         loop {
             // Load protection in front of every attempt: wait, or refuse.
             // Only the boxed sleep lives across the await, which keeps this
             // (boxed) future small enough for the allocator's fast path.
             loop {
-                let wait = match engine.admit(
-                    &meta_of(request.method(), request.url(), request.headers()),
-                    starts,
-                ) {
+                let wait = match admission {
                     Admission::Send => break,
                     Admission::Wait { delay, .. } => Box::pin(tokio::time::sleep(delay)),
                     Admission::Fail(reason) => {
-                        let meta = meta_of(request.method(), request.url(), request.headers());
-                        return Err(reqwest_middleware::Error::middleware(refused(
-                            &mut engine,
-                            &meta,
-                            reason,
-                        )));
+                        return refused(&mut engine, &request.describe(), reason, kept)
+                            .map_err(reqwest_middleware::Error::middleware);
                     }
                 };
                 wait.await;
                 starts = Instant::now().into_std();
+                admission = engine.admit(&request.describe(), starts);
             }
-            let attempt = match request.try_clone() {
-                Some(clone) => clone,
+            let timeout = match attempt_window(&mut engine, || request.describe(), starts) {
+                Ok(timeout) => timeout,
+                Err(reason) => {
+                    return refused(&mut engine, &request.describe(), reason, kept)
+                        .map_err(reqwest_middleware::Error::middleware);
+                }
+            };
+            let attempt = match replayable_copy(&mut request) {
+                Some(copy) => copy,
                 None => {
                     // A streaming body: send the original once; the engine
                     // will not ask for another attempt.
@@ -166,47 +183,66 @@ impl Middleware for RetryMiddleware {
                     std::mem::replace(&mut request, stand_in)
                 }
             };
-            let timeout = engine.attempt_timeout(starts);
+            // Sent: the last result is no longer needed.
+            drop(kept.take());
             let send = next.clone().run(attempt, extensions);
             let mut result = match timeout {
                 None => send.await.map_err(|e| into_box(e, &engine)),
                 Some(after) => match Box::pin(tokio::time::timeout(after, send)).await {
                     Ok(result) => result.map_err(|e| into_box(e, &engine)),
-                    Err(_elapsed) => Err(Box::new(AttemptTimedOut { after }) as BoxError),
+                    Err(_elapsed) => Err(timed_out(after)),
                 },
             };
 
-            let meta = meta_of(request.method(), request.url(), request.headers());
-            let mut prefix = None;
-            let wanted = body_to_inspect(&engine, &meta, &result);
-            if wanted > 0
-                && let Ok(response) = result
-            {
-                let (start, response) = Box::pin(inspect(response, wanted)).await;
-                prefix = Some(start);
-                result = Ok(response);
-            }
-            let decision = decide(
-                &mut engine,
-                &meta,
-                &result,
-                prefix.as_deref(),
-                kind_of,
-                Instant::now().into_std(),
-            );
-            match decision {
+            // One description after the attempt, for the decision; a second
+            // only when a classifier reads the start of the body first.
+            let decided = {
+                let meta = request.describe();
+                match body_to_inspect(&engine, &meta, &result) {
+                    0 => Ok(decide(
+                        &mut engine,
+                        &meta,
+                        &result,
+                        None,
+                        kind_of,
+                        Instant::now().into_std(),
+                    )),
+                    wanted => Err(wanted),
+                }
+            };
+            let decision = match decided {
+                Ok(decision) => decision,
+                Err(wanted) => {
+                    let mut prefix = None;
+                    if let Ok(response) = result {
+                        // The attempt's timer covers reading the body too:
+                        // it ends when the attempt's timeout, counted from
+                        // the send, does.
+                        let read =
+                            Box::pin(inspect_within(response, wanted, starts, timeout)).await;
+                        result = read.map(|(start, response)| {
+                            prefix = Some(start);
+                            response
+                        });
+                    }
+                    let now = Instant::now().into_std();
+                    let meta = request.describe();
+                    decide(&mut engine, &meta, &result, prefix.as_deref(), kind_of, now)
+                }
+            };
+            let delay = match decision {
                 // The engine never retries a request sent whole; the guard
                 // makes sure the stand-in is never sent.
-                Decision::Retry { delay, .. } if !streamed => {
-                    drop(result);
-                    Box::pin(tokio::time::sleep(delay)).await;
-                    starts = Instant::now().into_std();
-                }
+                Decision::Retry { delay, .. } if !streamed => delay,
                 decision => {
-                    return finish(decision, &mut engine, &meta, result)
+                    return finish(decision, &mut engine, || request.describe(), result)
                         .map_err(reqwest_middleware::Error::middleware);
                 }
-            }
+            };
+            kept = Some(Box::new(result));
+            Box::pin(tokio::time::sleep(delay)).await;
+            starts = Instant::now().into_std();
+            admission = engine.admit(&request.describe(), starts);
         }
     }
 }
@@ -231,11 +267,53 @@ impl Middleware for RetryMiddleware {
 /// # }
 /// ```
 pub fn into_box_error(error: reqwest_middleware::Error) -> BoxError {
-    match crate::Error::from_middleware(error) {
+    match crate::error::Error::from_middleware(error) {
         Ok(ours) => Box::new(ours),
         Err(reqwest_middleware::Error::Reqwest(e)) => Box::new(e),
         Err(reqwest_middleware::Error::Middleware(e)) => e.into(),
     }
+}
+
+/// A copy of `request` for the next attempt, if its body can be sent again:
+/// bytes, no body, or a body known to be empty or complete (a stream that
+/// has already ended, as clients that wrap every body as a stream send for
+/// none; `Content-Length: 0`), which is then replaced by an empty one.
+/// `None`: a stream that can be sent only once.
+fn replayable_copy(request: &mut Request) -> Option<Request> {
+    if let Some(copy) = request.try_clone() {
+        return Some(copy);
+    }
+    if !request
+        .body()
+        .is_some_and(|body| known_empty(body, request.headers()))
+    {
+        return None;
+    }
+    *request.body_mut() = Some(reqwest::Body::from(Bytes::new()));
+    request.try_clone()
+}
+
+/// [`inspect`], within what is left of the attempt's `timeout` (counted
+/// from `starts`, the send): past it, an attempt timeout.
+async fn inspect_within(
+    response: Response,
+    limit: usize,
+    starts: std::time::Instant,
+    timeout: Option<std::time::Duration>,
+) -> Result<(Vec<u8>, Response), BoxError> {
+    match timeout {
+        None => Ok(inspect(response, limit).await),
+        Some(after) => {
+            let until = Instant::from_std(starts) + after;
+            tokio::time::timeout_at(until, inspect(response, limit))
+                .await
+                .map_err(|_elapsed| timed_out(after))
+        }
+    }
+}
+
+fn timed_out(after: std::time::Duration) -> BoxError {
+    Box::new(AttemptTimedOut { after })
 }
 
 /// Reads the start of a response's body for the classifier, and rebuilds

@@ -36,21 +36,18 @@
 //! connection, 408, 425, 429, or a rate-limit 403.
 
 use std::error::Error as StdError;
-use std::io;
 use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 
 use crate::retry_after::{Hint, server_hint};
 
-/// The header that makes a non-idempotent request safe to retry.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+mod failure;
+mod request;
 
-// Header names as `HeaderName`s: a `&str` key makes `http` parse and hash
-// the name on every lookup.
-const IDEMPOTENCY_KEY_NAME: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY);
-const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
-const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub use crate::headers::{IDEMPOTENCY_KEY, rate_limit_exhausted, should_retry_header};
+pub use failure::{AttemptTimedOut, FailureKind};
+pub use request::{RequestMeta, is_idempotent_method};
 
 /// What a classifier returns for one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,392 +71,6 @@ impl Class {
             Class::Permanent => "permanent",
         }
     }
-}
-
-/// The kind of a transport-level failure (no HTTP response was received).
-///
-/// Adapters map their client's error into one of these; see
-/// [`FailureKind::from_error`] for the mapping of standard and `hyper`
-/// errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FailureKind {
-    /// The connection could not be established (refused, DNS failure,
-    /// connect timeout): the request never reached the server.
-    Connect,
-    /// The attempt took longer than its timeout; the server may have acted
-    /// on the request.
-    Timeout,
-    /// The connection was reset or aborted after the request was sent.
-    ConnectionReset,
-    /// The server closed the connection before sending a complete response.
-    ConnectionClosed,
-    /// TLS handshake or certificate failure.
-    Tls,
-    /// The request itself is invalid (bad URL, builder error).
-    InvalidRequest,
-    /// Too many redirects, or a redirect loop.
-    Redirect,
-    /// The request or response body failed.
-    Body,
-    /// The response could not be decoded.
-    Decode,
-    /// Anything else.
-    Other,
-}
-
-impl FailureKind {
-    /// A stable snake_case name, used in reports and tracing.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Connect => "connect",
-            FailureKind::Timeout => "timeout",
-            FailureKind::ConnectionReset => "connection_reset",
-            FailureKind::ConnectionClosed => "connection_closed",
-            FailureKind::Tls => "tls",
-            FailureKind::InvalidRequest => "invalid_request",
-            FailureKind::Redirect => "redirect",
-            FailureKind::Body => "body",
-            FailureKind::Decode => "decode",
-            FailureKind::Other => "other",
-        }
-    }
-
-    /// `true` when the request provably never reached the server, so that
-    /// retrying it is safe whatever its method.
-    pub const fn request_not_sent(self) -> bool {
-        matches!(self, FailureKind::Connect)
-    }
-
-    /// Maps an error (and its `source()` chain) into a kind, from the types
-    /// in the chain only: never from an error's text, which for most
-    /// clients ends with the URL (a path such as `/v1/certificates` or a
-    /// host such as `mtls.internal` says nothing about the failure).
-    /// Cheap and allocation-free; it runs only when an attempt failed.
-    ///
-    /// | in the chain | kind |
-    /// |---|---|
-    /// | hyper-util's client error with `is_connect()` (feature `hyper-util`), and an `io::Error` of kind `InvalidData` below it (how `tokio-rustls`, and so `hyper-rustls` and reqwest's rustls, report every TLS failure) | [`Tls`](FailureKind::Tls) |
-    /// | hyper-util's client error with `is_connect()`, anything else below it: DNS failure, refused, unreachable, connect timeout, a handshake cut short | [`Connect`](FailureKind::Connect) |
-    /// | `io::Error`: `ConnectionRefused`, `AddrNotAvailable`, `NotConnected`, `HostUnreachable`, `NetworkUnreachable`, `NetworkDown` | [`Connect`](FailureKind::Connect) |
-    /// | `io::Error`: `ConnectionReset`, `ConnectionAborted`, `BrokenPipe` | [`ConnectionReset`](FailureKind::ConnectionReset) |
-    /// | `io::Error`: `UnexpectedEof`; `hyper::Error`: incomplete message, canceled, closed | [`ConnectionClosed`](FailureKind::ConnectionClosed) |
-    /// | `io::Error`: `TimedOut`; `hyper::Error::is_timeout`; the policy's attempt timeout; `tokio::time::error::Elapsed`; `tower::timeout::error::Elapsed` (tower's `TimeoutLayer`) | [`Timeout`](FailureKind::Timeout) |
-    /// | `hyper::Error`: parse error (a malformed response head) | [`Decode`](FailureKind::Decode) |
-    /// | `hyper::Error`: body write aborted, user error | [`Body`](FailureKind::Body) |
-    /// | anything else | [`Other`](FailureKind::Other) |
-    ///
-    /// Outside the connect phase the innermost specific cause wins (a
-    /// `hyper::Error` wrapping a reset `io::Error` is a reset). An
-    /// `io::Error` that wraps another error is looked through.
-    ///
-    /// A TLS stack that reports its failures otherwise (native-tls, in
-    /// its own error type) is seen as a failure to connect; a custom
-    /// [`Classify`] can tell its error type apart.
-    ///
-    /// ```
-    /// use http_resilience::FailureKind;
-    /// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-    /// assert_eq!(FailureKind::from_error(&refused), FailureKind::Connect);
-    /// // The text does not matter, only the kind.
-    /// let named = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "tls handshake");
-    /// assert_eq!(FailureKind::from_error(&named), FailureKind::Connect);
-    /// ```
-    pub fn from_error(error: &(dyn StdError + 'static)) -> FailureKind {
-        let mut scan = Scan::default();
-        let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-        while let Some(err) = current {
-            scan.link(err);
-            current = err.source();
-        }
-        scan.kind()
-    }
-}
-
-/// What the walk down an error's `source()` chain has seen so far.
-#[derive(Default)]
-struct Scan {
-    /// The innermost specific kind.
-    innermost: Option<FailureKind>,
-    /// The failure happened while connecting (hyper-util's client said
-    /// so): the request was not sent.
-    connecting: bool,
-    /// An `io::Error` of kind `InvalidData`: what the TLS stream reports a
-    /// TLS failure as.
-    invalid_data: bool,
-}
-
-impl Scan {
-    fn kind(&self) -> FailureKind {
-        match (self.connecting, self.invalid_data) {
-            (true, true) => FailureKind::Tls,
-            // Whatever the cause (refused, DNS, a connect timeout), no
-            // byte of the request left: safe to retry any method.
-            (true, false) => FailureKind::Connect,
-            (false, _) => self.innermost.unwrap_or(FailureKind::Other),
-        }
-    }
-
-    fn found(&mut self, kind: Option<FailureKind>) {
-        if kind.is_some() {
-            self.innermost = kind;
-        }
-    }
-
-    fn link(&mut self, err: &(dyn StdError + 'static)) {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            self.io(io);
-            return;
-        }
-        #[cfg(feature = "hyper-util")]
-        if let Some(e) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
-            self.connecting |= e.is_connect();
-            return;
-        }
-        let kind = if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            kind_of_hyper(h)
-        } else if err.is::<crate::error::AttemptTimedOut>()
-            || err.is::<tokio::time::error::Elapsed>()
-            || err.is::<tower::timeout::error::Elapsed>()
-        {
-            Some(FailureKind::Timeout)
-        } else {
-            None
-        };
-        self.found(kind);
-    }
-
-    fn io(&mut self, io: &io::Error) {
-        self.invalid_data |= io.kind() == io::ErrorKind::InvalidData;
-        self.found(kind_of_io(io.kind()));
-        // An `io::Error`'s `source()` is its inner error's source, not the
-        // inner error: look at that here (a rustls error, a timer's
-        // `Elapsed`, another `io::Error`).
-        if let Some(inner) = io.get_ref() {
-            let inner: &(dyn StdError + 'static) = inner;
-            self.link(inner);
-        }
-    }
-}
-
-fn kind_of_hyper(h: &hyper::Error) -> Option<FailureKind> {
-    let kind = if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
-        FailureKind::ConnectionClosed
-    } else if h.is_timeout() {
-        FailureKind::Timeout
-    } else if h.is_body_write_aborted() || h.is_user() {
-        FailureKind::Body
-    } else if h.is_parse() {
-        FailureKind::Decode
-    } else {
-        return None;
-    };
-    Some(kind)
-}
-
-fn kind_of_io(kind: io::ErrorKind) -> Option<FailureKind> {
-    use io::ErrorKind as K;
-    let kind = match kind {
-        K::ConnectionRefused
-        | K::AddrNotAvailable
-        | K::NotConnected
-        | K::HostUnreachable
-        | K::NetworkUnreachable
-        | K::NetworkDown => FailureKind::Connect,
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => FailureKind::ConnectionReset,
-        K::UnexpectedEof => FailureKind::ConnectionClosed,
-        K::TimedOut => FailureKind::Timeout,
-        _ => return None,
-    };
-    Some(kind)
-}
-
-/// What a classifier (and the engine) may know about the request, whatever
-/// the client. Cheap to build: it only borrows.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestMeta<'a> {
-    method: &'a Method,
-    scheme: &'a str,
-    /// The host, or (from `from_http`) the URI authority it is read from
-    /// on demand: most requests never need it.
-    host: Host<'a>,
-    path: &'a str,
-    headers: &'a HeaderMap,
-    /// Set by `with_port`; otherwise read from the authority or the scheme.
-    port: Option<u16>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Host<'a> {
-    Host(&'a str),
-    Authority(&'a str),
-}
-
-impl<'a> RequestMeta<'a> {
-    /// Describes a request by its parts.
-    ///
-    /// ```
-    /// use http::{HeaderMap, Method};
-    /// use http_resilience::RequestMeta;
-    /// let headers = HeaderMap::new();
-    /// let meta = RequestMeta::new(&Method::GET, "https", "api.github.com", "/repos", &headers);
-    /// assert!(meta.is_idempotent());
-    /// ```
-    pub fn new(
-        method: &'a Method,
-        scheme: &'a str,
-        host: &'a str,
-        path: &'a str,
-        headers: &'a HeaderMap,
-    ) -> Self {
-        RequestMeta {
-            method,
-            scheme,
-            host: Host::Host(host),
-            path,
-            headers,
-            port: None,
-        }
-    }
-
-    /// Sets the port (otherwise the scheme's default: 443 for `https`, 80
-    /// for `http`). Load protection keeps its state per host and port.
-    pub fn with_port(mut self, port: u16) -> Self {
-        self.port = Some(port);
-        self
-    }
-
-    /// Describes an `http::Request`.
-    pub fn from_http<B>(request: &'a http::Request<B>) -> Self {
-        let uri = request.uri();
-        RequestMeta {
-            method: request.method(),
-            scheme: uri.scheme_str().unwrap_or(""),
-            host: Host::Authority(uri.authority().map_or("", |a| a.as_str())),
-            path: uri.path(),
-            headers: request.headers(),
-            port: None,
-        }
-    }
-
-    /// The request method.
-    pub fn method(&self) -> &'a Method {
-        self.method
-    }
-    /// The URI scheme (`http`, `https`), or `""` if unknown.
-    pub fn scheme(&self) -> &'a str {
-        self.scheme
-    }
-    /// The host, or `""` if unknown.
-    pub fn host(&self) -> &'a str {
-        match self.host {
-            Host::Host(host) => host,
-            Host::Authority(authority) => host_of(authority),
-        }
-    }
-    /// The port: set by [`with_port`](Self::with_port), written in the
-    /// URI's authority, or the scheme's default (443 for `https` and `wss`,
-    /// 80 for `http` and `ws`, 0 if unknown).
-    pub fn port(&self) -> u16 {
-        if let Some(port) = self.port {
-            return port;
-        }
-        if let Host::Authority(authority) = self.host
-            && let Some(port) = port_of(authority)
-        {
-            return port;
-        }
-        default_port(self.scheme)
-    }
-    /// The path (no query string).
-    pub fn path(&self) -> &'a str {
-        self.path
-    }
-    /// The request headers.
-    pub fn headers(&self) -> &'a HeaderMap {
-        self.headers
-    }
-
-    /// The request's URL as the crate prints it (in [`Error::url`](crate::Error::url)):
-    /// scheme, host, the port unless it is the scheme's default, and the
-    /// path unless `hide_path`; never user info or the query string.
-    /// Made only when an error is.
-    pub(crate) fn redacted_url(&self, hide_path: bool) -> String {
-        use std::fmt::Write as _;
-        let mut url = String::new();
-        if !self.scheme.is_empty() {
-            url.push_str(self.scheme);
-            url.push_str("://");
-        }
-        url.push_str(self.host());
-        let port = self.port();
-        if port != default_port(self.scheme) && port != 0 {
-            let _ = write!(url, ":{port}");
-        }
-        if !hide_path {
-            url.push_str(self.path);
-        }
-        url
-    }
-
-    /// `true` if the request carries an `Idempotency-Key` header.
-    pub fn has_idempotency_key(&self) -> bool {
-        self.headers.contains_key(&IDEMPOTENCY_KEY_NAME)
-    }
-
-    /// `true` if repeating the request is safe: an idempotent method
-    /// (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or an
-    /// `Idempotency-Key` header.
-    pub fn is_idempotent(&self) -> bool {
-        is_idempotent_method(self.method) || self.has_idempotency_key()
-    }
-}
-
-/// A scheme's default port: 443 for `https` and `wss`, 80 for `http` and
-/// `ws`, 0 if unknown.
-fn default_port(scheme: &str) -> u16 {
-    match scheme {
-        s if s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("wss") => 443,
-        s if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("ws") => 80,
-        _ => 0,
-    }
-}
-
-/// The host of an authority: after any `userinfo@`, before any `:port`,
-/// brackets kept for an IPv6 literal; the same result as `Uri::host`
-/// (tested), without its char-pattern splits.
-/// The port written in an authority, if any.
-fn port_of(authority: &str) -> Option<u16> {
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    let after_host = match host_port.strip_prefix('[') {
-        Some(v6) => &v6[v6.find(']')? + 1..],
-        None => &host_port[host_port.find(':')?..],
-    };
-    after_host.strip_prefix(':')?.parse().ok()
-}
-
-fn host_of(authority: &str) -> &str {
-    // The last `@` ends any userinfo; an IPv6 literal runs to its `]`;
-    // otherwise the first `:` starts the port. (The slices start or end
-    // next to ASCII bytes, so they stay on char boundaries.)
-    let host = match authority.bytes().rposition(|b| b == b'@') {
-        Some(at) => &authority[at + 1..],
-        None => authority,
-    };
-    let end = if host.starts_with('[') {
-        host.find(']').map(|i| i + 1)
-    } else {
-        host.find(':')
-    };
-    &host[..end.unwrap_or(host.len())]
-}
-
-/// RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT and DELETE.
-pub fn is_idempotent_method(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }
 
 /// The outcome of one attempt, as a classifier sees it.
@@ -701,43 +312,12 @@ pub fn classify_status(
     }
 }
 
-/// Reads `x-should-retry: true|false` (case-insensitive). Anything else is
-/// ignored.
-pub fn should_retry_header(headers: &HeaderMap) -> Option<bool> {
-    let value = headers.get(&X_SHOULD_RETRY)?.as_bytes();
-    let value = trim_ows(value);
-    if value.eq_ignore_ascii_case(b"true") {
-        Some(true)
-    } else if value.eq_ignore_ascii_case(b"false") {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-/// `true` when `x-ratelimit-remaining` is exactly `0` (GitHub's sign of an
-/// exhausted primary rate limit).
-pub fn rate_limit_exhausted(headers: &HeaderMap) -> bool {
-    headers
-        .get(&X_RATELIMIT_REMAINING)
-        .is_some_and(|v| trim_ows(v.as_bytes()) == b"0")
-}
-
-/// Trims optional white space (space and tab, RFC 9110 §5.6.3).
-pub(crate) fn trim_ows(mut value: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = value {
-        value = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = value {
-        value = rest;
-    }
-    value
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use http::Method;
+    use std::io;
 
     fn meta<'a>(method: &'a Method, headers: &'a HeaderMap) -> RequestMeta<'a> {
         RequestMeta::new(method, "http", "example.com", "/", headers)
@@ -895,7 +475,7 @@ mod tests {
     #[test]
     fn timers_and_nested_io_errors() {
         use io::ErrorKind as K;
-        let attempt = crate::error::AttemptTimedOut {
+        let attempt = AttemptTimedOut {
             after: std::time::Duration::from_secs(1),
         };
         assert_eq!(FailureKind::from_error(&attempt), FailureKind::Timeout);
@@ -979,12 +559,5 @@ mod tests {
                 "{uri}"
             );
         }
-    }
-
-    #[test]
-    fn trims_ows() {
-        assert_eq!(trim_ows(b" \t42 "), b"42");
-        assert_eq!(trim_ows(b""), b"");
-        assert_eq!(trim_ows(b"  "), b"");
     }
 }

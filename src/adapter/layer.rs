@@ -1,0 +1,579 @@
+//! The `tower` adapter: [`RetryLayer`] and its [`Retry`] service.
+//!
+//! It wraps any `tower::Service<http::Request<B>, Response = http::Response<R>>`
+//! whose request body `B` is an [`http_body::Body`] that is `Clone`
+//! (`Full<Bytes>`, `Empty<Bytes>`, `String`, ...) and whose response body
+//! `R` is an [`http_body::Body`] of `Bytes`, such as hyper-util's client.
+//! Each attempt sends a clone of the request; the decision after each
+//! attempt is the shared [engine](crate::engine)'s, so this adapter only
+//! moves requests, responses and timers.
+//!
+//! # The request body's `Clone` must give an independent copy
+//!
+//! Every retry sends a clone of the request, so **`Clone` on the body must
+//! give a copy that can be read whole on its own**, as `Full<Bytes>` and
+//! `String` do. A body whose clones share one stream (octocrab's `OctoBody`
+//! is an `Arc` around one body) is drained by the first attempt, and its
+//! clone would go out with nothing left. The layer notes the body's
+//! `size_hint` and `is_end_stream` at the first send and checks every
+//! retry's copy against them: a copy that no longer says the same is never
+//! sent, and the request stops as for a body that cannot be replayed (its
+//! report says `body_not_replayable`; the last response is returned as it
+//! is, or its transport error fails with `NOT_RETRYABLE`). A shared empty
+//! body still says the same, and is retried. A shared stream of unknown
+//! length that never reports its end cannot be told apart: give such a
+//! body a `Clone` that replays it.
+//!
+//! # Where the layer goes
+//!
+//! The layer reads the request as it reaches it: the URI picks the
+//! per-endpoint policy (and the load protection's endpoint), the headers
+//! say whether the request is keyed (`Idempotency-Key`). Put it **below
+//! (inside) the layers that set the URI or such headers**, so that it sees
+//! the request as it will be sent. With `tower::ServiceBuilder`, that means
+//! after them in the builder (`ServiceBuilder::new().layer(set_uri).layer(retry)`:
+//! the first layer is the outermost). With octocrab's `OctocrabBuilder`,
+//! each `with_layer` wraps what came before, so add the retry layer right
+//! after `with_service(...)` and before `BaseUriLayer`, `ExtraHeadersLayer`
+//! and `AuthHeaderLayer`. Above `BaseUriLayer`, the layer sees relative URIs
+//! with no host: routes that name a host cannot match them, and the request
+//! falls to the default policy. The first such request is noted in one
+//! `WARN` event (target `http_resilience`; once for each policy set, not
+//! once per request). Layers that must redo their work for every attempt go
+//! below it.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, Uri};
+//! use http_resilience::{EndpointPolicies, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), http_resilience::Error> {
+//! // Sets the absolute URI, as octocrab's `BaseUriLayer` does.
+//! let base_uri = tower::util::MapRequestLayer::new(|mut req: Request<String>| {
+//!     let path = req.uri().path().to_string();
+//!     *req.uri_mut() = format!("https://api.github.com{path}").parse::<Uri>().unwrap();
+//!     req
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(base_uri) // outermost: runs first
+//!     .layer(RetryLayer::new(EndpointPolicies::well_known())) // sees api.github.com
+//!     .service(tower::service_fn(|_req: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("{}")))
+//!     }));
+//! let response = svc.oneshot(Request::new(String::new())).await?;
+//! assert_eq!(response.status(), 200);
+//! # Ok(()) }
+//! ```
+//!
+//! # Time
+//!
+//! Each attempt has one timer, from its send: the policy's
+//! `attempt_timeout`, clamped to what is left of the `deadline`. It covers
+//! the response head and, when the classifier reads the start of the body
+//! (GitHub's 403s), that read too: a body that stalls or trickles ends the
+//! attempt as an attempt timeout, and a deadline it reaches ends the request
+//! with `DEADLINE_EXCEEDED` at the deadline. Before a retry, the wait for
+//! the inner service's readiness (a saturated `ConcurrencyLimit`, a full
+//! `Buffer`) counts against the deadline too, and ends there with
+//! `DEADLINE_EXCEEDED`; no attempt is sent with no time left.
+//!
+//! A retry that was decided and then refused before it was sent (load
+//! protection during the wait, the deadline, a drained body) hands over the
+//! last response, body unread, exactly as a refusal right after the attempt
+//! would: inside the [`Error`], or as the response with
+//! `return_last_response(true)`.
+//!
+//! It takes a single [`RetryPolicy`] or per-endpoint policies
+//! ([`EndpointPolicies`]); a [`RetryPolicy`] in a request's extensions
+//! overrides both for that request.
+//!
+//! The service's error type is [`Error`]; the inner service's errors are
+//! carried as its [`source()`](std::error::Error::source). Every response
+//! carries a [`RetryReport`] in its extensions. Response bodies come back as
+//! [`ResponseBody<R>`](ResponseBody): `R` itself, unless a preset's
+//! classifier read the start of it (GitHub's 403s), in which case those
+//! bytes are replayed before the rest.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use http_resilience::{RetryLayer, RetryPolicy, RetryReport};
+//! use tower::{Layer, Service};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), http_resilience::Error> {
+//! let inner = tower::service_fn(|_req: Request<String>| async {
+//!     Ok::<_, Infallible>(Response::new(String::from("hello")))
+//! });
+//! let mut svc = RetryLayer::new(RetryPolicy::default()).layer(inner);
+//! let response = svc.call(Request::new(String::new())).await?;
+//! assert_eq!(response.extensions().get::<RetryReport>().unwrap().attempts(), 1);
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower::{Layer, Service};
+
+use bytes::Bytes;
+use http_body::Body;
+
+use super::body::{BodyShape, Inspect, ResponseBody};
+use super::{
+    HttpRequest, Kept, attempt_window, body_to_inspect, decide, finish, not_ready, not_ready_for,
+    refused, start,
+};
+use crate::classify::{FailureKind, RequestMeta};
+use crate::endpoint::EndpointPolicies;
+use crate::engine::{Admission, Decision, RetryState};
+use crate::error::{AttemptTimedOut, BoxError, Error};
+#[cfg(doc)]
+use crate::policy::RetryPolicy;
+use crate::report::{RetryReport, StopReason};
+
+/// Applies a [`RetryPolicy`], or per-endpoint [`EndpointPolicies`], to a
+/// tower service.
+#[derive(Debug, Clone, Default)]
+pub struct RetryLayer {
+    policies: EndpointPolicies,
+}
+
+impl RetryLayer {
+    /// A layer that retries under `policies`: a single [`RetryPolicy`], or
+    /// an [`EndpointPolicies`] set.
+    pub fn new(policies: impl Into<EndpointPolicies>) -> Self {
+        RetryLayer {
+            policies: policies.into(),
+        }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry::new(inner, self.policies.clone())
+    }
+}
+
+/// A tower service that retries `S` under a [`RetryPolicy`] or
+/// [`EndpointPolicies`]. Made by [`RetryLayer`].
+#[derive(Debug, Clone)]
+pub struct Retry<S> {
+    inner: S,
+    policies: EndpointPolicies,
+}
+
+impl<S> Retry<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, policies: impl Into<EndpointPolicies>) -> Self {
+        Retry {
+            inner,
+            policies: policies.into(),
+        }
+    }
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes the layer's service, returning the inner service.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http_resilience::{Retry, RetryPolicy};
+    ///
+    /// let inner = tower::service_fn(|_req: http::Request<String>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(String::new()))
+    /// });
+    /// let mut retry = Retry::new(inner, RetryPolicy::default());
+    /// let _: &mut _ = retry.get_mut();
+    /// let inner = retry.into_inner();
+    /// # let _ = inner;
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+    /// The policies.
+    pub fn policies(&self) -> &EndpointPolicies {
+        &self.policies
+    }
+}
+
+impl<B> HttpRequest for Request<B> {
+    fn describe(&self) -> RequestMeta<'_> {
+        RequestMeta::from_http(self)
+    }
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        self.headers_mut()
+    }
+}
+
+impl<S, B, R> Service<Request<B>> for Retry<S>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body + Clone,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Send,
+{
+    type Response = Response<ResponseBody<R>>;
+    type Error = Error;
+    type Future = ResponseFuture<S, B, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| not_ready(RetryReport::new(), e.into()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The ready service goes into the future; a clone takes its place
+        // (the same dance as tower's own `Retry`).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // The request's description is made once here (twice when a key
+        // is added) for the policy, the engine and the first admission,
+        // and once after each attempt.
+        let now = Instant::now().into_std();
+        let (engine, admission) = start(
+            &mut request,
+            |request, meta| {
+                self.policies
+                    .select_with(request.extensions(), meta)
+                    .clone()
+            },
+            now,
+        );
+        // Noted before anything reads the body: each retry's copy must
+        // still say the same.
+        let shape = BodyShape::of(request.body());
+        let state = match admission {
+            // The first attempt always has time: the deadline starts now.
+            Admission::Send => {
+                State::start(inner.call(request.clone()), engine.attempt_timeout(now))
+            }
+            Admission::Wait { delay, .. } => State::Sleeping {
+                sleep: tokio::time::sleep(delay),
+                kept: None,
+            },
+            Admission::Fail(reason) => State::Refused { reason },
+        };
+        ResponseFuture {
+            state,
+            inner,
+            request,
+            engine,
+            shape,
+        }
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, R>
+    where
+        R: Body,
+    {
+        Calling { #[pin] fut: F },
+        // One timer for the whole attempt, from its send: the response
+        // head, then any reading of its body for the classifier.
+        CallingWithTimeout { #[pin] fut: F, #[pin] timer: Sleep, after: Duration },
+        // Boxed: only responses whose body a classifier reads get here
+        // (GitHub's ambiguous 403s), and a small state keeps the future
+        // cheap to move.
+        Inspecting { inspect: Pin<Box<Inspection<R>>> },
+        // A backoff, or a wait that load protection imposed; either way
+        // the next attempt asks to be admitted again. `kept`: the last
+        // result (before a retry), handed over if the retry is refused.
+        Sleeping { #[pin] sleep: Sleep, kept: Kept<Response<ResponseBody<R>>> },
+        // Admitted (or about to ask): wait for the inner service, until
+        // the deadline at most (the timer is set only if it is not ready
+        // at once), then send.
+        Ready {
+            admitted: bool,
+            #[pin] deadline: Option<Sleep>,
+            kept: Kept<Response<ResponseBody<R>>>,
+        },
+        // Refused before the first attempt.
+        Refused { reason: StopReason },
+    }
+}
+
+impl<F: Future, R: Body> State<F, R> {
+    fn start(fut: F, timeout: Option<Duration>) -> Self {
+        match timeout {
+            Some(after) => State::CallingWithTimeout {
+                fut,
+                timer: tokio::time::sleep(after),
+                after,
+            },
+            None => State::Calling { fut },
+        }
+    }
+
+    fn ready(kept: Kept<Response<ResponseBody<R>>>) -> Self {
+        State::Ready {
+            admitted: false,
+            deadline: None,
+            kept,
+        }
+    }
+}
+
+pin_project! {
+    /// A response whose body is being read for the classifier, within what
+    /// is left of its attempt's timer.
+    struct Inspection<R: Body> {
+        parts: Option<http::response::Parts>,
+        body: Inspect<R>,
+        #[pin]
+        timer: Option<Sleep>,
+        after: Duration,
+    }
+}
+
+pin_project! {
+    /// The future of [`Retry`].
+    pub struct ResponseFuture<S, B, R>
+    where
+        S: Service<Request<B>>,
+        R: Body,
+    {
+        #[pin]
+        state: State<S::Future, R>,
+        inner: S,
+        request: Request<B>,
+        engine: RetryState,
+        // What the request body said of itself at the first send.
+        shape: BodyShape,
+    }
+}
+
+impl<S, B, R> fmt::Debug for ResponseFuture<S, B, R>
+where
+    S: Service<Request<B>>,
+    R: Body,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("report", self.engine.report())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One attempt's result: fresh from the inner service (with its timer's
+/// deadline, should its body be read next), or with the start of its body
+/// read for the classifier.
+enum Attempt<R: Body> {
+    Fresh(Result<Response<R>, BoxError>, Option<(Instant, Duration)>),
+    Inspected(Response<ResponseBody<R>>, Vec<u8>),
+}
+
+fn timed_out(after: Duration) -> BoxError {
+    Box::new(AttemptTimedOut { after })
+}
+
+impl<S, B, R> Future for ResponseFuture<S, B, R>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Error: Into<BoxError>,
+    B: Body + Clone,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Send,
+{
+    type Output = Result<Response<ResponseBody<R>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let attempt = match this.state.as_mut().project() {
+                StateProj::Calling { fut } => {
+                    Attempt::Fresh(ready!(fut.poll(cx)).map_err(Into::into), None)
+                }
+                StateProj::CallingWithTimeout { fut, timer, after } => match fut.poll(cx) {
+                    Poll::Ready(result) => {
+                        Attempt::Fresh(result.map_err(Into::into), Some((timer.deadline(), *after)))
+                    }
+                    Poll::Pending => {
+                        ready!(timer.poll(cx));
+                        Attempt::Fresh(Err(timed_out(*after)), None)
+                    }
+                },
+                StateProj::Inspecting { inspect } => {
+                    let inspection = inspect.as_mut().project();
+                    match Pin::new(inspection.body).poll(cx) {
+                        Poll::Ready((prefix, replay)) => {
+                            let Some(parts) = inspection.parts.take() else {
+                                // Polled again after completing: a caller bug.
+                                return Poll::Pending;
+                            };
+                            Attempt::Inspected(
+                                Response::from_parts(parts, ResponseBody::replay(replay)),
+                                prefix,
+                            )
+                        }
+                        Poll::Pending => {
+                            let Some(timer) = inspection.timer.as_pin_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.poll(cx));
+                            // The body did not come in time: an attempt
+                            // timeout, like a head that does not.
+                            Attempt::Fresh(Err(timed_out(*inspection.after)), None)
+                        }
+                    }
+                }
+                StateProj::Sleeping { sleep, kept } => {
+                    ready!(sleep.poll(cx));
+                    let kept = kept.take();
+                    this.state.set(State::ready(kept));
+                    continue;
+                }
+                StateProj::Refused { reason } => {
+                    let reason = *reason;
+                    let meta = RequestMeta::from_http(this.request);
+                    return Poll::Ready(refused(this.engine, &meta, reason, None));
+                }
+                StateProj::Ready {
+                    admitted,
+                    mut deadline,
+                    kept,
+                } => {
+                    let meta = RequestMeta::from_http(this.request);
+                    if !*admitted {
+                        match this.engine.admit(&meta, Instant::now().into_std()) {
+                            Admission::Send => *admitted = true,
+                            Admission::Wait { delay, .. } => {
+                                let kept = kept.take();
+                                this.state.set(State::Sleeping {
+                                    sleep: tokio::time::sleep(delay),
+                                    kept,
+                                });
+                                continue;
+                            }
+                            Admission::Fail(reason) => {
+                                return Poll::Ready(refused(
+                                    this.engine,
+                                    &meta,
+                                    reason,
+                                    kept.take(),
+                                ));
+                            }
+                        }
+                    }
+                    match this.inner.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Err(not_ready_for(this.engine, &meta, e.into())));
+                        }
+                        Poll::Pending => {
+                            // Waiting for the inner service (a saturated
+                            // limit, a full buffer) counts against the
+                            // deadline.
+                            if deadline.is_none() {
+                                let now = Instant::now().into_std();
+                                match this.engine.deadline_left(now) {
+                                    Some(left) => deadline.set(Some(tokio::time::sleep(left))),
+                                    None => return Poll::Pending,
+                                }
+                            }
+                            if let Some(timer) = deadline.as_pin_mut() {
+                                ready!(timer.poll(cx));
+                            }
+                            this.engine.withdraw(&meta, StopReason::Deadline);
+                            let kept = kept.take();
+                            let reason = StopReason::Deadline;
+                            return Poll::Ready(refused(this.engine, &meta, reason, kept));
+                        }
+                    }
+                    let now = Instant::now().into_std();
+                    let timeout = match attempt_window(
+                        this.engine,
+                        || RequestMeta::from_http(this.request),
+                        now,
+                    ) {
+                        Ok(timeout) => timeout,
+                        Err(reason) => {
+                            return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
+                        }
+                    };
+                    let copy = this.request.clone();
+                    if !this.shape.matches(copy.body()) {
+                        // Drained since the retry was decided: never send
+                        // a shorter body.
+                        let reason = StopReason::BodyNotReplayable;
+                        this.engine.withdraw(&meta, reason);
+                        return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
+                    }
+                    // Sent: the last result is no longer needed.
+                    drop(kept.take());
+                    let fut = this.inner.call(copy);
+                    this.state.set(State::start(fut, timeout));
+                    continue;
+                }
+            };
+
+            let meta = RequestMeta::from_http(this.request);
+            let (result, prefix) = match attempt {
+                Attempt::Fresh(result, timer) => {
+                    let wanted = body_to_inspect(this.engine, &meta, &result);
+                    match result {
+                        Ok(response) if wanted > 0 => {
+                            let (parts, body) = response.into_parts();
+                            let (at, after) = timer.unzip();
+                            this.state.set(State::Inspecting {
+                                inspect: Box::pin(Inspection {
+                                    parts: Some(parts),
+                                    body: Inspect::new(body, wanted),
+                                    timer: at.map(tokio::time::sleep_until),
+                                    after: after.unwrap_or_default(),
+                                }),
+                            });
+                            continue;
+                        }
+                        result => (result.map(|r| r.map(ResponseBody::new)), None),
+                    }
+                }
+                Attempt::Inspected(response, prefix) => (Ok(response), Some(prefix)),
+            };
+            // A body whose copies share one stream, drained by this
+            // attempt, cannot be sent again: known now, no wait is spent on
+            // it. (Skipped for a 2xx, which is not retried unless a custom
+            // classifier says so; the copy is checked again before any send.)
+            let success = matches!(&result, Ok(r) if r.status().is_success());
+            if !success && !this.shape.matches(this.request.body()) {
+                this.engine.set_replayable(false);
+            }
+            let decision = decide(
+                this.engine,
+                &meta,
+                &result,
+                prefix.as_deref(),
+                FailureKind::from_error,
+                Instant::now().into_std(),
+            );
+            if let Decision::Retry { delay, .. } = decision {
+                // Kept through the wait, in case the retry is refused.
+                this.state.set(State::Sleeping {
+                    sleep: tokio::time::sleep(delay),
+                    kept: Some(Box::new(result)),
+                });
+                continue;
+            }
+            return Poll::Ready(finish(decision, this.engine, || meta, result));
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The documents' shapes: policy, protection and route tables, read with
+//! serde and built through the builders, which do every check.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use http::Method;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::backoff::Jitter;
+use crate::endpoint::{EndpointPolicies, Route};
+use crate::policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
+use crate::presets::Preset;
+use crate::protection::CircuitBreaker;
+use crate::protection::RateLimit;
+use crate::protection::RetryBudget;
+use crate::protection::store::Scope;
+
+use super::word::Word;
+
+/// A policy table, every key optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PolicySpec {
+    preset: Option<Word<Preset>>,
+    max_retries: Option<u32>,
+    initial_backoff: Option<Word<Duration>>,
+    max_backoff: Option<Word<Duration>>,
+    multiplier: Option<f64>,
+    jitter: Option<Word<Jitter>>,
+    seed: Option<u64>,
+    max_retry_after: Option<Word<Duration>>,
+    on_long_hint: Option<Word<LongHint>>,
+    deadline: Option<Word<Duration>>,
+    attempt_timeout: Option<Word<Duration>>,
+    retry_non_idempotent: Option<bool>,
+    auto_idempotency_key: Option<bool>,
+    return_last_response: Option<bool>,
+    hide_paths: Option<bool>,
+    retry_budget: Option<Toggle<BudgetSpec>>,
+    circuit_breaker: Option<Toggle<BreakerSpec>>,
+    rate_limit: Option<Toggle<RateLimitSpec>>,
+    server_limits: Option<bool>,
+    max_quota_reset: Option<Word<Duration>>,
+    quota_release_spread: Option<Word<Duration>>,
+    scope: Option<Word<Scope>>,
+}
+
+impl PolicySpec {
+    /// The builder's own validation; its field is put under `at`.
+    pub(super) fn build(self, at: &str) -> Result<RetryPolicy, ConfigError> {
+        fn set<T>(
+            b: RetryPolicyBuilder,
+            value: Option<T>,
+            f: fn(RetryPolicyBuilder, T) -> RetryPolicyBuilder,
+        ) -> RetryPolicyBuilder {
+            match value {
+                Some(v) => f(b, v),
+                None => b,
+            }
+        }
+        let word = |w: Option<Word<Duration>>| w.map(|w| w.0);
+        let mut b = match self.preset {
+            Some(Word(preset)) => preset.builder(),
+            None => RetryPolicy::builder(),
+        };
+        b = set(b, self.max_retries, RetryPolicyBuilder::max_retries);
+        b = set(
+            b,
+            word(self.initial_backoff),
+            RetryPolicyBuilder::initial_backoff,
+        );
+        b = set(b, word(self.max_backoff), RetryPolicyBuilder::max_backoff);
+        b = set(b, self.multiplier, RetryPolicyBuilder::multiplier);
+        b = set(b, self.jitter.map(|w| w.0), RetryPolicyBuilder::jitter);
+        b = set(b, self.seed, RetryPolicyBuilder::seed);
+        b = set(
+            b,
+            word(self.max_retry_after),
+            RetryPolicyBuilder::max_retry_after,
+        );
+        b = set(
+            b,
+            self.on_long_hint.map(|w| w.0),
+            RetryPolicyBuilder::on_long_hint,
+        );
+        b = set(b, word(self.deadline), RetryPolicyBuilder::deadline);
+        b = set(
+            b,
+            word(self.attempt_timeout),
+            RetryPolicyBuilder::attempt_timeout,
+        );
+        b = set(
+            b,
+            self.retry_non_idempotent,
+            RetryPolicyBuilder::retry_non_idempotent,
+        );
+        b = set(
+            b,
+            self.auto_idempotency_key,
+            RetryPolicyBuilder::auto_idempotency_key,
+        );
+        b = set(
+            b,
+            self.return_last_response,
+            RetryPolicyBuilder::return_last_response,
+        );
+        b = set(b, self.hide_paths, RetryPolicyBuilder::hide_paths);
+        // `false` turns off what the base (builder or preset) had; `true`
+        // and a table set the crate's defaults plus the table's keys. A
+        // table's own checks come after the policy's (see `build` below).
+        let mut tables = Ok(());
+        b = match self.retry_budget {
+            None => b,
+            Some(Toggle::Off) => b.retry_budget(None),
+            Some(Toggle::On) => b.retry_budget(RetryBudget::default()),
+            Some(Toggle::Table(spec)) => match spec.build() {
+                Ok(budget) => b.retry_budget(budget),
+                Err(e) => {
+                    tables = tables.and(Err(e.within("retry_budget")));
+                    b
+                }
+            },
+        };
+        b = match self.circuit_breaker {
+            None => b,
+            Some(Toggle::Off) => b.circuit_breaker(None),
+            Some(Toggle::On) => b.circuit_breaker(CircuitBreaker::default()),
+            Some(Toggle::Table(spec)) => match spec.build() {
+                Ok(breaker) => b.circuit_breaker(breaker),
+                Err(e) => {
+                    tables = tables.and(Err(e.within("circuit_breaker")));
+                    b
+                }
+            },
+        };
+        b = match self.rate_limit {
+            None => b,
+            Some(Toggle::Off) => b.rate_limit(None),
+            // Refused while reading (a limit has no default quota).
+            Some(Toggle::On) => b,
+            Some(Toggle::Table(spec)) => match spec.build() {
+                Ok(limit) => b.rate_limit(limit),
+                Err(e) => {
+                    tables = tables.and(Err(e.within("rate_limit")));
+                    b
+                }
+            },
+        };
+        b = set(b, self.server_limits, RetryPolicyBuilder::server_limits);
+        b = set(
+            b,
+            word(self.max_quota_reset),
+            RetryPolicyBuilder::max_quota_reset,
+        );
+        b = set(
+            b,
+            word(self.quota_release_spread),
+            RetryPolicyBuilder::quota_release_spread,
+        );
+        b = set(b, self.scope.map(|w| w.0), RetryPolicyBuilder::scope);
+        let policy = b.build().map_err(|e| under(at, &e))?;
+        tables.map_err(|e| under(at, &e))?;
+        Ok(policy)
+    }
+}
+
+/// A `retry_budget` table: every key optional, defaults as
+/// [`RetryBudget::default`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BudgetSpec {
+    capacity: Option<u32>,
+    retry_cost: Option<u32>,
+    timeout_cost: Option<u32>,
+    success_refund: Option<u32>,
+}
+
+impl BudgetSpec {
+    fn build(self) -> Result<RetryBudget, ConfigError> {
+        let mut b = RetryBudget::builder();
+        if let Some(n) = self.capacity {
+            b = b.capacity(n);
+        }
+        if let Some(n) = self.retry_cost {
+            b = b.retry_cost(n);
+        }
+        if let Some(n) = self.timeout_cost {
+            b = b.timeout_cost(n);
+        }
+        if let Some(n) = self.success_refund {
+            b = b.success_refund(n);
+        }
+        b.build()
+    }
+}
+
+/// A `circuit_breaker` table: every key optional, defaults as
+/// [`CircuitBreaker::default`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BreakerSpec {
+    failure_ratio: Option<f64>,
+    minimum_throughput: Option<u32>,
+    sampling_window: Option<Word<Duration>>,
+    break_duration: Option<Word<Duration>>,
+    half_open_probes: Option<u32>,
+    max_half_open_wait: Option<Word<Duration>>,
+    consecutive_failures: Option<u32>,
+}
+
+impl BreakerSpec {
+    fn build(self) -> Result<CircuitBreaker, ConfigError> {
+        let mut c = CircuitBreaker::builder();
+        if let Some(r) = self.failure_ratio {
+            c = c.failure_ratio(r);
+        }
+        if let Some(n) = self.minimum_throughput {
+            c = c.minimum_throughput(n);
+        }
+        if let Some(Word(d)) = self.sampling_window {
+            c = c.sampling_window(d);
+        }
+        if let Some(Word(d)) = self.break_duration {
+            c = c.break_duration(d);
+        }
+        if let Some(n) = self.half_open_probes {
+            c = c.half_open_probes(n);
+        }
+        if let Some(Word(d)) = self.max_half_open_wait {
+            c = c.max_half_open_wait(d);
+        }
+        if let Some(n) = self.consecutive_failures {
+            c = c.consecutive_failures(n);
+        }
+        c.build()
+    }
+}
+
+/// A `rate_limit` table: `requests` and `per` required.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RateLimitSpec {
+    requests: u32,
+    per: Word<Duration>,
+    burst: Option<u32>,
+    max_wait: Option<Word<Duration>>,
+}
+
+impl RateLimitSpec {
+    fn build(self) -> Result<RateLimit, ConfigError> {
+        let mut r = RateLimit::builder(self.requests, self.per.0);
+        if let Some(n) = self.burst {
+            r = r.burst(n);
+        }
+        if let Some(Word(d)) = self.max_wait {
+            r = r.max_wait(d);
+        }
+        r.build()
+    }
+}
+
+/// A load-protection key: `false` (none), `true` (the defaults) or a table
+/// of settings.
+pub(super) enum Toggle<T> {
+    Off,
+    On,
+    Table(T),
+}
+
+/// What `true` means for a kind of table, or why it means nothing.
+pub(super) trait Defaults {
+    /// The `expecting` text: what the key takes.
+    const EXPECTING: &'static str;
+    /// `None` if `true` is accepted, else the reason it is refused.
+    const NO_DEFAULT: Option<&'static str> = None;
+}
+
+impl Defaults for BudgetSpec {
+    const EXPECTING: &'static str =
+        "`true` (the default budget), `false` (no budget) or a retry_budget table";
+}
+
+impl Defaults for BreakerSpec {
+    const EXPECTING: &'static str =
+        "`true` (the default breaker), `false` (no breaker) or a circuit_breaker table";
+}
+
+impl Defaults for RateLimitSpec {
+    const EXPECTING: &'static str =
+        "`false` (no limit) or a rate_limit table with `requests` and `per`";
+    const NO_DEFAULT: Option<&'static str> = Some(
+        "`true` is not a rate limit: write a table with `requests` and `per`, e.g. { requests = 5000, per = \"1h\" }",
+    );
+}
+
+impl<'de, T: Deserialize<'de> + Defaults> Deserialize<'de> for Toggle<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Defaults> Visitor<'de> for V<T> {
+            type Value = Toggle<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(T::EXPECTING)
+            }
+            fn visit_bool<E: de::Error>(self, on: bool) -> Result<Toggle<T>, E> {
+                match (on, T::NO_DEFAULT) {
+                    (false, _) => Ok(Toggle::Off),
+                    (true, None) => Ok(Toggle::On),
+                    (true, Some(reason)) => Err(E::custom(reason)),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Toggle<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Toggle::Table)
+            }
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+/// `e` with its field put under the key path `at`.
+pub(super) fn under(at: &str, e: &ConfigError) -> ConfigError {
+    let field = match (at.is_empty(), e.field().is_empty()) {
+        (true, _) => e.field().to_owned(),
+        (false, true) => at.to_owned(),
+        (false, false) => format!("{at}.{}", e.field()),
+    };
+    ConfigError::new(field, e.reason().to_owned())
+}
+
+/// An endpoint set document.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EndpointsSpec {
+    #[serde(default)]
+    well_known: bool,
+    default: Option<Table<PolicySpec>>,
+    #[serde(default)]
+    routes: Vec<Table<RouteSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteSpec {
+    host: Option<String>,
+    scheme: Option<String>,
+    path_prefix: Option<String>,
+    path_glob: Option<String>,
+    methods: Option<Vec<Word<Method>>>,
+    policy: Table<PolicySpec>,
+}
+
+impl RouteSpec {
+    fn build(self, n: usize) -> Result<(Route, RetryPolicy), ConfigError> {
+        let at = |key: &str, reason: String| ConfigError::new(format!("routes[{n}].{key}"), reason);
+        let mut route = Route::any();
+        if let Some(host) = self.host {
+            // Checked (with the glob) when the set is built.
+            route = route.and_host(host);
+        }
+        if let Some(scheme) = self.scheme {
+            let mut bytes = scheme.bytes();
+            let valid = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+                && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+            if !valid {
+                return Err(at(
+                    "scheme",
+                    format!("`{scheme}` is not a URL scheme (write `https`, not `https://`)"),
+                ));
+            }
+            route = route.scheme(scheme);
+        }
+        match (self.path_prefix, self.path_glob) {
+            (Some(_), Some(_)) => {
+                return Err(at(
+                    "path_glob",
+                    "set either path_prefix or path_glob, not both".into(),
+                ));
+            }
+            (Some(prefix), None) => {
+                if !prefix.starts_with('/') {
+                    return Err(at(
+                        "path_prefix",
+                        format!("`{prefix}` must start with `/` (paths always do)"),
+                    ));
+                }
+                route = route.path_prefix(prefix);
+            }
+            (None, Some(glob)) => route = route.path_glob(glob),
+            (None, None) => {}
+        }
+        if let Some(methods) = self.methods {
+            if methods.is_empty() {
+                return Err(at(
+                    "methods",
+                    "lists no method (leave the key out to match every method)".into(),
+                ));
+            }
+            route = route.methods(methods.into_iter().map(|m| m.0));
+        }
+        let policy = self.policy.0.build(&format!("routes[{n}].policy"))?;
+        Ok((route, policy))
+    }
+}
+
+impl EndpointsSpec {
+    pub(super) fn build(self) -> Result<EndpointPolicies, ConfigError> {
+        let mut builder = EndpointPolicies::builder();
+        if let Some(default) = self.default {
+            builder = builder.default_policy(default.0.build("default")?);
+        }
+        for (n, spec) in self.routes.into_iter().enumerate() {
+            let (route, policy) = spec.0.build(n)?;
+            builder = builder.route(route, policy);
+        }
+        if self.well_known {
+            builder = builder.well_known();
+        }
+        builder.build().map_err(|e| {
+            // The set names a glob problem `routes[n].path`: in a file that
+            // is `path_glob` (prefixes cannot fail). The well-known routes,
+            // after the file's, are valid.
+            match e.field().strip_suffix(".path") {
+                Some(route) => ConfigError::new(format!("{route}.path_glob"), e.reason().into()),
+                None => e,
+            }
+        })
+    }
+}
+
+/// A struct read from a table only: serde's derived structs also accept a
+/// sequence of their fields in order, which no configuration means.
+pub(super) struct Table<T>(pub(super) T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Table<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table (a JSON object)")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Table<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Table)
+            }
+        }
+        deserializer.deserialize_map(V(PhantomData))
+    }
+}

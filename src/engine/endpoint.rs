@@ -1,0 +1,315 @@
+//! A request's hold on its endpoint's load-protection state: the
+//! bookkeeping beside the decisions. Budget payments and refunds, the
+//! breaker's tickets, the rate limiter's turns and the quota holds a
+//! response announces are all kept here, so that [`admit`](super::RetryState::admit)
+//! and [`decide`](super::RetryState::decide) read as their documented steps.
+//!
+//! The request's identity as load protection sees it is made here once,
+//! when first needed: its endpoint key (host and port, or the whole policy)
+//! when the endpoint is looked up, and its credential partition when a
+//! quota is seen gone or the endpoint holds one. Later steps read them from
+//! the [`Guard`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{RetryState, trace};
+use crate::classify::{Class, Outcome, RequestMeta};
+use crate::policy::Protection;
+use crate::protection::store::{EndpointKey, EndpointState, Partition, Scope};
+use crate::protection::{
+    CircuitBreaker, CircuitStatus, RateLimit, RetryBudget, Ticket, Turn, Verdict,
+};
+use crate::retry_after::quota_reset_at;
+
+/// A request's hold on its endpoint's load-protection state (given back on
+/// drop: see `RetryState`'s `Drop`). Made when first needed: a request
+/// that succeeds at once while the store is at rest never looks its
+/// endpoint up.
+#[derive(Debug)]
+pub(super) struct Guard {
+    endpoint: Arc<dyn EndpointState>,
+    /// The breaker's ticket of the attempt in flight.
+    ticket: Option<Ticket>,
+    /// Tokens paid for the retry about to be sent.
+    paid: u32,
+    /// Tokens paid for retries already sent (refunded on success).
+    spent: u32,
+    /// Of `spent`, the tokens of the attempt last let through: given back
+    /// if the adapter withdraws it unsent ([`RetryState::withdraw`]).
+    admitted: u32,
+    /// When the attempt about to be sent first asked to go, in nanoseconds
+    /// after `RetryState::started`, plus one; 0 for not yet (a word, not an
+    /// `Option<Instant>`'s two: the state is moved with every request).
+    turn_started: u64,
+    /// The request's credential partition for server quota holds, worked
+    /// out (a keyed hash of its credential headers) when first needed: when
+    /// a quota is seen gone, or when the endpoint holds some.
+    partition: Option<Partition>,
+    /// The rate-limit turn the next attempt holds: a reservation it waits
+    /// for, or a turn that has come and is used when the attempt is sent.
+    /// Given back if the attempt is refused or the request dropped.
+    turn: Option<Turn>,
+}
+
+impl Guard {
+    /// The request's hold, made (and the endpoint looked up by the
+    /// request's key) on first need.
+    pub(super) fn of<'a>(
+        slot: &'a mut Option<Box<Guard>>,
+        protection: &Protection,
+        request: &RequestMeta<'_>,
+    ) -> &'a mut Guard {
+        slot.get_or_insert_with(|| {
+            Box::new(Guard {
+                endpoint: protection
+                    .store
+                    .endpoint(&endpoint_key(protection, request)),
+                ticket: None,
+                paid: 0,
+                spent: 0,
+                admitted: 0,
+                turn_started: 0,
+                partition: None,
+                turn: None,
+            })
+        })
+    }
+
+    fn partition(&mut self, request: &RequestMeta<'_>) -> Partition {
+        *self
+            .partition
+            .get_or_insert_with(|| Partition::of(request.headers()))
+    }
+
+    /// When the attempt about to be sent first asked to go (its waits for
+    /// a turn count against the rate limit's `max_wait` from then).
+    pub(super) fn turn_started(&mut self, started: Instant, now: Instant) -> Instant {
+        if self.turn_started == 0 {
+            let since = now.saturating_duration_since(started).as_nanos();
+            self.turn_started = u64::try_from(since).unwrap_or(u64::MAX - 1) + 1;
+        }
+        started + Duration::from_nanos(self.turn_started - 1)
+    }
+
+    /// Until when a server said the quota of the request's credential is
+    /// gone, if it did and that is after `now`. The partition is worked out
+    /// only if the endpoint holds some quota.
+    pub(super) fn held_until(
+        &mut self,
+        request: &RequestMeta<'_>,
+        now: Instant,
+    ) -> Option<Instant> {
+        if !self.endpoint.holding(now) {
+            return None;
+        }
+        let partition = self.partition(request);
+        self.endpoint
+            .blocked_until(partition)
+            .filter(|until| *until > now)
+    }
+
+    /// The attempt's turn under `limit`: `Ok(None)` to go now, `Ok(Some(wait))`
+    /// to wait for the turn it holds (one ask per attempt, however many
+    /// wait), `Err(delay)` when the next turn lies beyond what is `left` of
+    /// `max_wait` (no turn taken). `held`: a server quota holds the attempt
+    /// anyway, so a turn taken before is given back and none is taken.
+    pub(super) fn take_turn(
+        &mut self,
+        limit: &RateLimit,
+        now: Instant,
+        left: Duration,
+        held: bool,
+    ) -> Result<Option<Duration>, Duration> {
+        let turn = match self.turn.take() {
+            Some(turn) if held => {
+                self.endpoint.release(limit, turn);
+                return Ok(None);
+            }
+            Some(turn) => turn,
+            None if held => return Ok(None),
+            None => self.endpoint.acquire(limit, now, left)?,
+        };
+        let wait = (turn.at() > now).then(|| turn.at() - now);
+        self.turn = Some(turn);
+        Ok(wait)
+    }
+
+    /// Asks the endpoint's breaker to let the attempt through; `Err` with
+    /// when it will let a probe through.
+    pub(super) fn pass_breaker(
+        &mut self,
+        breaker: &CircuitBreaker,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let mut verdict = None;
+        self.endpoint
+            .circuit(&mut |state| verdict = Some(state.admit(breaker, now)));
+        match verdict {
+            Some(Verdict::Allow(ticket)) => self.ticket = Some(ticket),
+            Some(Verdict::Refuse { retry_in }) => return Err(retry_in),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Until when the endpoint's breaker is open, if it is at `now`.
+    pub(super) fn open_until(&self, now: Instant) -> Option<Instant> {
+        let mut status = CircuitStatus::Closed;
+        self.endpoint
+            .circuit(&mut |state| status = state.status(now));
+        match status {
+            CircuitStatus::Open { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Pays `cost` tokens for the retry about to be decided; `false` if the
+    /// endpoint's budget cannot.
+    pub(super) fn pay(&mut self, budget: &RetryBudget, cost: u32) -> bool {
+        if !self.endpoint.withdraw(budget, cost) {
+            return false;
+        }
+        self.paid = cost;
+        true
+    }
+
+    /// The attempt is being sent: what was paid for it is spent, its turn
+    /// used.
+    pub(super) fn sending(&mut self) {
+        self.turn_started = 0;
+        self.admitted = std::mem::take(&mut self.paid);
+        self.spent += self.admitted;
+        self.turn = None;
+    }
+
+    /// The attempt let through will not be sent after all: its probe slot
+    /// is freed and its tokens are owed back (refunded with the refusal).
+    pub(super) fn withdrawn(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.endpoint.circuit(&mut |state| state.release(ticket));
+        }
+        let admitted = std::mem::take(&mut self.admitted);
+        self.spent = self.spent.saturating_sub(admitted);
+        self.paid = self.paid.saturating_add(admitted);
+    }
+}
+
+impl RetryState {
+    /// Tells the endpoint's breaker how the attempt went, and notes a quota
+    /// the response says is gone.
+    pub(super) fn observe(
+        &mut self,
+        request: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        class: Class,
+        now: Instant,
+    ) {
+        let p = self.policy.inner();
+        if let Some(guard) = &mut self.guard {
+            // The attempt was sent: no longer one to withdraw. (Only load
+            // protection makes a guard, so this is the only place needed.)
+            guard.admitted = 0;
+            if let (Some(ticket), Some(breaker)) = (guard.ticket.take(), &p.protection.circuit) {
+                let failed = match (class, outcome) {
+                    (Class::Transient, _) => Some(true),
+                    (_, Outcome::Response { .. }) => Some(false),
+                    // A permanent transport error (TLS, a bad URL) says
+                    // nothing about the server's health.
+                    (_, Outcome::Error { .. }) => None,
+                };
+                guard.endpoint.circuit(&mut |state| match failed {
+                    Some(failed) => state.record(breaker, ticket, failed, now),
+                    None => state.release(ticket),
+                });
+            }
+        }
+        if p.protection.server_limits
+            && let Some(headers) = outcome.headers()
+            && let Some((wait, which)) = quota_reset_at(headers, || p.clock.now())
+        {
+            // A reset absurdly far ahead (the year 2100) is garbage: holding
+            // it would refuse every request for the life of the process.
+            if wait <= p.protection.max_quota_reset {
+                let guard = Guard::of(&mut self.guard, &p.protection, request);
+                let partition = guard.partition(request);
+                guard.endpoint.block_until(partition, now + wait);
+                trace::quota_held(request, which, wait, !partition.is_anonymous());
+            } else {
+                trace::quota_ignored(request, which, wait, p.protection.max_quota_reset);
+            }
+        }
+    }
+
+    /// A success: a first attempt puts back `success_refund` (nothing to
+    /// do while the store is at rest: every bucket is full), a retried
+    /// request what its retries cost.
+    pub(super) fn refund_success(&mut self, request: &RequestMeta<'_>, now: Instant) {
+        let p = self.policy.inner();
+        let Some(budget) = &p.protection.budget else {
+            return;
+        };
+        let spent = self
+            .guard
+            .as_mut()
+            .map_or(0, |g| std::mem::take(&mut g.spent));
+        let tokens = match spent {
+            0 if self.guard.is_none() && p.protection.store.quiet(now) => return,
+            0 => budget.success_refund(),
+            spent => spent,
+        };
+        Guard::of(&mut self.guard, &p.protection, request)
+            .endpoint
+            .deposit(budget, tokens);
+    }
+
+    /// Gives back the rate-limit turn the next attempt held: it will not be
+    /// sent in it.
+    pub(super) fn give_back_turn(&mut self) {
+        if let Some(guard) = &mut self.guard
+            && let Some(turn) = guard.turn.take()
+            && let Some(limit) = self.policy.rate_limit()
+        {
+            guard.endpoint.release(limit, turn);
+        }
+    }
+
+    /// Gives back the tokens paid for a retry that will not be sent.
+    pub(super) fn refund(&mut self) {
+        if let Some(guard) = &mut self.guard
+            && let Some(budget) = self.policy.retry_budget()
+        {
+            let paid = std::mem::take(&mut guard.paid);
+            if paid > 0 {
+                guard.endpoint.deposit(budget, paid);
+            }
+        }
+    }
+}
+
+/// A dropped request (a cancelled future) gives back what it held and did
+/// not use: the tokens paid for a retry not yet sent, its place in the rate
+/// limiter's line, a half-open probe's slot.
+impl Drop for RetryState {
+    fn drop(&mut self) {
+        self.refund();
+        self.give_back_turn();
+        if let Some(guard) = &mut self.guard
+            && let Some(ticket) = guard.ticket.take()
+        {
+            guard.endpoint.circuit(&mut |state| state.release(ticket));
+        }
+    }
+}
+
+/// The endpoint's name for reports: `host:port`, or `(policy)`.
+pub(super) fn endpoint_label(protection: &Protection, request: &RequestMeta<'_>) -> String {
+    endpoint_key(protection, request).to_string()
+}
+
+fn endpoint_key<'a>(protection: &Protection, request: &RequestMeta<'a>) -> EndpointKey<'a> {
+    match protection.scope {
+        Scope::Policy => EndpointKey::whole_policy(),
+        _ => EndpointKey::new(request.host(), request.port()),
+    }
+}

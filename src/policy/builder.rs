@@ -1,0 +1,398 @@
+//! [`RetryPolicyBuilder`]: every setting with its default, checked by
+//! [`build`](RetryPolicyBuilder::build).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use crate::backoff::{Jitter, Schedule};
+use crate::classify::{Classify, DefaultClassifier};
+use crate::presets::Preset;
+use crate::protection::CircuitBreaker;
+use crate::protection::RateLimit;
+use crate::protection::RetryBudget;
+use crate::protection::store::{InMemoryStore, Scope, StateStore};
+use crate::retry_after::{SystemClock, WallClock};
+use crate::validate::{self, Check, ConfigError};
+
+use super::{Inner, LongHint, Protection, RetryPolicy};
+
+/// Builds a [`RetryPolicy`]; every setter documents its default.
+#[derive(Clone)]
+#[must_use]
+pub struct RetryPolicyBuilder {
+    max_retries: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    multiplier: f64,
+    jitter: Jitter,
+    seed: Option<u64>,
+    max_retry_after: Duration,
+    on_long_hint: LongHint,
+    deadline: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    retry_non_idempotent: bool,
+    auto_idempotency_key: bool,
+    return_last_response: bool,
+    hide_paths: bool,
+    classifier: Arc<dyn Classify>,
+    preset: Option<Preset>,
+    clock: Arc<dyn WallClock>,
+    retry_budget: Option<RetryBudget>,
+    circuit_breaker: Option<CircuitBreaker>,
+    rate_limit: Option<RateLimit>,
+    server_limits: bool,
+    max_quota_reset: Duration,
+    quota_release_spread: Duration,
+    scope: Scope,
+    store: Option<Arc<dyn StateStore>>,
+}
+
+impl Default for RetryPolicyBuilder {
+    fn default() -> Self {
+        RetryPolicyBuilder {
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: Jitter::Full,
+            seed: None,
+            max_retry_after: Duration::from_secs(120),
+            on_long_hint: LongHint::GiveUp,
+            deadline: None,
+            attempt_timeout: None,
+            retry_non_idempotent: false,
+            auto_idempotency_key: false,
+            return_last_response: false,
+            hide_paths: false,
+            classifier: Arc::new(DefaultClassifier),
+            preset: None,
+            clock: Arc::new(SystemClock),
+            retry_budget: Some(RetryBudget::default()),
+            circuit_breaker: None,
+            rate_limit: None,
+            server_limits: true,
+            max_quota_reset: Duration::from_secs(24 * 3600),
+            quota_release_spread: Duration::from_secs(1),
+            scope: Scope::Endpoint,
+            store: None,
+        }
+    }
+}
+
+impl fmt::Debug for RetryPolicyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryPolicyBuilder")
+            .field("max_retries", &self.max_retries)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("multiplier", &self.multiplier)
+            .field("jitter", &self.jitter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryPolicyBuilder {
+    /// Retries after the first attempt. Default 3 (4 attempts in all); 0
+    /// disables retries.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+    /// The first backoff delay, before jitter. Default 500 ms. Must be
+    /// positive and at most `max_backoff`.
+    pub fn initial_backoff(mut self, d: Duration) -> Self {
+        self.initial_backoff = d;
+        self
+    }
+    /// The cap on every backoff delay, jitter included. Default 30 s.
+    pub fn max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+    /// The growth factor between delays. Default 2.0. Must be finite and
+    /// at least 1.
+    pub fn multiplier(mut self, factor: f64) -> Self {
+        self.multiplier = factor;
+        self
+    }
+    /// The jitter mode. Default [`Jitter::Full`].
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+    /// Makes jitter reproducible: the n-th request through the policy to
+    /// need a retry gets the same delays on every run, and different
+    /// requests get different sequences (a request that never retries
+    /// takes no place in the order). Default: none (fresh randomness).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+    /// The longest server-requested wait (`Retry-After`, `retry-after-ms`,
+    /// rate-limit reset) that is honoured. Default 120 s, as the OpenAI SDK.
+    /// A longer hint is handled as [`on_long_hint`](Self::on_long_hint) says.
+    pub fn max_retry_after(mut self, d: Duration) -> Self {
+        self.max_retry_after = d;
+        self
+    }
+    /// What to do with a hint above `max_retry_after`. Default
+    /// [`LongHint::GiveUp`].
+    pub fn on_long_hint(mut self, what: LongHint) -> Self {
+        self.on_long_hint = what;
+        self
+    }
+    /// A total time budget from the start of the first attempt: a wait that
+    /// would cross it stops at once with
+    /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded), and each
+    /// attempt's timeout is clamped to what is left. Default: none.
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = Some(d);
+        self
+    }
+    /// A timeout for each attempt; a timed-out attempt counts as a transient
+    /// failure. Default: none.
+    ///
+    /// It runs from the attempt's send and bounds the wait for the response
+    /// *head* (status and headers), which is when the decision is made, and,
+    /// when the classifier reads the start of the body before deciding
+    /// ([`Classify::inspect_body`], as
+    /// GitHub's preset does for 403s), that read too. Reading the body of
+    /// the response handed over is the caller's, so bound a slow body with
+    /// the client's own read timeout (for example
+    /// `reqwest::ClientBuilder::read_timeout`).
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.attempt_timeout = Some(d);
+        self
+    }
+    /// Retry non-idempotent requests (POST, PATCH, ...) without an
+    /// `Idempotency-Key` even after they may have reached the server (5xx,
+    /// timeouts, resets). Default false: such requests are retried only when
+    /// the server provably did not act on them (connection refused, 429).
+    pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
+        self.retry_non_idempotent = yes;
+        self
+    }
+    /// Add a fresh `Idempotency-Key` (a UUID v4) to non-idempotent requests
+    /// that lack one, the same on every attempt, which makes them
+    /// retryable. Only useful with servers that honour the key. Default
+    /// false.
+    pub fn auto_idempotency_key(mut self, yes: bool) -> Self {
+        self.auto_idempotency_key = yes;
+        self
+    }
+    /// When giving up on a response (retries exhausted, hint too long,
+    /// deadline), return that response (with its [`RetryReport`](crate::RetryReport)
+    /// in the extensions) instead of an [`Error`](crate::Error). Default false.
+    pub fn return_last_response(mut self, yes: bool) -> Self {
+        self.return_last_response = yes;
+        self
+    }
+    /// Keep request paths out of errors, reports and tracing: they name the
+    /// host and port only. Default false (the path is shown; user info and
+    /// the query string never are).
+    ///
+    /// For services whose URLs carry a secret in the path, such as
+    /// Telegram's `https://api.telegram.org/bot<token>/sendMessage` or a
+    /// Slack webhook `https://hooks.slack.com/services/T000/B000/<secret>`:
+    ///
+    /// ```
+    /// let telegram = http_resilience::RetryPolicy::builder()
+    ///     .hide_paths(true)
+    ///     .build()?;
+    /// assert!(telegram.hide_paths());
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn hide_paths(mut self, yes: bool) -> Self {
+        self.hide_paths = yes;
+        self
+    }
+    /// Replaces the classifier: the [`DefaultClassifier`], or a
+    /// [preset](crate::presets)'s rules (the policy then no longer reports
+    /// that [`preset`](RetryPolicy::preset)).
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        self.classifier = Arc::new(classifier);
+        self.preset = None;
+        self
+    }
+
+    /// A preset's classifier, remembered by name.
+    pub(crate) fn rules(mut self, preset: Preset, rules: impl Classify) -> Self {
+        self.classifier = Arc::new(rules);
+        self.preset = Some(preset);
+        self
+    }
+    /// The wall clock used for HTTP-dates and epoch resets. Default
+    /// [`SystemClock`]; tests can fix it with a closure.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// let fixed = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let policy = http_resilience::RetryPolicy::builder()
+    ///     .wall_clock(move || fixed)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = policy;
+    /// ```
+    pub fn wall_clock(mut self, clock: impl WallClock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The [retry budget](crate::protection#retry-budget) of each endpoint; `None` for no
+    /// budget (every retry the policy allows is made, however many
+    /// requests fail at once). Default [`RetryBudget::default`]: 500
+    /// tokens, 5 a retry, 10 a retry after a timeout, 1 back per success
+    /// (the AWS SDKs' retry quota).
+    pub fn retry_budget(mut self, budget: impl Into<Option<RetryBudget>>) -> Self {
+        self.retry_budget = budget.into();
+        self
+    }
+    /// The [circuit breaker](crate::protection#circuit-breaker) of each endpoint; `None` for
+    /// none. Default: none.
+    pub fn circuit_breaker(mut self, breaker: impl Into<Option<CircuitBreaker>>) -> Self {
+        self.circuit_breaker = breaker.into();
+        self
+    }
+    /// A client-side [rate limit](crate::protection#rate-limit) per endpoint, which
+    /// every attempt (retries included) waits for; `None` for none.
+    /// Default: none.
+    pub fn rate_limit(mut self, limit: impl Into<Option<RateLimit>>) -> Self {
+        self.rate_limit = limit.into();
+        self
+    }
+    /// When a response says the request quota is gone
+    /// (`x-ratelimit-remaining: 0` with a reset, and the Anthropic and
+    /// OpenAI equivalents, see
+    /// [`quota_reset`](crate::retry_after::quota_reset)), hold the later
+    /// attempts to that endpoint *with the same credential* until the reset
+    /// instead of sending them to fail. Quotas are per credential (GitHub
+    /// counts per token, OpenAI and Anthropic per key): a hold applies to
+    /// the requests carrying the same `Authorization`, `x-api-key` or
+    /// `api-key` (compared by a keyed hash made in this process, see
+    /// [`Partition`](crate::protection::store::Partition)), and requests without a
+    /// credential share one hold of their own. A reset further away than
+    /// [`max_retry_after`](Self::max_retry_after) fails them at once with
+    /// [`Error::RetryAfterTooLong`](crate::Error::RetryAfterTooLong), or,
+    /// with [`LongHint::UseBackoff`], is ignored like any long hint; one
+    /// beyond [`max_quota_reset`](Self::max_quota_reset) is invalid and
+    /// holds nothing. Held requests are released over
+    /// [`quota_release_spread`](Self::quota_release_spread) after the
+    /// reset. Default true.
+    pub fn server_limits(mut self, yes: bool) -> Self {
+        self.server_limits = yes;
+        self
+    }
+    /// The furthest ahead a server's quota reset may lie and still be
+    /// believed: a reset beyond it (a response claiming its quota comes
+    /// back in the year 2100) is taken for garbage and holds nothing, so
+    /// that one bad response cannot refuse every request for the life of
+    /// the process. Default 24 h (the longest quota window the providers
+    /// document is a day). Must be positive and at most 365 days.
+    pub fn max_quota_reset(mut self, d: Duration) -> Self {
+        self.max_quota_reset = d;
+        self
+    }
+    /// How much later than the reset a request held by a server quota may
+    /// be released: each waits until the reset plus a random extra of up to
+    /// this much (never more than the hold itself, so a 12 ms hold adds at
+    /// most 12 ms), so that the held requests do not all reach the server in
+    /// the same millisecond. Reproducible with the policy's
+    /// [`seed`](Self::seed). Default 1 s; zero releases them all at the
+    /// reset. At most 365 days.
+    pub fn quota_release_spread(mut self, d: Duration) -> Self {
+        self.quota_release_spread = d;
+        self
+    }
+    /// How requests are grouped for budgets, breakers and limits. Default
+    /// [`Scope::Endpoint`]: per host and port.
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+    /// Where budgets, breakers and limits keep their state. Default: a new
+    /// [`InMemoryStore`] for each built policy. Pass the same store to
+    /// several policies to make them share it.
+    pub fn state_store(mut self, store: impl StateStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Validates the settings. Fields are checked in a fixed order and the
+    /// first problem is reported, so the error is deterministic.
+    pub fn build(self) -> Result<RetryPolicy, ConfigError> {
+        validate::positive(self.initial_backoff).at("initial_backoff")?;
+        validate::positive(self.max_backoff).at("max_backoff")?;
+        if self.initial_backoff > self.max_backoff {
+            return Err(ConfigError::new(
+                "initial_backoff",
+                format!(
+                    "must not exceed max_backoff ({:?} > {:?})",
+                    self.initial_backoff, self.max_backoff
+                ),
+            ));
+        }
+        if !self.multiplier.is_finite() {
+            return Err(ConfigError::new(
+                "multiplier",
+                format!("must be a finite number (got {})", self.multiplier),
+            ));
+        }
+        if self.multiplier < 1.0 {
+            return Err(ConfigError::new(
+                "multiplier",
+                format!("must be at least 1 (got {})", self.multiplier),
+            ));
+        }
+        if let Jitter::Scaled { min_factor } = self.jitter {
+            validate::factor(min_factor)
+                .map_err(|reason| format!("the scaled factor {reason}"))
+                .at("jitter")?;
+        }
+        validate::positive(self.max_retry_after).at("max_retry_after")?;
+        if let Some(d) = self.deadline {
+            validate::positive(d).at("deadline")?;
+        }
+        if let Some(d) = self.attempt_timeout {
+            validate::positive(d).at("attempt_timeout")?;
+        }
+        validate::positive(self.max_quota_reset).at("max_quota_reset")?;
+        validate::at_most_max(self.quota_release_spread).at("quota_release_spread")?;
+        Ok(RetryPolicy {
+            inner: Arc::new(Inner {
+                max_retries: self.max_retries,
+                schedule: Schedule {
+                    initial: self.initial_backoff,
+                    max: self.max_backoff,
+                    multiplier: self.multiplier,
+                    jitter: self.jitter,
+                },
+                seed: self.seed,
+                seed_counter: AtomicU64::new(0),
+                spread_counter: AtomicU64::new(0),
+                max_retry_after: self.max_retry_after,
+                on_long_hint: self.on_long_hint,
+                deadline: self.deadline,
+                attempt_timeout: self.attempt_timeout,
+                retry_non_idempotent: self.retry_non_idempotent,
+                auto_idempotency_key: self.auto_idempotency_key,
+                return_last_response: self.return_last_response,
+                hide_paths: self.hide_paths,
+                classifier: self.classifier,
+                preset: self.preset,
+                clock: self.clock,
+                protection: Protection {
+                    budget: self.retry_budget,
+                    circuit: self.circuit_breaker,
+                    rate_limit: self.rate_limit,
+                    server_limits: self.server_limits,
+                    max_quota_reset: self.max_quota_reset,
+                    quota_release_spread: self.quota_release_spread,
+                    scope: self.scope,
+                    store: self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new())),
+                },
+            }),
+        })
+    }
+}
