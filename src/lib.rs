@@ -139,7 +139,6 @@ mod headers;
 pub mod policy;
 pub mod presets;
 pub mod protection;
-pub mod replay;
 pub mod report;
 pub mod resume;
 pub mod retry_after;
@@ -148,7 +147,7 @@ mod validate;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use adapter::middleware;
-pub use adapter::{body, layer};
+pub use adapter::{body, layer, replay};
 pub use protection::store;
 
 /// [`RetryBudget`] and its builder, at the path they had before

@@ -18,6 +18,7 @@ pub mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod middleware;
+pub mod replay;
 
 /// A client's request type, as far as the adapters need it.
 pub(crate) trait HttpRequest {
