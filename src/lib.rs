@@ -140,14 +140,13 @@ pub mod policy;
 pub mod presets;
 pub mod protection;
 pub mod report;
-pub mod resume;
 pub mod retry_after;
 mod validate;
 
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use adapter::middleware;
-pub use adapter::{body, layer, replay};
+pub use adapter::{body, layer, replay, resume};
 pub use protection::store;
 
 /// [`RetryBudget`] and its builder, at the path they had before

@@ -19,6 +19,7 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod middleware;
 pub mod replay;
+pub mod resume;
 
 /// A client's request type, as far as the adapters need it.
 pub(crate) trait HttpRequest {

@@ -71,6 +71,7 @@ use crate::report::{AttemptRecord, RetryReport, StopReason, ThrottleReason};
 use crate::retry_after::DelaySource;
 
 mod endpoint;
+pub(crate) mod resume;
 #[cfg(test)]
 mod tests;
 mod trace;
