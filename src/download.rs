@@ -66,12 +66,13 @@ use http_body::Body;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::adapter::middleware::into_box_error;
+use crate::adapter::resume::{ResumableBody, ResumeLimits, ResumeRecord};
+use crate::engine::resume::{
+    Continuation, Resumable, ResumeError, ResumeErrorKind, ResumeRequest, Validator,
+};
 use crate::error::BoxError;
 use crate::report::RetryReport;
-use crate::resume::{
-    Continuation, Resumable, ResumableBody, ResumeError, ResumeErrorKind, ResumeLimits,
-    ResumeRecord, ResumeRequest, Validator,
-};
 
 /// How far a download has come: passed to the
 /// [`on_progress`](Download::on_progress) callback.
@@ -601,8 +602,7 @@ impl Download {
             ask.apply(request.headers_mut());
         }
         let response = client.execute(request).await.map_err(|e| {
-            DownloadError::new(DownloadErrorKind::Request)
-                .source(crate::middleware::into_box_error(e))
+            DownloadError::new(DownloadErrorKind::Request).source(into_box_error(e))
         })?;
         let report = response.extensions().get::<RetryReport>().cloned();
         let status = response.status();
@@ -662,10 +662,7 @@ impl Download {
                     let request = request.ok_or_else(|| {
                         BoxError::from(DownloadError::new(DownloadErrorKind::InvalidRequest))
                     })?;
-                    let response = client
-                        .execute(request)
-                        .await
-                        .map_err(crate::middleware::into_box_error)?;
+                    let response = client.execute(request).await.map_err(into_box_error)?;
                     Ok(http::Response::<reqwest::Body>::from(response))
                 }
             }
