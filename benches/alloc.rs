@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
-use http_resilience::{Jitter, RetryLayer, RetryMiddleware, RetryPolicy, RetryReport, RetryState};
+use http_resilience::{Jitter, ResponseExt, RetryLayer, RetryMiddleware, RetryPolicy, RetryState};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_retry::RetryTransientMiddleware;
 use reqwest_retry::policies::ExponentialBackoff;
@@ -201,7 +201,7 @@ fn tower_stacks() {
         per_op(|| {
             let response = tower_call(&rt, &mut ours);
             assert_eq!(response.status(), 200);
-            let report = response.extensions().get::<RetryReport>().expect("report");
+            let report = response.retry_report();
             assert_eq!(report.attempts(), 2);
         }),
     ));
@@ -236,10 +236,7 @@ fn send(rt: &tokio::runtime::Runtime, client: &ClientWithMiddleware, url: &reqwe
     rt.block_on(async {
         let response = client.get(url.clone()).send().await.expect("response");
         let status = response.status().as_u16();
-        let attempts = response
-            .extensions()
-            .get::<RetryReport>()
-            .map(RetryReport::attempts);
+        let attempts = Some(response.retry_report().attempts());
         let body = response.bytes().await.expect("body");
         assert_eq!(body.len(), support::BODY.len());
         if let Some(attempts) = attempts {

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use http_resilience::{RetryMiddleware, RetryPolicy, RetryReport};
+use http_resilience::{ResponseExt, RetryMiddleware, RetryPolicy};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_retry::RetryTransientMiddleware;
 use reqwest_retry::policies::ExponentialBackoff;
@@ -139,7 +139,7 @@ fn end_to_end(c: &mut Criterion) {
     // Sanity: ours went through the middleware.
     rt.block_on(async {
         let response = stacks.ours.get(stacks.url.clone()).send().await.unwrap();
-        let report = response.extensions().get::<RetryReport>().expect("report");
+        let report = response.retry_report();
         assert_eq!(report.attempts(), 1);
     });
 

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
-use http_resilience::{RetryLayer, RetryPolicy, RetryReport};
+use http_resilience::{ResponseExt, RetryLayer, RetryPolicy};
 use tower::{Layer, ServiceExt};
 
 use support::{Counting, TowerPolicy, config};
@@ -126,7 +126,7 @@ fn run(rt: &tokio::runtime::Runtime, stack: Stack) -> (Duration, usize) {
                     tasks.spawn(async move {
                         let response = svc.oneshot(request).await.expect("retried to success");
                         assert_eq!(response.status(), StatusCode::OK);
-                        let report = response.extensions().get::<RetryReport>().expect("report");
+                        let report = response.retry_report();
                         report.attempts()
                     });
                 }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
-use http_resilience::{RetryLayer, RetryPolicy, RetryReport};
+use http_resilience::{ResponseExt, RetryLayer, RetryPolicy};
 use tower::{Layer, Service, ServiceExt};
 
 use support::{Contender, TowerPolicy, config, interleaved, quick};
@@ -81,13 +81,7 @@ fn sanity() {
             .await
             .expect("ours");
         assert_eq!(ours.status(), StatusCode::OK);
-        assert_eq!(
-            ours.extensions()
-                .get::<RetryReport>()
-                .expect("report")
-                .attempts(),
-            1
-        );
+        assert_eq!(ours.retry_report().attempts(), 1);
         let theirs = tower::retry::Retry::new(TowerPolicy::new(), inner())
             .oneshot(request())
             .await

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use http_resilience::{RetryMiddleware, RetryPolicy, RetryReport};
+use http_resilience::{ResponseExt, RetryMiddleware, RetryPolicy, RetryReport};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
@@ -53,11 +53,8 @@ async fn main() -> Result<(), BoxError> {
         let label = format!("GET {path}");
         match client.get(format!("http://{addr}{path}")).send().await {
             Ok(response) => {
-                let report = response
-                    .extensions()
-                    .get::<RetryReport>()
-                    .expect("always attached");
-                println!("{label:<16} -> {} {}", response.status(), summary(report));
+                let report = response.retry_report();
+                println!("{label:<16} -> {} {}", response.status(), summary(&report));
             }
             Err(reqwest_middleware::Error::Middleware(e)) => {
                 // The middleware gave up: its typed error says why, and keeps
@@ -82,10 +79,7 @@ async fn main() -> Result<(), BoxError> {
     // next requests until the reset.
     for label in ["GET /quota", "GET /quota again"] {
         let response = client.get(format!("http://{addr}/quota")).send().await?;
-        let report = response
-            .extensions()
-            .get::<RetryReport>()
-            .expect("attached");
+        let report = response.retry_report();
         let held = match report.total_throttled() {
             d if d.is_zero() => "sent at once".to_string(),
             d => format!("held {}ms for the server's quota reset", d.as_millis()),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use http_resilience::{RetryLayer, RetryPolicy, RetryReport};
+use http_resilience::{ResponseExt, RetryLayer, RetryPolicy};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
@@ -45,11 +45,7 @@ async fn main() -> Result<(), BoxError> {
     poll_fn(|cx| svc.poll_ready(cx)).await?;
     let response = svc.call(request).await?;
 
-    let report = response
-        .extensions()
-        .get::<RetryReport>()
-        .expect("always attached")
-        .clone();
+    let report = response.retry_report().into_owned();
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     println!(

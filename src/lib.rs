@@ -184,6 +184,6 @@ pub use middleware::RetryMiddleware;
 pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
 pub use protection::{CircuitBreaker, CircuitStatus, RateLimit, RetryBudget};
-pub use report::{AttemptRecord, RetryReport, StopReason, Throttle, ThrottleReason};
+pub use report::{AttemptRecord, ResponseExt, RetryReport, StopReason, Throttle, ThrottleReason};
 pub use retry_after::{DelaySource, WallClock};
 pub use store::{EndpointKey, EndpointState, InMemoryStore, Scope, StateStore};

@@ -1,22 +1,27 @@
 //! [`RetryReport`]: what happened to one request, attempt by attempt.
 //!
-//! A report is inserted into the extensions of every response that passes
-//! through the adapters, and carried by every [`Error`](crate::Error).
+//! Every response that passes through the adapters answers
+//! [`ResponseExt::retry_report`], and every [`Error`](crate::Error) carries
+//! its report. A report is attached to a response's extensions whenever
+//! anything happened (a retry, a wait, a throttle, a permanent outcome
+//! handed over); a first-attempt success carries none, so the success path
+//! allocates nothing for it, and the accessor makes its clean one-attempt
+//! report on the spot.
 //!
 //! ```
 //! # #[cfg(feature = "reqwest")]
 //! # async fn demo(client: reqwest_middleware::ClientWithMiddleware) -> Result<(), Box<dyn std::error::Error>> {
-//! use http_resilience::RetryReport;
+//! use http_resilience::ResponseExt;
 //! let response = client.get("http://127.0.0.1:8080/").send().await?;
-//! if let Some(report) = response.extensions().get::<RetryReport>() {
-//!     println!("{} attempts, waited {:?}", report.attempts(), report.total_backoff());
-//!     for attempt in report.history() {
-//!         println!("{attempt}"); // e.g. "503 -> wait 1s (retry_after)"
-//!     }
+//! let report = response.retry_report();
+//! println!("{} attempts, waited {:?}", report.attempts(), report.total_backoff());
+//! for attempt in report.history() {
+//!     println!("{attempt}"); // e.g. "503 -> wait 1s (retry_after)"
 //! }
 //! # Ok(()) }
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -24,6 +29,44 @@ use http::StatusCode;
 
 use crate::classify::{Class, FailureKind};
 use crate::retry_after::DelaySource;
+
+/// The one way to read a response's [`RetryReport`], whichever adapter it
+/// came through: the report attached to it, or, for a response that
+/// carries none (a first-attempt success with no wait: nothing is attached
+/// then, so the success path allocates nothing), a clean one-attempt
+/// report ([`RetryReport::clean`]) made on the spot without allocating.
+///
+/// ```
+/// use http_resilience::ResponseExt;
+/// let response = http::Response::new(());
+/// let report = response.retry_report();
+/// assert_eq!(report.attempts(), 1);
+/// assert_eq!(report.retries(), 0);
+/// assert!(matches!(report, std::borrow::Cow::Owned(_)), "nothing attached");
+/// ```
+pub trait ResponseExt {
+    /// The request's report: attached, or clean (see the trait's docs).
+    fn retry_report(&self) -> Cow<'_, RetryReport>;
+}
+
+impl<B> ResponseExt for http::Response<B> {
+    fn retry_report(&self) -> Cow<'_, RetryReport> {
+        match self.extensions().get::<RetryReport>() {
+            Some(report) => Cow::Borrowed(report),
+            None => Cow::Owned(RetryReport::clean(self.status())),
+        }
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl ResponseExt for reqwest::Response {
+    fn retry_report(&self) -> Cow<'_, RetryReport> {
+        match self.extensions().get::<RetryReport>() {
+            Some(report) => Cow::Borrowed(report),
+            None => Cow::Owned(RetryReport::clean(self.status())),
+        }
+    }
+}
 
 /// One attempt: its outcome and the wait chosen after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +271,40 @@ impl RetryReport {
             stop: None,
             protection: None,
         }
+    }
+
+    /// The report of a request that succeeded at its first attempt, with
+    /// `status`, and met no wait: what
+    /// [`ResponseExt::retry_report`] answers for a response that carries no
+    /// report. Its one attempt's [`elapsed`](AttemptRecord::elapsed) is not
+    /// known and reads as zero.
+    pub fn clean(status: StatusCode) -> Self {
+        RetryReport {
+            history: History::One(AttemptRecord {
+                status: Some(status),
+                failure: None,
+                class: Class::Success,
+                delay: None,
+                delay_source: None,
+                elapsed: Duration::ZERO,
+            }),
+            total_backoff: Duration::ZERO,
+            stop: Some(StopReason::Success),
+            protection: None,
+        }
+    }
+
+    /// Whether nothing happened worth a report of its own: one attempt, a
+    /// success, no wait. Such a report is not attached to the response.
+    pub(crate) fn is_clean(&self) -> bool {
+        matches!(
+            self.history,
+            History::One(AttemptRecord {
+                class: Class::Success,
+                ..
+            })
+        ) && self.protection.is_none()
+            && self.stop == Some(StopReason::Success)
     }
 
     /// Names the endpoint whose load protection acted on the request.

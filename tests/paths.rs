@@ -3,6 +3,9 @@
 //! before the move): moving code must not break a caller's imports.
 //! Compiling this file is the test.
 
+// The imports are the test: nothing uses them.
+#![allow(unused_imports)]
+
 use http_resilience::AttemptRecord as _;
 use http_resilience::AttemptTimedOut as _;
 use http_resilience::Backoff as _;

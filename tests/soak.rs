@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use http_resilience::{
-    Error, Jitter, Retry, RetryLayer, RetryMiddleware, RetryPolicy, RetryReport,
+    Error, Jitter, ResponseExt, Retry, RetryLayer, RetryMiddleware, RetryPolicy, RetryReport,
 };
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -125,7 +125,7 @@ async fn send_one(sender: &mut Sender, url: &str) -> (Outcome, Option<RetryRepor
     match sender {
         Sender::Reqwest(client) => match client.get(url).send().await {
             Ok(response) => {
-                let report = response.extensions().get::<RetryReport>().cloned();
+                let report = Some(response.retry_report().into_owned());
                 let good =
                     response.status() == 200 && response.text().await.is_ok_and(|b| b == "ok");
                 (
@@ -158,7 +158,7 @@ async fn send_one(sender: &mut Sender, url: &str) -> (Outcome, Option<RetryRepor
             }
             match svc.call(request).await {
                 Ok(response) => {
-                    let report = response.extensions().get::<RetryReport>().cloned();
+                    let report = Some(response.retry_report().into_owned());
                     let good = response.status() == 200
                         && response
                             .into_body()

@@ -91,7 +91,9 @@
 //!
 //! The service's error type is [`Error`]; the inner service's errors are
 //! carried as its [`source()`](std::error::Error::source). Every response
-//! carries a [`RetryReport`] in its extensions. Response bodies come back as
+//! answers [`ResponseExt::retry_report`](crate::ResponseExt::retry_report)
+//! (its [`RetryReport`] is attached whenever anything happened). Response
+//! bodies come back as
 //! [`ResponseBody<R>`](ResponseBody): `R` itself, unless a preset's
 //! classifier read the start of it (GitHub's 403s), in which case those
 //! bytes are replayed before the rest.
@@ -99,7 +101,7 @@
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response};
-//! use http_resilience::{RetryLayer, RetryPolicy, RetryReport};
+//! use http_resilience::{ResponseExt, RetryLayer, RetryPolicy};
 //! use tower::{Layer, Service};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -109,7 +111,7 @@
 //! });
 //! let mut svc = RetryLayer::new(RetryPolicy::default()).layer(inner);
 //! let response = svc.call(Request::new(String::new())).await?;
-//! assert_eq!(response.extensions().get::<RetryReport>().unwrap().attempts(), 1);
+//! assert_eq!(response.retry_report().attempts(), 1);
 //! # Ok(()) }
 //! ```
 

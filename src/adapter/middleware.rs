@@ -23,7 +23,9 @@
 //! When the middleware gives up, the error is
 //! `reqwest_middleware::Error::Middleware` wrapping an
 //! [`http_resilience::Error`](crate::Error), which downcasts. Every response
-//! carries a [`RetryReport`](crate::RetryReport) in `Response::extensions()`.
+//! answers [`ResponseExt::retry_report`](crate::ResponseExt::retry_report)
+//! (its [`RetryReport`](crate::RetryReport) is attached to
+//! `Response::extensions()` whenever anything happened).
 //!
 //! ```
 //! use http_resilience::{RetryMiddleware, RetryPolicy};

@@ -124,13 +124,17 @@ pub(crate) fn finish<'a, R: HttpResponse>(
     request: impl FnOnce() -> RequestMeta<'a>,
     result: Result<R, BoxError>,
 ) -> Result<R, Error> {
-    let report = engine.take_report();
     match (decision, result) {
+        // A first-attempt success with no wait carries no report: the
+        // accessor (`ResponseExt::retry_report`) answers for it without
+        // allocating. Anything else that happened is attached.
+        (Decision::Return, Ok(response)) if engine.report().is_clean() => Ok(response),
         (Decision::Return, Ok(mut response)) => {
-            response.extensions_mut().insert(report);
+            response.extensions_mut().insert(engine.take_report());
             Ok(response)
         }
         (decision, result) => {
+            let report = engine.take_report();
             let reason = match decision {
                 Decision::Fail(reason) => reason,
                 _ => StopReason::Permanent,

@@ -14,8 +14,8 @@ use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_resilience::{
-    DelaySource, EndpointPolicies, Error, FailureKind, Jitter, RetryLayer, RetryMiddleware,
-    RetryPolicy, RetryPolicyBuilder, RetryReport,
+    DelaySource, EndpointPolicies, Error, FailureKind, Jitter, ResponseExt, RetryLayer,
+    RetryMiddleware, RetryPolicy, RetryPolicyBuilder, RetryReport,
 };
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
@@ -346,7 +346,7 @@ async fn send_reqwest(
     };
     match builder.send().await {
         Ok(response) => {
-            let report = response.extensions().get::<RetryReport>().cloned().unwrap();
+            let report = response.retry_report().into_owned();
             let status = response.status().as_u16();
             let body = response.text().await;
             Got::ok(status, body, report)
@@ -401,7 +401,7 @@ where
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
     match svc.call(request).await {
         Ok(response) => {
-            let report = response.extensions().get::<RetryReport>().cloned().unwrap();
+            let report = response.retry_report().into_owned();
             let status = response.status().as_u16();
             let body = match response.into_body().collect().await {
                 Ok(b) => Ok(String::from_utf8_lossy(&b.to_bytes()).into_owned()),
