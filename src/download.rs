@@ -72,7 +72,7 @@ use crate::engine::resume::{
     Continuation, Resumable, ResumeError, ResumeErrorKind, ResumeRequest, Validator,
 };
 use crate::error::BoxError;
-use crate::report::RetryReport;
+use crate::report::{ResponseExt, RetryReport};
 
 /// How far a download has come: passed to the
 /// [`on_progress`](Download::on_progress) callback.
@@ -604,7 +604,9 @@ impl Download {
         let response = client.execute(request).await.map_err(|e| {
             DownloadError::new(DownloadErrorKind::Request).source(into_box_error(e))
         })?;
-        let report = response.extensions().get::<RetryReport>().cloned();
+        // Attached, or the clean report of a first-attempt success (which
+        // carries none).
+        let report = Some(response.retry_report().into_owned());
         let status = response.status();
         let keep = |kept: u64, e: DownloadError| DownloadError {
             kept: Some(kept).filter(|&k| k > 0),

@@ -17,7 +17,9 @@ use http_body_util::{BodyExt, Empty};
 use http_resilience::resume::{
     NotResumable, ResumableBody, ResumeError, ResumeLimits, ResumeLog, ResumeRecord, ResumeRequest,
 };
-use http_resilience::{BoxError, Jitter, RetryLayer, RetryMiddleware, RetryPolicy, RetryReport};
+use http_resilience::{
+    BoxError, Jitter, ResponseExt, RetryLayer, RetryMiddleware, RetryPolicy, RetryReport,
+};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
@@ -95,7 +97,7 @@ async fn fetch(via: Via, url: &str, limits: ResumeLimits) -> Read {
             let svc = RetryLayer::new(policy()).layer(client);
             let request = Request::get(&url).body(Empty::new()).unwrap();
             let response = svc.clone().oneshot(request).await.expect("a response");
-            let report = response.extensions().get::<RetryReport>().cloned().unwrap();
+            let report = response.retry_report().into_owned();
             let resumer = move |resume: ResumeRequest| {
                 let svc = svc.clone();
                 let mut request = Request::get(&url).body(Empty::new()).unwrap();
@@ -122,7 +124,7 @@ async fn fetch(via: Via, url: &str, limits: ResumeLimits) -> Read {
             .with(RetryMiddleware::new(policy()))
             .build();
             let response = client.get(&url).send().await.expect("a response");
-            let report = response.extensions().get::<RetryReport>().cloned().unwrap();
+            let report = response.retry_report().into_owned();
             let resumer = move |resume: ResumeRequest| {
                 let request = client
                     .get(&url)
