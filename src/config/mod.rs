@@ -38,6 +38,10 @@
 //! | `max_quota_reset` | duration | [`max_quota_reset`](crate::RetryPolicyBuilder::max_quota_reset) |
 //! | `quota_release_spread` | duration (`"0s"` for none) | [`quota_release_spread`](crate::RetryPolicyBuilder::quota_release_spread) |
 //! | `scope` | `"endpoint"` or `"policy"` | [`scope`](crate::RetryPolicyBuilder::scope) |
+//! | `replay_buffer` | integer ≥ 0, bytes (`0` for none) | [`replay_buffer`](crate::RetryPolicyBuilder::replay_buffer) |
+//! | `resume_bodies` | boolean | [`resume_bodies`](crate::RetryPolicyBuilder::resume_bodies) |
+//! | `max_resumes` | integer ≥ 0 | [`max_resumes`](crate::RetryPolicyBuilder::max_resumes) |
+//! | `body_idle_timeout` | duration | [`body_idle_timeout`](crate::RetryPolicyBuilder::body_idle_timeout) |
 //!
 //! A **duration** is a string in [`humantime`]'s format: `"500ms"`, `"2m"`,
 //! `"1h"`, `"1m 30s"`. Bare numbers are refused (seconds or milliseconds?).

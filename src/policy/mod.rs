@@ -30,6 +30,10 @@
 //! | [`quota_release_spread`](RetryPolicyBuilder::quota_release_spread) | 1 s |
 //! | [`scope`](RetryPolicyBuilder::scope) | [`Scope::Endpoint`] (host and port) |
 //! | [`state_store`](RetryPolicyBuilder::state_store) | a new [`InMemoryStore`](crate::InMemoryStore) per built policy |
+//! | [`replay_buffer`](RetryPolicyBuilder::replay_buffer) | 64 KiB (a streamed request body is buffered up to this, per request, to be sent again; 0: never) |
+//! | [`resume_bodies`](RetryPolicyBuilder::resume_bodies) | false |
+//! | [`max_resumes`](RetryPolicyBuilder::max_resumes) | 3 |
+//! | [`body_idle_timeout`](RetryPolicyBuilder::body_idle_timeout) | none |
 //!
 //! ## Load protection
 //!
@@ -126,6 +130,19 @@ pub(crate) struct Inner {
     pub(crate) preset: Option<Preset>,
     pub(crate) clock: Arc<dyn WallClock>,
     pub(crate) protection: Protection,
+    pub(crate) replay_buffer: usize,
+    pub(crate) resumes: Resumes,
+}
+
+/// The default of [`RetryPolicyBuilder::replay_buffer`]: 64 KiB.
+pub(crate) const DEFAULT_REPLAY_BUFFER: usize = 64 * 1024;
+
+/// The settings of resumable response bodies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resumes {
+    pub(crate) on: bool,
+    pub(crate) max: u32,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// The load-protection settings of a policy and where their state lives.
@@ -306,6 +323,41 @@ impl RetryPolicy {
         &self.inner.protection.store
     }
 
+    /// How many bytes of a streamed request body are kept to send it
+    /// again (0: none).
+    pub fn replay_buffer(&self) -> usize {
+        self.inner.replay_buffer
+    }
+    /// Whether response bodies that fail while read are resumed.
+    pub fn resume_bodies(&self) -> bool {
+        self.inner.resumes.on
+    }
+    /// The most resumes of one response body.
+    pub fn max_resumes(&self) -> u32 {
+        self.inner.resumes.max
+    }
+    /// How long a response body may deliver nothing before it is resumed,
+    /// if bounded.
+    pub fn body_idle_timeout(&self) -> Option<Duration> {
+        self.inner.resumes.idle_timeout
+    }
+
+    /// The policy a resume request is sent under, through the same
+    /// adapter: one attempt, whatever comes back handed over (the resuming
+    /// body decides, under this policy's limits), no load protection of
+    /// its own (the body applies this policy's), and this policy's
+    /// `hide_paths`.
+    pub(crate) fn pass_through(&self) -> RetryPolicy {
+        RetryPolicy::builder()
+            .max_retries(0)
+            .return_last_response(true)
+            .retry_budget(None)
+            .server_limits(false)
+            .hide_paths(self.hide_paths())
+            .build()
+            .expect("the defaults are valid")
+    }
+
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
@@ -344,6 +396,10 @@ impl fmt::Debug for RetryPolicy {
             .field("max_quota_reset", &i.protection.max_quota_reset)
             .field("quota_release_spread", &i.protection.quota_release_spread)
             .field("scope", &i.protection.scope)
+            .field("replay_buffer", &i.replay_buffer)
+            .field("resume_bodies", &i.resumes.on)
+            .field("max_resumes", &i.resumes.max)
+            .field("body_idle_timeout", &i.resumes.idle_timeout)
             .field(
                 "rules",
                 &i.preset.map_or("default or custom", Preset::as_str),
@@ -374,6 +430,10 @@ mod tests {
         assert_eq!(p.max_quota_reset(), Duration::from_secs(24 * 3600));
         assert_eq!(p.quota_release_spread(), Duration::from_secs(1));
         assert_eq!(RetryPolicy::disabled().max_retries(), 0);
+        assert_eq!(p.replay_buffer(), 64 * 1024);
+        assert!(!p.resume_bodies());
+        assert_eq!(p.max_resumes(), 3);
+        assert_eq!(p.body_idle_timeout(), None);
     }
 
     #[test]
@@ -401,6 +461,8 @@ mod tests {
                 b().quota_release_spread(Duration::MAX),
                 "quota_release_spread",
             ),
+            (b().body_idle_timeout(Duration::ZERO), "body_idle_timeout"),
+            (b().body_idle_timeout(Duration::MAX), "body_idle_timeout"),
         ];
         for (builder, field) in cases {
             let err = builder.build().unwrap_err();
