@@ -170,7 +170,7 @@ pub mod rate_limit {
 }
 
 pub use backoff::{Backoff, Jitter};
-pub use body::ResponseBody;
+pub use body::{ResponseBody, RetryBody};
 pub use classify::{
     Class, Classify, DefaultClassifier, FailureKind, MAX_INSPECTED_BODY, Outcome, RequestMeta,
 };

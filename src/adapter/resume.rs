@@ -75,14 +75,19 @@ use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use super::body::RetryBody;
+#[cfg(feature = "reqwest")]
+use super::replay::Committed;
 use crate::backoff::Backoff;
-use crate::classify::{Class, RequestMeta, classify_status};
+use crate::classify::{AttemptTimedOut, Class, FailureKind, RequestMeta, classify_status};
+use crate::engine::resume::{Answer, ResumeAdmission, ResumeState, content_length, single};
 pub use crate::engine::resume::{
-    ContentRange, Continuation, NotResumable, Resumable, ResumeError, ResumeErrorKind,
-    ResumeRequest, Validator,
+    ContentRange, Continuation, NotResumable, Resumable, ResumeError, ResumeErrorKind, ResumeLog,
+    ResumeRecord, ResumeRequest, Validator,
 };
-use crate::engine::resume::{content_length, single};
 use crate::error::BoxError;
+use crate::report::RetryReport;
+use crate::retry_after::DelaySource;
 
 /// The body ended before the length it announced (a close that the
 /// transport did not report as an error).
@@ -193,91 +198,14 @@ impl ResumeLimits {
     }
 }
 
-/// One resume: where it asked to continue, what came back, how much it
-/// fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResumeRecord {
-    offset: u64,
-    status: Option<StatusCode>,
-    fetched: u64,
-    skipped: u64,
-    waited: Duration,
-}
-
-impl ResumeRecord {
-    /// The representation offset asked for (`Range: bytes=N-`).
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-    /// The response's status, if one came.
-    pub fn status(&self) -> Option<StatusCode> {
-        self.status
-    }
-    /// Body bytes this resume's response delivered (skipped ones
-    /// included).
-    pub fn fetched(&self) -> u64 {
-        self.fetched
-    }
-    /// Bytes of a `200` that were skipped (already read).
-    pub fn skipped(&self) -> u64 {
-        self.skipped
-    }
-    /// The backoff waited before it.
-    pub fn waited(&self) -> Duration {
-        self.waited
-    }
-}
-
-/// The resumes of one body, shared with whoever holds a copy of the log
-/// (the body itself is usually consumed by reading it).
-#[derive(Debug, Clone, Default)]
-pub struct ResumeLog {
-    records: Arc<Mutex<Vec<ResumeRecord>>>,
-}
-
-impl ResumeLog {
-    /// Every resume so far, in order.
-    pub fn records(&self) -> Vec<ResumeRecord> {
-        self.records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-    /// How many resumes were made.
-    pub fn len(&self) -> usize {
-        self.records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-    /// `true` if none was.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    fn push(&self, record: ResumeRecord) {
-        self.records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(record);
-    }
-    fn update(&self, f: impl FnOnce(&mut ResumeRecord)) {
-        if let Some(last) = self
-            .records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .last_mut()
-        {
-            f(last);
-        }
-    }
-}
-
 /// A response body that resumes itself. See the [module docs](self).
 ///
 /// When the first response cannot be resumed
 /// ([`not_resumable`](Self::not_resumable) says why), it passes the body
-/// through as it is.
-pub struct ResumableBody<B, R> {
+/// through as it is. `R`, the [`Resume`] that sends the range requests, is
+/// boxed by default: that is the type [`Resuming`] and [`ResumeExt`]
+/// return.
+pub struct ResumableBody<B, R = Box<dyn Resume<B> + Send>> {
     inner: Option<Inner<B, R>>,
     plain: Option<Pin<Box<B>>>,
     reason: Option<NotResumable>,
@@ -287,7 +215,7 @@ pub struct ResumableBody<B, R> {
 struct Inner<B, R> {
     resumable: Resumable,
     resumer: R,
-    limits: ResumeLimits,
+    control: Control,
     /// Body bytes passed to the caller, from the first response's start.
     received: u64,
     /// Where the current response's body ends, in the representation
@@ -295,16 +223,29 @@ struct Inner<B, R> {
     end: Option<u64>,
     /// Bytes of the current response still to discard (a `200`'s start).
     skip: u64,
-    resumes: u32,
     phase: Phase<B>,
-    /// The idle timer, or the backoff before a resume.
+    /// The idle timer (or the resume request's timeout), or the wait
+    /// before a resume.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The resume request's own timeout (the policy's `attempt_timeout`,
+    /// clamped to its deadline), while it is awaited.
+    request_timeout: Option<Duration>,
     /// In the current response, when it is a resume's.
     resumed: bool,
 }
 
+/// Who decides the resumes.
+enum Control {
+    /// The body's own [`ResumeLimits`].
+    Limits { limits: ResumeLimits, resumes: u32 },
+    /// The request's policy, through the engine.
+    Policy(Box<ResumeState>),
+}
+
 enum Phase<B> {
     Reading(Pin<Box<B>>),
+    /// A wait before a resume (its backoff, or a wait load protection
+    /// imposed); the resume asks to be admitted when it ends.
     Waiting {
         cause: Option<BoxError>,
     },
@@ -321,10 +262,33 @@ impl<B, R> fmt::Debug for ResumableBody<B, R> {
         match &self.inner {
             Some(inner) => s
                 .field("received", &inner.received)
-                .field("resumes", &inner.resumes),
+                .field("resumes", &inner.control.resumes()),
             None => s.field("not_resumable", &self.reason),
         };
         s.finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    fn resumes(&self) -> u32 {
+        match self {
+            Control::Limits { resumes, .. } => *resumes,
+            Control::Policy(state) => state.resumes(),
+        }
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        match self {
+            Control::Limits { limits, .. } => limits.idle_timeout,
+            Control::Policy(state) => state.idle_timeout(),
+        }
+    }
+
+    fn report(&self) -> Option<RetryReport> {
+        match self {
+            Control::Limits { .. } => None,
+            Control::Policy(state) => Some(state.report()),
+        }
     }
 }
 
@@ -334,8 +298,8 @@ where
     R: Resume<B>,
 {
     /// Wraps the first response to `method`: its body resumes through
-    /// `resumer` when the response allows it, and passes through
-    /// otherwise.
+    /// `resumer` under `limits` when the response allows it, and passes
+    /// through otherwise.
     pub fn wrap(
         method: &Method,
         response: http::Response<B>,
@@ -348,12 +312,7 @@ where
                 let length = content_length(&parts.headers).ok().flatten();
                 ResumableBody::new(resumable, length, body, resumer, limits)
             }
-            Err(reason) => ResumableBody {
-                inner: None,
-                plain: Some(Box::pin(body)),
-                reason: Some(reason),
-                log: ResumeLog::default(),
-            },
+            Err(reason) => ResumableBody::plain(body, Some(reason)),
         };
         http::Response::from_parts(parts, body)
     }
@@ -367,34 +326,118 @@ where
         resumer: R,
         limits: ResumeLimits,
     ) -> ResumableBody<B, R> {
+        let control = Control::Limits { limits, resumes: 0 };
+        Self::with_control(
+            resumable,
+            length,
+            body,
+            resumer,
+            control,
+            ResumeLog::default(),
+        )
+    }
+
+    /// The body of a response that an adapter handed over with a
+    /// [`ResumeState`] (its policy has `resume_bodies`): resumes through
+    /// `resumer`, under the request's policy.
+    pub(crate) fn resuming(
+        response: http::Response<B>,
+        resumer: R,
+        state: Box<ResumeState>,
+    ) -> http::Response<ResumableBody<B, R>> {
+        let (mut parts, body) = response.into_parts();
+        let length = content_length(&parts.headers).ok().flatten();
+        let log = state.log().clone();
+        parts.extensions.insert(log.clone());
+        let resumable = state.resumable().clone();
+        let body = Self::with_control(
+            resumable,
+            length,
+            body,
+            resumer,
+            Control::Policy(state),
+            log,
+        );
+        http::Response::from_parts(parts, body)
+    }
+
+    /// [`resuming`](Self::resuming), for a response whose body was already
+    /// checked to start where `resumable` says (a download going on from an
+    /// earlier run's file).
+    #[cfg(feature = "download")]
+    pub(crate) fn resuming_from(
+        resumable: Resumable,
+        length: Option<u64>,
+        body: B,
+        resumer: R,
+        state: Box<ResumeState>,
+    ) -> ResumableBody<B, R> {
+        let log = state.log().clone();
+        Self::with_control(
+            resumable,
+            length,
+            body,
+            resumer,
+            Control::Policy(state),
+            log,
+        )
+    }
+
+    fn with_control(
+        resumable: Resumable,
+        length: Option<u64>,
+        body: B,
+        resumer: R,
+        control: Control,
+        log: ResumeLog,
+    ) -> ResumableBody<B, R> {
         let end = match (length, resumable.total) {
             (Some(l), _) => Some(resumable.start.saturating_add(l)),
             (None, total) => total,
         };
+        let mut inner = Inner {
+            resumable,
+            resumer,
+            control,
+            received: 0,
+            end,
+            skip: 0,
+            phase: Phase::Reading(Box::pin(body)),
+            timer: None,
+            request_timeout: None,
+            resumed: false,
+        };
+        inner.arm_idle();
         ResumableBody {
-            inner: Some(Inner {
-                resumable,
-                resumer,
-                limits,
-                received: 0,
-                end,
-                skip: 0,
-                resumes: 0,
-                phase: Phase::Reading(Box::pin(body)),
-                timer: None,
-                resumed: false,
-            }),
+            inner: Some(inner),
             plain: None,
             reason: None,
+            log,
+        }
+    }
+
+    /// A body passed through as it is (`reason`: why it is not resumed).
+    pub(crate) fn plain(body: B, reason: Option<NotResumable>) -> ResumableBody<B, R> {
+        ResumableBody {
+            inner: None,
+            plain: Some(Box::pin(body)),
+            reason,
             log: ResumeLog::default(),
         }
     }
 }
 
 impl<B, R> ResumableBody<B, R> {
-    /// Why the body is passed through as it is, if it is.
+    /// Why the body is passed through as it is, if it is (`None` too when
+    /// no resume was asked for: a policy without `resume_bodies`, a request
+    /// that is not a `GET`).
     pub fn not_resumable(&self) -> Option<NotResumable> {
         self.reason
+    }
+
+    /// `true` if the body resumes when it fails.
+    pub fn is_resumable(&self) -> bool {
+        self.inner.is_some()
     }
 
     /// The resumes made so far; the log stays readable after the body has
@@ -409,64 +452,113 @@ impl<B, R> ResumableBody<B, R> {
     }
 }
 
+/// The kind of a failure that asks for a resume: what the budget is paid
+/// for (a timeout costs a timeout's tokens).
+fn failure_kind(cause: Option<&BoxError>) -> Option<FailureKind> {
+    let cause = cause?;
+    if cause.is::<BodyIdle>() || cause.is::<AttemptTimedOut>() {
+        return Some(FailureKind::Timeout);
+    }
+    if cause.is::<EndedEarly>() {
+        return Some(FailureKind::Body);
+    }
+    Some(FailureKind::from_error(&**cause))
+}
+
+impl<B, R> Inner<B, R> {
+    fn offset(&self) -> u64 {
+        self.resumable.start.saturating_add(self.received)
+    }
+
+    /// Arms the idle timer (while reading, or while a resume request is
+    /// awaited: then at most its own timeout).
+    fn arm_idle(&mut self) {
+        let idle = self.control.idle_timeout();
+        let after = match (idle, self.request_timeout) {
+            (Some(i), Some(t)) => Some(i.min(t)),
+            (i, t) => i.or(t),
+        };
+        if let Some(after) = after {
+            let at = Instant::now() + after;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        } else {
+            self.timer = None;
+        }
+    }
+
+    /// The idle timer (or the request's timeout) expired: the failure it
+    /// is.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<BoxError> {
+        let timer = self.timer.as_mut()?;
+        if timer.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        let idle = self.control.idle_timeout();
+        Some(match (idle, self.request_timeout) {
+            (Some(i), Some(t)) if t < i => Box::new(AttemptTimedOut { after: t }),
+            (None, Some(t)) => Box::new(AttemptTimedOut { after: t }),
+            (i, _) => Box::new(BodyIdle {
+                after: i.unwrap_or_default(),
+            }),
+        })
+    }
+}
+
 impl<B, R> Inner<B, R>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
     R: Resume<B>,
 {
-    fn offset(&self) -> u64 {
-        self.resumable.start.saturating_add(self.received)
-    }
-
-    fn arm_idle(&mut self) {
-        if let Some(after) = self.limits.idle_timeout {
-            let at = Instant::now() + after;
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(at),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-            }
-        }
-    }
-
-    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        match &mut self.timer {
-            Some(timer) if self.limits.idle_timeout.is_some() => timer.as_mut().poll(cx).is_ready(),
-            _ => false,
-        }
-    }
-
     fn fail(&mut self, kind: ResumeErrorKind, cause: Option<BoxError>) -> BoxError {
         self.phase = Phase::Done;
         self.timer = None;
-        Box::new(ResumeError::new(kind, self.offset(), self.resumes).with_source(cause))
+        let error = ResumeError::new(kind, self.offset(), self.control.resumes())
+            .with_source(cause)
+            .with_report(self.control.report());
+        Box::new(error)
     }
 
-    /// The current response failed (or ended short): plan the next resume,
-    /// or give up.
-    fn failed(&mut self, cause: Option<BoxError>, log: &ResumeLog) -> Result<(), BoxError> {
-        if self.resumes >= self.limits.max_resumes {
-            return Err(self.fail(ResumeErrorKind::LimitExceeded, cause));
-        }
+    /// The current response failed (or ended short, or a resume's answer
+    /// asked to try again after `hint`): plan the next resume, or give up.
+    fn failed(
+        &mut self,
+        cause: Option<BoxError>,
+        hint: Option<(Duration, DelaySource)>,
+        log: &ResumeLog,
+    ) -> Result<(), BoxError> {
+        let offset = self.offset();
         let now = Instant::now();
-        let delay = self
-            .limits
-            .backoff
-            .as_mut()
-            .map_or(Duration::ZERO, Backoff::next_delay);
-        if self.limits.deadline.is_some_and(|d| now + delay >= d) {
-            return Err(self.fail(ResumeErrorKind::DeadlineExceeded, cause));
-        }
-        self.resumes += 1;
-        log.push(ResumeRecord {
-            offset: self.offset(),
-            status: None,
-            fetched: 0,
-            skipped: 0,
-            waited: delay,
-        });
+        let delay = match &mut self.control {
+            Control::Limits { limits, resumes } => {
+                if *resumes >= limits.max_resumes {
+                    return Err(self.fail(ResumeErrorKind::LimitExceeded, cause));
+                }
+                let delay = limits
+                    .backoff
+                    .as_mut()
+                    .map_or(Duration::ZERO, Backoff::next_delay);
+                if limits.deadline.is_some_and(|d| now + delay >= d) {
+                    return Err(self.fail(ResumeErrorKind::DeadlineExceeded, cause));
+                }
+                *resumes += 1;
+                log.push(ResumeRecord::new(offset, delay));
+                delay
+            }
+            Control::Policy(state) => {
+                let failure = failure_kind(cause.as_ref());
+                match state.plan(offset, failure, hint, now.into_std()) {
+                    Ok(delay) => delay,
+                    Err(kind) => return Err(self.fail(kind, cause)),
+                }
+            }
+        };
+        self.request_timeout = None;
         if delay.is_zero() {
-            self.send(cause);
+            self.admit(cause)?;
         } else {
             self.timer = Some(Box::pin(tokio::time::sleep(delay)));
             self.phase = Phase::Waiting { cause };
@@ -474,12 +566,54 @@ where
         Ok(())
     }
 
-    fn send(&mut self, cause: Option<BoxError>) {
+    /// The resume may go (or must wait, or is refused) now.
+    fn admit(&mut self, cause: Option<BoxError>) -> Result<(), BoxError> {
+        let timeout = match &mut self.control {
+            Control::Limits { .. } => None,
+            Control::Policy(state) => {
+                let offset = self.resumable.start.saturating_add(self.received);
+                match state.admit(offset, Instant::now().into_std()) {
+                    ResumeAdmission::Send { timeout } => timeout,
+                    ResumeAdmission::Wait(delay) => {
+                        self.timer = Some(Box::pin(tokio::time::sleep(delay)));
+                        self.phase = Phase::Waiting { cause };
+                        return Ok(());
+                    }
+                    ResumeAdmission::Fail(kind) => return Err(self.fail(kind, cause)),
+                }
+            }
+        };
         let request = self.resumable.request(self.received);
         let future = self.resumer.resume(request);
         self.phase = Phase::Requesting { future, cause };
+        self.request_timeout = timeout;
         self.timer = None;
         self.arm_idle();
+        Ok(())
+    }
+
+    /// What the answer to a resume request means.
+    fn answered(&mut self, status: StatusCode, headers: &http::HeaderMap) -> Answer {
+        let offset = self.offset();
+        match &mut self.control {
+            Control::Limits { .. } => match self.resumable.check_kind(offset, status, headers) {
+                Ok(continuation) => Answer::Go(continuation),
+                Err(ResumeErrorKind::UnexpectedStatus(status))
+                    if classify_status(
+                        &RequestMeta::new(&Method::GET, "", "", "", headers),
+                        status,
+                        headers,
+                    ) == Class::Transient =>
+                {
+                    Answer::Again(None)
+                }
+                Err(kind) => Answer::Fail(kind),
+            },
+            Control::Policy(state) => {
+                let now = Instant::now().into_std();
+                state.answered(&self.resumable, offset, status, headers, now)
+            }
+        }
     }
 
     fn poll_frame(
@@ -499,16 +633,20 @@ where
                         return Poll::Pending;
                     }
                     let cause = cause.take();
-                    self.send(cause);
+                    self.timer = None;
+                    if let Err(e) = self.admit(cause) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
                 }
                 Phase::Requesting { future, cause } => {
                     let result = match future.as_mut().poll(cx) {
                         Poll::Ready(result) => result,
                         Poll::Pending => {
-                            if self.idle_expired(cx) {
-                                let after = self.limits.idle_timeout.unwrap_or_default();
-                                if let Err(e) = self.failed(Some(Box::new(BodyIdle { after })), log)
-                                {
+                            if let Some(expired) = self.expired(cx) {
+                                if let Control::Policy(state) = &mut self.control {
+                                    state.request_failed(&*expired, Instant::now().into_std());
+                                }
+                                if let Err(e) = self.failed(Some(expired), None, log) {
                                     return Poll::Ready(Some(Err(e)));
                                 }
                                 continue;
@@ -517,24 +655,27 @@ where
                         }
                     };
                     let cause = cause.take();
+                    self.request_timeout = None;
                     let response = match result {
                         Ok(response) => response,
                         // The resume request itself failed: one more.
                         Err(e) => {
-                            if let Err(e) = self.failed(Some(e), log) {
+                            if let Control::Policy(state) = &mut self.control {
+                                state.request_failed(&*e, Instant::now().into_std());
+                            }
+                            if let Err(e) = self.failed(Some(e), None, log) {
                                 return Poll::Ready(Some(Err(e)));
                             }
                             continue;
                         }
                     };
                     let (parts, body) = response.into_parts();
-                    log.update(|r| r.status = Some(parts.status));
+                    if let Control::Limits { .. } = self.control {
+                        log.update(|r| r.status = Some(parts.status));
+                    }
                     let offset = self.offset();
-                    match self
-                        .resumable
-                        .check_kind(offset, parts.status, &parts.headers)
-                    {
-                        Ok(continuation) => {
+                    match self.answered(parts.status, &parts.headers) {
+                        Answer::Go(continuation) => {
                             let length = content_length(&parts.headers).ok().flatten();
                             match continuation {
                                 Continuation::Continue => {
@@ -559,29 +700,23 @@ where
                             self.phase = Phase::Reading(Box::pin(body));
                             self.arm_idle();
                         }
-                        Err(ResumeErrorKind::UnexpectedStatus(status))
-                            if classify_status(
-                                &RequestMeta::new(&Method::GET, "", "", "", &parts.headers),
-                                status,
-                                &parts.headers,
-                            ) == Class::Transient =>
-                        {
+                        Answer::Again(hint) => {
                             drop(body);
-                            if let Err(e) = self.failed(cause, log) {
+                            if let Err(e) = self.failed(cause, hint, log) {
                                 return Poll::Ready(Some(Err(e)));
                             }
                         }
-                        Err(kind) => return Poll::Ready(Some(Err(self.fail(kind, cause)))),
+                        Answer::Fail(kind) => {
+                            return Poll::Ready(Some(Err(self.fail(kind, cause))));
+                        }
                     }
                 }
                 Phase::Reading(body) => {
                     let polled = body.as_mut().poll_frame(cx);
                     match polled {
                         Poll::Pending => {
-                            if self.idle_expired(cx) {
-                                let after = self.limits.idle_timeout.unwrap_or_default();
-                                if let Err(e) = self.failed(Some(Box::new(BodyIdle { after })), log)
-                                {
+                            if let Some(expired) = self.expired(cx) {
+                                if let Err(e) = self.failed(Some(expired), None, log) {
                                     return Poll::Ready(Some(Err(e)));
                                 }
                                 continue;
@@ -624,7 +759,7 @@ where
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
                         Poll::Ready(Some(Err(e))) => {
-                            if let Err(e) = self.failed(Some(e.into()), log) {
+                            if let Err(e) = self.failed(Some(e.into()), None, log) {
                                 return Poll::Ready(Some(Err(e)));
                             }
                         }
@@ -639,7 +774,7 @@ where
                                     let early = EndedEarly {
                                         missing: end - offset,
                                     };
-                                    if let Err(e) = self.failed(Some(Box::new(early)), log) {
+                                    if let Err(e) = self.failed(Some(Box::new(early)), None, log) {
                                         return Poll::Ready(Some(Err(e)));
                                     }
                                 }
@@ -689,7 +824,7 @@ where
                 Phase::Done => true,
                 Phase::Reading(body) => {
                     inner.skip == 0 && body.is_end_stream() && {
-                        let offset = inner.offset();
+                        let offset = inner.resumable.start.saturating_add(inner.received);
                         inner.end.is_none_or(|end| offset >= end)
                     }
                 }
@@ -705,10 +840,477 @@ where
         }
         match &self.inner {
             Some(inner) => match inner.resumable.total.or(inner.end) {
-                Some(end) => SizeHint::with_exact(end.saturating_sub(inner.offset())),
+                Some(end) => {
+                    let offset = inner.resumable.start.saturating_add(inner.received);
+                    SizeHint::with_exact(end.saturating_sub(offset))
+                }
                 None => SizeHint::new(),
             },
             None => SizeHint::with_exact(0),
         }
     }
+}
+
+impl<B> Resume<B> for Box<dyn Resume<B> + Send> {
+    fn resume(&mut self, request: ResumeRequest) -> ResumeFuture<B> {
+        (**self).resume(request)
+    }
+}
+
+/// What an adapter attaches to a response it hands over when the policy
+/// has `resume_bodies` and the response can be resumed: the request's
+/// [`ResumeState`], for [`Resuming`] (tower) or [`ResumeExt`] (reqwest) to
+/// take into the body. Cloning shares it; it is taken once.
+#[derive(Clone)]
+pub(crate) struct ResumeHandle(Arc<Mutex<Option<Box<ResumeState>>>>);
+
+impl ResumeHandle {
+    pub(crate) fn new(state: Box<ResumeState>) -> ResumeHandle {
+        ResumeHandle(Arc::new(Mutex::new(Some(state))))
+    }
+
+    /// The state, taken out of `extensions` (once).
+    pub(crate) fn take(extensions: &mut http::Extensions) -> Option<Box<ResumeState>> {
+        let handle = extensions.remove::<ResumeHandle>()?;
+        let mut slot = handle.0.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.take()
+    }
+}
+
+/// Puts a response body behind a `Mutex`, for clients that need a `Sync`
+/// body (reqwest's `Body::wrap`): the body is only ever polled through
+/// `&mut`, which takes no lock.
+struct SyncBody<B>(Mutex<B>);
+
+impl<B: Body + Unpin> Body for SyncBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let body = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        Pin::new(body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .size_hint()
+    }
+}
+
+/// Whether a request's `Accept-Encoding` lets byte offsets count what the
+/// server sends: none (then `identity` is asked for, so that no layer or
+/// client decodes the body and drops its `Content-Encoding`), or
+/// `identity`.
+fn identity_encoding(headers: &mut http::HeaderMap) -> bool {
+    match headers.get(http::header::ACCEPT_ENCODING) {
+        None => {
+            headers.insert(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_static("identity"),
+            );
+            true
+        }
+        Some(v) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"),
+    }
+}
+
+/// Makes the response bodies of a [`Retry`](crate::Retry) service resume
+/// when they fail while read, under each request's policy (with
+/// [`resume_bodies`](crate::RetryPolicyBuilder::resume_bodies)). Goes
+/// **outside** the [`RetryLayer`](crate::RetryLayer): its resume requests
+/// are sent through the same `Retry` service, one attempt each (the body
+/// decides what follows, under the request's limits, deadline and budget).
+///
+/// Bodies come back as [`ResumableBody`]s, whose errors are boxed (a
+/// [`ResumeError`] when a resume fails). A response that cannot be resumed
+/// (not a `GET`, no strong validator, no `Accept-Ranges: bytes`, encoded,
+/// or a policy without `resume_bodies`) passes through as it is. A `GET`
+/// without `Accept-Encoding` is sent with `Accept-Encoding: identity`, so
+/// that no decoding layer below counts other bytes than the server's
+/// ranges do.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use http_body_util::{BodyExt, Empty, Full};
+/// use http_resilience::resume::ResumeLayer;
+/// use http_resilience::{RetryLayer, RetryPolicy};
+/// use tower::{Service, ServiceBuilder};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), http_resilience::Error> {
+/// let policy = RetryPolicy::builder().resume_bodies(true).build()?;
+/// let mut svc = ServiceBuilder::new()
+///     .layer(ResumeLayer::new()) // outermost: resumable bodies
+///     .layer(RetryLayer::new(policy))
+///     .service(tower::service_fn(|_req: Request<Empty<bytes::Bytes>>| async {
+///         Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::from("data"))))
+///     }));
+/// let response = svc.call(Request::new(Empty::new())).await?;
+/// let body = response.into_body().collect().await.unwrap().to_bytes();
+/// assert_eq!(&body[..], b"data");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResumeLayer {
+    _private: (),
+}
+
+impl ResumeLayer {
+    /// The layer.
+    pub fn new() -> ResumeLayer {
+        ResumeLayer { _private: () }
+    }
+}
+
+impl<S> tower::Layer<S> for ResumeLayer {
+    type Service = Resuming<S>;
+    fn layer(&self, inner: S) -> Resuming<S> {
+        Resuming { inner }
+    }
+}
+
+/// The service of [`ResumeLayer`].
+#[derive(Debug, Clone)]
+pub struct Resuming<S> {
+    inner: S,
+}
+
+impl<S> Resuming<S> {
+    /// Wraps `inner` (a [`Retry`](crate::Retry) service).
+    pub fn new(inner: S) -> Resuming<S> {
+        Resuming { inner }
+    }
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes the layer's service, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// What a resume request is made from: the original `GET`'s head and
+/// body, kept by [`Resuming`].
+struct Template<B> {
+    method: Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+    body: B,
+}
+
+/// Sends resume requests through the tower service.
+struct TowerResumer<S, B> {
+    service: S,
+    template: Template<B>,
+    policy: crate::policy::RetryPolicy,
+}
+
+impl<S, B, R> Resume<R> for TowerResumer<S, B>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: RetryBody + Send + 'static,
+    R: Send + 'static,
+{
+    fn resume(&mut self, request: ResumeRequest) -> ResumeFuture<R> {
+        let t = &self.template;
+        let body = match t.body.try_replay() {
+            Ok(body) => body,
+            Err(committed) => {
+                let error: BoxError = Box::new(committed);
+                return Box::pin(std::future::ready(Err(error)));
+            }
+        };
+        let mut req = http::Request::new(body);
+        *req.method_mut() = t.method.clone();
+        *req.uri_mut() = t.uri.clone();
+        *req.version_mut() = t.version;
+        *req.headers_mut() = t.headers.clone();
+        request.apply(req.headers_mut());
+        *req.extensions_mut() = t.extensions.clone();
+        // One attempt through the retry service: the body decides.
+        req.extensions_mut().insert(self.policy.clone());
+        let mut service = self.service.clone();
+        Box::pin(async move {
+            std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            service.call(req).await.map_err(Into::into)
+        })
+    }
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Resuming<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: RetryBody + Send + 'static,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
+{
+    type Response = http::Response<ResumableBody<R>>;
+    type Error = S::Error;
+    type Future = ResumingFuture<S, B, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // Only a `GET` can be resumed: only then is anything kept.
+        let kept = if request.method() == Method::GET && identity_encoding(request.headers_mut()) {
+            request.body().try_replay().ok().map(|body| {
+                let template = Template {
+                    method: request.method().clone(),
+                    uri: request.uri().clone(),
+                    version: request.version(),
+                    headers: request.headers().clone(),
+                    extensions: request.extensions().clone(),
+                    body,
+                };
+                // The ready service sends this request; a clone, the
+                // resumes (the same dance as tower's own `Retry`).
+                (self.inner.clone(), template)
+            })
+        } else {
+            None
+        };
+        ResumingFuture {
+            future: self.inner.call(request),
+            kept,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Resuming`].
+    pub struct ResumingFuture<S, B, R>
+    where
+        S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    {
+        #[pin]
+        future: S::Future,
+        kept: Option<(S, Template<B>)>,
+    }
+}
+
+impl<S, B, R> fmt::Debug for ResumingFuture<S, B, R>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResumingFuture")
+            .field("resumable", &self.kept.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, R> Future for ResumingFuture<S, B, R>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: RetryBody + Send + 'static,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<BoxError>,
+{
+    type Output = Result<http::Response<ResumableBody<R>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.future.poll(cx))?;
+        let state = ResumeHandle::take(response.extensions_mut());
+        Poll::Ready(Ok(match (state, this.kept.take()) {
+            (Some(state), Some((service, template))) => {
+                let resumer: Box<dyn Resume<R> + Send> = Box::new(TowerResumer {
+                    service,
+                    template,
+                    policy: state.pass_through().clone(),
+                });
+                ResumableBody::resuming(response, resumer, state)
+            }
+            _ => response.map(|body| ResumableBody::plain(body, None)),
+        }))
+    }
+}
+
+/// Sends resume requests through the whole `reqwest-middleware` client
+/// (the middlewares before and after the retry middleware included), one
+/// attempt each through it.
+#[cfg(feature = "reqwest")]
+struct ReqwestResumer {
+    client: reqwest_middleware::ClientWithMiddleware,
+    template: reqwest::Request,
+    extensions: http::Extensions,
+}
+
+#[cfg(feature = "reqwest")]
+impl Resume<reqwest::Body> for ReqwestResumer {
+    fn resume(&mut self, request: ResumeRequest) -> ResumeFuture<reqwest::Body> {
+        let copy = self.template.try_clone().map(|mut r| {
+            request.apply(r.headers_mut());
+            r
+        });
+        let client = self.client.clone();
+        let mut extensions = self.extensions.clone();
+        Box::pin(async move {
+            let request = copy.ok_or_else(|| -> BoxError { Box::new(Committed::Failed) })?;
+            let response = client
+                .execute_with_extensions(request, &mut extensions)
+                .await
+                .map_err(|e| -> BoxError {
+                    // The retry middleware's `Error` downcasts, as
+                    // `middleware::into_box_error` makes it.
+                    match crate::error::Error::from_middleware(e) {
+                        Ok(ours) => Box::new(ours),
+                        Err(reqwest_middleware::Error::Reqwest(e)) => Box::new(e),
+                        Err(reqwest_middleware::Error::Middleware(e)) => e.into(),
+                    }
+                })?;
+            Ok(http::Response::<reqwest::Body>::from(response))
+        })
+    }
+}
+
+/// The resumable form of a `reqwest-middleware` send: through a client
+/// with [`RetryMiddleware`](crate::RetryMiddleware) under a policy with
+/// [`resume_bodies`](crate::RetryPolicyBuilder::resume_bodies), the
+/// response's body resumes when it fails while read (its resume requests go
+/// through the same client, one attempt each: the body decides what
+/// follows, under the request's limits, deadline and budget). The
+/// response's extensions hold the body's [`ResumeLog`].
+///
+/// The retry middleware cannot do it alone: a body outlives the middleware
+/// chain it came through, so it needs the client to send its resumes. A
+/// response that cannot be resumed (not a `GET`, no strong validator, no
+/// `Accept-Ranges: bytes`, encoded, or a policy without `resume_bodies`)
+/// comes back as a plain send would give it. A `GET` without
+/// `Accept-Encoding` is sent with `Accept-Encoding: identity` (a reqwest
+/// built with `gzip` would decode the body and drop its
+/// `Content-Encoding`, and byte offsets would no longer be the server's);
+/// one that asks for another encoding is not resumed.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use http_resilience::resume::ResumeExt;
+/// use http_resilience::{RetryMiddleware, RetryPolicy};
+///
+/// let policy = RetryPolicy::builder().resume_bodies(true).build()?;
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(RetryMiddleware::new(policy))
+///     .build();
+/// let response = client.get("http://127.0.0.1:8080/big.iso").send_resumable().await?;
+/// let bytes = response.bytes().await?; // resumed if cut
+/// # let _ = bytes; Ok(()) }
+/// ```
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub trait ResumeExt: sealed::Sealed {
+    /// Sends the request; its body resumes when it fails while read. See
+    /// the [trait docs](ResumeExt).
+    fn send_resumable(
+        self,
+    ) -> impl Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send;
+}
+
+#[cfg(feature = "reqwest")]
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for reqwest_middleware::RequestBuilder {}
+}
+
+#[cfg(feature = "reqwest")]
+impl ResumeExt for reqwest_middleware::RequestBuilder {
+    fn send_resumable(
+        mut self,
+    ) -> impl Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send {
+        let extensions = std::mem::take(self.extensions());
+        let (client, request) = self.build_split();
+        async move { execute_resumable_with(&client, request?, extensions).await }
+    }
+}
+
+/// [`ResumeExt::send_resumable`] for a request already built.
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub async fn execute_resumable(
+    client: &reqwest_middleware::ClientWithMiddleware,
+    request: reqwest::Request,
+) -> reqwest_middleware::Result<reqwest::Response> {
+    execute_resumable_with(client, request, http::Extensions::new()).await
+}
+
+#[cfg(feature = "reqwest")]
+async fn execute_resumable_with(
+    client: &reqwest_middleware::ClientWithMiddleware,
+    mut request: reqwest::Request,
+    mut extensions: http::Extensions,
+) -> reqwest_middleware::Result<reqwest::Response> {
+    let template = (request.method() == Method::GET && identity_encoding(request.headers_mut()))
+        .then(|| request.try_clone())
+        .flatten()
+        .map(|template| (template, extensions.clone()));
+    let mut response = client
+        .execute_with_extensions(request, &mut extensions)
+        .await?;
+    let state = ResumeHandle::take(response.extensions_mut());
+    let (Some(state), Some((template, mut extensions))) = (state, template) else {
+        return Ok(response);
+    };
+    // One attempt per resume through the retry middleware: the body
+    // decides.
+    extensions.insert(state.pass_through().clone());
+    let resumer = ReqwestResumer {
+        client: client.clone(),
+        template,
+        extensions,
+    };
+    Ok(resumable_reqwest(response, resumer, state))
+}
+
+/// `response` with a body that resumes through `resumer` under `state`.
+#[cfg(feature = "reqwest")]
+fn resumable_reqwest(
+    response: reqwest::Response,
+    resumer: ReqwestResumer,
+    state: Box<ResumeState>,
+) -> reqwest::Response {
+    use reqwest::ResponseBuilderExt;
+
+    let url = response.url().clone();
+    let response = http::Response::<reqwest::Body>::from(response);
+    let (mut parts, body) = ResumableBody::resuming(response, resumer, state).into_parts();
+    // `reqwest` keeps the URL in a private extension that only its
+    // response builder can set.
+    if let Ok(carrier) = http::Response::builder().url(url).body(()) {
+        parts.extensions.extend(carrier.into_parts().0.extensions);
+    }
+    let body = reqwest::Body::wrap(SyncBody(Mutex::new(body)));
+    reqwest::Response::from(http::Response::from_parts(parts, body))
 }

@@ -6,12 +6,13 @@
 //! `adapter/resume.rs`'s `ResumableBody`, and these types are public at
 //! `http_resilience::resume`, where they are documented.
 //!
-//! This module imports nothing of the crate, so that the engine's
-//! `ResumeState` (see `design/streaming.md`) can take it up beside
-//! `RetryState`.
+//! Beside them, in `state.rs`, the engine's [`ResumeState`]: the request's
+//! retry state carried past hand-over into a body that resumes under the
+//! policy (its limits, its deadline, its budget, its report).
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use http::header::{
@@ -20,8 +21,12 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-/// `error::BoxError`, written out: the rules import nothing of the crate.
-type BoxError = Box<dyn StdError + Send + Sync>;
+use crate::error::BoxError;
+use crate::report::RetryReport;
+
+mod state;
+
+pub(crate) use state::{Answer, Head, ResumeAdmission, ResumeState};
 
 /// What a resume is validated against: the first response's strong
 /// validator.
@@ -546,6 +551,19 @@ pub enum ResumeErrorKind {
     /// The body failed after the deadline, or the next resume would
     /// cross it.
     DeadlineExceeded,
+    /// The endpoint's [retry budget](crate::RetryBudget) could not pay for
+    /// the resume (a resume costs what a retry does).
+    BudgetExhausted,
+    /// The endpoint's [circuit breaker](crate::CircuitBreaker) is open: no
+    /// resume is sent to it.
+    CircuitOpen,
+    /// The local [rate limit](crate::RateLimit) would have made the resume
+    /// wait longer than its `max_wait`.
+    RateLimited,
+    /// The server asked for a wait above `max_retry_after` before the
+    /// resume (a `Retry-After` on a `503` to the range request, or a quota
+    /// reset).
+    RetryAfterTooLong,
 }
 
 /// A resume that failed: the body ends with this error. Never carries a
@@ -556,6 +574,8 @@ pub struct ResumeError {
     offset: u64,
     resumes: u32,
     source: Option<BoxError>,
+    /// The request's report, when the body resumed under a policy.
+    report: Option<Box<RetryReport>>,
 }
 
 impl ResumeError {
@@ -565,12 +585,27 @@ impl ResumeError {
             offset,
             resumes,
             source: None,
+            report: None,
         }
     }
 
     pub(crate) fn with_source(mut self, source: Option<BoxError>) -> ResumeError {
         self.source = source;
         self
+    }
+
+    pub(crate) fn with_report(mut self, report: Option<RetryReport>) -> ResumeError {
+        self.report = report.map(Box::new);
+        self
+    }
+
+    /// The request's whole report, when the body resumed under a policy
+    /// ([`resume_bodies`](crate::RetryPolicyBuilder::resume_bodies)): the
+    /// attempts of the first request, then one attempt per resume request,
+    /// and the resumes themselves ([`RetryReport::resumes`]). `None` for a
+    /// body resumed under [`ResumeLimits`](crate::resume::ResumeLimits).
+    pub fn report(&self) -> Option<&RetryReport> {
+        self.report.as_deref()
     }
 
     /// What went wrong.
@@ -602,6 +637,10 @@ impl ResumeError {
     /// | `TooLong` | `RESUME_BODY_TOO_LONG` |
     /// | `LimitExceeded` | `RESUME_LIMIT_EXCEEDED` |
     /// | `DeadlineExceeded` | `RESUME_DEADLINE_EXCEEDED` |
+    /// | `BudgetExhausted` | `RESUME_BUDGET_EXHAUSTED` |
+    /// | `CircuitOpen` | `RESUME_CIRCUIT_OPEN` |
+    /// | `RateLimited` | `RESUME_RATE_LIMITED` |
+    /// | `RetryAfterTooLong` | `RESUME_RETRY_AFTER_TOO_LONG` |
     pub fn code(&self) -> &'static str {
         match self.kind {
             ResumeErrorKind::ValidatorChanged => "RESUME_VALIDATOR_CHANGED",
@@ -613,6 +652,10 @@ impl ResumeError {
             ResumeErrorKind::TooLong => "RESUME_BODY_TOO_LONG",
             ResumeErrorKind::LimitExceeded => "RESUME_LIMIT_EXCEEDED",
             ResumeErrorKind::DeadlineExceeded => "RESUME_DEADLINE_EXCEEDED",
+            ResumeErrorKind::BudgetExhausted => "RESUME_BUDGET_EXHAUSTED",
+            ResumeErrorKind::CircuitOpen => "RESUME_CIRCUIT_OPEN",
+            ResumeErrorKind::RateLimited => "RESUME_RATE_LIMITED",
+            ResumeErrorKind::RetryAfterTooLong => "RESUME_RETRY_AFTER_TOO_LONG",
         }
     }
 }
@@ -664,6 +707,22 @@ impl fmt::Display for ResumeError {
                     "the body failed at byte {at} and the deadline leaves no time to resume"
                 )
             }
+            ResumeErrorKind::BudgetExhausted => write!(
+                f,
+                "the body failed at byte {at} and the retry budget cannot pay for a resume"
+            ),
+            ResumeErrorKind::CircuitOpen => write!(
+                f,
+                "the body failed at byte {at} and the circuit breaker is open"
+            ),
+            ResumeErrorKind::RateLimited => write!(
+                f,
+                "the body failed at byte {at} and the local rate limit's next turn is beyond max_wait"
+            ),
+            ResumeErrorKind::RetryAfterTooLong => write!(
+                f,
+                "the body failed at byte {at} and the server asked to wait longer than the policy allows"
+            ),
         }
     }
 }
@@ -673,6 +732,102 @@ impl StdError for ResumeError {
         self.source
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// One resume: where it asked to continue, what came back, how much it
+/// fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeRecord {
+    pub(crate) offset: u64,
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) fetched: u64,
+    pub(crate) skipped: u64,
+    pub(crate) waited: Duration,
+}
+
+impl ResumeRecord {
+    pub(crate) fn new(offset: u64, waited: Duration) -> ResumeRecord {
+        ResumeRecord {
+            offset,
+            status: None,
+            fetched: 0,
+            skipped: 0,
+            waited,
+        }
+    }
+    /// The representation offset asked for (`Range: bytes=N-`).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// The response's status, if one came.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+    /// Body bytes this resume's response delivered (skipped ones
+    /// included).
+    pub fn fetched(&self) -> u64 {
+        self.fetched
+    }
+    /// Bytes of a `200` that were skipped (already read).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+    /// The wait before it (backoff, a server's hint, load protection).
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+/// The resumes of one body, shared with whoever holds a copy of the log
+/// (the body itself is usually consumed by reading it). A response whose
+/// body may resume carries one in its extensions.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeLog {
+    shared: Arc<Mutex<Log>>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    records: Vec<ResumeRecord>,
+    /// The request's report as it stands, under a policy.
+    report: Option<RetryReport>,
+}
+
+impl ResumeLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    /// Every resume so far, in order.
+    pub fn records(&self) -> Vec<ResumeRecord> {
+        self.lock().records.clone()
+    }
+    /// How many resumes were made.
+    pub fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+    /// `true` if none was.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The request's whole report as it stands, when the body resumes under
+    /// a policy ([`resume_bodies`](crate::RetryPolicyBuilder::resume_bodies)):
+    /// the first request's attempts, one attempt per resume request, and
+    /// the resumes ([`RetryReport::resumes`]). `None` for a body resumed
+    /// under [`ResumeLimits`](crate::resume::ResumeLimits).
+    pub fn report(&self) -> Option<RetryReport> {
+        self.lock().report.clone()
+    }
+    pub(crate) fn push(&self, record: ResumeRecord) {
+        self.lock().records.push(record);
+    }
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ResumeRecord)) {
+        if let Some(last) = self.lock().records.last_mut() {
+            f(last);
+        }
+    }
+    pub(crate) fn set_report(&self, report: &RetryReport) {
+        self.lock().report = Some(report.clone());
     }
 }
 
