@@ -22,15 +22,18 @@
 //! Replay makes a retry *possible*, not *safe*: the idempotency rules are
 //! the same as for any other body.
 //!
-//! Only one copy reads the original stream at a time: the newest one.
-//! Making a copy supersedes every older copy at once: if the connection
+//! A retry's copy supersedes every older copy at once: if the connection
 //! that sent an earlier attempt still polls its copy (the server answered
 //! early, before reading the whole body), it gets
 //! [`ReplayError::Superseded`] and ends that request, instead of taking
 //! bytes that the new attempt needs. So the answer of
 //! [`replay`](ReplayBody::replay) stays true until the copy is sent: no
-//! other copy can read on past the limit in between. Nothing panics,
-//! whatever the order in which copies are polled or dropped.
+//! other copy can read on past the limit in between. For attempts that run
+//! at the same time (a hedge), [`fork`](ReplayBody::fork) makes a copy that
+//! reads alongside the others instead: the one ahead reads the stream, the
+//! others catch up from the buffer, and past the limit the body is
+//! committed to the one furthest along. Nothing panics, whatever the order
+//! in which copies are polled or dropped.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -179,13 +182,17 @@ struct Shared<B> {
     /// Set once more than `limit` bytes were read: `chunks` is empty.
     capped: bool,
     end: End,
-    /// The copy that may read the stream (the newest one).
-    active: u64,
+    /// Copies numbered below it are superseded: the newest
+    /// [`replay`](ReplayBody::replay) (its [`fork`](ReplayBody::fork)s, made
+    /// later, are above it and read alongside).
+    floor: u64,
     next_generation: u64,
-    /// The waker of the active copy, when it last found the stream
-    /// pending: woken when a newer copy supersedes it, so that the earlier
-    /// connection sees the end of its body instead of waiting forever.
-    waiting: Option<Waker>,
+    /// The wakers of the copies that last found the stream pending, by
+    /// copy: woken when a newer copy supersedes them (so that an earlier
+    /// connection sees the end of its body instead of waiting forever),
+    /// when another copy reads on (what it read is theirs to send from the
+    /// buffer), and when the copy the stream would wake is dropped.
+    waiting: Vec<(u64, Waker)>,
 }
 
 enum End {
@@ -258,9 +265,9 @@ impl<B: Body<Data = Bytes>> ReplayBody<B> {
                 read: 0,
                 capped,
                 end: End::Reading,
-                active: 0,
+                floor: 0,
                 next_generation: 1,
-                waiting: None,
+                waiting: Vec::new(),
             })),
             generation: 0,
             next: 0,
@@ -281,16 +288,52 @@ impl<B> ReplayBody<B> {
     /// The new copy supersedes every older one at once (see the
     /// [module docs](self)). Any copy can make a new one.
     pub fn replay(&self) -> Result<ReplayBody<B>, Committed> {
+        self.copy(true)
+    }
+
+    /// A copy that reads **alongside** the others instead of superseding
+    /// them: for an attempt sent while another is still in flight (a
+    /// hedge). Every live copy sends every byte from the first; the one
+    /// ahead reads the stream and the others catch up from the buffer. If
+    /// the one ahead reads past the limit, the copies behind it can no
+    /// longer be sent whole and end with [`ReplayError::Committed`]: the
+    /// body is committed to the attempt furthest along (gRPC's rule for
+    /// hedged calls). A later [`replay`](Self::replay) supersedes every
+    /// copy, forks included.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use http_resilience::replay::ReplayBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let body = ReplayBody::new(Full::new(Bytes::from("hedged")).boxed_unsync());
+    /// let first = body.replay().unwrap();
+    /// let hedge = first.fork().unwrap();
+    /// let (a, b) = tokio::join!(first.collect(), hedge.collect());
+    /// assert_eq!(&a.unwrap().to_bytes()[..], b"hedged");
+    /// assert_eq!(&b.unwrap().to_bytes()[..], b"hedged");
+    /// # }
+    /// ```
+    pub fn fork(&self) -> Result<ReplayBody<B>, Committed> {
+        self.copy(false)
+    }
+
+    fn copy(&self, supersede: bool) -> Result<ReplayBody<B>, Committed> {
         let mut shared = lock(&self.shared);
         if let Some(committed) = shared.committed() {
             return Err(committed);
         }
         let generation = shared.next_generation;
         shared.next_generation += 1;
-        shared.active = generation;
-        // The copy that was reading must notice that it no longer may.
-        if let Some(waker) = shared.waiting.take() {
-            waker.wake();
+        if supersede {
+            shared.floor = generation;
+            // The copies that were reading must notice that they no
+            // longer may.
+            for (_, waker) in shared.waiting.drain(..) {
+                waker.wake();
+            }
         }
         drop(shared);
         Ok(ReplayBody {
@@ -308,7 +351,7 @@ impl<B> ReplayBody<B> {
     /// `true` if a newer copy has been made: this one may no longer be
     /// sent.
     pub fn is_superseded(&self) -> bool {
-        lock(&self.shared).active != self.generation
+        self.generation < lock(&self.shared).floor
     }
 
     /// Why the body can no longer be sent again, if it cannot.
@@ -358,7 +401,7 @@ where
         let this = self.get_mut();
         let mut shared = lock(&this.shared);
         this.started = true;
-        if shared.active != this.generation {
+        if this.generation < shared.floor {
             return Poll::Ready(Some(Err(Box::new(ReplayError::Superseded))));
         }
         // The bytes read before this copy was polled (by earlier copies).
@@ -396,11 +439,24 @@ where
             return Poll::Ready(None);
         };
         let polled = source.as_mut().poll_frame(cx);
+        if polled.is_ready() {
+            // What this copy reads (or the end it meets) is for the others
+            // waiting at the frontier too.
+            let generation = this.generation;
+            shared.waiting.retain(|(g, waker)| {
+                if *g != generation {
+                    waker.wake_by_ref();
+                }
+                false
+            });
+        }
         match polled {
             Poll::Pending => {
-                match &shared.waiting {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => shared.waiting = Some(cx.waker().clone()),
+                let generation = this.generation;
+                match shared.waiting.iter_mut().find(|(g, _)| *g == generation) {
+                    Some((_, w)) if w.will_wake(cx.waker()) => {}
+                    Some((_, w)) => *w = cx.waker().clone(),
+                    None => shared.waiting.push((generation, cx.waker().clone())),
                 }
                 Poll::Pending
             }
@@ -461,7 +517,7 @@ where
             return false;
         }
         let shared = lock(&self.shared);
-        if shared.active != self.generation || self.sent < shared.read {
+        if self.generation < shared.floor || self.sent < shared.read {
             return false;
         }
         match &shared.end {
@@ -488,6 +544,26 @@ where
                 hint
             }
             _ => SizeHint::with_exact(behind),
+        }
+    }
+}
+
+/// A copy dropped while it waited at the frontier may have been the one the
+/// stream would wake: the others waiting there are woken to poll it
+/// themselves. (A copy that never waited takes no lock.)
+impl<B> Drop for ReplayBody<B> {
+    fn drop(&mut self) {
+        if !self.started {
+            return;
+        }
+        let mut shared = lock(&self.shared);
+        let generation = self.generation;
+        if shared.waiting.iter().any(|(g, _)| *g == generation) {
+            for (g, waker) in shared.waiting.drain(..) {
+                if g != generation {
+                    waker.wake();
+                }
+            }
         }
     }
 }
@@ -713,6 +789,77 @@ mod tests {
         ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             self.0.poll_recv(cx).map(|c| c.map(|c| Ok(Frame::data(c))))
         }
+    }
+
+    #[tokio::test]
+    async fn forks_read_alongside_and_send_the_same_bytes() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let body = ReplayBody::new(Channel(rx));
+        let first = body.replay().unwrap();
+        let hedge = first.fork().unwrap();
+        assert!(!first.is_superseded() && !hedge.is_superseded());
+        let a = tokio::spawn(async move { first.collect().await.map(|c| c.to_bytes()) });
+        let b = tokio::spawn(async move { hedge.collect().await.map(|c| c.to_bytes()) });
+        for chunk in [&b"he"[..], b"dg", b"ed"] {
+            tokio::task::yield_now().await;
+            tx.send(Bytes::from_static(chunk)).await.unwrap();
+        }
+        drop(tx);
+        assert_eq!(&a.await.unwrap().unwrap()[..], b"hedged");
+        assert_eq!(&b.await.unwrap().unwrap()[..], b"hedged");
+        assert_eq!(body.read(), 6, "the stream was read once");
+    }
+
+    #[tokio::test]
+    async fn a_fork_left_behind_past_the_limit_is_committed() {
+        let body = ReplayBody::with_limit(Once::new(&[b"0123", b"4567", b"89"]), 8);
+        let ahead = body.replay().unwrap();
+        let behind = ahead.fork().unwrap();
+        assert_eq!(all(ahead).await.unwrap().0, b"0123456789");
+        let err = all(behind).await.unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<ReplayError>(),
+            Some(&ReplayError::Committed(Committed::TooLarge { limit: 8 }))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replay_supersedes_every_fork() {
+        let body = ReplayBody::new(Once::new(&[b"x"]));
+        let a = body.replay().unwrap();
+        let b = a.fork().unwrap();
+        let c = b.replay().unwrap();
+        assert!(a.is_superseded() && b.is_superseded() && !c.is_superseded());
+        assert_eq!(all(c).await.unwrap().0, b"x");
+    }
+
+    /// The stream keeps only the last waker it was given: when that copy is
+    /// dropped, the other copy waiting at the frontier is woken to poll it
+    /// again, instead of hanging.
+    #[tokio::test]
+    async fn dropping_the_copy_the_stream_would_wake_wakes_the_others() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let body = ReplayBody::new(Channel(rx));
+        let mut a = body.replay().unwrap();
+        let mut b = a.fork().unwrap();
+        let reader = tokio::spawn(async move { a.frame().await.map(|f| f.is_ok()) });
+        tokio::task::yield_now().await;
+        // `b` polls last: the channel now wakes `b` only.
+        assert!(futures_poll(&mut b).is_pending());
+        drop(b);
+        tx.send(Bytes::from_static(b"data")).await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("the other copy was woken");
+        assert_eq!(got.unwrap(), Some(true));
+    }
+
+    fn futures_poll(
+        body: &mut ReplayBody<Channel>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        Pin::new(body).poll_frame(&mut cx)
     }
 
     #[tokio::test]
