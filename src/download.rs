@@ -67,10 +67,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::adapter::middleware::into_box_error;
-use crate::adapter::resume::{ResumableBody, ResumeLimits, ResumeRecord};
-use crate::engine::resume::{
-    Continuation, Resumable, ResumeError, ResumeErrorKind, ResumeRequest, Validator,
+use crate::adapter::resume::{
+    ReqwestResumer, ResumableBody, Resume, ResumeHandle, ResumeLimits, ResumeRecord,
 };
+use crate::engine::resume::{Continuation, Resumable, ResumeError, ResumeErrorKind, Validator};
 use crate::error::BoxError;
 use crate::report::{ResponseExt, RetryReport};
 
@@ -651,28 +651,27 @@ impl Download {
             (None, other) => return Err(DownloadError::new(DownloadErrorKind::Status(other))),
         };
 
-        let response = http::Response::<reqwest::Body>::from(response);
-        let resumer = {
-            let client = client.clone();
-            move |resume: ResumeRequest| {
-                let request = template.try_clone().map(|mut r| {
-                    resume.apply(r.headers_mut());
-                    r
-                });
-                let client = client.clone();
-                async move {
-                    let request = request.ok_or_else(|| {
-                        BoxError::from(DownloadError::new(DownloadErrorKind::InvalidRequest))
-                    })?;
-                    let response = client.execute(request).await.map_err(into_box_error)?;
-                    Ok(http::Response::<reqwest::Body>::from(response))
-                }
-            }
-        };
+        let mut response = http::Response::<reqwest::Body>::from(response);
+        // Under a policy with `resume_bodies`, the retry middleware handed
+        // the request's state over: resumes then go by the policy (its
+        // limits, deadline, budget and report), one attempt each through
+        // the client. Otherwise by `resume_limits`, each resume request
+        // retried by the client's middleware as any request.
+        let state = ResumeHandle::take(response.extensions_mut());
+        let mut extensions = http::Extensions::new();
+        if let Some(state) = &state {
+            extensions.insert(state.pass_through().clone());
+        }
+        let resumer: Box<dyn Resume<reqwest::Body> + Send> =
+            Box::new(ReqwestResumer::new(client.clone(), template, extensions));
         let (mut body, offset, total, discarded, resumable) = match start {
             Start::Fresh { discarded } => {
-                let response =
-                    ResumableBody::wrap(&Method::GET, response, resumer, self.limits.clone());
+                let response = match state {
+                    Some(state) => ResumableBody::resuming(response, resumer, state),
+                    None => {
+                        ResumableBody::wrap(&Method::GET, response, resumer, self.limits.clone())
+                    }
+                };
                 let (parts, body) = response.into_parts();
                 let resumable =
                     Resumable::from_response(&Method::GET, parts.status, &parts.headers).ok();
@@ -708,8 +707,14 @@ impl Download {
                     .get(http::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok()?.parse().ok());
                 let resumable = Resumable::from_parts(meta.validator.clone(), len, meta.total);
-                let body =
-                    ResumableBody::new(resumable, length, body, resumer, self.limits.clone());
+                let body = match state {
+                    Some(state) => {
+                        ResumableBody::resuming_from(resumable, length, body, resumer, state)
+                    }
+                    None => {
+                        ResumableBody::new(resumable, length, body, resumer, self.limits.clone())
+                    }
+                };
                 (body, len, meta.total, 0, true)
             }
         };
@@ -779,6 +784,8 @@ impl Download {
             .map_err(io("syncing the temporary file"))?;
         drop(file);
         let digest = hasher.map(|h| h.finalize().into());
+        // The whole report, resumes included, when they went by the policy.
+        let report = log.report().or(report);
         self.finish(
             &paths,
             done,

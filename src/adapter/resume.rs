@@ -1164,10 +1164,28 @@ where
 /// (the middlewares before and after the retry middleware included), one
 /// attempt each through it.
 #[cfg(feature = "reqwest")]
-struct ReqwestResumer {
+pub(crate) struct ReqwestResumer {
     client: reqwest_middleware::ClientWithMiddleware,
     template: reqwest::Request,
     extensions: http::Extensions,
+}
+
+#[cfg(feature = "reqwest")]
+impl ReqwestResumer {
+    /// Resumes `template` (a copy of the request, its body bytes or none)
+    /// through `client`, with `extensions` (the pass-through policy in them
+    /// when the body resumes under the engine).
+    pub(crate) fn new(
+        client: reqwest_middleware::ClientWithMiddleware,
+        template: reqwest::Request,
+        extensions: http::Extensions,
+    ) -> ReqwestResumer {
+        ReqwestResumer {
+            client,
+            template,
+            extensions,
+        }
+    }
 }
 
 #[cfg(feature = "reqwest")]
