@@ -179,7 +179,9 @@ struct Shared<B> {
     limit: usize,
     /// Bytes read from the original stream, buffered or not.
     read: u64,
-    /// Set once more than `limit` bytes were read: `chunks` is empty.
+    /// Set once more than `limit` bytes were read (or from the start, when
+    /// the size hint says the body is longer): `chunks` is empty and stays
+    /// so. The body is committed once anything was read past it.
     capped: bool,
     end: End,
     /// Copies numbered below it are superseded: the newest
@@ -224,7 +226,9 @@ fn lock<B>(shared: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
 
 impl<B> Shared<B> {
     fn committed(&self) -> Option<Committed> {
-        if self.capped {
+        // Nothing read yet: a copy still sends every byte from the stream
+        // itself, whatever the buffer could have held.
+        if self.capped && self.read > 0 {
             Some(Committed::TooLarge { limit: self.limit })
         } else if matches!(self.end, End::Failed) {
             Some(Committed::Failed)
@@ -241,16 +245,24 @@ impl<B: Body<Data = Bytes>> ReplayBody<B> {
     }
 
     /// Wraps `body` with a buffer of at most `limit` bytes. A body whose
-    /// size hint already says it is longer is committed from the start
-    /// (nothing is buffered); an empty body is always replayable.
+    /// size hint already says it is longer is not buffered at all: it can
+    /// be sent again only while nothing of it has been read (an attempt
+    /// refused before it sent its body), and is committed from its first
+    /// byte read. An empty body is always replayable.
     ///
     /// ```
-    /// use http_body_util::Full;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
     /// use http_resilience::replay::{Committed, ReplayBody};
     ///
-    /// let big = ReplayBody::with_limit(Full::new(bytes::Bytes::from(vec![0u8; 1024])), 100);
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let big = ReplayBody::with_limit(Full::new(Bytes::from(vec![0u8; 1024])), 100);
+    /// let first = big.replay().expect("nothing read yet");
+    /// assert_eq!(first.collect().await.unwrap().to_bytes().len(), 1024);
     /// assert_eq!(big.committed(), Some(Committed::TooLarge { limit: 100 }));
     /// assert!(big.replay().is_err());
+    /// # }
     /// ```
     pub fn with_limit(body: B, limit: usize) -> Self {
         let hint = body.size_hint();
@@ -705,12 +717,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_size_hint_past_the_limit_commits_before_anything_is_read() {
-        let body = ReplayBody::with_limit(Once::new(&[b"0123456789"]).exact(10), 4);
+    async fn a_size_hint_past_the_limit_buffers_nothing_and_commits_at_the_first_byte() {
+        let body = ReplayBody::with_limit(Once::new(&[b"0123", b"456789"]).exact(10), 4);
+        // Nothing read: a copy still sends it all, from the stream.
+        assert_eq!(body.committed(), None);
+        let unsent = body.replay().unwrap();
+        drop(unsent); // an attempt refused before its body was read
+        let mut first = body.replay().expect("still nothing read");
+        assert_eq!(first.size_hint().exact(), Some(10));
+        assert_eq!(next_data(&mut first).await, b"0123");
+        assert_eq!(body.buffered(), 0, "nothing is buffered");
         assert_eq!(body.committed(), Some(Committed::TooLarge { limit: 4 }));
         assert_eq!(body.replay().unwrap_err(), Committed::TooLarge { limit: 4 });
-        assert_eq!(body.size_hint().exact(), Some(10));
-        assert_eq!(all(body).await.unwrap().0, b"0123456789");
+        let rest = first.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"456789", "the copy that read it sends it all");
     }
 
     #[tokio::test]
