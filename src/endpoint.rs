@@ -209,8 +209,13 @@ impl EndpointPolicies {
     }
 
     /// The policy for `request`: the first matching rule's, or the default.
+    #[inline]
     pub fn select(&self, request: &RequestMeta<'_>) -> &RetryPolicy {
         let index = &*self.inner;
+        // A single policy (the common set): nothing to look at.
+        if index.rules.is_empty() {
+            return &index.default;
+        }
         let mut best: Option<u32> = None;
         let mut consider = |candidates: &[u32]| {
             for &n in candidates {
@@ -259,6 +264,7 @@ impl EndpointPolicies {
 
     /// The policy for a request with these extensions: a [`RetryPolicy`]
     /// placed in them wins; otherwise [`select`](Self::select).
+    #[inline]
     pub fn select_with<'a>(
         &'a self,
         extensions: &'a Extensions,

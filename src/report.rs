@@ -264,6 +264,7 @@ struct ProtectionLog {
 }
 
 impl RetryReport {
+    #[inline]
     pub(crate) fn new() -> Self {
         RetryReport {
             history: History::Empty,
@@ -296,6 +297,7 @@ impl RetryReport {
 
     /// Whether nothing happened worth a report of its own: one attempt, a
     /// success, no wait. Such a report is not attached to the response.
+    #[inline]
     pub(crate) fn is_clean(&self) -> bool {
         matches!(
             self.history,
@@ -334,20 +336,19 @@ impl RetryReport {
         });
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, record: AttemptRecord) {
-        self.history = match std::mem::replace(&mut self.history, History::Empty) {
-            History::Empty => History::One(record),
+        match &mut self.history {
+            // The first attempt: written in place (every request comes here).
+            History::Empty => self.history = History::One(record),
+            History::Many(v) => v.push(record),
             History::One(first) => {
                 let mut v = Vec::with_capacity(4);
-                v.push(first);
+                v.push(*first);
                 v.push(record);
-                History::Many(v)
+                self.history = History::Many(v);
             }
-            History::Many(mut v) => {
-                v.push(record);
-                History::Many(v)
-            }
-        };
+        }
     }
 
     pub(crate) fn last_mut(&mut self) -> Option<&mut AttemptRecord> {
@@ -362,11 +363,13 @@ impl RetryReport {
         self.total_backoff = self.total_backoff.saturating_add(d);
     }
 
+    #[inline]
     pub(crate) fn set_stop(&mut self, stop: StopReason) {
         self.stop = Some(stop);
     }
 
     /// Attempts made, the first included.
+    #[inline]
     pub fn attempts(&self) -> u32 {
         self.history().len() as u32
     }
@@ -379,6 +382,7 @@ impl RetryReport {
         self.total_backoff
     }
     /// Every attempt, in order.
+    #[inline]
     pub fn history(&self) -> &[AttemptRecord] {
         match &self.history {
             History::Empty => &[],
@@ -387,6 +391,7 @@ impl RetryReport {
         }
     }
     /// The last attempt.
+    #[inline]
     pub fn last(&self) -> Option<&AttemptRecord> {
         self.history().last()
     }

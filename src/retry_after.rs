@@ -310,6 +310,11 @@ pub(crate) fn quota_reset_at(
     let mut gone = [false; 3];
     let mut seen = [false; 3];
     for (name, value) in headers {
+        // The three names are 21, 30 and 38 bytes long: most names are
+        // passed over by their length alone.
+        if !matches!(name.as_str().len(), 21 | 30 | 38) {
+            continue;
+        }
         let family = match name.as_str() {
             "x-ratelimit-remaining" => 0,
             "anthropic-ratelimit-requests-remaining" => 1,

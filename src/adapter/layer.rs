@@ -132,7 +132,7 @@ use http_body::Body;
 use super::body::{BodyShape, Inspect, ResponseBody};
 use super::{
     HttpRequest, Kept, attempt_window, body_to_inspect, decide, finish, not_ready, not_ready_for,
-    refused, start,
+    pause, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -262,15 +262,16 @@ where
         // Noted before anything reads the body: each retry's copy must
         // still say the same.
         let shape = BodyShape::of(request.body());
+        let mut kept = None;
         let state = match admission {
             // The first attempt always has time: the deadline starts now.
             Admission::Send => {
                 State::start(inner.call(request.clone()), engine.attempt_timeout(now))
             }
-            Admission::Wait { delay, .. } => State::Sleeping {
-                sleep: tokio::time::sleep(delay),
-                kept: None,
-            },
+            Admission::Wait { delay, .. } => {
+                pause(&mut kept, delay, None);
+                State::Sleeping
+            }
             Admission::Fail(reason) => State::Refused { reason },
         };
         ResponseFuture {
@@ -279,6 +280,7 @@ where
             request,
             engine,
             shape,
+            pause: kept,
         }
     }
 }
@@ -292,7 +294,10 @@ pin_project! {
         Calling { #[pin] fut: F },
         // One timer for the whole attempt, from its send: the response
         // head, then any reading of its body for the classifier.
-        CallingWithTimeout { #[pin] fut: F, #[pin] timer: Sleep, after: Duration },
+        // (The timers are boxed: only attempts with a timeout, waits and a
+        // busy inner service use one, and a small state keeps the future
+        // cheap to move on every request.)
+        CallingWithTimeout { #[pin] fut: F, timer: Pin<Box<Sleep>>, after: Duration },
         // Boxed: only responses whose body a classifier reads get here
         // (GitHub's ambiguous 403s), and a small state keeps the future
         // cheap to move.
@@ -300,14 +305,13 @@ pin_project! {
         // A backoff, or a wait that load protection imposed; either way
         // the next attempt asks to be admitted again. `kept`: the last
         // result (before a retry), handed over if the retry is refused.
-        Sleeping { #[pin] sleep: Sleep, kept: Kept<Response<ResponseBody<R>>> },
+        Sleeping,
         // Admitted (or about to ask): wait for the inner service, until
         // the deadline at most (the timer is set only if it is not ready
         // at once), then send.
         Ready {
             admitted: bool,
-            #[pin] deadline: Option<Sleep>,
-            kept: Kept<Response<ResponseBody<R>>>,
+            deadline: Option<Pin<Box<Sleep>>>,
         },
         // Refused before the first attempt.
         Refused { reason: StopReason },
@@ -319,18 +323,17 @@ impl<F: Future, R: Body> State<F, R> {
         match timeout {
             Some(after) => State::CallingWithTimeout {
                 fut,
-                timer: tokio::time::sleep(after),
+                timer: Box::pin(tokio::time::sleep(after)),
                 after,
             },
             None => State::Calling { fut },
         }
     }
 
-    fn ready(kept: Kept<Response<ResponseBody<R>>>) -> Self {
+    fn ready() -> Self {
         State::Ready {
             admitted: false,
             deadline: None,
-            kept,
         }
     }
 }
@@ -361,6 +364,9 @@ pin_project! {
         engine: RetryState,
         // What the request body said of itself at the first send.
         shape: BodyShape,
+        // The wait before the next attempt and the last result kept
+        // through it (made at the first wait, reused after).
+        pause: Kept<Response<ResponseBody<R>>>,
     }
 }
 
@@ -410,7 +416,7 @@ where
                         Attempt::Fresh(result.map_err(Into::into), Some((timer.deadline(), *after)))
                     }
                     Poll::Pending => {
-                        ready!(timer.poll(cx));
+                        ready!(timer.as_mut().poll(cx));
                         Attempt::Fresh(Err(timed_out(*after)), None)
                     }
                 },
@@ -438,10 +444,11 @@ where
                         }
                     }
                 }
-                StateProj::Sleeping { sleep, kept } => {
-                    ready!(sleep.poll(cx));
-                    let kept = kept.take();
-                    this.state.set(State::ready(kept));
+                StateProj::Sleeping => {
+                    if let Some(pause) = this.pause {
+                        ready!(pause.as_mut().sleep().poll(cx));
+                    }
+                    this.state.set(State::ready());
                     continue;
                 }
                 StateProj::Refused { reason } => {
@@ -449,21 +456,15 @@ where
                     let meta = RequestMeta::from_http(this.request);
                     return Poll::Ready(refused(this.engine, &meta, reason, None));
                 }
-                StateProj::Ready {
-                    admitted,
-                    mut deadline,
-                    kept,
-                } => {
+                StateProj::Ready { admitted, deadline } => {
+                    let kept = &mut *this.pause;
                     let meta = RequestMeta::from_http(this.request);
                     if !*admitted {
                         match this.engine.admit(&meta, Instant::now().into_std()) {
                             Admission::Send => *admitted = true,
                             Admission::Wait { delay, .. } => {
-                                let kept = kept.take();
-                                this.state.set(State::Sleeping {
-                                    sleep: tokio::time::sleep(delay),
-                                    kept,
-                                });
+                                pause(kept, delay, None);
+                                this.state.set(State::Sleeping);
                                 continue;
                             }
                             Admission::Fail(reason) => {
@@ -488,12 +489,14 @@ where
                             if deadline.is_none() {
                                 let now = Instant::now().into_std();
                                 match this.engine.deadline_left(now) {
-                                    Some(left) => deadline.set(Some(tokio::time::sleep(left))),
+                                    Some(left) => {
+                                        *deadline = Some(Box::pin(tokio::time::sleep(left)))
+                                    }
                                     None => return Poll::Pending,
                                 }
                             }
-                            if let Some(timer) = deadline.as_pin_mut() {
-                                ready!(timer.poll(cx));
+                            if let Some(timer) = deadline {
+                                ready!(timer.as_mut().poll(cx));
                             }
                             this.engine.withdraw(&meta, StopReason::Deadline);
                             let kept = kept.take();
@@ -521,7 +524,7 @@ where
                         return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
                     }
                     // Sent: the last result is no longer needed.
-                    drop(kept.take());
+                    drop(take_kept(kept));
                     let fut = this.inner.call(copy);
                     this.state.set(State::start(fut, timeout));
                     continue;
@@ -565,14 +568,11 @@ where
                 &result,
                 prefix.as_deref(),
                 FailureKind::from_error,
-                Instant::now().into_std(),
             );
             if let Decision::Retry { delay, .. } = decision {
                 // Kept through the wait, in case the retry is refused.
-                this.state.set(State::Sleeping {
-                    sleep: tokio::time::sleep(delay),
-                    kept: Some(Box::new(result)),
-                });
+                pause(this.pause, delay, Some(result));
+                this.state.set(State::Sleeping);
                 continue;
             }
             return Poll::Ready(finish(decision, this.engine, || meta, result));

@@ -44,8 +44,8 @@ use tokio::time::Instant;
 
 use super::body::{Inspect, ResponseBody, known_empty};
 use super::{
-    HttpRequest, HttpResponse, Kept, attempt_window, body_to_inspect, decide, finish, refused,
-    start,
+    HttpRequest, HttpResponse, Kept, attempt_window, body_to_inspect, decide, finish, pause,
+    refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -144,24 +144,23 @@ impl Middleware for RetryMiddleware {
         // then a body-less stand-in with the same method, URL and headers
         // (what the engine reads), and no retry follows.
         let mut streamed = false;
-        // The last result while a decided retry waits: a refusal before
-        // the retry is sent hands it over. Boxed, so this (boxed) future
-        // stays small.
+        // The wait before the next attempt, and the last result kept
+        // through it (a refusal before the retry is sent hands it over):
+        // boxed, so this (boxed) future stays small.
         let mut kept: Kept<Response> = None;
         loop {
             // Load protection in front of every attempt: wait, or refuse.
             // Only the boxed sleep lives across the await, which keeps this
             // (boxed) future small enough for the allocator's fast path.
             loop {
-                let wait = match admission {
+                match admission {
                     Admission::Send => break,
-                    Admission::Wait { delay, .. } => Box::pin(tokio::time::sleep(delay)),
+                    Admission::Wait { delay, .. } => pause(&mut kept, delay, None).sleep().await,
                     Admission::Fail(reason) => {
                         return refused(&mut engine, &request.describe(), reason, kept)
                             .map_err(reqwest_middleware::Error::middleware);
                     }
-                };
-                wait.await;
+                }
                 starts = Instant::now().into_std();
                 admission = engine.admit(&request.describe(), starts);
             }
@@ -186,7 +185,7 @@ impl Middleware for RetryMiddleware {
                 }
             };
             // Sent: the last result is no longer needed.
-            drop(kept.take());
+            drop(take_kept(&mut kept));
             let send = next.clone().run(attempt, extensions);
             let mut result = match timeout {
                 None => send.await.map_err(|e| into_box(e, &engine)),
@@ -201,14 +200,7 @@ impl Middleware for RetryMiddleware {
             let decided = {
                 let meta = request.describe();
                 match body_to_inspect(&engine, &meta, &result) {
-                    0 => Ok(decide(
-                        &mut engine,
-                        &meta,
-                        &result,
-                        None,
-                        kind_of,
-                        Instant::now().into_std(),
-                    )),
+                    0 => Ok(decide(&mut engine, &meta, &result, None, kind_of)),
                     wanted => Err(wanted),
                 }
             };
@@ -227,9 +219,8 @@ impl Middleware for RetryMiddleware {
                             response
                         });
                     }
-                    let now = Instant::now().into_std();
                     let meta = request.describe();
-                    decide(&mut engine, &meta, &result, prefix.as_deref(), kind_of, now)
+                    decide(&mut engine, &meta, &result, prefix.as_deref(), kind_of)
                 }
             };
             let delay = match decision {
@@ -241,8 +232,7 @@ impl Middleware for RetryMiddleware {
                         .map_err(reqwest_middleware::Error::middleware);
                 }
             };
-            kept = Some(Box::new(result));
-            Box::pin(tokio::time::sleep(delay)).await;
+            pause(&mut kept, delay, Some(result)).sleep().await;
             starts = Instant::now().into_std();
             admission = engine.admit(&request.describe(), starts);
         }

@@ -3,6 +3,7 @@
 //! adapters themselves only move requests, responses and timers.
 
 use std::error::Error as StdError;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use http::{Extensions, HeaderMap, StatusCode};
@@ -95,10 +96,11 @@ pub(crate) fn decide<R: HttpResponse>(
     result: &Result<R, BoxError>,
     body: Option<&[u8]>,
     kind_of: impl FnOnce(&(dyn StdError + 'static)) -> FailureKind,
-    now: Instant,
 ) -> Decision {
+    // The attempt's end, read only if the decision needs it.
+    let now = || tokio::time::Instant::now().into_std();
     match result {
-        Ok(response) => engine.decide(
+        Ok(response) => engine.decide_at(
             request,
             &Outcome::Response {
                 status: response.status(),
@@ -110,7 +112,7 @@ pub(crate) fn decide<R: HttpResponse>(
         Err(error) => {
             let error: &(dyn StdError + 'static) = &**error;
             let kind = kind_of(error);
-            engine.decide(request, &Outcome::Error { kind, error }, now)
+            engine.decide_at(request, &Outcome::Error { kind, error }, now)
         }
     }
 }
@@ -124,39 +126,39 @@ pub(crate) fn finish<'a, R: HttpResponse>(
     request: impl FnOnce() -> RequestMeta<'a>,
     result: Result<R, BoxError>,
 ) -> Result<R, Error> {
-    match (decision, result) {
-        // A first-attempt success with no wait carries no report: the
-        // accessor (`ResponseExt::retry_report`) answers for it without
-        // allocating. Anything else that happened is attached.
-        (Decision::Return, Ok(response)) if engine.report().is_clean() => Ok(response),
-        (Decision::Return, Ok(mut response)) => {
-            response.extensions_mut().insert(engine.take_report());
-            Ok(response)
+    let result = match result {
+        Ok(mut response) if decision == Decision::Return => {
+            // A first-attempt success with no wait carries no report: the
+            // accessor (`ResponseExt::retry_report`) answers for it without
+            // allocating. Anything else that happened is attached.
+            if !engine.report().is_clean() {
+                response.extensions_mut().insert(engine.take_report());
+            }
+            return Ok(response);
         }
-        (decision, result) => {
-            let report = engine.take_report();
-            let reason = match decision {
-                Decision::Fail(reason) => reason,
-                _ => StopReason::Permanent,
-            };
-            let last = match result {
-                Ok(mut response) => {
-                    response.extensions_mut().insert(report.clone());
-                    Last::Response {
-                        status: response.status(),
-                        headers: response.headers().clone(),
-                        response,
-                    }
-                }
-                Err(e) => Last::Error(e),
-            };
-            Err(with_url(
-                Error::from_stop(reason, report, last),
-                engine,
-                &request(),
-            ))
+        result => result,
+    };
+    let report = engine.take_report();
+    let reason = match decision {
+        Decision::Fail(reason) => reason,
+        _ => StopReason::Permanent,
+    };
+    let last = match result {
+        Ok(mut response) => {
+            response.extensions_mut().insert(report.clone());
+            Last::Response {
+                status: response.status(),
+                headers: response.headers().clone(),
+                response,
+            }
         }
-    }
+        Err(e) => Last::Error(e),
+    };
+    Err(with_url(
+        Error::from_stop(reason, report, last),
+        engine,
+        &request(),
+    ))
 }
 
 /// Names the request in the error, redacted as the policy says.
@@ -164,31 +166,80 @@ fn with_url(error: Error, engine: &RetryState, request: &RequestMeta<'_>) -> Err
     error.with_url(request.redacted_url(engine.policy().hide_paths()))
 }
 
-/// The last attempt's result, kept (boxed: it is rare, and the futures that
-/// carry it across their waits stay small) while a decided retry waits:
-/// if the retry is refused before it is sent, this is what the caller
-/// gets, as if the retry had been refused right after the attempt.
-pub(crate) type Kept<R> = Option<Box<Result<R, BoxError>>>;
+pin_project_lite::pin_project! {
+    /// A wait before the next attempt (a backoff, or one that load
+    /// protection imposed), and the last attempt's result kept through it:
+    /// if the next attempt is refused before it is sent, that result is
+    /// what the caller gets, as if the retry had been refused right after
+    /// the attempt. One box for both, made at the first wait (most requests
+    /// never wait), and reused for the next.
+    pub(crate) struct Pause<R> {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        kept: Option<Result<R, BoxError>>,
+    }
+}
+
+/// A request's pause, once it has waited.
+pub(crate) type Kept<R> = Option<Pin<Box<Pause<R>>>>;
+
+/// Starts waiting `delay` in `pause` (made on first need), keeping `last`
+/// (or, with `None`, whatever it kept before).
+pub(crate) fn pause<R>(
+    pause: &mut Kept<R>,
+    delay: Duration,
+    last: Option<Result<R, BoxError>>,
+) -> Pin<&mut Pause<R>> {
+    let deadline = tokio::time::Instant::now() + delay;
+    let pause = match pause {
+        Some(pause) => {
+            let mut this = pause.as_mut().project();
+            this.sleep.as_mut().reset(deadline);
+            if last.is_some() {
+                *this.kept = last;
+            }
+            pause
+        }
+        None => pause.insert(Box::pin(Pause {
+            sleep: tokio::time::sleep_until(deadline),
+            kept: last,
+        })),
+    };
+    pause.as_mut()
+}
+
+impl<R> Pause<R> {
+    /// The wait's timer.
+    pub(crate) fn sleep(self: Pin<&mut Self>) -> Pin<&mut tokio::time::Sleep> {
+        self.project().sleep
+    }
+}
+
+/// The result a pause kept, taken out (the attempt after it was sent, or
+/// refused).
+pub(crate) fn take_kept<R>(pause: &mut Kept<R>) -> Option<Result<R, BoxError>> {
+    pause.as_mut()?.as_mut().project().kept.take()
+}
 
 /// The next attempt was refused before it was sent ([`RetryState::admit`]
 /// or [`RetryState::withdraw`]): before the first attempt, an [`Error`]
-/// with the report; before a retry, what the engine says of the `kept`
-/// last result ([`RetryState::refusal`]): the response itself, or an
-/// [`Error`] that carries it (or the last transport error).
+/// with the report; before a retry, what the engine says of the last
+/// result the pause `kept` ([`RetryState::refusal`]): the response itself,
+/// or an [`Error`] that carries it (or the last transport error).
 pub(crate) fn refused<R: HttpResponse>(
     engine: &mut RetryState,
     request: &RequestMeta<'_>,
     reason: StopReason,
-    kept: Kept<R>,
+    mut kept: Kept<R>,
 ) -> Result<R, Error> {
-    match kept {
+    match take_kept(&mut kept) {
         None => {
             let error = Error::from_stop::<()>(reason, engine.take_report(), Last::Nothing);
             Err(with_url(error, engine, request))
         }
         Some(last) => {
             let decision = engine.refusal(reason, last.is_ok());
-            finish(decision, engine, || *request, *last)
+            finish(decision, engine, || *request, last)
         }
     }
 }

@@ -234,6 +234,7 @@ pub const MAX_INSPECTED_BODY: usize = 64 * 1024;
 pub struct DefaultClassifier;
 
 impl Classify for DefaultClassifier {
+    #[inline]
     fn classify(&self, request: &RequestMeta<'_>, outcome: &Outcome<'_>) -> Class {
         match *outcome {
             Outcome::Response {
@@ -284,6 +285,7 @@ pub fn classify_failure(kind: FailureKind) -> Class {
 }
 
 /// The default rule for a response.
+#[inline]
 pub fn classify_status(
     request: &RequestMeta<'_>,
     status: StatusCode,

@@ -36,6 +36,7 @@ impl<'a> RequestMeta<'a> {
     /// let meta = RequestMeta::new(&Method::GET, "https", "api.github.com", "/repos", &headers);
     /// assert!(meta.is_idempotent());
     /// ```
+    #[inline]
     pub fn new(
         method: &'a Method,
         scheme: &'a str,
@@ -61,6 +62,7 @@ impl<'a> RequestMeta<'a> {
     }
 
     /// Describes an `http::Request`.
+    #[inline]
     pub fn from_http<B>(request: &'a http::Request<B>) -> Self {
         let uri = request.uri();
         RequestMeta {

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{RetryState, trace};
+use super::{Now, RetryState, trace};
 use crate::classify::{Class, Outcome, RequestMeta};
 use crate::policy::Protection;
 use crate::protection::store::{EndpointKey, EndpointState, Partition, Scope};
@@ -203,7 +203,7 @@ impl RetryState {
         request: &RequestMeta<'_>,
         outcome: &Outcome<'_>,
         class: Class,
-        now: Instant,
+        now: &mut Now<impl FnOnce() -> Instant>,
     ) {
         let p = self.policy.inner();
         if let Some(guard) = &mut self.guard {
@@ -218,6 +218,7 @@ impl RetryState {
                     // nothing about the server's health.
                     (_, Outcome::Error { .. }) => None,
                 };
+                let now = now.get();
                 guard.endpoint.circuit(&mut |state| match failed {
                     Some(failed) => state.record(breaker, ticket, failed, now),
                     None => state.release(ticket),
@@ -233,7 +234,7 @@ impl RetryState {
             if wait <= p.protection.max_quota_reset {
                 let guard = Guard::of(&mut self.guard, &p.protection, request);
                 let partition = guard.partition(request);
-                guard.endpoint.block_until(partition, now + wait);
+                guard.endpoint.block_until(partition, now.get() + wait);
                 trace::quota_held(request, which, wait, !partition.is_anonymous());
             } else {
                 trace::quota_ignored(request, which, wait, p.protection.max_quota_reset);
@@ -244,7 +245,11 @@ impl RetryState {
     /// A success: a first attempt puts back `success_refund` (nothing to
     /// do while the store is at rest: every bucket is full), a retried
     /// request what its retries cost.
-    pub(super) fn refund_success(&mut self, request: &RequestMeta<'_>, now: Instant) {
+    pub(super) fn refund_success(
+        &mut self,
+        request: &RequestMeta<'_>,
+        now: &Now<impl FnOnce() -> Instant>,
+    ) {
         let p = self.policy.inner();
         let Some(budget) = &p.protection.budget else {
             return;
@@ -254,7 +259,10 @@ impl RetryState {
             .as_mut()
             .map_or(0, |g| std::mem::take(&mut g.spent));
         let tokens = match spent {
-            0 if self.guard.is_none() && p.protection.store.quiet(now) => return,
+            // An earlier `now` (the attempt's start, when the clock was
+            // not read) can only make the store look less quiet: a
+            // lookup too many, never one too few.
+            0 if self.guard.is_none() && p.protection.store.quiet(now.last()) => return,
             0 => budget.success_refund(),
             spent => spent,
         };

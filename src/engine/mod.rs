@@ -124,7 +124,10 @@ pub struct RetryState {
     /// 450 instructions through the reqwest middleware).
     backoff: Option<Box<Backoff>>,
     started: Instant,
-    safety: Safety,
+    /// Whether the request may be repeated: worked out at its first
+    /// transient outcome (a request that succeeds never needs it), then
+    /// kept.
+    safety: Option<Safety>,
     replayable: bool,
     report: RetryReport,
     /// Whether the first attempt was sent (the deadline counts from it).
@@ -143,22 +146,21 @@ impl RetryState {
     }
 
     /// [`new`](Self::new), taking the policy by value.
+    #[inline]
     pub(crate) fn with_policy(
         policy: RetryPolicy,
         request: &RequestMeta<'_>,
         now: Instant,
     ) -> RetryState {
+        // The request's safety is worked out at its first transient
+        // outcome, from the request `decide` is given.
+        let _ = request;
         RetryState {
             guard: None,
             sent: false,
             backoff: None,
             started: now,
-            safety: match policy.inner().classifier.retry_safety(request) {
-                Some(true) => Safety::Safe,
-                Some(false) => Safety::Never,
-                None if request.is_idempotent() => Safety::Safe,
-                None => Safety::Unsafe,
-            },
+            safety: None,
             policy,
             replayable: true,
             report: RetryReport::new(),
@@ -172,12 +174,14 @@ impl RetryState {
     }
 
     /// The policy in use.
+    #[inline]
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy
     }
 
     /// The timeout for the next attempt: the policy's `attempt_timeout`,
     /// clamped to what is left of the `deadline`. `None`: no timeout.
+    #[inline]
     pub fn attempt_timeout(&self, now: Instant) -> Option<Duration> {
         let p = self.policy.inner();
         match (p.attempt_timeout, self.left(p.deadline, now)) {
@@ -191,6 +195,7 @@ impl RetryState {
     /// deadline counts from the first attempt's admission. An adapter that
     /// waits for its transport after [`admit`](Self::admit) bounds that
     /// wait by it.
+    #[inline]
     pub fn deadline_left(&self, now: Instant) -> Option<Duration> {
         self.left(self.policy.inner().deadline, now)
     }
@@ -205,6 +210,7 @@ impl RetryState {
     /// [`MAX_INSPECTED_BODY`]); `0` for none, the usual case. An adapter
     /// reads that prefix, passes it as the outcome's `body`, and hands the
     /// caller the whole body.
+    #[inline]
     pub fn body_to_inspect(
         &self,
         request: &RequestMeta<'_>,
@@ -219,11 +225,13 @@ impl RetryState {
     }
 
     /// The report so far.
+    #[inline]
     pub fn report(&self) -> &RetryReport {
         &self.report
     }
 
     /// Takes the report out (the adapter attaches it to the result).
+    #[inline]
     pub fn take_report(&mut self) -> RetryReport {
         std::mem::replace(&mut self.report, RetryReport::new())
     }
@@ -308,6 +316,7 @@ impl RetryState {
     }
 
     /// The attempt is being sent at `now`.
+    #[inline]
     fn sending(&mut self, now: Instant) {
         if !self.sent {
             self.sent = true;
@@ -402,8 +411,34 @@ impl RetryState {
         outcome: &Outcome<'_>,
         now: Instant,
     ) -> Decision {
-        let elapsed = now.saturating_duration_since(self.started);
+        self.decide_at(request, outcome, || now)
+    }
+
+    /// [`decide`](Self::decide), reading the clock only if the decision
+    /// needs it: a first attempt that succeeds with nothing held does not
+    /// (its report is not kept: its attempt's `elapsed` reads as zero, as
+    /// [`RetryReport::clean`] says).
+    pub(crate) fn decide_at(
+        &mut self,
+        request: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        now: impl FnOnce() -> Instant,
+    ) -> Decision {
         let class = self.policy.inner().classifier.classify(request, outcome);
+        let is_response = matches!(outcome, Outcome::Response { .. });
+        let mut now = Now {
+            read: Some(now),
+            at: self.started,
+        };
+        let clean = class == Class::Success
+            && is_response
+            && self.report.attempts() == 0
+            && self.guard.is_none();
+        let elapsed = if clean {
+            Duration::ZERO
+        } else {
+            now.get().saturating_duration_since(self.started)
+        };
         self.report.push(AttemptRecord {
             status: outcome.status(),
             failure: outcome.failure(),
@@ -412,24 +447,32 @@ impl RetryState {
             delay_source: None,
             elapsed,
         });
-        let is_response = matches!(outcome, Outcome::Response { .. });
         if self.policy.inner().protection.active() {
-            self.observe(request, outcome, class, now);
+            self.observe(request, outcome, class, &mut now);
         }
         let p = self.policy.inner();
 
         match class {
             Class::Transient => {}
             Class::Success if is_response => {
-                self.refund_success(request, now);
+                self.refund_success(request, &now);
                 return self.stop(request, StopReason::Success, true);
             }
             _ => return self.stop(request, StopReason::Permanent, is_response),
         }
+        let now = now.get();
         if p.deadline.is_some_and(|d| elapsed >= d) {
             return self.stop(request, StopReason::Deadline, is_response);
         }
-        let forbidden = match self.safety {
+        let safety = *self
+            .safety
+            .get_or_insert_with(|| match p.classifier.retry_safety(request) {
+                Some(true) => Safety::Safe,
+                Some(false) => Safety::Never,
+                None if request.is_idempotent() => Safety::Safe,
+                None => Safety::Unsafe,
+            });
+        let forbidden = match safety {
             Safety::Safe => false,
             Safety::Unsafe => {
                 !p.retry_non_idempotent && !p.classifier.not_processed(request, outcome)
@@ -500,6 +543,7 @@ impl RetryState {
         Decision::Retry { delay, source }
     }
 
+    #[inline]
     fn stop(
         &mut self,
         request: &RequestMeta<'_>,
@@ -515,9 +559,29 @@ impl RetryState {
             self.report
                 .set_endpoint(|| endpoint_label(protection, request));
         }
-        let attempts = self.report.attempts();
-        trace::stopped(&self.policy, request, reason, attempts, self.report.last());
+        trace::stopped(&self.policy, request, reason, &self.report);
         self.refusal(reason, is_response)
+    }
+}
+
+/// The clock, read once and only if needed; before that, `at` is the
+/// attempt's start.
+pub(crate) struct Now<F: FnOnce() -> Instant> {
+    read: Option<F>,
+    at: Instant,
+}
+
+impl<F: FnOnce() -> Instant> Now<F> {
+    /// The time, reading the clock the first time.
+    pub(crate) fn get(&mut self) -> Instant {
+        if let Some(read) = self.read.take() {
+            self.at = read();
+        }
+        self.at
+    }
+    /// The time read so far: the attempt's start if the clock was not read.
+    pub(crate) fn last(&self) -> Instant {
+        self.at
     }
 }
 
@@ -567,6 +631,7 @@ pub fn prepare_request(policy: &RetryPolicy, method: &Method, headers: &mut Head
 /// Whether [`prepare_request`] would add a key to `request` under
 /// `policy`: adapters then describe the request again after it, and only
 /// then.
+#[inline]
 pub(crate) fn needs_idempotency_key(policy: &RetryPolicy, request: &RequestMeta<'_>) -> bool {
     policy.auto_idempotency_key()
         && !is_idempotent_method(request.method())

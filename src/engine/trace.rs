@@ -18,7 +18,7 @@ use super::resume::ResumeError;
 use super::resume::ResumeErrorKind;
 use crate::classify::{Outcome, RequestMeta};
 use crate::policy::RetryPolicy;
-use crate::report::{AttemptRecord, StopReason, ThrottleReason};
+use crate::report::{RetryReport, StopReason, ThrottleReason};
 use crate::retry_after::{DelaySource, QuotaHeaders};
 
 /// A wait before an attempt that load protection imposed.
@@ -89,14 +89,14 @@ pub(super) fn stopped(
     policy: &RetryPolicy,
     request: &RequestMeta<'_>,
     reason: StopReason,
-    attempts: u32,
-    last: Option<&AttemptRecord>,
+    report: &RetryReport,
 ) {
     #[cfg(feature = "tracing")]
     if !matches!(reason, StopReason::Success | StopReason::Permanent) {
+        let last = report.last();
         tracing::warn!(
             target: "http_resilience",
-            attempts,
+            attempts = report.attempts(),
             reason = reason.as_str(),
             last_status = last.and_then(|r| r.status()).map(|s| s.as_u16()),
             last_failure = last.and_then(|r| r.failure()).map(|k| k.as_str()),

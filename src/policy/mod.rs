@@ -258,6 +258,7 @@ impl RetryPolicy {
         self.inner.retry_non_idempotent
     }
     /// Whether non-idempotent requests get a generated `Idempotency-Key`.
+    #[inline]
     pub fn auto_idempotency_key(&self) -> bool {
         self.inner.auto_idempotency_key
     }
@@ -267,6 +268,7 @@ impl RetryPolicy {
     }
     /// Whether errors, reports and tracing leave the request's path out
     /// (host and port only).
+    #[inline]
     pub fn hide_paths(&self) -> bool {
         self.inner.hide_paths
     }
@@ -358,6 +360,7 @@ impl RetryPolicy {
             .expect("the defaults are valid")
     }
 
+    #[inline]
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }

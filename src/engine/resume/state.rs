@@ -22,7 +22,7 @@ use super::{Continuation, Resumable, ResumeErrorKind, ResumeLog, ResumeRecord};
 use crate::classify::{Class, FailureKind, Outcome, RequestMeta};
 use crate::engine::endpoint::Guard;
 use crate::engine::trace;
-use crate::engine::{Admission, RetryState};
+use crate::engine::{Admission, Now, RetryState};
 use crate::error::Error;
 use crate::policy::{LongHint, RetryPolicy};
 use crate::report::{AttemptRecord, RetryReport, StopReason};
@@ -110,6 +110,14 @@ pub(crate) enum Answer {
     Again(Option<(Duration, DelaySource)>),
     /// The body fails with this.
     Fail(ResumeErrorKind),
+}
+
+/// `now`, as the engine's lazy clock.
+fn at(now: Instant) -> Now<fn() -> Instant> {
+    Now {
+        read: None,
+        at: now,
+    }
 }
 
 impl RetryState {
@@ -353,7 +361,7 @@ impl Core {
         self.record(meta, &outcome, class, now);
         let answer = match resumable.check_kind(offset, status, headers) {
             Ok(continuation) => {
-                self.engine.refund_success(meta, now);
+                self.engine.refund_success(meta, &at(now));
                 Answer::Go(continuation)
             }
             Err(ResumeErrorKind::UnexpectedStatus(_)) if class == Class::Transient => {
@@ -417,7 +425,7 @@ impl Core {
             elapsed,
         });
         if self.engine.policy.inner().protection.active() {
-            self.engine.observe(meta, outcome, class, now);
+            self.engine.observe(meta, outcome, class, &mut at(now));
         }
         if let Some(status) = outcome.status() {
             self.log.update(|r| r.status = Some(status));

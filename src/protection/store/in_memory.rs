@@ -94,6 +94,7 @@ impl StateStore for InMemoryStore {
             .clone()
     }
 
+    #[inline]
     fn quiet(&self, now: Instant) -> bool {
         self.shared.not_full.load(Ordering::Acquire) == 0
             && self
