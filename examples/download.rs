@@ -1,7 +1,9 @@
 //! A download that survives a cut: an embedded server on loopback cuts the
-//! body at 40% once; the download resumes it with a range request, checks
-//! the SHA-256, and renames the finished file into place. A progress bar
-//! shows it (`indicatif`, used by this example only).
+//! body at 40% once; the download resumes it with a range request (under
+//! the retry policy's `resume_bodies`: the resume is one more attempt of
+//! the request, in its report), checks the SHA-256, and renames the
+//! finished file into place. A progress bar shows it (`indicatif`, used by
+//! this example only).
 //!
 //! ```text
 //! cargo run --example download --features download
@@ -29,9 +31,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let cut = LEN * 4 / 10;
     let server = RangeServer::start(content, vec![Fault::CutAfter(cut), Fault::Honest]).await;
 
+    // Resumes go by the policy: at most 3, after its backoff, paid from the
+    // retry budget like a retry.
+    let policy = RetryPolicy::builder()
+        .resume_bodies(true)
+        .max_resumes(3)
+        .build()?;
     let client =
         reqwest_middleware::ClientBuilder::new(reqwest::Client::builder().no_proxy().build()?)
-            .with(RetryMiddleware::new(RetryPolicy::default()))
+            .with(RetryMiddleware::new(policy))
             .build();
     let dir = std::env::temp_dir().join(format!("http-resilience-download-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -63,6 +71,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
             resume.status().map_or(0, |s| s.as_u16()),
             resume.fetched()
         );
+    }
+    if let Some(report) = done.report() {
+        println!("report: {report}");
     }
     for (i, request) in server.seen().iter().enumerate() {
         println!(

@@ -99,9 +99,19 @@
 //!   optional SHA-256) and renamed into place atomically; turns on
 //!   `reqwest`.
 //!
-//! Streamed request bodies can be replayed within a bound with
-//! [`replay::ReplayBody`], and response bodies resumed with
-//! [`resume::ResumableBody`].
+//! # Streaming bodies
+//!
+//! A request body that cannot be cloned (a stream) is kept in a replay
+//! buffer as it is sent ([`RetryPolicyBuilder::replay_buffer`], 64 KiB by
+//! default; [`replay`]), so that a retry sends it again byte for byte: by
+//! the reqwest middleware for every streamed body, by the tower layer with
+//! [`RetryLayer::replay_bodies`]. With
+//! [`RetryPolicyBuilder::resume_bodies`], a `GET` response body with a
+//! strong validator that fails while read is resumed with a range request
+//! where the caller stopped reading, checked, and continued as the same
+//! stream ([`resume`]: through tower with [`resume::ResumeLayer`], through
+//! reqwest with [`resume::ResumeExt`]); each resume is one more attempt of
+//! the request, under its limits.
 //!
 //! # Time
 //!
@@ -184,6 +194,8 @@ pub use middleware::RetryMiddleware;
 pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
 pub use protection::{CircuitBreaker, CircuitStatus, RateLimit, RetryBudget};
-pub use report::{AttemptRecord, ResponseExt, RetryReport, StopReason, Throttle, ThrottleReason};
+pub use report::{
+    AttemptRecord, ResponseExt, ResumeRecord, RetryReport, StopReason, Throttle, ThrottleReason,
+};
 pub use retry_after::{DelaySource, WallClock};
 pub use store::{EndpointKey, EndpointState, InMemoryStore, Scope, StateStore};

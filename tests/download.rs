@@ -437,3 +437,69 @@ async fn a_partial_file_for_another_url_is_not_resumed() {
     assert_eq!(server.seen()[1].range, None, "a fresh request");
     assert_eq!(std::fs::read(&files.target).unwrap(), original);
 }
+
+/// A client whose policy resumes bodies: the download's resumes then go by
+/// the policy (its `max_resumes`, deadline, budget and backoff) and are in
+/// the request's report.
+fn resuming_client(max_resumes: u32) -> ClientWithMiddleware {
+    let policy = RetryPolicy::builder()
+        .initial_backoff(Duration::from_millis(10))
+        .max_backoff(Duration::from_millis(100))
+        .jitter(http_resilience::Jitter::None)
+        .resume_bodies(true)
+        .max_resumes(max_resumes)
+        .build()
+        .unwrap();
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::builder().no_proxy().build().unwrap())
+        .with(RetryMiddleware::new(policy))
+        .build()
+}
+
+#[tokio::test]
+async fn under_a_resuming_policy_cuts_are_resumed_by_the_policy_within_and_across_runs() {
+    let original = content(LEN, 71);
+    let server = RangeServer::start(
+        original.clone(),
+        vec![
+            Fault::CutAfter(300_000),
+            Fault::CutAfter(200_000),
+            Fault::Honest,
+        ],
+    )
+    .await;
+    let files = files();
+    // Run 1: the policy allows no resume; the partial file is kept.
+    let error = download(&resuming_client(0), &server.url("/f"))
+        .to(&resuming_client(0), &files.target)
+        .await
+        .unwrap_err();
+    let cause = std::error::Error::source(&error).unwrap();
+    let cause = cause.downcast_ref::<ResumeError>().unwrap();
+    assert_eq!(cause.code(), "RESUME_LIMIT_EXCEEDED");
+    assert_eq!(cause.report().unwrap().attempts(), 1);
+    assert_eq!(error.kept(), Some(300_000));
+    // Run 2: goes on from the partial file, is cut again, and resumes under
+    // the policy.
+    let client = resuming_client(3);
+    let done = download(&client, &server.url("/f"))
+        .sha256(sha256(&original))
+        .to(&client, &files.target)
+        .await
+        .unwrap();
+    assert_eq!(done.resumed_from(), Some(300_000));
+    assert_eq!(done.resumes().len(), 1);
+    assert_eq!(done.resumes()[0].offset(), 500_000);
+    let report = done.report().unwrap();
+    assert_eq!(report.attempts(), 2, "{report}");
+    assert_eq!(report.resumes(), done.resumes());
+    assert_eq!(std::fs::read(&files.target).unwrap(), original);
+    let ranges: Vec<Option<String>> = server.seen().into_iter().map(|s| s.range).collect();
+    assert_eq!(
+        ranges,
+        [
+            None,
+            Some("bytes=300000-".into()),
+            Some("bytes=500000-".into())
+        ]
+    );
+}

@@ -1,7 +1,15 @@
 //! Resumable response bodies against a real server that cuts, stalls or
-//! mishandles ranges, through both adapters as they are: the first request
-//! and every resume go through the tower layer (over hyper-util's client)
-//! or the reqwest middleware, and `ResumableBody` continues the stream.
+//! mishandles ranges, through both adapters.
+//!
+//! The first half: under the policy (`resume_bodies`), as a user sets it
+//! up: tower through `ResumeLayer` outside `RetryLayer`, reqwest with
+//! `ResumeExt::send_resumable`. Resumes then count against the policy's
+//! `max_resumes`, its deadline and the retry budget, wait its backoff (or a
+//! `Retry-After`), and are in the request's report.
+//!
+//! The second half: a `ResumableBody` made by the caller with its own
+//! `ResumeLimits` and resumer (each resume request a request of its own
+//! through the adapter).
 
 #[path = "support/ranges.rs"]
 mod ranges;
@@ -15,16 +23,18 @@ use http::{Method, Request};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use http_resilience::resume::{
-    NotResumable, ResumableBody, ResumeError, ResumeLimits, ResumeLog, ResumeRecord, ResumeRequest,
+    NotResumable, ResumableBody, ResumeError, ResumeExt, ResumeLayer, ResumeLimits, ResumeLog,
+    ResumeRecord, ResumeRequest,
 };
 use http_resilience::{
-    BoxError, Jitter, ResponseExt, RetryLayer, RetryMiddleware, RetryPolicy, RetryReport,
+    BoxError, Jitter, ResponseExt, RetryBudget, RetryLayer, RetryMiddleware, RetryPolicy,
+    RetryPolicyBuilder, RetryReport,
 };
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 
 use ranges::{Fault, RangeServer, Validation, content};
 use support::clients::{BOTH, Via};
@@ -155,6 +165,364 @@ async fn fetch(via: Via, url: &str, limits: ResumeLimits) -> Read {
     };
     read.elapsed = start.elapsed();
     read
+}
+
+/// A deterministic policy that resumes bodies: no jitter, 100 ms doubling.
+fn resuming() -> RetryPolicyBuilder {
+    RetryPolicy::builder()
+        .initial_backoff(Duration::from_millis(100))
+        .max_backoff(Duration::from_secs(1))
+        .jitter(Jitter::None)
+        .resume_bodies(true)
+}
+
+/// What the caller read of a body resumed under the policy.
+struct Resumed {
+    bytes: Vec<u8>,
+    /// The error that ended the body, if one did (reqwest wraps it).
+    error: Option<BoxError>,
+    /// The log from the response's extensions.
+    log: Option<ResumeLog>,
+    elapsed: Duration,
+}
+
+impl Resumed {
+    fn resume_error(&self) -> &ResumeError {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = self
+            .error
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static));
+        while let Some(e) = current {
+            if let Some(found) = e.downcast_ref::<ResumeError>() {
+                return found;
+            }
+            current = e.source();
+        }
+        panic!("a ResumeError, got {:?}", self.error)
+    }
+    fn log(&self) -> &ResumeLog {
+        self.log
+            .as_ref()
+            .expect("a ResumeLog in the response's extensions")
+    }
+    fn report(&self) -> RetryReport {
+        self.log().report().expect("the request's report")
+    }
+}
+
+/// GETs `url` through `via` under `policy`, as a user sets it up, and
+/// reads the body to its end.
+async fn get_resumable(via: Via, url: &str, policy: RetryPolicy) -> Resumed {
+    let start = Instant::now();
+    let mut read = match via {
+        Via::Tower => {
+            let client = HyperClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+            let svc = ServiceBuilder::new()
+                .layer(ResumeLayer::new())
+                .layer(RetryLayer::new(policy))
+                .service(client);
+            let request = Request::get(url).body(Empty::new()).unwrap();
+            let response = svc.oneshot(request).await.expect("a response");
+            let log = response.extensions().get::<ResumeLog>().cloned();
+            let (bytes, error) = drain(response.into_body()).await;
+            Resumed {
+                bytes,
+                error,
+                log,
+                elapsed: Duration::ZERO,
+            }
+        }
+        Via::Reqwest => {
+            let client = reqwest_middleware::ClientBuilder::new(
+                reqwest::Client::builder().no_proxy().build().unwrap(),
+            )
+            .with(RetryMiddleware::new(policy))
+            .build();
+            let mut response = client.get(url).send_resumable().await.expect("a response");
+            let log = response.extensions().get::<ResumeLog>().cloned();
+            let mut bytes = Vec::new();
+            let error = loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                    Ok(None) => break None,
+                    Err(e) => break Some(BoxError::from(e)),
+                }
+            };
+            Resumed {
+                bytes,
+                error,
+                log,
+                elapsed: Duration::ZERO,
+            }
+        }
+    };
+    read.elapsed = start.elapsed();
+    read
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_the_policy_a_body_cut_at_40_percent_resumes_where_the_caller_stopped() {
+    let original = content(LEN, 3);
+    for via in BOTH {
+        let server =
+            RangeServer::start(original.clone(), vec![Fault::CutAfter(CUT), Fault::Honest]).await;
+        let read = get_resumable(via, &server.url("/file"), resuming().build().unwrap()).await;
+        assert!(read.error.is_none(), "{via:?}: {:?}", read.error);
+        assert_eq!(digest(&read.bytes), digest(&original), "{via:?}");
+        let records = read.log().records();
+        assert_eq!(records.len(), 1, "{via:?}: one resume");
+        assert_eq!(records[0].offset(), CUT as u64, "{via:?}");
+        assert_eq!(records[0].status(), Some(http::StatusCode::PARTIAL_CONTENT));
+        assert_eq!(records[0].fetched(), (LEN - CUT) as u64, "{via:?}");
+        assert_eq!(records[0].waited(), Duration::from_millis(100), "{via:?}");
+        // The request's report: the first attempt, the resume's.
+        let report = read.report();
+        assert_eq!(
+            report.to_string(),
+            "2 attempts [200 -> wait 100ms (backoff), 206]; resumed at byte 80000 (120000 bytes)",
+            "{via:?}"
+        );
+        assert_eq!(report.resumes(), &records[..], "{via:?}");
+        let seen = server.seen();
+        assert_eq!(seen.len(), 2, "{via:?}");
+        assert_eq!(seen[0].range, None);
+        assert_eq!(seen[0].written, CUT);
+        assert_eq!(
+            seen[0].accept_encoding.as_deref(),
+            Some("identity"),
+            "{via:?}"
+        );
+        assert_eq!(seen[1].range.as_deref(), Some("bytes=80000-"), "{via:?}");
+        assert_eq!(seen[1].if_range.as_deref(), Some("\"v1\""), "{via:?}");
+        assert_eq!(
+            read.elapsed,
+            Duration::from_millis(100),
+            "{via:?}: the backoff"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_the_policy_bad_servers_fail_with_their_own_code_and_never_corrupt_bytes() {
+    let original = content(LEN, 5);
+    let cases = [
+        (Fault::Changed, "RESUME_VALIDATOR_CHANGED"),
+        (Fault::WrongStart(0), "RESUME_WRONG_START"),
+        (Fault::WrongStart(CUT as u64 + 10), "RESUME_WRONG_START"),
+        (Fault::WeakTag, "RESUME_WEAK_VALIDATOR"),
+        (Fault::ImpossibleRange, "RESUME_INVALID_RANGE"),
+        (Fault::WrongTotal(LEN as u64 * 2), "RESUME_LENGTH_CHANGED"),
+        (Fault::Status(404), "RESUME_UNEXPECTED_STATUS"),
+    ];
+    for via in BOTH {
+        for (fault, code) in &cases {
+            let server =
+                RangeServer::start(original.clone(), vec![Fault::CutAfter(CUT), fault.clone()])
+                    .await;
+            let read = get_resumable(via, &server.url("/file"), resuming().build().unwrap()).await;
+            let error = read.resume_error();
+            assert_eq!(error.code(), *code, "{via:?} {fault:?}: {error}");
+            assert_eq!(error.offset(), CUT as u64, "{via:?} {fault:?}");
+            assert_eq!(read.bytes[..], original[..CUT], "{via:?} {fault:?}");
+            let report = error.report().expect("the request's report");
+            assert_eq!(report.attempts(), 2, "{via:?} {fault:?}: {report}");
+            assert_eq!(report.resumes().len(), 1, "{via:?} {fault:?}");
+            assert_eq!(
+                server.seen().len(),
+                2,
+                "{via:?} {fault:?}: no further request"
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_the_policy_resumes_count_against_max_resumes() {
+    let original = content(LEN, 7);
+    let cut = 30_000;
+    for via in BOTH {
+        let server = RangeServer::start(original.clone(), vec![Fault::CutAfter(cut)]).await;
+        let policy = resuming().max_resumes(2).build().unwrap();
+        let read = get_resumable(via, &server.url("/file"), policy).await;
+        let error = read.resume_error();
+        assert_eq!(error.code(), "RESUME_LIMIT_EXCEEDED", "{via:?}");
+        assert_eq!(error.resumes(), 2);
+        assert_eq!(error.offset(), 3 * cut as u64);
+        assert_eq!(read.bytes[..], original[..3 * cut], "{via:?}");
+        let offsets: Vec<u64> = read
+            .log()
+            .records()
+            .iter()
+            .map(ResumeRecord::offset)
+            .collect();
+        assert_eq!(offsets, [cut as u64, 2 * cut as u64], "{via:?}");
+        // The waits: the policy's backoff, 100 ms then 200 ms.
+        assert_eq!(read.elapsed, Duration::from_millis(300), "{via:?}");
+    }
+}
+
+/// A resume pays the retry budget like a retry: with tokens for one, the
+/// second resume (after the first was answered with a 503) cannot be paid.
+#[tokio::test(start_paused = true)]
+async fn under_the_policy_resumes_pay_the_retry_budget() {
+    let original = content(LEN, 11);
+    for via in BOTH {
+        let server = RangeServer::start(
+            original.clone(),
+            vec![Fault::CutAfter(CUT), Fault::Status(503)],
+        )
+        .await;
+        let budget = RetryBudget::builder()
+            .capacity(5)
+            .retry_cost(5)
+            .timeout_cost(5)
+            .build()
+            .unwrap();
+        let policy = resuming().retry_budget(budget).build().unwrap();
+        let read = get_resumable(via, &server.url("/file"), policy).await;
+        let error = read.resume_error();
+        assert_eq!(error.code(), "RESUME_BUDGET_EXHAUSTED", "{via:?}: {error}");
+        assert_eq!(error.resumes(), 1, "{via:?}");
+        assert_eq!(read.bytes[..], original[..CUT], "{via:?}");
+        assert_eq!(server.seen().len(), 2, "{via:?}: one range request");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_the_policy_resumes_respect_the_deadline() {
+    let original = content(LEN, 13);
+    let cut = 30_000;
+    for via in BOTH {
+        let server = RangeServer::start(
+            original.clone(),
+            vec![Fault::CutAfter(cut), Fault::CutAfter(cut), Fault::Honest],
+        )
+        .await;
+        // The first resume waits 100 ms; the second would wait 200 ms more,
+        // past the deadline.
+        let policy = resuming()
+            .deadline(Duration::from_millis(250))
+            .build()
+            .unwrap();
+        let read = get_resumable(via, &server.url("/file"), policy).await;
+        let error = read.resume_error();
+        assert_eq!(error.code(), "RESUME_DEADLINE_EXCEEDED", "{via:?}");
+        assert_eq!(read.bytes[..], original[..2 * cut], "{via:?}");
+        assert_eq!(server.seen().len(), 2, "{via:?}");
+        assert_eq!(read.elapsed, Duration::from_millis(100), "{via:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_the_policy_an_idle_body_resumes_after_exactly_the_timeout() {
+    let original = content(LEN, 17);
+    for via in BOTH {
+        let server = RangeServer::start(
+            original.clone(),
+            vec![Fault::StallAfter(CUT), Fault::Honest],
+        )
+        .await;
+        let policy = resuming()
+            .body_idle_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let read = get_resumable(via, &server.url("/file"), policy).await;
+        assert!(read.error.is_none(), "{via:?}: {:?}", read.error);
+        assert_eq!(digest(&read.bytes), digest(&original), "{via:?}");
+        assert_eq!(
+            read.elapsed,
+            Duration::from_secs(10) + Duration::from_millis(100),
+            "{via:?}: the idle timeout, then the backoff"
+        );
+        assert_eq!(read.log().records()[0].offset(), CUT as u64);
+        assert_eq!(server.seen()[1].range.as_deref(), Some("bytes=80000-"));
+    }
+}
+
+/// A `503` with `Retry-After` on the range request is one more resume,
+/// after the server's wait.
+#[tokio::test(start_paused = true)]
+async fn under_the_policy_a_503_on_the_range_request_waits_its_retry_after() {
+    let original = content(LEN, 19);
+    for via in BOTH {
+        let server = RangeServer::start(
+            original.clone(),
+            vec![
+                Fault::CutAfter(CUT),
+                Fault::Unavailable { retry_after: 2 },
+                Fault::Honest,
+            ],
+        )
+        .await;
+        let read = get_resumable(via, &server.url("/file"), resuming().build().unwrap()).await;
+        assert!(read.error.is_none(), "{via:?}: {:?}", read.error);
+        assert_eq!(digest(&read.bytes), digest(&original), "{via:?}");
+        let waits: Vec<Duration> = read
+            .log()
+            .records()
+            .iter()
+            .map(ResumeRecord::waited)
+            .collect();
+        assert_eq!(
+            waits,
+            [Duration::from_millis(100), Duration::from_secs(2)],
+            "{via:?}"
+        );
+        assert_eq!(
+            read.report().to_string(),
+            "3 attempts [200 -> wait 100ms (backoff), 503 -> wait 2s (retry_after), 206]; \
+             resumed at byte 80000 (0 bytes), at byte 80000 (120000 bytes)",
+            "{via:?}"
+        );
+        let ranges: Vec<Option<String>> = server.seen().into_iter().map(|s| s.range).collect();
+        assert_eq!(ranges[1], ranges[2], "{via:?}: the same range again");
+        assert_eq!(read.elapsed, Duration::from_millis(2100), "{via:?}");
+    }
+}
+
+/// Without `resume_bodies` (and without a strong validator), nothing is
+/// resumed, whatever the adapter's setup: the cut reaches the caller as the
+/// transport reported it.
+#[tokio::test(start_paused = true)]
+async fn under_the_policy_nothing_is_resumed_when_it_may_not_be() {
+    let original = content(LEN, 23);
+    let weak = Validation::ETag {
+        tag: "v1".into(),
+        weak: true,
+    };
+    let cases = [
+        (
+            "resume_bodies off",
+            Validation::ETag {
+                tag: "v1".into(),
+                weak: false,
+            },
+            false,
+        ),
+        ("a weak ETag", weak, true),
+        ("no validator", Validation::None, true),
+    ];
+    for via in BOTH {
+        for (name, validation, on) in &cases {
+            let server = RangeServer::with(
+                original.clone(),
+                validation.clone(),
+                true,
+                vec![Fault::CutAfter(CUT), Fault::Honest],
+            )
+            .await;
+            let policy = resuming().resume_bodies(*on).build().unwrap();
+            let read = get_resumable(via, &server.url("/file"), policy).await;
+            let error = read.error.as_ref().expect("the cut is an error");
+            assert!(
+                format!("{error:?}").find("ResumeError").is_none(),
+                "{via:?} {name}: {error:?}"
+            );
+            assert_eq!(read.bytes[..], original[..CUT], "{via:?} {name}");
+            assert!(read.log.is_none(), "{via:?} {name}: no log");
+            assert_eq!(server.seen().len(), 1, "{via:?} {name}: no range request");
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

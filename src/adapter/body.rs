@@ -264,6 +264,19 @@ pub trait RetryBody: Sized {
     fn can_replay(&self) -> Result<(), Committed> {
         self.try_replay().map(drop)
     }
+
+    /// A copy of the whole request for the next attempt: its method, URI,
+    /// version, headers and extensions, with [`try_replay`](Self::try_replay)
+    /// of its body. (For a `Clone` body, the request's own `clone()`.)
+    fn try_replay_request(request: &http::Request<Self>) -> Result<http::Request<Self>, Committed> {
+        let mut copy = http::Request::new(request.body().try_replay()?);
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.version_mut() = request.version();
+        *copy.headers_mut() = request.headers().clone();
+        *copy.extensions_mut() = request.extensions().clone();
+        Ok(copy)
+    }
 }
 
 impl<T: Clone> RetryBody for T {
@@ -274,6 +287,10 @@ impl<T: Clone> RetryBody for T {
     #[inline]
     fn can_replay(&self) -> Result<(), Committed> {
         Ok(())
+    }
+    #[inline]
+    fn try_replay_request(request: &http::Request<Self>) -> Result<http::Request<Self>, Committed> {
+        Ok(request.clone())
     }
 }
 

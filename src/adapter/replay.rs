@@ -65,51 +65,10 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::error::BoxError;
+pub use crate::report::Committed;
 
 /// The default limit of a [`ReplayBody`]'s buffer: 64 KiB.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
-
-/// Why a [`ReplayBody`] cannot be sent again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Committed {
-    /// More than `limit` bytes were read (or the body's size hint said it
-    /// would be longer than that before anything was read): the buffer was
-    /// dropped.
-    TooLarge {
-        /// The buffer's limit, in bytes.
-        limit: usize,
-    },
-    /// The body's own stream failed while it was being sent: what it would
-    /// have sent after the failure is unknown.
-    Failed,
-}
-
-impl Committed {
-    /// A stable snake_case name: `body_too_large`, `body_failed`.
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            Committed::TooLarge { .. } => "body_too_large",
-            Committed::Failed => "body_failed",
-        }
-    }
-}
-
-impl fmt::Display for Committed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Committed::TooLarge { limit } => write!(
-                f,
-                "the request body is longer than the replay buffer ({limit} bytes): it cannot be sent again"
-            ),
-            Committed::Failed => f.write_str(
-                "the request body's stream failed while it was sent: it cannot be sent again",
-            ),
-        }
-    }
-}
-
-impl StdError for Committed {}
 
 /// The error a [`ReplayBody`] copy yields on its own account (the stream's
 /// own errors are passed on as they are, boxed).

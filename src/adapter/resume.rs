@@ -880,8 +880,10 @@ impl ResumeHandle {
 /// Puts a response body behind a `Mutex`, for clients that need a `Sync`
 /// body (reqwest's `Body::wrap`): the body is only ever polled through
 /// `&mut`, which takes no lock.
+#[cfg(feature = "reqwest")]
 struct SyncBody<B>(Mutex<B>);
 
+#[cfg(feature = "reqwest")]
 impl<B: Body + Unpin> Body for SyncBody<B> {
     type Data = B::Data;
     type Error = B::Error;
@@ -1202,15 +1204,8 @@ impl Resume<reqwest::Body> for ReqwestResumer {
             let response = client
                 .execute_with_extensions(request, &mut extensions)
                 .await
-                .map_err(|e| -> BoxError {
-                    // The retry middleware's `Error` downcasts, as
-                    // `middleware::into_box_error` makes it.
-                    match crate::error::Error::from_middleware(e) {
-                        Ok(ours) => Box::new(ours),
-                        Err(reqwest_middleware::Error::Reqwest(e)) => Box::new(e),
-                        Err(reqwest_middleware::Error::Middleware(e)) => e.into(),
-                    }
-                })?;
+                // The retry middleware's `Error` downcasts.
+                .map_err(crate::error::Error::boxed_from_middleware)?;
             Ok(http::Response::<reqwest::Body>::from(response))
         })
     }

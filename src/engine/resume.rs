@@ -22,11 +22,12 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::error::BoxError;
+pub use crate::report::ResumeRecord;
 use crate::report::RetryReport;
 
 mod state;
 
-pub(crate) use state::{Answer, Head, ResumeAdmission, ResumeState};
+pub(crate) use state::{Answer, ResumeAdmission, ResumeState};
 
 /// What a resume is validated against: the first response's strong
 /// validator.
@@ -735,50 +736,6 @@ impl StdError for ResumeError {
     }
 }
 
-/// One resume: where it asked to continue, what came back, how much it
-/// fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResumeRecord {
-    pub(crate) offset: u64,
-    pub(crate) status: Option<StatusCode>,
-    pub(crate) fetched: u64,
-    pub(crate) skipped: u64,
-    pub(crate) waited: Duration,
-}
-
-impl ResumeRecord {
-    pub(crate) fn new(offset: u64, waited: Duration) -> ResumeRecord {
-        ResumeRecord {
-            offset,
-            status: None,
-            fetched: 0,
-            skipped: 0,
-            waited,
-        }
-    }
-    /// The representation offset asked for (`Range: bytes=N-`).
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-    /// The response's status, if one came.
-    pub fn status(&self) -> Option<StatusCode> {
-        self.status
-    }
-    /// Body bytes this resume's response delivered (skipped ones
-    /// included).
-    pub fn fetched(&self) -> u64 {
-        self.fetched
-    }
-    /// Bytes of a `200` that were skipped (already read).
-    pub fn skipped(&self) -> u64 {
-        self.skipped
-    }
-    /// The wait before it (backoff, a server's hint, load protection).
-    pub fn waited(&self) -> Duration {
-        self.waited
-    }
-}
-
 /// The resumes of one body, shared with whoever holds a copy of the log
 /// (the body itself is usually consumed by reading it). A response whose
 /// body may resume carries one in its extensions.
@@ -816,7 +773,10 @@ impl ResumeLog {
     /// the resumes ([`RetryReport::resumes`]). `None` for a body resumed
     /// under [`ResumeLimits`](crate::resume::ResumeLimits).
     pub fn report(&self) -> Option<RetryReport> {
-        self.lock().report.clone()
+        let log = self.lock();
+        let mut report = log.report.clone()?;
+        report.set_resumes(log.records.clone());
+        Some(report)
     }
     pub(crate) fn push(&self, record: ResumeRecord) {
         self.lock().records.push(record);

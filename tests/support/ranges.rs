@@ -54,6 +54,8 @@ pub enum Fault {
     WrongTotal(u64),
     /// This status, an empty body.
     Status(u16),
+    /// A `503` with `Retry-After: <secs>`, an empty body.
+    Unavailable { retry_after: u64 },
 }
 
 /// One request as the server saw it.
@@ -291,6 +293,9 @@ async fn serve(
 
     let (status, lines, body): (u16, Vec<String>, Vec<u8>) = match (&fault, honest_start) {
         (Fault::Status(code), _) => (*code, vec![], vec![]),
+        (Fault::Unavailable { retry_after }, _) => {
+            (503, vec![format!("retry-after: {retry_after}")], vec![])
+        }
         (Fault::Changed, _) => {
             let other = changed_content(&content);
             (

@@ -189,8 +189,9 @@ impl ResumeState {
 
     /// The request's report, the resumes included.
     pub(crate) fn report(&self) -> RetryReport {
-        // (The resumes join the report once `report.rs` holds them.)
-        self.core.engine.report.clone()
+        let mut report = self.core.engine.report.clone();
+        report.set_resumes(self.core.log.records());
+        report
     }
 
     /// See [`Core::plan`].
