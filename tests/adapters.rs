@@ -28,8 +28,11 @@ struct Row {
     /// Where the reqwest middleware differs (outcome, attempts, waits): a
     /// body that tower's default mode copies by `Clone` reaches reqwest as
     /// a `Body::wrap` stream, which its replay buffer sends again whole.
-    reqwest: Option<(Expect, u32, Vec<(u64, DelaySource)>)>,
+    reqwest: Option<Outcome>,
 }
+
+/// A row's outcome, attempts and waits.
+type Outcome = (Expect, u32, Vec<(u64, DelaySource)>);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
