@@ -86,5 +86,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         );
     }
     std::fs::remove_dir_all(&dir)?;
+    // (`.ci/run` runs this example: it fails unless the cut was resumed.)
+    if done.resumes().len() != 1 {
+        return Err(format!("expected one resume, saw {}", done.resumes().len()).into());
+    }
     Ok(())
 }
