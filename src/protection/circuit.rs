@@ -226,6 +226,10 @@ pub struct CircuitState {
     buckets: [(u32, u32); BUCKETS],
     head: usize,
     head_start: Option<Instant>,
+    /// When every bucket will have left the window (the next outcome then
+    /// starts a new one); `None` while the window is empty, or if that
+    /// instant is too far to represent.
+    window_ends: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -251,6 +255,7 @@ impl Default for CircuitState {
             buckets: [(0, 0); BUCKETS],
             head: 0,
             head_start: None,
+            window_ends: None,
         }
     }
 }
@@ -377,6 +382,34 @@ impl CircuitState {
         }
     }
 
+    /// Whether the breaker is at rest at `now`: closed, its last outcome
+    /// (if any) a success, and nothing left in its sliding window (no
+    /// outcome recorded, or every one older than the window). From `now`
+    /// on it behaves as a new state would (tickets handed out before are
+    /// ignored by either), so a [`StateStore`](crate::StateStore) may
+    /// forget it.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use http_resilience::circuit::{CircuitState, Verdict};
+    /// use http_resilience::CircuitBreaker;
+    ///
+    /// let breaker = CircuitBreaker::default(); // a 30 s window
+    /// let mut state = CircuitState::default();
+    /// let t0 = Instant::now();
+    /// assert!(state.is_at_rest(t0));
+    /// let Verdict::Allow(ticket) = state.admit(&breaker, t0) else { unreachable!() };
+    /// state.record(&breaker, ticket, false, t0);
+    /// assert!(!state.is_at_rest(t0), "a success in the window");
+    /// assert!(state.is_at_rest(t0 + Duration::from_secs(30)), "out of the window");
+    /// ```
+    pub fn is_at_rest(&self, now: Instant) -> bool {
+        matches!(self.mode, Mode::Closed)
+            && self.consecutive == 0
+            && (self.window_ends.is_some_and(|end| now >= end)
+                || self.buckets.iter().all(|&(_, total)| total == 0))
+    }
+
     /// Probes in flight (0 unless half-open).
     pub fn probes_in_flight(&self) -> u32 {
         match self.mode {
@@ -408,6 +441,7 @@ impl CircuitState {
         self.consecutive = 0;
         self.buckets = [(0, 0); BUCKETS];
         self.head_start = None;
+        self.window_ends = None;
     }
 
     /// Adds one outcome to the window; returns (failures, total) in it.
@@ -430,6 +464,11 @@ impl CircuitState {
                 }
             }
         }
+        // The oldest bucket leaves the window `BUCKETS` widths after the
+        // head's start: an outcome then clears them all.
+        self.window_ends = self
+            .head_start
+            .and_then(|start| start.checked_add(width.checked_mul(BUCKETS as u32)?));
         let bucket = &mut self.buckets[self.head];
         bucket.0 += failed as u32;
         bucket.1 += 1;
@@ -642,6 +681,54 @@ mod tests {
         s.record(&huge, t, true, t0);
         let _probe = allow(&mut s, &huge, t1);
         assert!(matches!(s.admit(&huge, t1), Verdict::Refuse { .. }));
+    }
+
+    #[test]
+    fn at_rest_when_closed_and_the_window_is_over() {
+        let c = CircuitBreaker::builder()
+            .consecutive_failures(2)
+            .sampling_window(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut s = CircuitState::default();
+        assert!(s.is_at_rest(t0));
+        let t = allow(&mut s, &c, t0);
+        s.record(&c, t, false, t0);
+        assert!(!s.is_at_rest(t0 + secs(9)), "a success in the window");
+        assert!(s.is_at_rest(t0 + secs(10)), "the window is over");
+        // a failure in a row is remembered whatever the window
+        let t = allow(&mut s, &c, t0 + secs(10));
+        s.record(&c, t, true, t0 + secs(10));
+        assert!(!s.is_at_rest(t0 + secs(100)));
+        let t = allow(&mut s, &c, t0 + secs(100));
+        s.record(&c, t, false, t0 + secs(100));
+        assert!(s.is_at_rest(t0 + secs(110)));
+        // open, then half-open: not at rest, however long after
+        let t = allow(&mut s, &c, t0 + secs(110));
+        s.record(&c, t, true, t0 + secs(110));
+        let t = allow(&mut s, &c, t0 + secs(110));
+        s.record(&c, t, true, t0 + secs(110));
+        assert!(matches!(
+            s.status(t0 + secs(110)),
+            CircuitStatus::Open { .. }
+        ));
+        assert!(!s.is_at_rest(t0 + secs(1_000)));
+        // a probe that succeeds closes it: a new state, at rest at once
+        let p = allow(&mut s, &c, t0 + secs(1_000));
+        assert!(!s.is_at_rest(t0 + secs(1_000)));
+        s.record(&c, p, false, t0 + secs(1_000));
+        assert!(s.is_at_rest(t0 + secs(1_000)));
+        // the longest window a policy accepts: not at rest within it
+        let long = CircuitBreaker::builder()
+            .sampling_window(MAX_SETTING)
+            .build()
+            .unwrap();
+        let mut s = CircuitState::default();
+        let t = allow(&mut s, &long, t0);
+        s.record(&long, t, false, t0);
+        assert!(!s.is_at_rest(t0 + secs(3600)));
     }
 
     #[test]

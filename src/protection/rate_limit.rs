@@ -285,6 +285,29 @@ impl RateLimitState {
         }
     }
 
+    /// Whether the limiter is at rest at `now`: no turn scheduled after
+    /// `now` (every reservation's time has come, and a burst would be let
+    /// through whole), so that from `now` on it behaves as a new state
+    /// would, and a [`StateStore`](crate::StateStore) may forget it.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use http_resilience::RateLimit;
+    /// use http_resilience::rate_limit::RateLimitState;
+    ///
+    /// let limit = RateLimit::per_second(10).burst(1).build().unwrap();
+    /// let mut state = RateLimitState::new(&limit);
+    /// let t0 = Instant::now();
+    /// assert!(state.is_at_rest(t0));
+    /// let _turn = state.acquire(t0, Duration::ZERO).unwrap();
+    /// assert!(!state.is_at_rest(t0), "the next turn is 100 ms away");
+    /// assert!(state.is_at_rest(t0 + Duration::from_millis(100)));
+    /// ```
+    pub fn is_at_rest(&self, now: Instant) -> bool {
+        // Turns given back come before `tat`: they are over too.
+        self.tat.is_none_or(|tat| tat <= now)
+    }
+
     /// Reserved turns given back and not yet handed out again.
     pub fn given_back(&self) -> usize {
         self.free.len()
@@ -332,6 +355,11 @@ impl Limiter {
     /// [`RateLimitState::release`].
     pub fn release(&self, turn: Turn) {
         self.lock().release(turn)
+    }
+
+    /// [`RateLimitState::is_at_rest`].
+    pub fn is_at_rest(&self, now: Instant) -> bool {
+        self.lock().is_at_rest(now)
     }
 
     /// Takes a turn if one is free now (on tokio's clock); otherwise says
@@ -413,6 +441,39 @@ mod tests {
         let next = s.acquire(later, long).unwrap();
         assert_eq!(next.at() - t0, ms(900));
         assert_eq!(s.given_back(), 0);
+    }
+
+    #[test]
+    fn at_rest_once_no_turn_is_ahead() {
+        let limit = RateLimit::per_second(10).burst(3).build().unwrap();
+        let mut s = RateLimitState::new(&limit);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let long = Duration::from_secs(60);
+        assert!(s.is_at_rest(t0));
+        let turns: Vec<Turn> = (0..5).map(|_| s.acquire(t0, long).unwrap()).collect();
+        assert_eq!(
+            turns[4].at() - t0,
+            ms(200),
+            "a burst of 3, then reservations"
+        );
+        assert!(!s.is_at_rest(t0 + ms(499)));
+        assert!(s.is_at_rest(t0 + ms(500)), "the whole burst is back");
+        // at rest, it behaves as a new limiter: a burst of 3 at once
+        let later = t0 + ms(500);
+        for _ in 0..3 {
+            assert_eq!(s.acquire(later, Duration::ZERO).unwrap().at(), later);
+        }
+        assert!(s.acquire(later, Duration::ZERO).is_err());
+        // a reservation given back in the middle is not ahead of the schedule
+        let mut s = RateLimitState::new(&limit);
+        let mut turns: Vec<Turn> = (0..6).map(|_| s.acquire(t0, long).unwrap()).collect();
+        s.release(turns.remove(4));
+        assert_eq!(s.given_back(), 1);
+        assert!(!s.is_at_rest(t0 + ms(599)));
+        assert!(s.is_at_rest(t0 + ms(600)));
+        let limiter = Limiter::new(&limit);
+        assert!(limiter.is_at_rest(t0));
     }
 
     #[test]

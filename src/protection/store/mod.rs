@@ -54,7 +54,7 @@ use crate::protection::{CircuitState, RateLimit, RetryBudget, Turn};
 
 mod in_memory;
 
-pub use in_memory::{InMemoryStore, MAX_HOLDS};
+pub use in_memory::{InMemoryStore, InMemoryStoreBuilder, MAX_HOLDS};
 
 /// Which endpoint a request's load-protection state belongs to: a host
 /// (compared without regard to ASCII case) and a port.
@@ -210,6 +210,16 @@ fn credential_key() -> &'static RandomState {
 pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// The state of `key`, made on first use. Called once per request (not
     /// per attempt), so it may take a lock.
+    ///
+    /// A store may forget an endpoint's state once it is at rest, since a
+    /// new state would behave the same from then on: its bucket full, no
+    /// quota hold lasting beyond now, its breaker at rest
+    /// ([`CircuitState::is_at_rest`]) and its limiter too
+    /// ([`RateLimitState::is_at_rest`](crate::protection::RateLimitState::is_at_rest)).
+    /// It must not forget a state that a request still holds (an `Arc`
+    /// this method returned), or that request's later updates (a retry
+    /// paid, a failure recorded) would be lost to the next.
+    /// [`InMemoryStore`] does both: see its eviction rules.
     fn endpoint(&self, key: &EndpointKey<'_>) -> Arc<dyn EndpointState>;
 
     /// A hint that lets a request skip looking its endpoint up: `true` only
