@@ -286,7 +286,10 @@ async fn a_streamed_1_mib_body_gets_one_attempt_and_the_reason() {
             text.contains("longer than the replay buffer (65536 bytes)"),
             "{via:?}: {text}"
         );
-        assert!(!text.contains("secret"), "{via:?}: the query stays out: {text}");
+        assert!(
+            !text.contains("secret"),
+            "{via:?}: the query stays out: {text}"
+        );
         assert_eq!(server.count("/up?key=secret"), 1, "{via:?}");
     }
 }

@@ -306,33 +306,6 @@ impl<S, M> Retry<S, M> {
     pub fn policies(&self) -> &EndpointPolicies {
         &self.policies
     }
-
-    /// Takes the ready inner service for one request (a clone takes its
-    /// place: the same dance as tower's own `Retry`), and starts the
-    /// request: its description is made once here (twice when a key is
-    /// added) for the policy, the engine and the first admission, and once
-    /// after each attempt.
-    fn begin<B>(
-        &mut self,
-        request: &mut Request<B>,
-    ) -> (S, RetryState, Admission, std::time::Instant)
-    where
-        S: Clone,
-    {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let now = Instant::now().into_std();
-        let (engine, admission) = start(
-            request,
-            |request, meta| {
-                self.policies
-                    .select_with(request.extensions(), meta)
-                    .clone()
-            },
-            now,
-        );
-        (inner, engine, admission, now)
-    }
 }
 
 impl<B> HttpRequest for Request<B> {
@@ -362,9 +335,10 @@ where
             .map_err(|e| not_ready(RetryReport::new(), e.into()))
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let (inner, engine, admission, now) = self.begin(&mut request);
-        ResponseFuture::new(inner, request, engine, admission, now)
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ResponseFuture::begin(&mut self.inner, &self.policies, request, |request, _| {
+            request
+        })
     }
 }
 
@@ -387,12 +361,17 @@ where
             .map_err(|e| not_ready(RetryReport::new(), e.into()))
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let (inner, engine, admission, now) = self.begin(&mut request);
-        // The policy chosen, its buffer: the body is wrapped once.
-        let limit = engine.policy().replay_buffer();
-        let request = request.map(|body| ReplayBody::with_limit(body, limit));
-        ResponseFuture::new(inner, request, engine, admission, now)
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ResponseFuture::begin(
+            &mut self.inner,
+            &self.policies,
+            request,
+            |request, engine| {
+                // The policy chosen, its buffer: the body is wrapped once.
+                let limit = engine.policy().replay_buffer();
+                request.map(|body| ReplayBody::with_limit(body, limit))
+            },
+        )
     }
 }
 
@@ -402,13 +381,32 @@ where
     B: Body + RetryBody,
     R: Body,
 {
-    fn new(
-        mut inner: S,
-        request: Request<B>,
-        mut engine: RetryState,
-        admission: Admission,
-        now: std::time::Instant,
-    ) -> Self {
+    /// Takes the ready inner service for one request (a clone takes its
+    /// place: the same dance as tower's own `Retry`), starts the request
+    /// (its description is made once here, twice when a key is added, for
+    /// the policy, the engine and the first admission, and once after each
+    /// attempt), gives its body to `wrap` once the policy is chosen, and
+    /// sends the first attempt. (One function, the future built in place:
+    /// nothing big moves twice on the success path.)
+    #[inline]
+    fn begin<A>(
+        service: &mut S,
+        policies: &EndpointPolicies,
+        mut request: Request<A>,
+        wrap: impl FnOnce(Request<A>, &RetryState) -> Request<B>,
+    ) -> Self
+    where
+        S: Clone,
+    {
+        let clone = service.clone();
+        let mut inner = std::mem::replace(service, clone);
+        let now = Instant::now().into_std();
+        let (mut engine, admission) = start(
+            &mut request,
+            |request, meta| policies.select_with(request.extensions(), meta).clone(),
+            now,
+        );
+        let request = wrap(request, &engine);
         // Noted before anything reads the body: each retry's copy must
         // still say the same.
         let shape = BodyShape::of(request.body());

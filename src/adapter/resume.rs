@@ -956,7 +956,7 @@ fn identity_encoding(headers: &mut http::HeaderMap) -> bool {
 /// use tower::{Service, ServiceBuilder};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), http_resilience::Error> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// let policy = RetryPolicy::builder().resume_bodies(true).build()?;
 /// let mut svc = ServiceBuilder::new()
 ///     .layer(ResumeLayer::new()) // outermost: resumable bodies
