@@ -39,6 +39,29 @@ pub(crate) const QUOTA_SCOPE_HEADERS: [HeaderName; 2] = [
     HeaderName::from_static("openai-project"),
 ];
 
+/// Request headers that a policy's attempt header may not be: the
+/// connection's own (hop-by-hop and framing: RFC 9110 §7.6.1, `host`,
+/// `content-length`), credentials (they belong to the caller, and a
+/// request's quota partition is hashed from them) and the idempotency key
+/// (every attempt must carry the caller's).
+pub(crate) const RESERVED_REQUEST_HEADERS: [HeaderName; 15] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::HOST,
+    http::header::CONTENT_LENGTH,
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    IDEMPOTENCY_KEY_NAME,
+];
+
 /// Reads `x-should-retry: true|false` (case-insensitive). Anything else is
 /// ignored.
 pub fn should_retry_header(headers: &HeaderMap) -> Option<bool> {

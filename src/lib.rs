@@ -39,7 +39,14 @@
 //!   announce as gone (`x-ratelimit-remaining: 0` and the Anthropic and
 //!   OpenAI forms) holding the later requests with the same credential
 //!   until the reset; state behind a [`StateStore`] seam. The stages run in one
-//!   documented order, see [policy](policy#load-protection).
+//!   documented order, see [policy](policy#load-protection);
+//! - **any async operation**, not only HTTP: [`RetryPolicy::retry`] runs a
+//!   queue poll or a store call under the same backoff, deadline, budget
+//!   and report, with your function classifying its errors (see [`op`]);
+//! - **observability and extension points**: metrics (feature `metrics`),
+//!   one tracing span per attempt with OpenTelemetry's HTTP fields, JSON
+//!   records of reports and errors (feature `serde`, see `record`), a hook
+//!   before each resend and an attempt-number header ([`resend`]).
 //!
 //! # With reqwest
 //!
@@ -78,8 +85,12 @@
 //!
 //! - `reqwest` (default): [`RetryMiddleware`], for `reqwest` 0.13 through
 //!   `reqwest-middleware` 0.5.
-//! - `tracing` (default): one `INFO` event per retry and one `WARN` event
-//!   when giving up, under the target `http_resilience`, with the method,
+//! - `tracing` (default): one span per physical attempt
+//!   (`http_resilience.attempt`, with OpenTelemetry's HTTP client fields:
+//!   `http.request.method`, `server.address`, `server.port`, `url.path`,
+//!   `http.response.status_code`, `error.type`, and
+//!   `http.request.resend_count` on resends); one `INFO` event per retry
+//!   and one `WARN` event when giving up, under the target `http_resilience`, with the method,
 //!   host and path, never header values. Nothing for a request that succeeds
 //!   on its first attempt. Load protection adds an `INFO` event for each
 //!   wait before an attempt and each server quota noted, and a `WARN`
@@ -90,10 +101,16 @@
 //!   connect timeout) is [`FailureKind::Connect`], as through reqwest.
 //!   Without it such a failure has the kind of its innermost cause (a DNS
 //!   failure is then [`FailureKind::Other`]).
+//! - `metrics`: counters, histograms and gauges through the `metrics`
+//!   facade (attempts by outcome, retries per request, retry delays by
+//!   source, throttles, refusals, breaker state, budget tokens), labelled
+//!   by host, port and policy name only; nothing is recorded until
+//!   `metrics::enable()`. See the `metrics` module.
 //! - `serde`: [`RetryPolicy`] and [`EndpointPolicies`] from TOML or JSON
 //!   (`from_toml_str`, `from_json_str`, `from_path`), with presets as a
 //!   base and errors that name the key path, load protection included;
-//!   see [`config`].
+//!   see [`config`]. JSON records of reports and errors, in a stable
+//!   shape: see [`record`].
 //! - `download`: [`download`], a response saved to a file
 //!   that is resumed within a run and across runs, checked (length, an
 //!   optional SHA-256) and renamed into place atomically; turns on
@@ -146,10 +163,18 @@ pub mod endpoint;
 pub mod engine;
 pub mod error;
 mod headers;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+pub mod op;
 pub mod policy;
 pub mod presets;
 pub mod protection;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod record;
 pub mod report;
+pub mod resend;
 pub mod retry_after;
 mod validate;
 
@@ -191,11 +216,13 @@ pub use layer::{Retry, RetryLayer};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use middleware::RetryMiddleware;
+pub use op::{Attempt, ErrorClass, Operation};
 pub use policy::{ConfigError, LongHint, RetryPolicy, RetryPolicyBuilder};
 pub use presets::Preset;
 pub use protection::{CircuitBreaker, CircuitStatus, RateLimit, RetryBudget};
 pub use report::{
     AttemptRecord, ResponseExt, ResumeRecord, RetryReport, StopReason, Throttle, ThrottleReason,
 };
+pub use resend::{BeforeRetry, ResendRequest};
 pub use retry_after::{DelaySource, WallClock};
 pub use store::{EndpointKey, EndpointState, InMemoryStore, Scope, StateStore};

@@ -23,7 +23,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 
@@ -65,6 +65,52 @@ impl ResponseExt for reqwest::Response {
             Some(report) => Cow::Borrowed(report),
             None => Cow::Owned(RetryReport::clean(self.status())),
         }
+    }
+}
+
+/// One reading of the wall clock at a known point of a request: `wall`
+/// was the time when `elapsed` had passed since the start of its first
+/// attempt. Each attempt's wall-clock time follows from it by the
+/// monotonic clock ([`RetryReport::attempt_time`]), so a wall clock that
+/// jumps cannot reorder a request's history.
+///
+/// The engine reads the policy's
+/// [`wall_clock`](crate::policy::RetryPolicyBuilder::wall_clock) once per
+/// request that did not succeed at its first attempt (when its first
+/// attempt that was not such a success ends, or when it is refused before
+/// any attempt: then `elapsed` is zero). A request that succeeds at once
+/// reads no clock and has no anchor.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use http_resilience::report::WallAnchor;
+///
+/// let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// let anchor = WallAnchor::new(wall, Duration::from_millis(100));
+/// // An attempt that ended 40 ms after the start: 60 ms before the reading.
+/// assert_eq!(anchor.at(Duration::from_millis(40)), wall - Duration::from_millis(60));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallAnchor {
+    /// The wall-clock time at the start of the first attempt (the reading
+    /// less the `elapsed` it was taken at): one word pair, kept inline in
+    /// the report.
+    start: SystemTime,
+}
+
+impl WallAnchor {
+    /// `wall` was the time when `elapsed` had passed since the start of the
+    /// request's first attempt.
+    pub fn new(wall: SystemTime, elapsed: Duration) -> WallAnchor {
+        WallAnchor {
+            start: wall.checked_sub(elapsed).unwrap_or(wall),
+        }
+    }
+
+    /// The wall-clock time at `elapsed` since the start of the first
+    /// attempt. Saturates at the clock's limits, never panics.
+    pub fn at(&self, elapsed: Duration) -> SystemTime {
+        self.start.checked_add(elapsed).unwrap_or(self.start)
     }
 }
 
@@ -111,7 +157,8 @@ impl fmt::Display for AttemptRecord {
         match (self.status, self.failure) {
             (Some(s), _) => write!(f, "{}", s.as_u16())?,
             (None, Some(k)) => f.write_str(k.as_str())?,
-            (None, None) => f.write_str("?")?,
+            // An operation's attempt (`RetryPolicy::retry`): its class.
+            (None, None) => f.write_str(self.class.as_str())?,
         }
         if let (Some(d), Some(src)) = (self.delay, self.delay_source) {
             // Whole milliseconds read better than jitter's nanoseconds.
@@ -346,7 +393,11 @@ enum History {
 #[derive(Clone, PartialEq, Eq)]
 pub struct RetryReport {
     history: History,
-    total_backoff: Duration,
+    /// The wall clock, read once for a request that did not succeed at
+    /// once (see [`WallAnchor`]). Inline: the report of a retried request
+    /// allocates nothing more for it. (The total backoff, which this word
+    /// pair replaced, is the sum of the history's delays.)
+    anchor: Option<WallAnchor>,
     stop: Option<StopReason>,
     /// `None` (no allocation, one word) unless load protection made the
     /// request wait or refused it, or its body was resumed: almost always
@@ -368,7 +419,7 @@ impl RetryReport {
     pub(crate) fn new() -> Self {
         RetryReport {
             history: History::Empty,
-            total_backoff: Duration::ZERO,
+            anchor: None,
             stop: None,
             protection: None,
         }
@@ -389,7 +440,7 @@ impl RetryReport {
                 delay_source: None,
                 elapsed: Duration::ZERO,
             }),
-            total_backoff: Duration::ZERO,
+            anchor: None,
             stop: Some(StopReason::Success),
             protection: None,
         }
@@ -407,6 +458,22 @@ impl RetryReport {
             })
         ) && self.protection.is_none()
             && self.stop == Some(StopReason::Success)
+    }
+
+    /// Whether load protection noted anything: a wait, a refusal's
+    /// endpoint.
+    #[inline]
+    pub(crate) fn has_extras(&self) -> bool {
+        self.protection.is_some()
+    }
+
+    /// Anchors the attempts in wall-clock time, once: later calls keep the
+    /// first reading (and read no clock).
+    #[inline]
+    pub(crate) fn anchor(&mut self, anchor: impl FnOnce() -> WallAnchor) {
+        if self.anchor.is_none() {
+            self.anchor = Some(anchor());
+        }
     }
 
     /// Names the endpoint whose load protection acted on the request.
@@ -459,10 +526,6 @@ impl RetryReport {
         }
     }
 
-    pub(crate) fn add_backoff(&mut self, d: Duration) {
-        self.total_backoff = self.total_backoff.saturating_add(d);
-    }
-
     #[inline]
     pub(crate) fn set_stop(&mut self, stop: StopReason) {
         self.stop = Some(stop);
@@ -479,7 +542,10 @@ impl RetryReport {
     }
     /// The sum of the waits between attempts.
     pub fn total_backoff(&self) -> Duration {
-        self.total_backoff
+        self.history()
+            .iter()
+            .filter_map(|r| r.delay)
+            .fold(Duration::ZERO, Duration::saturating_add)
     }
     /// Every attempt, in order.
     #[inline]
@@ -531,6 +597,38 @@ impl RetryReport {
         self.protection.get_or_insert_with(Box::default).resumes = resumes;
     }
 
+    /// The wall-clock reading the attempts' times follow from; `None` for
+    /// a request that succeeded at its first attempt (no clock is read
+    /// then), or a report made by hand.
+    pub fn wall_anchor(&self) -> Option<WallAnchor> {
+        self.anchor
+    }
+    /// The wall-clock time when attempt `index` (0 for the first) ended,
+    /// by the policy's [`wall_clock`](crate::policy::RetryPolicyBuilder::wall_clock);
+    /// `None` without an [anchor](Self::wall_anchor) or past the last
+    /// attempt.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant, UNIX_EPOCH};
+    /// # use http::{HeaderMap, Method, StatusCode};
+    /// use http_resilience::{Outcome, RequestMeta, RetryPolicy, RetryState};
+    /// let fixed = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let policy = RetryPolicy::builder().wall_clock(move || fixed).build()?;
+    /// # let headers = HeaderMap::new();
+    /// # let meta = RequestMeta::new(&Method::GET, "https", "example.com", "/", &headers);
+    /// let t0 = Instant::now();
+    /// let mut state = RetryState::new(&policy, &meta, t0);
+    /// state.admit(&meta, t0);
+    /// let busy = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &headers);
+    /// state.decide(&meta, &busy, t0 + Duration::from_millis(30));
+    /// // The clock was read when the first attempt ended, 30 ms in.
+    /// assert_eq!(state.report().attempt_time(0), Some(fixed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn attempt_time(&self, index: usize) -> Option<SystemTime> {
+        let record = self.history().get(index)?;
+        Some(self.wall_anchor()?.at(record.elapsed))
+    }
     /// The sum of [`throttles`](Self::throttles).
     pub fn total_throttled(&self) -> Duration {
         self.throttles()
@@ -543,11 +641,12 @@ impl fmt::Debug for RetryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryReport")
             .field("attempts", &self.attempts())
-            .field("total_backoff", &self.total_backoff)
+            .field("total_backoff", &self.total_backoff())
             .field("stop", &self.stop)
             .field("history", &self.history())
             .field("throttles", &self.throttles())
             .field("resumes", &self.resumes())
+            .field("wall_anchor", &self.wall_anchor())
             .finish()
     }
 }

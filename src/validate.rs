@@ -139,6 +139,34 @@ pub(crate) fn at_least(n: u32, floor: u32, what: &str) -> Verdict {
     Ok(())
 }
 
+/// A name for labels and reports: 1 to 64 printable ASCII characters.
+pub(crate) fn label(name: &str) -> Verdict {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!(
+            "must be 1 to 64 characters long (got {})",
+            name.len()
+        ));
+    }
+    if !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err("must be printable ASCII".into());
+    }
+    Ok(())
+}
+
+/// A request header name that is none of `reserved`.
+pub(crate) fn header_name(
+    name: &Result<http::HeaderName, String>,
+    reserved: &[http::HeaderName],
+) -> Verdict {
+    match name {
+        Err(reason) => Err(format!("must be a valid header name ({reason})")),
+        Ok(name) if reserved.contains(name) => Err(format!(
+            "must not be `{name}`: a connection, credential or idempotency header"
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +192,23 @@ mod tests {
         assert_eq!(
             at_least(3, 5, "retry_cost").unwrap_err(),
             "must be at least retry_cost (3 < 5)"
+        );
+        assert!(label("github").is_ok());
+        assert_eq!(
+            label("").unwrap_err(),
+            "must be 1 to 64 characters long (got 0)"
+        );
+        assert_eq!(label("a\nb").unwrap_err(), "must be printable ASCII");
+        let reserved = [http::header::AUTHORIZATION];
+        assert!(header_name(&Ok(http::HeaderName::from_static("x-attempt")), &reserved).is_ok());
+        assert_eq!(
+            header_name(&Ok(http::header::AUTHORIZATION), &reserved).unwrap_err(),
+            "must not be `authorization`: a connection, credential or idempotency header"
+        );
+        assert!(
+            header_name(&Err("invalid HTTP header name".into()), &reserved)
+                .unwrap_err()
+                .starts_with("must be a valid header name")
         );
         let e = ConfigError::new("break_duration", "x".into()).within("circuit_breaker");
         assert_eq!(e.field(), "circuit_breaker.break_duration");

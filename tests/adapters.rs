@@ -906,3 +906,174 @@ fn futures_and_services_are_send_and_cloneable() {
     send(&future);
     send(&svc2);
 }
+
+/// Issue 16, part 5: the attempt header goes on resends only, with the
+/// attempt's number.
+#[tokio::test(start_paused = true)]
+async fn the_attempt_header_numbers_every_resend() {
+    let server = Server::start().await;
+    for via in BOTH {
+        let path = format!("/attempt-header/{via:?}");
+        server.script(
+            &path,
+            vec![Step::status(503), Step::status(503), Step::status(200)],
+        );
+        let policy = base().attempt_header("X-Attempt").build().unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let numbers: Vec<Option<String>> = server
+            .seen(&path)
+            .iter()
+            .map(|s| s.header("x-attempt").map(str::to_owned))
+            .collect();
+        assert_eq!(
+            numbers,
+            [None, Some("2".to_owned()), Some("3".to_owned())],
+            "{via:?}"
+        );
+        // A caller's own value is replaced on resends, kept on the first.
+        let path = format!("/attempt-header-own/{via:?}");
+        server.script(&path, vec![Step::status(503), Step::status(200)]);
+        let req = Req {
+            headers: vec![("x-attempt", "mine")],
+            ..get()
+        };
+        let policy = base().attempt_header("x-attempt").build().unwrap();
+        send(via, policy, &server.url(&path), &req).await;
+        let values: Vec<Vec<String>> = server
+            .seen(&path)
+            .iter()
+            .map(|s| {
+                s.headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("x-attempt"))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            values,
+            [vec!["mine".to_owned()], vec!["2".to_owned()]],
+            "{via:?}"
+        );
+    }
+}
+
+/// Issue 16, part 5: the hook runs before each resend, on the copy about
+/// to go, with the attempt number; the caller's request and the first
+/// attempt are untouched.
+#[tokio::test(start_paused = true)]
+async fn the_before_retry_hook_changes_each_resend_only() {
+    use std::sync::{Arc, Mutex};
+    let server = Server::start().await;
+    for via in BOTH {
+        let calls: Arc<Mutex<Vec<(u32, String, String)>>> = Arc::default();
+        let seen_by_hook = Arc::clone(&calls);
+        let policy = base()
+            .attempt_header("x-attempt")
+            .before_retry(
+                move |r: &mut http_resilience::ResendRequest<'_>, attempt: u32| {
+                    let before = r
+                        .headers()
+                        .get("x-signature")
+                        .map_or("none", |v| v.to_str().unwrap())
+                        .to_owned();
+                    seen_by_hook.lock().unwrap().push((
+                        attempt,
+                        format!("{} {}", r.method(), r.url()),
+                        before,
+                    ));
+                    assert_eq!(
+                        r.headers().get("x-attempt").unwrap(),
+                        &attempt.to_string(),
+                        "the attempt header is set before the hook runs"
+                    );
+                    let value = http::HeaderValue::from_str(&format!("sig-{attempt}")).unwrap();
+                    r.headers_mut().insert("x-signature", value);
+                },
+            )
+            .build()
+            .unwrap();
+        // The server keys its scripts by path and query: the hook sees
+        // the query too (it may sign it).
+        let path = format!("/hook/{via:?}?page=2");
+        server.script(
+            &path,
+            vec![Step::status(503), Step::status(502), Step::status(200)],
+        );
+        let url = server.url(&path);
+        let req = Req {
+            headers: vec![("x-signature", "caller")],
+            ..get()
+        };
+        let got = send(via, policy, &url, &req).await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let signatures: Vec<String> = server
+            .seen(&path)
+            .iter()
+            .map(|s| s.header("x-signature").unwrap().to_owned())
+            .collect();
+        assert_eq!(signatures, ["caller", "sig-2", "sig-3"], "{via:?}");
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [
+                (2, format!("GET {url}"), "caller".to_owned()),
+                (3, format!("GET {url}"), "caller".to_owned()),
+            ],
+            "{via:?}: each resend starts from the caller's request"
+        );
+        // A clean success: the hook is not called.
+        let path = format!("/hook-clean/{via:?}");
+        server.script(&path, vec![Step::status(200)]);
+        let count = Arc::new(Mutex::new(0));
+        let counter = Arc::clone(&count);
+        let policy = base()
+            .before_retry(move |_: &mut http_resilience::ResendRequest<'_>, _| {
+                *counter.lock().unwrap() += 1;
+            })
+            .build()
+            .unwrap();
+        send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(*count.lock().unwrap(), 0, "{via:?}");
+    }
+}
+
+/// A body that is sent once is never resent, so the hook never runs for
+/// it: a stream through reqwest, a body whose clones share one stream
+/// through tower.
+#[tokio::test(start_paused = true)]
+async fn the_hook_is_never_called_for_a_body_sent_once() {
+    use std::sync::{Arc, Mutex};
+    let server = Server::start().await;
+    for via in BOTH {
+        let count = Arc::new(Mutex::new(0));
+        let counter = Arc::clone(&count);
+        let policy = base()
+            .retry_non_idempotent(true)
+            .attempt_header("x-attempt")
+            .before_retry(move |_: &mut http_resilience::ResendRequest<'_>, _| {
+                *counter.lock().unwrap() += 1;
+            })
+            .build()
+            .unwrap();
+        let path = format!("/hook-stream/{via:?}");
+        server.script(&path, vec![Step::status(503), Step::status(200)]);
+        let req = Req {
+            streaming: via == Via::Reqwest,
+            shared: via == Via::Tower,
+            ..post()
+        };
+        let got = send(via, policy, &server.url(&path), &req).await;
+        assert_eq!(got.status, Some(503), "{via:?}: returned as it is");
+        assert_eq!(
+            got.report.stop_reason(),
+            Some(StopReason::BodyNotReplayable),
+            "{via:?}"
+        );
+        assert_eq!(*count.lock().unwrap(), 0, "{via:?}");
+        let seen = server.seen(&path);
+        assert_eq!(seen.len(), 1, "{via:?}");
+        assert_eq!(seen[0].header("x-attempt"), None);
+    }
+}

@@ -2234,3 +2234,105 @@ fn readme_toml_snippets_load() {
     }
     assert!(found >= 1, "no TOML snippet in the README");
 }
+
+/// Issue 16's keys: the policy's name (its metrics label) and the header
+/// that carries the attempt number on resends; bad values name their key
+/// path, in a policy file and in a route's policy.
+#[test]
+fn name_and_attempt_header_load_and_bad_values_name_their_key() {
+    use Fmt::{Json, Toml};
+    let toml =
+        RetryPolicy::from_toml_str("name = \"billing\"\nattempt_header = \"X-Attempt\"").unwrap();
+    let json = RetryPolicy::from_json_str(r#"{"name": "billing", "attempt_header": "x-attempt"}"#)
+        .unwrap();
+    let built = RetryPolicy::builder()
+        .name("billing")
+        .attempt_header("x-attempt")
+        .build()
+        .unwrap();
+    for p in [&toml, &json] {
+        assert_eq!(p.name(), Some("billing"));
+        assert_eq!(p.attempt_header().map(|h| h.as_str()), Some("x-attempt"));
+        assert_eq!(dbg(p), dbg(&built));
+    }
+    // A preset's policy is named after it unless the file names it.
+    let github = RetryPolicy::from_toml_str("preset = \"github\"").unwrap();
+    assert_eq!(github.name(), Some("github"));
+    let named = RetryPolicy::from_toml_str("preset = \"github\"\nname = \"gh\"").unwrap();
+    assert_eq!(named.name(), Some("gh"));
+    assert_eq!(RetryPolicy::from_toml_str("").unwrap().name(), None);
+
+    let cases: &[(&str, Fmt, &str, &str, &str)] = &[
+        (
+            "empty name",
+            Toml,
+            "name = \"\"",
+            "name",
+            "1 to 64 characters",
+        ),
+        (
+            "long name",
+            Json,
+            &format!(r#"{{"name": "{}"}}"#, "n".repeat(65)),
+            "name",
+            "1 to 64 characters long (got 65)",
+        ),
+        (
+            "control character",
+            Json,
+            r#"{"name": "a\nb"}"#,
+            "name",
+            "printable ASCII",
+        ),
+        (
+            "name not a string",
+            Toml,
+            "name = 3",
+            "name",
+            "expected a string",
+        ),
+        (
+            "not a header name",
+            Toml,
+            "attempt_header = \"bad name\"",
+            "attempt_header",
+            "must be a valid header name",
+        ),
+        (
+            "a credential header",
+            Json,
+            r#"{"attempt_header": "Authorization"}"#,
+            "attempt_header",
+            "must not be `authorization`",
+        ),
+        (
+            "a connection header",
+            Toml,
+            "attempt_header = \"connection\"",
+            "attempt_header",
+            "must not be `connection`",
+        ),
+        (
+            "the idempotency key",
+            Toml,
+            "attempt_header = \"idempotency-key\"",
+            "attempt_header",
+            "must not be `idempotency-key`",
+        ),
+    ];
+    for (what, format, input, field, reason) in cases {
+        check(what, &policy_err(*format, input), field, reason);
+    }
+    let err = EndpointPolicies::from_toml_str(
+        "[[routes]]\nhost = \"api.example.com\"\npolicy = { attempt_header = \"cookie\" }",
+    )
+    .unwrap_err();
+    check(
+        "in a route",
+        &err,
+        "routes[0].policy.attempt_header",
+        "cookie",
+    );
+    let err = EndpointPolicies::from_json_str(r#"{"default": {"name": ""}}"#).unwrap_err();
+    check("in the default", &err, "default.name", "1 to 64");
+}

@@ -8,16 +8,22 @@ use support::capture::Captured;
 use support::clients::{BOTH, Req, base, get, send};
 use support::{Server, Step};
 
-/// Captures every event on this thread until the guard is dropped.
+/// Captures the crate's events on this thread until the guard is dropped
+/// (the client's own events, hyper-util's, happen inside the attempts'
+/// spans and are not the crate's).
 fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let captured = Captured::default();
     let writer = captured.clone();
+    let ours = tracing_subscriber::filter::Targets::new()
+        .with_target("http_resilience", tracing::Level::TRACE);
     let guard = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish()
+        .with(ours)
         .set_default();
     (captured, guard)
 }
@@ -259,4 +265,222 @@ async fn a_request_without_a_host_is_noted_once() {
     assert_eq!(error.code(), "MAX_RETRIES_EXCEEDED");
     assert_eq!(error.report().attempts(), 1);
     assert!(warnings(&captured.take()).is_empty());
+}
+
+/// Issue 16, part 2: one span per physical attempt, under the caller's
+/// span, with OpenTelemetry's HTTP client fields; the engine's events are
+/// inside the attempt they follow.
+#[tokio::test(start_paused = true)]
+async fn one_span_per_attempt_with_the_http_client_conventions() {
+    use tracing::Instrument;
+    let (spans, _guard) = support::spans::capture();
+    let server = Server::start().await;
+    let port = format!("u64:{}", server.addr().port());
+    for via in BOTH {
+        spans.clear();
+        let path = format!("/spans/{via:?}");
+        server.script(
+            &path,
+            vec![Step::status(503), Step::status(503), Step::status(200)],
+        );
+        let caller = tracing::info_span!("caller");
+        let got = send(via, base().build().unwrap(), &server.url(&path), &get())
+            .instrument(caller)
+            .await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let seen = spans.attempts();
+        assert_eq!(seen.len(), 3, "{via:?}: {seen:#?}");
+        for (i, s) in seen.iter().enumerate() {
+            assert_eq!(s.parent.as_deref(), Some("caller"), "{via:?} {i}: {s:?}");
+            assert_eq!(s.field("otel.name"), Some("GET"));
+            assert_eq!(s.field("otel.kind"), Some("client"));
+            assert_eq!(s.field("http.request.method"), Some("GET"), "{via:?}");
+            assert_eq!(s.field("server.address"), Some("127.0.0.1"), "{via:?}");
+            assert_eq!(s.field("server.port"), Some(port.as_str()), "{via:?}");
+            assert_eq!(s.field("url.path"), Some(path.as_str()), "{via:?}");
+        }
+        let status: Vec<_> = seen
+            .iter()
+            .map(|s| s.field("http.response.status_code"))
+            .collect();
+        assert_eq!(status, [Some("u64:503"), Some("u64:503"), Some("u64:200")]);
+        let errors: Vec<_> = seen.iter().map(|s| s.field("error.type")).collect();
+        assert_eq!(errors, [Some("503"), Some("503"), None], "{via:?}");
+        let resends: Vec<_> = seen
+            .iter()
+            .map(|s| s.field("http.request.resend_count"))
+            .collect();
+        assert_eq!(resends, [None, Some("u64:1"), Some("u64:2")], "{via:?}");
+        // The two "retrying request" events, each in the attempt it follows.
+        let retrying: Vec<_> = spans
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e.fields
+                    .get("message")
+                    .is_some_and(|m| m == "retrying request")
+            })
+            .collect();
+        assert_eq!(retrying.len(), 2, "{via:?}");
+        assert!(
+            retrying
+                .iter()
+                .all(|e| e.span.as_deref() == Some("http_resilience.attempt")),
+            "{via:?}: {retrying:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_spans_name_a_transport_failure_and_hide_paths() {
+    let (spans, _guard) = support::spans::capture();
+    let server = Server::start().await;
+    for via in BOTH {
+        spans.clear();
+        let path = format!("/spans-reset/{via:?}/secret-part");
+        server.script(&path, vec![Step::Reset, Step::status(200)]);
+        let policy = base().hide_paths(true).build().unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let seen = spans.attempts();
+        assert_eq!(seen.len(), 2, "{via:?}: {seen:#?}");
+        assert_eq!(
+            seen[0].field("error.type"),
+            Some("connection_reset"),
+            "{via:?}"
+        );
+        assert_eq!(seen[0].field("otel.status_code"), Some("error"));
+        assert_eq!(seen[0].field("http.response.status_code"), None);
+        assert_eq!(seen[1].field("error.type"), None);
+        for s in &seen {
+            assert_eq!(s.field("url.path"), None, "{via:?}: {s:?}");
+            assert!(!format!("{:?}", s.fields).contains("secret-part"));
+        }
+        // A clean success: one span, no event.
+        spans.clear();
+        server.script("/spans-ok", vec![Step::status(200)]);
+        send(
+            via,
+            base().build().unwrap(),
+            &server.url("/spans-ok"),
+            &get(),
+        )
+        .await;
+        assert_eq!(spans.attempts().len(), 1, "{via:?}");
+        assert!(spans.events().is_empty(), "{via:?}: {:?}", spans.events());
+    }
+}
+
+/// `retry` for any operation: its events name the operation, not a method
+/// and a host.
+#[tokio::test(start_paused = true)]
+async fn an_operations_events_name_it() {
+    use http_resilience::{ErrorClass, Jitter, RetryPolicy};
+    let (captured, _guard) = capture();
+    let policy = RetryPolicy::builder()
+        .initial_backoff(std::time::Duration::from_millis(5))
+        .jitter(Jitter::None)
+        .max_retries(1)
+        .build()
+        .unwrap();
+    let error = policy
+        .operation("store.poll")
+        .retry(
+            |_| async { Err::<(), _>("busy") },
+            |_: &&str| ErrorClass::transient(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "MAX_RETRIES_EXCEEDED");
+    let logs = captured.take();
+    let retrying = logs
+        .lines()
+        .find(|l| l.contains("retrying operation"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(retrying.contains("operation=\"store.poll\""), "{retrying}");
+    assert!(!retrying.contains("method="), "{retrying}");
+    let giving_up = logs
+        .lines()
+        .find(|l| l.contains("giving up on operation"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(giving_up.contains("reason=\"max_retries\""), "{giving_up}");
+}
+
+/// An attempt that runs out of its time: its span says `timeout`, and the
+/// next one, within its own timer, succeeds in its span.
+#[tokio::test(start_paused = true)]
+async fn attempt_spans_name_a_timeout() {
+    let (spans, _guard) = support::spans::capture();
+    let server = Server::start().await;
+    for via in BOTH {
+        spans.clear();
+        let path = format!("/spans-timeout/{via:?}");
+        server.script(&path, vec![Step::Hang, Step::status(200)]);
+        let policy = base()
+            .attempt_timeout(std::time::Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let seen = spans.attempts();
+        assert_eq!(seen.len(), 2, "{via:?}: {seen:#?}");
+        assert_eq!(seen[0].field("error.type"), Some("timeout"), "{via:?}");
+        assert_eq!(seen[0].field("http.response.status_code"), None);
+        assert_eq!(seen[1].field("http.response.status_code"), Some("u64:200"));
+        assert_eq!(seen[1].field("http.request.resend_count"), Some("u64:1"));
+        let retrying: Vec<_> = spans
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e.fields
+                    .get("message")
+                    .is_some_and(|m| m == "retrying request")
+            })
+            .collect();
+        assert_eq!(retrying.len(), 1, "{via:?}");
+        assert_eq!(retrying[0].span.as_deref(), Some("http_resilience.attempt"));
+    }
+}
+
+/// A response whose body the classifier reads (GitHub's secondary rate
+/// limit in a 403): the reading is part of the attempt, in its span, and
+/// the engine decides in it.
+#[tokio::test(start_paused = true)]
+async fn an_inspected_body_is_read_in_the_attempts_span() {
+    use http_resilience::{Jitter, Preset};
+    const SECONDARY: &str = r#"{"message":"You have exceeded a secondary rate limit."}"#;
+    let (spans, _guard) = support::spans::capture();
+    let server = Server::start().await;
+    for via in BOTH {
+        spans.clear();
+        let path = format!("/spans-inspected/{via:?}");
+        server.script(
+            &path,
+            vec![Step::respond(403, &[], SECONDARY), Step::status(200)],
+        );
+        let policy = Preset::GitHub
+            .builder()
+            .jitter(Jitter::None)
+            .attempt_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.status, Some(200), "{via:?}");
+        let seen = spans.attempts();
+        assert_eq!(seen.len(), 2, "{via:?}: {seen:#?}");
+        assert_eq!(seen[0].field("http.response.status_code"), Some("u64:403"));
+        assert_eq!(seen[0].field("error.type"), Some("403"), "{via:?}");
+        assert_eq!(seen[1].field("error.type"), None, "{via:?}");
+        let retrying: Vec<_> = spans
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e.fields
+                    .get("message")
+                    .is_some_and(|m| m == "retrying request")
+            })
+            .collect();
+        assert_eq!(retrying.len(), 1, "{via:?}: {:?}", spans.events());
+        assert_eq!(retrying[0].span.as_deref(), Some("http_resilience.attempt"));
+    }
 }

@@ -145,9 +145,10 @@ use http_body::Body;
 
 use super::body::{BodyShape, Inspect, ResponseBody, RetryBody};
 use super::replay::ReplayBody;
+use super::span::AttemptSpan;
 use super::{
-    HttpRequest, Kept, attempt_window, body_to_inspect, decide, finish, not_ready, not_ready_for,
-    pause, refused, start, take_kept,
+    HttpRequest, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend, decide,
+    finish, not_ready, not_ready_for, pause, prepare_resend, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -156,6 +157,7 @@ use crate::error::{AttemptTimedOut, BoxError, Error};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
 use crate::report::{RetryReport, StopReason};
+use crate::resend::ResendRequest;
 
 /// Applies a [`RetryPolicy`], or per-endpoint [`EndpointPolicies`], to a
 /// tower service.
@@ -414,7 +416,16 @@ where
         let state = match admission {
             // The first attempt always has time: the deadline starts now.
             Admission::Send => match B::try_replay_request(&request) {
-                Ok(copy) => State::start(inner.call(copy), engine.attempt_timeout(now)),
+                Ok(copy) => {
+                    let timeout = engine.attempt_timeout(now);
+                    match attempt_span(&engine, || RequestMeta::from_http(&request)) {
+                        None => State::start(inner.call(copy), timeout),
+                        Some(span) => {
+                            let fut = span.in_scope(|| inner.call(copy));
+                            State::traced(fut, timeout, span)
+                        }
+                    }
+                }
                 // A body that the caller gave already committed (a
                 // `ReplayBody` read past its limit): nothing to send whole.
                 Err(committed) => {
@@ -453,6 +464,10 @@ pin_project! {
         // busy inner service use one, and a small state keeps the future
         // cheap to move on every request.)
         CallingWithTimeout { #[pin] fut: F, timer: Pin<Box<Sleep>>, after: Duration },
+        // An attempt in its span (a subscriber wanted one), with its timer
+        // if it has one: boxed, so that the states above, the success
+        // path's, stay as small as they were.
+        CallingTraced { traced: Pin<Box<Traced<F>>> },
         // Boxed: only responses whose body a classifier reads get here
         // (GitHub's ambiguous 403s), and a small state keeps the future
         // cheap to move.
@@ -485,6 +500,19 @@ impl<F: Future, R: Body> State<F, R> {
         }
     }
 
+    /// [`start`](Self::start), in `span`.
+    #[cold]
+    fn traced(fut: F, timeout: Option<Duration>, span: AttemptSpan) -> Self {
+        State::CallingTraced {
+            traced: Box::pin(Traced {
+                fut,
+                span: Some(span),
+                timer: timeout.map(tokio::time::sleep),
+                after: timeout.unwrap_or_default(),
+            }),
+        }
+    }
+
     fn ready() -> Self {
         State::Ready {
             admitted: false,
@@ -494,14 +522,29 @@ impl<F: Future, R: Body> State<F, R> {
 }
 
 pin_project! {
+    /// An attempt in its span, within its timer if it has one.
+    struct Traced<F> {
+        #[pin]
+        fut: F,
+        // Taken when the attempt ends: the engine decides in it.
+        span: Option<AttemptSpan>,
+        #[pin]
+        timer: Option<Sleep>,
+        after: Duration,
+    }
+}
+
+pin_project! {
     /// A response whose body is being read for the classifier, within what
-    /// is left of its attempt's timer.
+    /// is left of its attempt's timer (in the attempt's span, if it has
+    /// one).
     struct Inspection<R: Body> {
         parts: Option<http::response::Parts>,
         body: Inspect<R>,
         #[pin]
         timer: Option<Sleep>,
         after: Duration,
+        span: Option<AttemptSpan>,
     }
 }
 
@@ -562,6 +605,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
+            // The span of the attempt that ended, if it had one.
+            let mut span = None;
             let attempt = match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
                     Attempt::Fresh(ready!(fut.poll(cx)).map_err(Into::into), None)
@@ -575,14 +620,44 @@ where
                         Attempt::Fresh(Err(timed_out(*after)), None)
                     }
                 },
+                StateProj::CallingTraced { traced } => {
+                    let t = traced.as_mut().project();
+                    let fut = t.fut;
+                    let polled = match t.span {
+                        Some(s) => s.in_scope(|| fut.poll(cx)),
+                        None => fut.poll(cx),
+                    };
+                    match polled {
+                        Poll::Ready(result) => {
+                            span = t.span.take();
+                            let deadline = t.timer.as_ref().get_ref().as_ref().map(Sleep::deadline);
+                            let timing = deadline.map(|at| (at, *t.after));
+                            Attempt::Fresh(result.map_err(Into::into), timing)
+                        }
+                        Poll::Pending => {
+                            let Some(timer) = t.timer.as_pin_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.poll(cx));
+                            span = t.span.take();
+                            Attempt::Fresh(Err(timed_out(*t.after)), None)
+                        }
+                    }
+                }
                 StateProj::Inspecting { inspect } => {
                     let inspection = inspect.as_mut().project();
-                    match Pin::new(inspection.body).poll(cx) {
+                    let body = Pin::new(inspection.body);
+                    let polled = match inspection.span {
+                        Some(s) => s.in_scope(|| body.poll(cx)),
+                        None => body.poll(cx),
+                    };
+                    match polled {
                         Poll::Ready((prefix, replay)) => {
                             let Some(parts) = inspection.parts.take() else {
                                 // Polled again after completing: a caller bug.
                                 return Poll::Pending;
                             };
+                            span = inspection.span.take();
                             Attempt::Inspected(
                                 Response::from_parts(parts, ResponseBody::replay(replay)),
                                 prefix,
@@ -593,6 +668,7 @@ where
                                 return Poll::Pending;
                             };
                             ready!(timer.poll(cx));
+                            span = inspection.span.take();
                             // The body did not come in time: an attempt
                             // timeout, like a head that does not.
                             Attempt::Fresh(Err(timed_out(*inspection.after)), None)
@@ -670,7 +746,7 @@ where
                             return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
                         }
                     };
-                    let copy = match B::try_replay_request(this.request) {
+                    let mut copy = match B::try_replay_request(this.request) {
                         Ok(copy) => copy,
                         Err(committed) => {
                             let reason = committed_reason(committed);
@@ -685,10 +761,24 @@ where
                         this.engine.withdraw(&meta, reason);
                         return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
                     }
+                    if changes_resend(this.engine) {
+                        let mut headers = std::mem::take(copy.headers_mut());
+                        let mut resend =
+                            ResendRequest::with_uri(copy.method(), copy.uri(), &mut headers);
+                        prepare_resend(this.engine, &mut resend);
+                        *copy.headers_mut() = headers;
+                    }
                     // Sent: the last result is no longer needed.
                     drop(take_kept(kept));
-                    let fut = this.inner.call(copy);
-                    this.state.set(State::start(fut, timeout));
+                    let state =
+                        match attempt_span(this.engine, || RequestMeta::from_http(this.request)) {
+                            None => State::start(this.inner.call(copy), timeout),
+                            Some(span) => {
+                                let fut = span.in_scope(|| this.inner.call(copy));
+                                State::traced(fut, timeout, span)
+                            }
+                        };
+                    this.state.set(state);
                     continue;
                 }
             };
@@ -707,6 +797,7 @@ where
                                     body: Inspect::new(body, wanted),
                                     timer: at.map(tokio::time::sleep_until),
                                     after: after.unwrap_or_default(),
+                                    span: span.take(),
                                 }),
                             });
                             continue;
@@ -725,6 +816,8 @@ where
                 this.engine.set_replayable(false);
             }
             let request = &*this.request;
+            // The attempt's span closes once the engine has decided in it
+            // (at the end of this turn of the loop).
             let decision = decide(
                 this.engine,
                 &meta,
@@ -733,6 +826,7 @@ where
                 FailureKind::from_error,
                 // Asked only when a retry is otherwise allowed.
                 || request.body().can_replay().err(),
+                span.as_ref(),
             );
             if let Decision::Retry { delay, .. } = decision {
                 // Kept through the wait, in case the retry is refused.

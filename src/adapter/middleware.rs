@@ -55,9 +55,10 @@ use tokio::time::Instant;
 
 use super::body::{Inspect, ResponseBody, RetryBody, known_empty};
 use super::replay::{Committed, ReplayBody};
+use super::span::instrumented;
 use super::{
-    HttpRequest, HttpResponse, Kept, attempt_window, body_to_inspect, decide, finish, pause,
-    refused, start, take_kept,
+    HttpRequest, HttpResponse, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend,
+    decide, finish, pause, prepare_resend, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -65,6 +66,7 @@ use crate::engine::{Admission, Decision, RetryState, committed as committed_reas
 use crate::error::{AttemptTimedOut, BoxError};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
+use crate::resend::ResendRequest;
 
 /// A `reqwest-middleware` middleware that retries under a [`RetryPolicy`],
 /// or under per-endpoint policies ([`EndpointPolicies`]).
@@ -189,27 +191,43 @@ impl Middleware for RetryMiddleware {
                 }
             };
             // (A function of its own: nothing of it lives in this future.)
-            let attempt = match next_attempt(&mut request, &mut replay, &mut engine, &mut streamed)
-            {
-                Ok(attempt) => attempt,
-                // Read past its buffer since the retry was decided (it
-                // cannot be: the decision cut the earlier copy off).
-                Err(committed) => {
-                    let meta = request.describe();
-                    let reason = committed_reason(committed);
-                    engine.withdraw(&meta, reason);
-                    return refused(&mut engine, &meta, reason, kept)
-                        .map_err(reqwest_middleware::Error::middleware);
-                }
-            };
+            let mut attempt =
+                match next_attempt(&mut request, &mut replay, &mut engine, &mut streamed) {
+                    Ok(attempt) => attempt,
+                    // Read past its buffer since the retry was decided (it
+                    // cannot be: the decision cut the earlier copy off).
+                    Err(committed) => {
+                        let meta = request.describe();
+                        let reason = committed_reason(committed);
+                        engine.withdraw(&meta, reason);
+                        return refused(&mut engine, &meta, reason, kept)
+                            .map_err(reqwest_middleware::Error::middleware);
+                    }
+                };
+            if changes_resend(&engine) {
+                let mut headers = std::mem::take(attempt.headers_mut());
+                let mut resend =
+                    ResendRequest::with_url(attempt.method(), attempt.url().as_str(), &mut headers);
+                prepare_resend(&engine, &mut resend);
+                *attempt.headers_mut() = headers;
+            }
             // Sent: the last result is no longer needed.
             drop(take_kept(&mut kept));
+            // The attempt's span, if a subscriber wants one: the send runs
+            // in it (boxed then, so that this future does not grow).
+            let span = attempt_span(&engine, || request.describe()).map(Box::new);
             let send = next.clone().run(attempt, extensions);
-            let mut result = match timeout {
-                None => send.await.map_err(|e| into_box(e, &engine)),
-                Some(after) => match Box::pin(tokio::time::timeout(after, send)).await {
+            let mut result = match span.as_deref() {
+                None => match timeout {
+                    None => send.await.map_err(|e| into_box(e, &engine)),
+                    Some(after) => match Box::pin(tokio::time::timeout(after, send)).await {
+                        Ok(result) => result.map_err(|e| into_box(e, &engine)),
+                        Err(_elapsed) => Err(timed_out(after)),
+                    },
+                },
+                traced => match Box::pin(instrumented(traced, send_within(send, timeout))).await {
                     Ok(result) => result.map_err(|e| into_box(e, &engine)),
-                    Err(_elapsed) => Err(timed_out(after)),
+                    Err(after) => Err(timed_out(after)),
                 },
             };
 
@@ -218,9 +236,15 @@ impl Middleware for RetryMiddleware {
             let decided = {
                 let meta = request.describe();
                 match body_to_inspect(&engine, &meta, &result) {
-                    0 => Ok(decide(&mut engine, &meta, &result, None, kind_of, || {
-                        committed(&replay)
-                    })),
+                    0 => Ok(decide(
+                        &mut engine,
+                        &meta,
+                        &result,
+                        None,
+                        kind_of,
+                        || committed(&replay),
+                        span.as_deref(),
+                    )),
                     wanted => Err(wanted),
                 }
             };
@@ -241,11 +265,21 @@ impl Middleware for RetryMiddleware {
                     }
                     let meta = request.describe();
                     let prefix = prefix.as_deref();
-                    decide(&mut engine, &meta, &result, prefix, kind_of, || {
-                        committed(&replay)
-                    })
+                    decide(
+                        &mut engine,
+                        &meta,
+                        &result,
+                        prefix,
+                        kind_of,
+                        || committed(&replay),
+                        span.as_deref(),
+                    )
                 }
             };
+            // The attempt's span closes once the engine has decided in it.
+            if let Some(span) = span {
+                drop(span);
+            }
             let delay = match decision {
                 // The engine never retries a request sent whole; the guard
                 // makes sure the stand-in is never sent.
@@ -350,6 +384,23 @@ fn replayable_copy(request: &mut Request) -> Option<Request> {
     }
     *request.body_mut() = Some(reqwest::Body::from(Bytes::new()));
     request.try_clone()
+}
+
+/// The attempt's send, within its `timeout` (`Err` with it when it ran
+/// out): the traced form, boxed with its span.
+async fn send_within<F>(
+    send: F,
+    timeout: Option<std::time::Duration>,
+) -> Result<reqwest_middleware::Result<Response>, std::time::Duration>
+where
+    F: std::future::Future<Output = reqwest_middleware::Result<Response>>,
+{
+    match timeout {
+        None => Ok(send.await),
+        Some(after) => tokio::time::timeout(after, send)
+            .await
+            .map_err(|_elapsed| after),
+    }
 }
 
 /// [`inspect`], within what is left of the attempt's `timeout` (counted

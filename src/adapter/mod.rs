@@ -6,13 +6,16 @@ use std::error::Error as StdError;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use http::{Extensions, HeaderMap, StatusCode};
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 
 use crate::classify::{FailureKind, Outcome, RequestMeta};
 use crate::engine::{Admission, Decision, RetryState, needs_idempotency_key, prepare_request};
 use crate::error::{BoxError, Error, Last};
 use crate::policy::RetryPolicy;
 use crate::report::{Committed, RetryReport, StopReason};
+use crate::resend::ResendRequest;
+
+use self::span::{AttemptSpan, decide_in};
 
 pub mod body;
 pub mod layer;
@@ -21,6 +24,8 @@ pub mod layer;
 pub mod middleware;
 pub mod replay;
 pub mod resume;
+// One span per attempt, made by both adapters and by `retry`'s runs.
+pub(crate) mod span;
 
 /// A client's request type, as far as the adapters need it.
 pub(crate) trait HttpRequest {
@@ -91,7 +96,10 @@ pub(crate) fn body_to_inspect<R: HttpResponse>(
 /// [`body_to_inspect`] asked for it) to the engine. `kind_of` maps the
 /// client's transport errors; `replay` says whether the request's body is
 /// committed (asked only when a retry is otherwise allowed, see
-/// [`RetryState::decide_with`]).
+/// [`RetryState::decide_with`]). With the attempt's `span` (if one was
+/// made), the outcome is recorded on it and the engine decides inside it,
+/// so its events are the attempt's.
+#[inline]
 pub(crate) fn decide<R: HttpResponse>(
     engine: &mut RetryState,
     request: &RequestMeta<'_>,
@@ -99,25 +107,69 @@ pub(crate) fn decide<R: HttpResponse>(
     body: Option<&[u8]>,
     kind_of: impl FnOnce(&(dyn StdError + 'static)) -> FailureKind,
     replay: impl FnOnce() -> Option<Committed>,
+    span: Option<&AttemptSpan>,
 ) -> Decision {
     // The attempt's end, read only if the decision needs it.
     let now = || tokio::time::Instant::now().into_std();
     match result {
-        Ok(response) => engine.decide_at(
-            request,
-            &Outcome::Response {
+        Ok(response) => {
+            let outcome = Outcome::Response {
                 status: response.status(),
                 headers: response.headers(),
                 body,
-            },
-            now,
-            replay,
-        ),
+            };
+            decide_in(span, &outcome, || {
+                engine.decide_at(request, &outcome, now, replay)
+            })
+        }
         Err(error) => {
             let error: &(dyn StdError + 'static) = &**error;
             let kind = kind_of(error);
-            engine.decide_at(request, &Outcome::Error { kind, error }, now, replay)
+            let outcome = Outcome::Error { kind, error };
+            decide_in(span, &outcome, || {
+                engine.decide_at(request, &outcome, now, replay)
+            })
         }
+    }
+}
+
+/// The span of the attempt about to be sent, if a subscriber wants one
+/// (see [`AttemptSpan::traced`]; `request` describes the request only
+/// then).
+#[inline]
+pub(crate) fn attempt_span<'a>(
+    engine: &RetryState,
+    request: impl FnOnce() -> RequestMeta<'a>,
+) -> Option<AttemptSpan> {
+    AttemptSpan::traced(
+        request,
+        engine.report().attempts() + 1,
+        engine.policy().hide_paths(),
+    )
+}
+
+/// Whether the attempt about to be sent is a resend that the policy
+/// changes (an attempt header, a `before_retry` hook): then the adapter
+/// makes a [`ResendRequest`] of its copy for [`prepare_resend`].
+#[inline]
+pub(crate) fn changes_resend(engine: &RetryState) -> bool {
+    let p = engine.policy().inner();
+    (p.attempt_header.is_some() || p.before_retry.is_some()) && engine.report().attempts() > 0
+}
+
+/// Prepares the copy about to be resent: the policy's attempt header with
+/// the attempt's number, then its `before_retry` hook. Both adapters call
+/// it on their copy, after [`changes_resend`] said so.
+pub(crate) fn prepare_resend(engine: &RetryState, request: &mut ResendRequest<'_>) {
+    let p = engine.policy().inner();
+    let attempt = engine.report().attempts() + 1;
+    if let Some(name) = &p.attempt_header {
+        request
+            .headers_mut()
+            .insert(name.clone(), HeaderValue::from(attempt));
+    }
+    if let Some(hook) = &p.before_retry {
+        hook.before_retry(request, attempt);
     }
 }
 

@@ -47,6 +47,7 @@ mod request;
 
 pub use crate::headers::{IDEMPOTENCY_KEY, rate_limit_exhausted, should_retry_header};
 pub use failure::{AttemptTimedOut, FailureKind};
+pub(crate) use request::OPERATION;
 pub use request::{RequestMeta, is_idempotent_method};
 
 /// What a classifier returns for one attempt.

@@ -5,6 +5,10 @@ use http::{HeaderMap, Method};
 
 use crate::headers::IDEMPOTENCY_KEY_NAME;
 
+/// The method of the [`RequestMeta`] that stands for an operation (see
+/// [`RequestMeta::is_operation`]).
+pub(crate) const OPERATION: &str = "OPERATION";
+
 /// What a classifier (and the engine) may know about the request, whatever
 /// the client. Cheap to build: it only borrows.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +63,15 @@ impl<'a> RequestMeta<'a> {
     pub fn with_port(mut self, port: u16) -> Self {
         self.port = Some(port);
         self
+    }
+
+    /// Whether this stands for an operation run by
+    /// [`retry`](crate::policy::RetryPolicy::retry) rather than an HTTP
+    /// request: no scheme, the method [`OPERATION`], the operation's name
+    /// as the host and port 0.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn is_operation(&self) -> bool {
+        self.scheme.is_empty() && self.method.as_str() == OPERATION
     }
 
     /// Describes an `http::Request`.

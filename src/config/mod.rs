@@ -42,6 +42,8 @@
 //! | `resume_bodies` | boolean | [`resume_bodies`](crate::RetryPolicyBuilder::resume_bodies) |
 //! | `max_resumes` | integer ≥ 0 | [`max_resumes`](crate::RetryPolicyBuilder::max_resumes) |
 //! | `body_idle_timeout` | duration | [`body_idle_timeout`](crate::RetryPolicyBuilder::body_idle_timeout) |
+//! | `name` | string, 1 to 64 printable ASCII characters | [`name`](crate::RetryPolicyBuilder::name) |
+//! | `attempt_header` | a header name (`"x-attempt"`), not a connection, credential or idempotency header | [`attempt_header`](crate::RetryPolicyBuilder::attempt_header) |
 //!
 //! A **duration** is a string in [`humantime`]'s format: `"500ms"`, `"2m"`,
 //! `"1h"`, `"1m 30s"`. Bare numbers are refused (seconds or milliseconds?).

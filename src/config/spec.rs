@@ -50,6 +50,8 @@ pub(super) struct PolicySpec {
     resume_bodies: Option<bool>,
     max_resumes: Option<u32>,
     body_idle_timeout: Option<Word<Duration>>,
+    name: Option<String>,
+    attempt_header: Option<String>,
 }
 
 impl PolicySpec {
@@ -112,6 +114,12 @@ impl PolicySpec {
             RetryPolicyBuilder::return_last_response,
         );
         b = set(b, self.hide_paths, RetryPolicyBuilder::hide_paths);
+        b = set(b, self.name, |b, name: String| b.name(name));
+        b = set(
+            b,
+            self.attempt_header,
+            RetryPolicyBuilder::attempt_header::<String>,
+        );
         // `false` turns off what the base (builder or preset) had; `true`
         // and a table set the crate's defaults plus the table's keys. A
         // table's own checks come after the policy's (see `build` below).

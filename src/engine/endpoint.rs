@@ -76,6 +76,12 @@ impl Guard {
         })
     }
 
+    /// The endpoint's state (for the metrics' gauges).
+    #[cfg(feature = "metrics")]
+    pub(super) fn endpoint(&self) -> &dyn EndpointState {
+        &*self.endpoint
+    }
+
     fn partition(&mut self, request: &RequestMeta<'_>) -> Partition {
         *self
             .partition
@@ -198,6 +204,7 @@ impl Guard {
 impl RetryState {
     /// Tells the endpoint's breaker how the attempt went, and notes a quota
     /// the response says is gone.
+    #[inline]
     pub(super) fn observe(
         &mut self,
         request: &RequestMeta<'_>,

@@ -69,10 +69,15 @@ use crate::classify::{
     is_idempotent_method,
 };
 use crate::policy::{LongHint, RetryPolicy};
-use crate::report::{AttemptRecord, Committed, RetryReport, StopReason, ThrottleReason};
+use crate::report::{
+    AttemptRecord, Committed, RetryReport, StopReason, ThrottleReason, WallAnchor,
+};
 use crate::retry_after::DelaySource;
 
 mod endpoint;
+// What `admit` and `decide` record in the metrics.
+#[cfg(feature = "metrics")]
+mod metrics;
 pub(crate) mod resume;
 #[cfg(test)]
 mod tests;
@@ -274,7 +279,8 @@ impl RetryState {
                 let delay = delay + p.release_spread(delay);
                 wait = Some((delay, ThrottleReason::ServerQuota));
             } else if p.on_long_hint != LongHint::UseBackoff {
-                return self.refuse(request, StopReason::RetryAfterTooLong { hint: delay });
+                let reason = StopReason::RetryAfterTooLong { hint: delay };
+                return self.refuse(request, reason, Some(now));
             }
             // A policy that ignores long hints ignores a far reset too.
         }
@@ -287,7 +293,8 @@ impl RetryState {
                 Ok(None) => {}
                 Err(delay) => {
                     let wait = waited + delay;
-                    return self.refuse(request, StopReason::RateLimitedLocally { wait });
+                    let reason = StopReason::RateLimitedLocally { wait };
+                    return self.refuse(request, reason, Some(now));
                 }
             }
         }
@@ -299,19 +306,22 @@ impl RetryState {
                         >= d
                 })
             {
-                return self.refuse(request, StopReason::Deadline);
+                return self.refuse(request, StopReason::Deadline, Some(now));
             }
             self.report.add_throttle(reason, delay);
             self.report
                 .set_endpoint(|| endpoint_label(protection, request));
             trace::waiting(request, reason, delay, self.report.attempts() + 1);
-            return Admission::Wait { delay, reason };
+            let wait = Admission::Wait { delay, reason };
+            #[cfg(feature = "metrics")]
+            self.record_admission(request, &wait, now);
+            return wait;
         }
         // 3. The circuit breaker.
         if let Some(breaker) = &protection.circuit
             && let Err(retry_in) = guard.pass_breaker(breaker, now)
         {
-            return self.refuse(request, StopReason::CircuitOpen { retry_in });
+            return self.refuse(request, StopReason::CircuitOpen { retry_in }, Some(now));
         }
         self.sending(now);
         Admission::Send
@@ -359,7 +369,7 @@ impl RetryState {
         if let Some(guard) = &mut self.guard {
             guard.withdrawn();
         }
-        self.refuse(request, reason)
+        self.refuse(request, reason, None)
     }
 
     /// What a refusal before the next attempt ([`Admission::Fail`] from
@@ -394,16 +404,30 @@ impl RetryState {
         }
     }
 
-    /// Refuses the next attempt before it is sent.
-    fn refuse(&mut self, request: &RequestMeta<'_>, reason: StopReason) -> Admission {
+    /// Refuses the next attempt before it is sent (at `now`, when known).
+    fn refuse(
+        &mut self,
+        request: &RequestMeta<'_>,
+        reason: StopReason,
+        now: Option<Instant>,
+    ) -> Admission {
         self.refund();
         self.give_back_turn();
         self.report.set_stop(reason);
-        let protection = &self.policy.inner().protection;
+        let p = self.policy.inner();
         self.report
-            .set_endpoint(|| endpoint_label(protection, request));
+            .set_endpoint(|| endpoint_label(&p.protection, request));
+        // Anchored already unless no attempt was made: then the refusal's
+        // time stands for the request's.
+        self.report
+            .anchor(|| WallAnchor::new(p.clock.now(), Duration::ZERO));
         trace::refusing(request, reason, self.report.attempts());
-        Admission::Fail(reason)
+        let refused = Admission::Fail(reason);
+        #[cfg(feature = "metrics")]
+        self.record_admission(request, &refused, now.unwrap_or(self.started));
+        #[cfg(not(feature = "metrics"))]
+        let _ = now;
+        refused
     }
 
     /// Decides what follows an attempt that ended at `now` with `outcome`.
@@ -460,7 +484,23 @@ impl RetryState {
     /// needs it: a first attempt that succeeds with nothing held does not
     /// (its report is not kept: its attempt's `elapsed` reads as zero, as
     /// [`RetryReport::clean`] says).
+    #[inline]
     pub(crate) fn decide_at(
+        &mut self,
+        request: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        now: impl FnOnce() -> Instant,
+        replay: impl FnOnce() -> Option<Committed>,
+    ) -> Decision {
+        let decision = self.decide_attempt(request, outcome, now, replay);
+        #[cfg(feature = "metrics")]
+        self.record_decision(request, &decision);
+        decision
+    }
+
+    /// [`decide_at`](Self::decide_at) without the metrics.
+    #[inline]
+    fn decide_attempt(
         &mut self,
         request: &RequestMeta<'_>,
         outcome: &Outcome<'_>,
@@ -473,10 +513,8 @@ impl RetryState {
             read: Some(now),
             at: self.started,
         };
-        let clean = class == Class::Success
-            && is_response
-            && self.report.attempts() == 0
-            && self.guard.is_none();
+        let at_once = class == Class::Success && is_response && self.report.attempts() == 0;
+        let clean = at_once && self.guard.is_none();
         let elapsed = if clean {
             Duration::ZERO
         } else {
@@ -490,6 +528,12 @@ impl RetryState {
             delay_source: None,
             elapsed,
         });
+        // Every request but a first-attempt success with nothing else to
+        // say reads the wall clock once, to date its attempts.
+        if !(at_once && (self.guard.is_none() || !self.report.has_extras())) {
+            let clock = &self.policy.inner().clock;
+            self.report.anchor(|| WallAnchor::new(clock.now(), elapsed));
+        }
         if self.policy.inner().protection.active() {
             self.observe(request, outcome, class, &mut now);
         }
@@ -539,13 +583,11 @@ impl RetryState {
             .backoff
             .get_or_insert_with(|| Box::new(self.policy.backoff()))
             .next_delay();
-        let hint = match outcome {
-            Outcome::Response { .. } => {
-                p.classifier
-                    .hint(request, outcome, p.clock.now(), self.report.retries())
-            }
-            Outcome::Error { .. } => None,
-        };
+        // Asked for transport errors too: the built-in classifiers have
+        // nothing to say of them, an operation's may (`ErrorClass::retry_after`).
+        let hint = p
+            .classifier
+            .hint(request, outcome, p.clock.now(), self.report.retries());
         let (delay, source) = match hint {
             Some(h) if h.delay > p.max_retry_after => match p.on_long_hint {
                 LongHint::UseBackoff => (computed, DelaySource::Backoff),
@@ -583,7 +625,6 @@ impl RetryState {
             last.delay = Some(delay);
             last.delay_source = Some(source);
         }
-        self.report.add_backoff(delay);
         let attempts = self.report.attempts();
         trace::retrying(&self.policy, request, outcome, attempts, delay, source);
         Decision::Retry { delay, source }

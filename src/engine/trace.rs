@@ -7,7 +7,9 @@
 //! first attempt; one `INFO` per retry and one `WARN` when giving up; an
 //! `INFO` for each load-protection wait and each server quota noted, a
 //! `WARN` for each refusal; method, host, port and (unless the policy hides
-//! paths) path, never a header value.
+//! paths) path, never a header value. An operation run by
+//! [`retry`](crate::policy::RetryPolicy::retry) is named by its
+//! `operation` field instead.
 
 #![cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 
@@ -30,31 +32,52 @@ pub(super) fn waiting(
     attempt: u32,
 ) {
     #[cfg(feature = "tracing")]
-    tracing::info!(
-        target: "http_resilience",
-        reason = reason.as_str(),
-        delay_ms = delay.as_millis() as u64,
-        attempt,
-        method = %request.method(),
-        host = request.host(),
-        port = request.port(),
-        "waiting before attempt"
-    );
+    if is_operation(request) {
+        tracing::info!(
+            target: "http_resilience",
+            reason = reason.as_str(),
+            delay_ms = delay.as_millis() as u64,
+            attempt,
+            operation = request.host(),
+            "waiting before attempt"
+        );
+    } else {
+        tracing::info!(
+            target: "http_resilience",
+            reason = reason.as_str(),
+            delay_ms = delay.as_millis() as u64,
+            attempt,
+            method = %request.method(),
+            host = request.host(),
+            port = request.port(),
+            "waiting before attempt"
+        );
+    }
 }
 
 /// Load protection refused the next attempt before it was sent.
 #[inline]
 pub(super) fn refusing(request: &RequestMeta<'_>, reason: StopReason, attempts: u32) {
     #[cfg(feature = "tracing")]
-    tracing::warn!(
-        target: "http_resilience",
-        reason = reason.as_str(),
-        attempts,
-        method = %request.method(),
-        host = request.host(),
-        port = request.port(),
-        "refusing request"
-    );
+    if is_operation(request) {
+        tracing::warn!(
+            target: "http_resilience",
+            reason = reason.as_str(),
+            attempts,
+            operation = request.host(),
+            "refusing operation"
+        );
+    } else {
+        tracing::warn!(
+            target: "http_resilience",
+            reason = reason.as_str(),
+            attempts,
+            method = %request.method(),
+            host = request.host(),
+            port = request.port(),
+            "refusing request"
+        );
+    }
 }
 
 /// A retry was decided.
@@ -68,18 +91,30 @@ pub(super) fn retrying(
     source: DelaySource,
 ) {
     #[cfg(feature = "tracing")]
-    tracing::info!(
-        target: "http_resilience",
-        attempt,
-        delay_ms = delay.as_millis() as u64,
-        source = source.as_str(),
-        reason = %Reason(outcome),
-        method = %request.method(),
-        host = request.host(),
-        port = request.port(),
-        path = shown_path(policy, request),
-        "retrying request"
-    );
+    if is_operation(request) {
+        tracing::info!(
+            target: "http_resilience",
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            source = source.as_str(),
+            reason = %Reason(outcome),
+            operation = request.host(),
+            "retrying operation"
+        );
+    } else {
+        tracing::info!(
+            target: "http_resilience",
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            source = source.as_str(),
+            reason = %Reason(outcome),
+            method = %request.method(),
+            host = request.host(),
+            port = request.port(),
+            path = shown_path(policy, request),
+            "retrying request"
+        );
+    }
 }
 
 /// The engine stopped for `reason`; silent for a success and a permanent
@@ -92,7 +127,19 @@ pub(super) fn stopped(
     report: &RetryReport,
 ) {
     #[cfg(feature = "tracing")]
-    if !matches!(reason, StopReason::Success | StopReason::Permanent) {
+    if matches!(reason, StopReason::Success | StopReason::Permanent) {
+        // The caller sees these as they are.
+    } else if is_operation(request) {
+        let last = report.last();
+        tracing::warn!(
+            target: "http_resilience",
+            attempts = report.attempts(),
+            reason = reason.as_str(),
+            last_failure = last.and_then(|r| r.failure()).map(|k| k.as_str()),
+            operation = request.host(),
+            "giving up on operation"
+        );
+    } else {
         let last = report.last();
         tracing::warn!(
             target: "http_resilience",
@@ -197,6 +244,15 @@ pub(super) fn resume_failed(
         path = shown_path(policy, request),
         "not resuming body"
     );
+}
+
+/// Whether `request` stands for an operation run by
+/// [`retry`](crate::policy::RetryPolicy::retry): its events name the
+/// operation, not a method and a host.
+#[cfg(feature = "tracing")]
+#[inline]
+fn is_operation(request: &RequestMeta<'_>) -> bool {
+    request.is_operation()
 }
 
 /// The path as tracing shows it: `(hidden)` under `hide_paths`.

@@ -1,18 +1,25 @@
 //! [`RetryPolicyBuilder`]: every setting with its default, checked by
 //! [`build`](RetryPolicyBuilder::build).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::backoff::{Jitter, Schedule};
+use http::HeaderName;
+
+use crate::backoff::{Jitter, Schedule, mix_seed};
 use crate::classify::{Classify, DefaultClassifier};
+use crate::headers::RESERVED_REQUEST_HEADERS;
+#[cfg(feature = "metrics")]
+use crate::metrics::MetricsCache;
 use crate::presets::Preset;
 use crate::protection::CircuitBreaker;
 use crate::protection::RateLimit;
 use crate::protection::RetryBudget;
 use crate::protection::store::{InMemoryStore, Scope, StateStore};
+use crate::resend::BeforeRetry;
 use crate::retry_after::{SystemClock, WallClock};
 use crate::validate::{self, Check, ConfigError};
 
@@ -51,6 +58,10 @@ pub struct RetryPolicyBuilder {
     resume_bodies: bool,
     max_resumes: u32,
     body_idle_timeout: Option<Duration>,
+    name: Option<Cow<'static, str>>,
+    before_retry: Option<Arc<dyn BeforeRetry>>,
+    /// The name, or why it is not one (reported by `build`).
+    attempt_header: Option<Result<HeaderName, String>>,
 }
 
 impl Default for RetryPolicyBuilder {
@@ -85,6 +96,9 @@ impl Default for RetryPolicyBuilder {
             resume_bodies: false,
             max_resumes: 3,
             body_idle_timeout: None,
+            name: None,
+            before_retry: None,
+            attempt_header: None,
         }
     }
 }
@@ -398,6 +412,61 @@ impl RetryPolicyBuilder {
         self.body_idle_timeout = Some(d);
         self
     }
+    /// The policy's name: the `http_resilience.policy` label of its
+    /// [metrics](crate#features) (feature `metrics`). Default: the
+    /// preset's name (`github`, `openai`, `anthropic`, `git`) for a
+    /// preset's policy, else none (no such label). Keep names few and
+    /// fixed, as any metric label. Must be 1 to 64 printable ASCII
+    /// characters.
+    ///
+    /// ```
+    /// let policy = http_resilience::RetryPolicy::builder().name("billing").build()?;
+    /// assert_eq!(policy.name(), Some("billing"));
+    /// assert_eq!(http_resilience::RetryPolicy::github().name(), Some("github"));
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// A hook called before each resend, with the request about to go
+    /// (its headers to change: re-sign it, put a fresh token in it) and
+    /// its attempt number (2 for the first resend); see
+    /// [`resend`](crate::resend). Both adapters call it, on the copy they
+    /// are about to send. Default: none.
+    pub fn before_retry(mut self, hook: impl BeforeRetry) -> Self {
+        self.before_retry = Some(Arc::new(hook));
+        self
+    }
+    /// A request header that carries the attempt number (`2`, `3`, ...)
+    /// on every resend, never on the first attempt, so that the server can
+    /// tell a resend from a new request (as Envoy's `x-envoy-attempt-count`,
+    /// the OpenAI SDKs' `x-stainless-retry-count` or gRPC's
+    /// `grpc-previous-rpc-attempts` do; their numbering differs, this one
+    /// is the attempt's number). Set before the
+    /// [`before_retry`](Self::before_retry) hook runs, replacing any value
+    /// of the caller's. Default: none. Must be a valid header name, and
+    /// none of the connection's (`connection`, `host`, `te`, ...), the
+    /// credentials (`authorization`, `cookie`, `x-api-key`, ...) or
+    /// `idempotency-key`.
+    ///
+    /// ```
+    /// let policy = http_resilience::RetryPolicy::builder()
+    ///     .attempt_header("x-attempt")
+    ///     .build()?;
+    /// assert_eq!(policy.attempt_header().map(|h| h.as_str()), Some("x-attempt"));
+    /// let bad = http_resilience::RetryPolicy::builder().attempt_header("authorization").build();
+    /// assert_eq!(bad.unwrap_err().field(), "attempt_header");
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn attempt_header<N>(mut self, name: N) -> Self
+    where
+        N: TryInto<HeaderName>,
+        N::Error: fmt::Display,
+    {
+        self.attempt_header = Some(name.try_into().map_err(|e| e.to_string()));
+        self
+    }
 
     /// Validates the settings. Fields are checked in a fixed order and the
     /// first problem is reported, so the error is deterministic.
@@ -442,6 +511,15 @@ impl RetryPolicyBuilder {
         if let Some(d) = self.body_idle_timeout {
             validate::positive(d).at("body_idle_timeout")?;
         }
+        if let Some(name) = &self.name {
+            validate::label(name).at("name")?;
+        }
+        if let Some(header) = &self.attempt_header {
+            validate::header_name(header, &RESERVED_REQUEST_HEADERS).at("attempt_header")?;
+        }
+        let name = self
+            .name
+            .or_else(|| self.preset.map(|p| Cow::Borrowed(p.as_str())));
         Ok(RetryPolicy {
             inner: Arc::new(Inner {
                 max_retries: self.max_retries,
@@ -481,7 +559,66 @@ impl RetryPolicyBuilder {
                     max: self.max_resumes,
                     idle_timeout: self.body_idle_timeout,
                 },
+                #[cfg(feature = "metrics")]
+                metrics: Arc::new(MetricsCache::new(name.clone().map(Into::into))),
+                name,
+                before_retry: self.before_retry,
+                attempt_header: self.attempt_header.and_then(Result::ok),
             }),
         })
+    }
+}
+
+impl RetryPolicy {
+    /// This policy with another classifier, for another kind of outcome
+    /// (the runs of [`retry`](RetryPolicy::retry)): every setting, the
+    /// load-protection state and the metric handles are this policy's;
+    /// the seed is one of its own, drawn from this policy's (a seeded
+    /// policy's n-th copy gets the same backoffs on every run, and each
+    /// copy different ones from the others). Next to `build` so that a new
+    /// setting is copied here too.
+    pub(crate) fn with_classifier(&self, classifier: Arc<dyn Classify>) -> RetryPolicy {
+        let p = self.inner();
+        let seed = p
+            .seed
+            .map(|seed| mix_seed(seed, p.seed_counter.fetch_add(1, Ordering::Relaxed)));
+        let protection = &p.protection;
+        RetryPolicy {
+            inner: Arc::new(Inner {
+                max_retries: p.max_retries,
+                schedule: p.schedule,
+                seed,
+                seed_counter: AtomicU64::new(0),
+                spread_counter: AtomicU64::new(0),
+                max_retry_after: p.max_retry_after,
+                on_long_hint: p.on_long_hint,
+                deadline: p.deadline,
+                attempt_timeout: p.attempt_timeout,
+                retry_non_idempotent: p.retry_non_idempotent,
+                auto_idempotency_key: p.auto_idempotency_key,
+                return_last_response: p.return_last_response,
+                hide_paths: p.hide_paths,
+                classifier,
+                preset: p.preset,
+                clock: Arc::clone(&p.clock),
+                protection: Protection {
+                    budget: protection.budget,
+                    circuit: protection.circuit,
+                    rate_limit: protection.rate_limit,
+                    server_limits: protection.server_limits,
+                    max_quota_reset: protection.max_quota_reset,
+                    quota_release_spread: protection.quota_release_spread,
+                    scope: protection.scope,
+                    store: Arc::clone(&protection.store),
+                },
+                replay_buffer: p.replay_buffer,
+                resumes: p.resumes,
+                name: p.name.clone(),
+                before_retry: p.before_retry.clone(),
+                attempt_header: p.attempt_header.clone(),
+                #[cfg(feature = "metrics")]
+                metrics: Arc::clone(&p.metrics),
+            }),
+        }
     }
 }

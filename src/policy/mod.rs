@@ -34,6 +34,9 @@
 //! | [`resume_bodies`](RetryPolicyBuilder::resume_bodies) | false |
 //! | [`max_resumes`](RetryPolicyBuilder::max_resumes) | 3 |
 //! | [`body_idle_timeout`](RetryPolicyBuilder::body_idle_timeout) | none |
+//! | [`name`](RetryPolicyBuilder::name) | the preset's name (`github`, `openai`, `anthropic`, `git`), else none |
+//! | [`before_retry`](RetryPolicyBuilder::before_retry) | none |
+//! | [`attempt_header`](RetryPolicyBuilder::attempt_header) | none |
 //!
 //! ## Load protection
 //!
@@ -53,20 +56,25 @@
 //! [`StateStore`], shared by every clone of the policy and of the layers
 //! and middlewares built from it; see [`store`](crate::protection::store).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use http::HeaderName;
 use rand::Rng;
 
 use crate::backoff::{Backoff, Jitter, Schedule, mix_seed};
 use crate::classify::Classify;
+#[cfg(feature = "metrics")]
+use crate::metrics::MetricsCache;
 use crate::presets::Preset;
 use crate::protection::CircuitBreaker;
 use crate::protection::RateLimit;
 use crate::protection::RetryBudget;
 use crate::protection::store::{Scope, StateStore};
+use crate::resend::BeforeRetry;
 use crate::retry_after::WallClock;
 
 mod builder;
@@ -132,6 +140,16 @@ pub(crate) struct Inner {
     pub(crate) protection: Protection,
     pub(crate) replay_buffer: usize,
     pub(crate) resumes: Resumes,
+    /// The `http_resilience.policy` label, and what reports call it.
+    pub(crate) name: Option<Cow<'static, str>>,
+    /// Called before each resend.
+    pub(crate) before_retry: Option<Arc<dyn BeforeRetry>>,
+    /// Carries the attempt number on resends.
+    pub(crate) attempt_header: Option<HeaderName>,
+    /// The policy's metric handles, per endpoint: shared by its clones (and
+    /// by the copies `retry` runs make), empty until a request records.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Arc<MetricsCache>,
 }
 
 /// The default of [`RetryPolicyBuilder::replay_buffer`]: 64 KiB.
@@ -359,6 +377,20 @@ impl RetryPolicy {
             .build()
             .expect("the defaults are valid")
     }
+    /// The policy's name, if it has one: [`name`](RetryPolicyBuilder::name),
+    /// or the preset's.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+    /// The header that carries the attempt number on resends, if any.
+    pub fn attempt_header(&self) -> Option<&HeaderName> {
+        self.inner.attempt_header.as_ref()
+    }
+    /// Whether a [`before_retry`](RetryPolicyBuilder::before_retry) hook
+    /// is set.
+    pub fn has_before_retry(&self) -> bool {
+        self.inner.before_retry.is_some()
+    }
 
     #[inline]
     pub(crate) fn inner(&self) -> &Inner {
@@ -403,6 +435,9 @@ impl fmt::Debug for RetryPolicy {
             .field("resume_bodies", &i.resumes.on)
             .field("max_resumes", &i.resumes.max)
             .field("body_idle_timeout", &i.resumes.idle_timeout)
+            .field("name", &i.name)
+            .field("before_retry", &i.before_retry.is_some())
+            .field("attempt_header", &i.attempt_header)
             .field(
                 "rules",
                 &i.preset.map_or("default or custom", Preset::as_str),

@@ -19,6 +19,7 @@ pub mod capture;
 pub mod clients;
 #[cfg(all(feature = "reqwest", feature = "hyper-util"))]
 pub mod net;
+pub mod spans;
 pub mod table;
 #[cfg(all(feature = "reqwest", feature = "hyper-util"))]
 pub mod tls;

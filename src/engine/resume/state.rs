@@ -305,7 +305,6 @@ impl Core {
             last.delay = Some(delay);
             last.delay_source = Some(source);
         }
-        report.add_backoff(delay);
         self.log.push(ResumeRecord::new(offset, delay));
         self.log.set_report(&self.engine.report);
         trace::resuming(&self.engine.policy, meta, offset, self.resumes, delay);
