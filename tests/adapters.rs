@@ -1040,8 +1040,9 @@ async fn the_before_retry_hook_changes_each_resend_only() {
 }
 
 /// A body that is sent once is never resent, so the hook never runs for
-/// it: a stream through reqwest, a body whose clones share one stream
-/// through tower.
+/// it: a stream through reqwest with no replay buffer (`replay_buffer(0)`;
+/// with one, it is resent from the buffer, hook included), a body whose
+/// clones share one stream through tower.
 #[tokio::test(start_paused = true)]
 async fn the_hook_is_never_called_for_a_body_sent_once() {
     use std::sync::{Arc, Mutex};
@@ -1051,6 +1052,7 @@ async fn the_hook_is_never_called_for_a_body_sent_once() {
         let counter = Arc::clone(&count);
         let policy = base()
             .retry_non_idempotent(true)
+            .replay_buffer(0)
             .attempt_header("x-attempt")
             .before_retry(move |_: &mut http_resilience::ResendRequest<'_>, _| {
                 *counter.lock().unwrap() += 1;
