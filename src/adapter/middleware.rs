@@ -191,26 +191,19 @@ impl Middleware for RetryMiddleware {
                 }
             };
             // (A function of its own: nothing of it lives in this future.)
-            let mut attempt =
-                match next_attempt(&mut request, &mut replay, &mut engine, &mut streamed) {
-                    Ok(attempt) => attempt,
-                    // Read past its buffer since the retry was decided (it
-                    // cannot be: the decision cut the earlier copy off).
-                    Err(committed) => {
-                        let meta = request.describe();
-                        let reason = committed_reason(committed);
-                        engine.withdraw(&meta, reason);
-                        return refused(&mut engine, &meta, reason, kept)
-                            .map_err(reqwest_middleware::Error::middleware);
-                    }
-                };
-            if changes_resend(&engine) {
-                let mut headers = std::mem::take(attempt.headers_mut());
-                let mut resend =
-                    ResendRequest::with_url(attempt.method(), attempt.url().as_str(), &mut headers);
-                prepare_resend(&engine, &mut resend);
-                *attempt.headers_mut() = headers;
-            }
+            let attempt = match next_attempt(&mut request, &mut replay, &mut engine, &mut streamed)
+            {
+                Ok(attempt) => attempt,
+                // Read past its buffer since the retry was decided (it
+                // cannot be: the decision cut the earlier copy off).
+                Err(committed) => {
+                    let meta = request.describe();
+                    let reason = committed_reason(committed);
+                    engine.withdraw(&meta, reason);
+                    return refused(&mut engine, &meta, reason, kept)
+                        .map_err(reqwest_middleware::Error::middleware);
+                }
+            };
             // Sent: the last result is no longer needed.
             drop(take_kept(&mut kept));
             // The attempt's span, if a subscriber wants one: the send runs
@@ -325,7 +318,29 @@ pub fn into_box_error(error: reqwest_middleware::Error) -> BoxError {
 /// (`replay_buffer(0)`), the original itself, once (`request` then a
 /// body-less stand-in with the same method, URL and headers, what the
 /// engine reads, and `streamed` set: no retry follows).
+///
+/// A resend then gets the policy's attempt header and `before_retry` hook.
+/// (Here rather than in the boxed future: a local borrowed there would
+/// keep its storage across the send's await.)
 fn next_attempt(
+    request: &mut Request,
+    replay: &mut Option<Box<ReplayBody<reqwest::Body>>>,
+    engine: &mut RetryState,
+    streamed: &mut bool,
+) -> Result<Request, Committed> {
+    let mut attempt = copy_for_attempt(request, replay, engine, streamed)?;
+    if changes_resend(engine) {
+        let mut headers = std::mem::take(attempt.headers_mut());
+        let mut resend =
+            ResendRequest::with_url(attempt.method(), attempt.url().as_str(), &mut headers);
+        prepare_resend(engine, &mut resend);
+        *attempt.headers_mut() = headers;
+    }
+    Ok(attempt)
+}
+
+/// The copy [`next_attempt`] sends.
+fn copy_for_attempt(
     request: &mut Request,
     replay: &mut Option<Box<ReplayBody<reqwest::Body>>>,
     engine: &mut RetryState,
