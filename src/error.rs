@@ -400,6 +400,16 @@ impl Error {
         }
     }
 
+    /// [`middleware::into_box_error`](crate::middleware::into_box_error).
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn boxed_from_middleware(error: reqwest_middleware::Error) -> BoxError {
+        match Error::from_middleware(error) {
+            Ok(ours) => Box::new(ours),
+            Err(reqwest_middleware::Error::Reqwest(e)) => Box::new(e),
+            Err(reqwest_middleware::Error::Middleware(e)) => e.into(),
+        }
+    }
+
     /// Sets the redacted URL (adapters, once, when the error is made).
     pub(crate) fn with_url(mut self, url: String) -> Error {
         self.failure_mut().url = Some(url.into_boxed_str());
@@ -485,7 +495,12 @@ impl fmt::Display for Error {
                 "server asked to wait {hint:?}, more than the policy allows"
             )?,
             Error::DeadlineExceeded(_) => f.write_str("retry deadline exceeded")?,
-            Error::NotRetryable(_) => f.write_str("request failed and was not retried")?,
+            Error::NotRetryable(_) => {
+                f.write_str("request failed and was not retried")?;
+                if let Some(StopReason::BodyCommitted { reason }) = report.stop_reason() {
+                    write!(f, ": {reason}")?;
+                }
+            }
             Error::RetryBudgetExhausted(_) => {
                 f.write_str("retry budget exhausted for this endpoint")?
             }

@@ -117,6 +117,24 @@
 //!   fallback when Redis is slow or gone; give it to a policy with
 //!   [`state_store`](RetryPolicyBuilder::state_store). With `serde`,
 //!   `config::Config` reads a file's `[store]` and connects it.
+//! - `download`: [`download`], a response saved to a file
+//!   that is resumed within a run and across runs, checked (length, an
+//!   optional SHA-256) and renamed into place atomically; turns on
+//!   `reqwest`.
+//!
+//! # Streaming bodies
+//!
+//! A request body that cannot be cloned (a stream) is kept in a replay
+//! buffer as it is sent ([`RetryPolicyBuilder::replay_buffer`], 64 KiB by
+//! default; [`replay`]), so that a retry sends it again byte for byte: by
+//! the reqwest middleware for every streamed body, by the tower layer with
+//! [`RetryLayer::replay_bodies`]. With
+//! [`RetryPolicyBuilder::resume_bodies`], a `GET` response body with a
+//! strong validator that fails while read is resumed with a range request
+//! where the caller stopped reading, checked, and continued as the same
+//! stream ([`resume`]: through tower with [`resume::ResumeLayer`], through
+//! reqwest with [`resume::ResumeExt`]); each resume is one more attempt of
+//! the request, under its limits.
 //!
 //! # Time
 //!
@@ -144,6 +162,9 @@ pub mod classify;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
+#[cfg(feature = "download")]
+#[cfg_attr(docsrs, doc(cfg(feature = "download")))]
+pub mod download;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
@@ -171,7 +192,7 @@ mod validate;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use adapter::middleware;
-pub use adapter::{body, layer};
+pub use adapter::{body, layer, replay, resume};
 pub use protection::store;
 /// [`store::redis`] (the `redis` feature's [`RedisStore`](store::RedisStore)
 /// and its parts), at the path it had before [`store`] held it.
@@ -200,7 +221,7 @@ pub mod rate_limit {
 }
 
 pub use backoff::{Backoff, Jitter};
-pub use body::ResponseBody;
+pub use body::{ResponseBody, RetryBody};
 pub use classify::{
     Class, Classify, DefaultClassifier, FailureKind, MAX_INSPECTED_BODY, Outcome, RequestMeta,
 };
@@ -216,7 +237,9 @@ pub use policy::{ConfigError, LongHint, RequestCost, RetryPolicy, RetryPolicyBui
 pub use presets::Preset;
 pub use protection::{CircuitBreaker, CircuitStatus, RateLimit, RetryBudget};
 pub use rebuild::{RebuiltRequest, RebuiltResponse};
-pub use report::{AttemptRecord, ResponseExt, RetryReport, StopReason, Throttle, ThrottleReason};
+pub use report::{
+    AttemptRecord, ResponseExt, ResumeRecord, RetryReport, StopReason, Throttle, ThrottleReason,
+};
 pub use resend::{BeforeRetry, ResendRequest};
 pub use retry_after::{DelaySource, WallClock};
 pub use store::{EndpointKey, EndpointState, InMemoryStore, Scope, StateStore};

@@ -383,6 +383,9 @@ impl RetryPolicy {
                 &result,
                 prefix.as_deref(),
                 kind_of,
+                // Every attempt's body is made anew: none is ever
+                // committed.
+                || None,
                 span.as_deref(),
             );
             drop(span);

@@ -215,6 +215,15 @@ pub enum StopReason {
     /// fallback refuses ([`Fallback::Refuse`](crate::protection::store::redis::Fallback::Refuse)
     /// with the `redis` feature): no turn, or no retry.
     StoreUnavailable,
+    /// The outcome was transient, but the request's streamed body is
+    /// committed to the attempts already made: it was longer than the
+    /// replay buffer ([`replay_buffer`](crate::RetryPolicyBuilder::replay_buffer)),
+    /// or its stream failed. Its [`as_str`](Self::as_str) is the reason's
+    /// (`body_too_large`, `body_failed`).
+    BodyCommitted {
+        /// Why.
+        reason: Committed,
+    },
 }
 
 impl StopReason {
@@ -232,7 +241,96 @@ impl StopReason {
             StopReason::CircuitOpen { .. } => "circuit_open",
             StopReason::RateLimitedLocally { .. } => "rate_limited_locally",
             StopReason::StoreUnavailable => "store_unavailable",
+            StopReason::BodyCommitted { reason } => reason.as_str(),
         }
+    }
+}
+
+/// Why a streamed request body cannot be sent again
+/// ([`StopReason::BodyCommitted`]; also what
+/// [`ReplayBody::replay`](crate::replay::ReplayBody::replay) refuses with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Committed {
+    /// More than `limit` bytes were read (or the body's size hint said it
+    /// was longer than that, and something was read): the buffer does not
+    /// hold them.
+    TooLarge {
+        /// The buffer's limit, in bytes.
+        limit: usize,
+    },
+    /// The body's own stream failed while it was being sent: what it would
+    /// have sent after the failure is unknown.
+    Failed,
+}
+
+impl Committed {
+    /// A stable snake_case name: `body_too_large`, `body_failed`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Committed::TooLarge { .. } => "body_too_large",
+            Committed::Failed => "body_failed",
+        }
+    }
+}
+
+impl fmt::Display for Committed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Committed::TooLarge { limit } => write!(
+                f,
+                "the request body is longer than the replay buffer ({limit} bytes): it cannot be sent again"
+            ),
+            Committed::Failed => f.write_str(
+                "the request body's stream failed while it was sent: it cannot be sent again",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Committed {}
+
+/// One resume of a response body (see [`resume`](crate::resume)): where it
+/// asked to continue, what came back, how much it fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeRecord {
+    pub(crate) offset: u64,
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) fetched: u64,
+    pub(crate) skipped: u64,
+    pub(crate) waited: Duration,
+}
+
+impl ResumeRecord {
+    pub(crate) fn new(offset: u64, waited: Duration) -> ResumeRecord {
+        ResumeRecord {
+            offset,
+            status: None,
+            fetched: 0,
+            skipped: 0,
+            waited,
+        }
+    }
+    /// The representation offset asked for (`Range: bytes=N-`).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// The response's status, if one came.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+    /// Body bytes this resume's response delivered (skipped ones
+    /// included).
+    pub fn fetched(&self) -> u64 {
+        self.fetched
+    }
+    /// Bytes of a `200` that were skipped (already read).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+    /// The wait before it (backoff, a server's hint, load protection).
+    pub fn waited(&self) -> Duration {
+        self.waited
     }
 }
 
@@ -307,11 +405,12 @@ pub struct RetryReport {
     anchor: Option<WallAnchor>,
     stop: Option<StopReason>,
     /// `None` (no allocation, one word) unless load protection made the
-    /// request wait or refused it: almost always empty, so boxed.
+    /// request wait or refused it, or its body was resumed: almost always
+    /// empty, so boxed.
     protection: Option<Box<ProtectionLog>>,
 }
 
-/// What load protection did to a request.
+/// What load protection did to a request, and the resumes of its body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ProtectionLog {
     throttles: Vec<Throttle>,
@@ -319,6 +418,7 @@ struct ProtectionLog {
     endpoint: Option<Box<str>>,
     /// A store's fallback made one of its decisions.
     decided_locally: bool,
+    resumes: Vec<ResumeRecord>,
 }
 
 impl RetryReport {
@@ -504,6 +604,25 @@ impl RetryReport {
             .as_deref()
             .is_some_and(|log| log.decided_locally)
     }
+    /// The resumes of the response's body, in order (with
+    /// [`resume_bodies`](crate::RetryPolicyBuilder::resume_bodies)): in the
+    /// report of a [`ResumeLog`](crate::resume::ResumeLog) or a
+    /// [`ResumeError`](crate::resume::ResumeError); empty in the report a
+    /// response carries at hand-over, before its body is read.
+    pub fn resumes(&self) -> &[ResumeRecord] {
+        self.protection
+            .as_deref()
+            .map_or(&[], |log| log.resumes.as_slice())
+    }
+
+    /// Sets the resumes (from the body's log).
+    pub(crate) fn set_resumes(&mut self, resumes: Vec<ResumeRecord>) {
+        if resumes.is_empty() && self.protection.is_none() {
+            return;
+        }
+        self.protection.get_or_insert_with(Box::default).resumes = resumes;
+    }
+
     /// The wall-clock reading the attempts' times follow from; `None` for
     /// a request that succeeded at its first attempt (no clock is read
     /// then), or a report made by hand.
@@ -552,6 +671,7 @@ impl fmt::Debug for RetryReport {
             .field("stop", &self.stop)
             .field("history", &self.history())
             .field("throttles", &self.throttles())
+            .field("resumes", &self.resumes())
             .field("wall_anchor", &self.wall_anchor())
             .finish()
     }
@@ -559,9 +679,16 @@ impl fmt::Debug for RetryReport {
 
 /// `3 attempts [503 -> wait 1s (retry_after), 503 -> wait 1.2s (backoff), 200]`,
 /// then `; throttled 2s (server_quota)` if load protection made it wait,
-/// `; stopped: budget_exhausted` for a load-protection refusal,
+/// `; stopped: budget_exhausted` for a load-protection refusal (or
+/// `; stopped: body_too_large (65536 bytes)` for a committed body),
+/// `; resumed at byte 80000 (120000 bytes)` for the body's resumes,
 /// `; decided locally (shared store unreachable)` if a shared store's
-/// fallback decided, and ` at api.github.com:443`, the endpoint, after any.
+/// fallback decided, and ` at api.github.com:443`, the endpoint, after a
+/// wait or a refusal.
+/// `; stopped: budget_exhausted` for a load-protection refusal (or
+/// `; stopped: body_too_large (65536 bytes)` for a committed body),
+/// `; resumed at byte 80000 (120000 bytes)` for the body's resumes, and
+/// ` at api.github.com:443`, the endpoint, after a wait or a refusal.
 impl fmt::Display for RetryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.attempts();
@@ -585,6 +712,19 @@ impl fmt::Display for RetryReport {
         ) = self.stop
         {
             write!(f, "; stopped: {}", stop.as_str())?;
+        }
+        match self.stop {
+            Some(StopReason::BodyCommitted {
+                reason: Committed::TooLarge { limit },
+            }) => write!(f, "; stopped: body_too_large ({limit} bytes)")?,
+            Some(StopReason::BodyCommitted { reason }) => {
+                write!(f, "; stopped: {}", reason.as_str())?
+            }
+            _ => {}
+        }
+        for (i, r) in self.resumes().iter().enumerate() {
+            let lead = if i == 0 { "; resumed" } else { "," };
+            write!(f, "{lead} at byte {} ({} bytes)", r.offset, r.fetched)?;
         }
         if self.decided_locally() {
             f.write_str("; decided locally (shared store unreachable)")?;

@@ -25,7 +25,14 @@ struct Row {
     expect: Expect,
     attempts: u32,
     waits: Vec<(u64, DelaySource)>,
+    /// Where the reqwest middleware differs (outcome, attempts, waits): a
+    /// body that tower's default mode copies by `Clone` reaches reqwest as
+    /// a `Body::wrap` stream, which its replay buffer sends again whole.
+    reqwest: Option<Outcome>,
 }
+
+/// A row's outcome, attempts and waits.
+type Outcome = (Expect, u32, Vec<(u64, DelaySource)>);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -46,6 +53,7 @@ fn rows() -> Vec<Row> {
         expect,
         attempts,
         waits,
+        reqwest: None,
     };
     let mut rows = vec![
         row(
@@ -388,8 +396,9 @@ fn rows() -> Vec<Row> {
     rows.extend([
         Row {
             req: shared_put,
+            reqwest: Some((Status(200), 2, vec![(100, Backoff)])),
             ..row(
-                "a PUT whose body's clones share one stream is not resent drained",
+                "a PUT whose body's clones share one stream is not resent drained (reqwest: resent from its replay buffer)",
                 vec![Step::status(502), Step::status(200)],
                 Status(502),
                 1,
@@ -398,8 +407,9 @@ fn rows() -> Vec<Row> {
         },
         Row {
             req: shared_keyed_post,
+            reqwest: Some((Status(201), 2, vec![(100, Backoff)])),
             ..row(
-                "a keyed POST whose body's clones share one stream is not resent after a 429",
+                "a keyed POST whose body's clones share one stream is not resent after a 429 (reqwest: resent from its replay buffer)",
                 vec![Step::status(429), Step::status(201)],
                 Status(429),
                 1,
@@ -530,14 +540,18 @@ async fn behaviour_table_through_both_adapters() {
             let seen = server.seen(&path);
             let label = format!("row {i} {:?} via {via:?}", row.name);
 
+            let (expect, attempts, waits) = match (&row.reqwest, via) {
+                (Some((expect, attempts, waits)), Via::Reqwest) => (*expect, *attempts, waits),
+                _ => (row.expect, row.attempts, &row.waits),
+            };
             let problems = problems(
                 &got,
                 &seen,
                 &req,
                 &Expected {
-                    expect: row.expect,
-                    attempts: row.attempts,
-                    waits: &row.waits,
+                    expect,
+                    attempts,
+                    waits,
                     script: &row.script,
                     attempt_timeout: (row.policy)().build().unwrap().attempt_timeout(),
                 },
@@ -714,43 +728,53 @@ async fn hanging_attempt_is_recorded_as_a_timeout() {
     }
 }
 
+/// A body that cannot be cloned (a stream) is kept in the replay buffer
+/// and sent again whole; with `replay_buffer(0)` it is sent once and not
+/// retried. (`tests/replay.rs` has the bodies longer than the buffer.)
 #[tokio::test(start_paused = true)]
-async fn streaming_body_is_sent_once_and_not_retried() {
+async fn a_streaming_body_is_replayed_from_the_buffer_or_sent_once_without_one() {
     let server = Server::start().await;
-    server.script("/stream", vec![Step::status(503), Step::status(200)]);
     let req = Req {
         method: Method::PUT,
         streaming: true,
         body: "streamed",
         ..get()
     };
-    let got = send(
-        Via::Reqwest,
-        base().build().unwrap(),
-        &server.url("/stream"),
-        &req,
-    )
-    .await;
-    assert_eq!(got.status, Some(503), "returned as it is, no error");
-    assert_eq!(got.report.attempts(), 1);
-    assert_eq!(
-        got.report.stop_reason(),
-        Some(StopReason::BodyNotReplayable)
-    );
-    let seen = server.seen("/stream");
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].body, b"streamed");
-    // A streaming body that succeeds is untouched.
-    server.script("/stream-ok", vec![Step::status(200)]);
-    let got = send(
-        Via::Reqwest,
-        base().build().unwrap(),
-        &server.url("/stream-ok"),
-        &req,
-    )
-    .await;
-    assert_eq!(got.status, Some(200));
-    assert_eq!(got.report.stop_reason(), Some(StopReason::Success));
+    for via in BOTH {
+        let path = format!("/stream/{via:?}");
+        server.script(&path, vec![Step::status(503), Step::status(200)]);
+        let got = send(via, base().build().unwrap(), &server.url(&path), &req).await;
+        assert_eq!(got.status, Some(200), "{via:?}: {:?}", got.code);
+        assert_eq!(got.report.attempts(), 2, "{via:?}");
+        let bodies: Vec<Vec<u8>> = server.seen(&path).into_iter().map(|s| s.body).collect();
+        assert_eq!(bodies, vec![b"streamed".to_vec(); 2], "{via:?}");
+
+        let path = format!("/stream-once/{via:?}");
+        server.script(&path, vec![Step::status(503), Step::status(200)]);
+        let policy = base().replay_buffer(0).build().unwrap();
+        let got = send(via, policy, &server.url(&path), &req).await;
+        assert_eq!(
+            got.status,
+            Some(503),
+            "{via:?}: returned as it is, no error"
+        );
+        assert_eq!(got.report.attempts(), 1, "{via:?}");
+        assert_eq!(
+            got.report.stop_reason(),
+            Some(StopReason::BodyNotReplayable),
+            "{via:?}"
+        );
+        let seen = server.seen(&path);
+        assert_eq!(seen.len(), 1, "{via:?}");
+        assert_eq!(seen[0].body, b"streamed");
+
+        // A streaming body that succeeds is untouched.
+        let path = format!("/stream-ok/{via:?}");
+        server.script(&path, vec![Step::status(200)]);
+        let got = send(via, base().build().unwrap(), &server.url(&path), &req).await;
+        assert_eq!(got.status, Some(200));
+        assert_eq!(got.report.stop_reason(), Some(StopReason::Success));
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -1016,8 +1040,9 @@ async fn the_before_retry_hook_changes_each_resend_only() {
 }
 
 /// A body that is sent once is never resent, so the hook never runs for
-/// it: a stream through reqwest, a body whose clones share one stream
-/// through tower.
+/// it: a stream through reqwest with no replay buffer (`replay_buffer(0)`;
+/// with one, it is resent from the buffer, hook included), a body whose
+/// clones share one stream through tower.
 #[tokio::test(start_paused = true)]
 async fn the_hook_is_never_called_for_a_body_sent_once() {
     use std::sync::{Arc, Mutex};
@@ -1027,6 +1052,7 @@ async fn the_hook_is_never_called_for_a_body_sent_once() {
         let counter = Arc::clone(&count);
         let policy = base()
             .retry_non_idempotent(true)
+            .replay_buffer(0)
             .attempt_header("x-attempt")
             .before_retry(move |_: &mut http_resilience::ResendRequest<'_>, _| {
                 *counter.lock().unwrap() += 1;

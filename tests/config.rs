@@ -41,6 +41,10 @@ retry_non_idempotent = true
 auto_idempotency_key = true
 return_last_response = true
 hide_paths = true
+replay_buffer = 262144
+resume_bodies = true
+max_resumes = 7
+body_idle_timeout = "20s"
 "#;
 
 const EVERY_SETTING_JSON: &str = r#"{
@@ -57,7 +61,11 @@ const EVERY_SETTING_JSON: &str = r#"{
     "retry_non_idempotent": true,
     "auto_idempotency_key": true,
     "return_last_response": true,
-    "hide_paths": true
+    "hide_paths": true,
+    "replay_buffer": 262144,
+    "resume_bodies": true,
+    "max_resumes": 7,
+    "body_idle_timeout": "20s"
 }"#;
 
 fn every_setting_built() -> RetryPolicy {
@@ -76,6 +84,10 @@ fn every_setting_built() -> RetryPolicy {
         .auto_idempotency_key(true)
         .return_last_response(true)
         .hide_paths(true)
+        .replay_buffer(256 * 1024)
+        .resume_bodies(true)
+        .max_resumes(7)
+        .body_idle_timeout(secs(20))
         .build()
         .unwrap()
 }
@@ -102,6 +114,10 @@ fn every_setting_loads_from_toml_and_json_as_the_builder_sets_it() {
     assert!(from_toml.auto_idempotency_key());
     assert!(from_toml.return_last_response());
     assert!(from_toml.hide_paths());
+    assert_eq!(from_toml.replay_buffer(), 256 * 1024);
+    assert!(from_json.resume_bodies());
+    assert_eq!(from_toml.max_resumes(), 7);
+    assert_eq!(from_json.body_idle_timeout(), Some(secs(20)));
     assert_eq!(from_toml.preset(), None);
     // the same seed gives the same jitter as the builder's policy
     let a: Vec<Duration> = from_json.backoff().take(5).collect();
@@ -343,6 +359,10 @@ fn every_protection_setting_loads_from_toml_and_json_as_the_builder_sets_it() {
         .auto_idempotency_key(true)
         .return_last_response(true)
         .hide_paths(true)
+        .replay_buffer(256 * 1024)
+        .resume_bodies(true)
+        .max_resumes(7)
+        .body_idle_timeout(secs(20))
         .build()
         .unwrap();
     assert_eq!(
@@ -1587,6 +1607,56 @@ fn each_bad_policy_value_names_its_key_and_reason() {
             "scope",
             r#"expected a scope: "endpoint" or "policy""#,
         ),
+        // streaming bodies
+        (
+            "negative replay buffer",
+            Toml,
+            "replay_buffer = -1",
+            "replay_buffer",
+            "invalid value: integer `-1`",
+        ),
+        (
+            "replay buffer as a word",
+            Json,
+            r#"{"replay_buffer": "64KiB"}"#,
+            "replay_buffer",
+            "invalid type: string \"64KiB\"",
+        ),
+        (
+            "resume_bodies of the wrong type",
+            Toml,
+            "resume_bodies = \"yes\"",
+            "resume_bodies",
+            "expected a boolean",
+        ),
+        (
+            "negative max_resumes",
+            Json,
+            r#"{"max_resumes": -3}"#,
+            "max_resumes",
+            "invalid value: integer `-3`",
+        ),
+        (
+            "zero body idle timeout",
+            Toml,
+            "body_idle_timeout = \"0s\"",
+            "body_idle_timeout",
+            "must be greater than zero",
+        ),
+        (
+            "body idle timeout beyond 365 days",
+            Json,
+            r#"{"body_idle_timeout": "400days"}"#,
+            "body_idle_timeout",
+            "must be at most 365 days",
+        ),
+        (
+            "body idle timeout as a number",
+            Toml,
+            "body_idle_timeout = 30",
+            "body_idle_timeout",
+            "invalid type: integer `30`",
+        ),
     ];
     for &(what, format, input, field, reason) in cases {
         check(what, &policy_err(format, input), field, reason);
@@ -1695,6 +1765,20 @@ fn each_bad_endpoint_set_names_its_key_and_reason() {
             r#"{"default": {"max_quota_reset": "0s"}}"#.into(),
             "default.max_quota_reset",
             "must be greater than zero",
+        ),
+        (
+            "a route's body_idle_timeout refused by the builder",
+            Toml,
+            route("policy = { resume_bodies = true, body_idle_timeout = \"0s\" }"),
+            "routes[0].policy.body_idle_timeout",
+            "must be greater than zero",
+        ),
+        (
+            "a default replay_buffer of the wrong type",
+            Json,
+            r#"{"default": {"replay_buffer": 1.5}}"#.into(),
+            "default.replay_buffer",
+            "invalid type: floating point `1.5`",
         ),
         (
             "bad duration in a route",

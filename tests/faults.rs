@@ -14,15 +14,13 @@
 //! the retries run out; it persists under a deadline.
 //!
 //! The "streaming" column is a PUT (idempotent, so only the body decides)
-//! whose body is a stream of chunks of unknown length, sent with chunked
-//! transfer encoding:
-//! - reqwest: `reqwest::Body::wrap(stream)`, which `try_clone` cannot copy:
-//!   sent once, never retried (`BodyNotReplayable`).
-//! - tower: the layer requires `B: Clone`, so a body that cannot be cloned
-//!   does not compile at all; nothing to test at run time. What a tower
-//!   user can pass is a *clonable* stream (here `ReplayBody`, whose clone
-//!   restarts from its first chunk): it is retried like any idempotent
-//!   request, and every attempt must carry the whole body again.
+//! whose body is a stream of chunks of unknown length that cannot be
+//! cloned, sent with chunked transfer encoding: `reqwest::Body::wrap(stream)`
+//! through the middleware, and the same stream through the tower layer's
+//! `replay_bodies()` mode. Both keep it in their replay buffer (64 KiB by
+//! default), so it is retried like any idempotent request, and every
+//! attempt must carry the whole body again (`tests/replay.rs` has the
+//! bodies too long for the buffer).
 //!
 //! The matrix is printed (run with `--nocapture` to see it) with its
 //! passed/expected count; the test fails if any cell fails.
@@ -246,11 +244,12 @@ fn script(scenario: Scenario, fault: &Step) -> Vec<Step> {
 /// outcome.
 fn expected(effect: Effect, scenario: Scenario, kind: Kind, via: Via) -> (usize, Expect) {
     use Expect::*;
-    let replayable = !(kind == Kind::Streaming && via == Via::Reqwest);
+    // Every body here fits the replay buffer, through either adapter.
+    let _ = via;
     let keyed_or_idempotent = !matches!(kind, Kind::Post);
     let may_retry = match effect {
-        Effect::RateLimited => replayable,
-        _ => replayable && keyed_or_idempotent,
+        Effect::RateLimited => true,
+        _ => keyed_or_idempotent,
     };
     // Attempts made before a 1.5 s deadline stops a persistent fault (no
     // jitter; 1 s attempt timeout, clamped to what is left):

@@ -513,3 +513,81 @@ async fn an_operation_awaits_the_stores_calls() {
         .unwrap_err();
     assert_eq!(error.code(), "RETRY_BUDGET_EXHAUSTED");
 }
+
+#[path = "support/ranges.rs"]
+mod ranges;
+
+/// A resume is an attempt like any other: under a store whose rate-limit
+/// turns are awaited calls, the resume of a body cut at 40% asks the store
+/// for its turn (one call), waits for the answer, and the caller reads the
+/// whole body, through both adapters.
+#[tokio::test(start_paused = true)]
+async fn a_resume_awaits_its_turn_from_a_store_call() {
+    use http_body_util::{BodyExt, Empty};
+    use http_resilience::resume::{ResumeExt, ResumeLayer, ResumeLog};
+    use http_resilience::{RetryLayer, RetryMiddleware};
+    use hyper_util::client::legacy::Client as HyperClient;
+    use hyper_util::rt::TokioExecutor;
+    use ranges::{Fault, RangeServer, content};
+    use support::clients::Via;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    const LEN: usize = 200_000;
+    const CUT: usize = 80_000;
+    let original = content(LEN, 7);
+    for via in BOTH {
+        let server =
+            RangeServer::start(original.clone(), vec![Fault::CutAfter(CUT), Fault::Honest]).await;
+        let (store, script) = Scripted::new();
+        *script.turn_delay.lock().unwrap() = Some(Duration::from_millis(5));
+        let policy = limited(store).resume_bodies(true).build().unwrap();
+        let url = server.url("/file");
+        let (bytes, failed, log) = match via {
+            Via::Tower => {
+                let client =
+                    HyperClient::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+                let svc = ServiceBuilder::new()
+                    .layer(ResumeLayer::new())
+                    .layer(RetryLayer::new(policy))
+                    .service(client);
+                let request = http::Request::get(&url).body(Empty::new()).unwrap();
+                let response = svc.oneshot(request).await.expect("a response");
+                let log = response.extensions().get::<ResumeLog>().cloned();
+                match response.into_body().collect().await {
+                    Ok(all) => (all.to_bytes().to_vec(), None, log),
+                    Err(e) => (Vec::new(), Some(e.to_string()), log),
+                }
+            }
+            Via::Reqwest => {
+                let client = reqwest_middleware::ClientBuilder::new(
+                    reqwest::Client::builder().no_proxy().build().unwrap(),
+                )
+                .with(RetryMiddleware::new(policy))
+                .build();
+                let mut response = client.get(&url).send_resumable().await.expect("a response");
+                let log = response.extensions().get::<ResumeLog>().cloned();
+                let mut bytes = Vec::new();
+                let failed = loop {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                        Ok(None) => break None,
+                        Err(e) => break Some(e.to_string()),
+                    }
+                };
+                (bytes, failed, log)
+            }
+        };
+        assert_eq!(failed, None, "{via:?}");
+        assert!(bytes == original, "{via:?}: {} bytes read", bytes.len());
+        let log = log.expect("a ResumeLog");
+        assert_eq!(log.records().len(), 1, "{via:?}: one resume");
+        assert_eq!(
+            script.turn_calls.load(Ordering::SeqCst),
+            2,
+            "{via:?}: one store call for the first attempt, one for the resume"
+        );
+        let seen = server.seen();
+        assert_eq!(seen.len(), 2, "{via:?}");
+        assert_eq!(seen[1].range.as_deref(), Some("bytes=80000-"), "{via:?}");
+    }
+}

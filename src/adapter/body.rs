@@ -29,6 +29,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::replay::{Committed, ReplayBody};
+
 pin_project! {
     /// The body of a response returned by the tower [`Retry`](crate::Retry)
     /// service: the inner service's body, as it was, or (after a
@@ -218,6 +220,85 @@ impl<B: Body<Data = Bytes>> Future for Inspect<B> {
             Some(replay) => Poll::Ready((prefix, replay)),
             None => Poll::Pending,
         }
+    }
+}
+
+/// A request body the tower layer can send again, attempt after attempt.
+///
+/// Every body that is `Clone` is one: each attempt sends a clone (the cheap
+/// path: `Full<Bytes>`, `Empty<Bytes>`, `String`, ...). A body that cannot
+/// be cloned (a stream) becomes one when wrapped in a
+/// [`ReplayBody`](crate::replay::ReplayBody), which keeps what it sends up
+/// to a limit; [`RetryLayer::replay_bodies`](crate::RetryLayer::replay_bodies)
+/// wraps every request body so, with the policy's
+/// [`replay_buffer`](crate::RetryPolicyBuilder::replay_buffer).
+///
+/// Implement it for a body type of your own whose copies are made some
+/// other way (reopening a file, say); a copy must send every byte of the
+/// body from the first.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use http_resilience::body::RetryBody;
+/// use http_resilience::replay::ReplayBody;
+///
+/// // Clonable: a copy is a clone.
+/// let full = Full::new(Bytes::from("abc"));
+/// assert!(full.try_replay().is_ok());
+/// // A stream: a copy replays what the buffer kept.
+/// let stream = ReplayBody::new(Full::new(Bytes::from("abc")).boxed_unsync());
+/// assert!(stream.try_replay().is_ok());
+/// ```
+pub trait RetryBody: Sized {
+    /// A copy of the body for the next attempt, which sends every byte from
+    /// the first, or why there can be none: the body is
+    /// [committed](Committed) to the attempts already made.
+    fn try_replay(&self) -> Result<Self, Committed>;
+
+    /// Whether a copy could be made now ([`try_replay`](Self::try_replay)
+    /// without keeping it). The tower layer asks it when a retry is being
+    /// decided (only then); for a [`ReplayBody`] it also cuts off the copy of
+    /// the attempt just made, so that nothing can read it past the limit
+    /// before the retry's copy is sent.
+    fn can_replay(&self) -> Result<(), Committed> {
+        self.try_replay().map(drop)
+    }
+
+    /// A copy of the whole request for the next attempt: its method, URI,
+    /// version, headers and extensions, with [`try_replay`](Self::try_replay)
+    /// of its body. (For a `Clone` body, the request's own `clone()`.)
+    fn try_replay_request(request: &http::Request<Self>) -> Result<http::Request<Self>, Committed> {
+        let mut copy = http::Request::new(request.body().try_replay()?);
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.version_mut() = request.version();
+        *copy.headers_mut() = request.headers().clone();
+        *copy.extensions_mut() = request.extensions().clone();
+        Ok(copy)
+    }
+}
+
+impl<T: Clone> RetryBody for T {
+    #[inline]
+    fn try_replay(&self) -> Result<Self, Committed> {
+        Ok(self.clone())
+    }
+    #[inline]
+    fn can_replay(&self) -> Result<(), Committed> {
+        Ok(())
+    }
+    #[inline]
+    fn try_replay_request(request: &http::Request<Self>) -> Result<http::Request<Self>, Committed> {
+        Ok(request.clone())
+    }
+}
+
+/// `ReplayBody` is deliberately not `Clone`: a copy may be refused
+/// ([`Committed`]), which a `Clone` could not say.
+impl<B> RetryBody for ReplayBody<B> {
+    fn try_replay(&self) -> Result<Self, Committed> {
+        self.replay()
     }
 }
 

@@ -1,16 +1,29 @@
 //! The `tower` adapter: [`RetryLayer`] and its [`Retry`] service.
 //!
 //! It wraps any `tower::Service<http::Request<B>, Response = http::Response<R>>`
-//! whose request body `B` is an [`http_body::Body`] that is `Clone`
-//! (`Full<Bytes>`, `Empty<Bytes>`, `String`, ...) and whose response body
+//! whose request body `B` is an [`http_body::Body`] that can be sent again
+//! (a [`RetryBody`]: every `Clone` body, such as `Full<Bytes>`,
+//! `Empty<Bytes>`, `String`, and a [`ReplayBody`]) and whose response body
 //! `R` is an [`http_body::Body`] of `Bytes`, such as hyper-util's client.
-//! Each attempt sends a clone of the request; the decision after each
+//! Each attempt sends a copy of the request; the decision after each
 //! attempt is the shared [engine](crate::engine)'s, so this adapter only
 //! moves requests, responses and timers.
 //!
+//! # Bodies that cannot be cloned
+//!
+//! [`RetryLayer::replay_bodies`] takes request bodies of any type: each is
+//! wrapped in a [`ReplayBody`] with the policy's
+//! [`replay_buffer`](crate::RetryPolicyBuilder::replay_buffer) (64 KiB by
+//! default), which keeps what the first attempt sends, so that a retry
+//! sends it again byte for byte. A longer body is sent whole once and the
+//! request is committed: a transient failure is not retried, and its report
+//! says [`StopReason::BodyCommitted`] (`body_too_large`). The idempotency
+//! rules are the same as for any body.
+//!
 //! # The request body's `Clone` must give an independent copy
 //!
-//! Every retry sends a clone of the request, so **`Clone` on the body must
+//! In the default mode every retry sends a clone of the request, so
+//! **`Clone` on the body must
 //! give a copy that can be read whole on its own**, as `Full<Bytes>` and
 //! `String` do. A body whose clones share one stream (octocrab's `OctoBody`
 //! is an `Arc` around one body) is drained by the first attempt, and its
@@ -21,8 +34,9 @@
 //! report says `body_not_replayable`; the last response is returned as it
 //! is, or its transport error fails with `NOT_RETRYABLE`). A shared empty
 //! body still says the same, and is retried. A shared stream of unknown
-//! length that never reports its end cannot be told apart: give such a
-//! body a `Clone` that replays it.
+//! length that never reports its end cannot be told apart: send such a
+//! body through [`RetryLayer::replay_bodies`], which never uses its
+//! `Clone`.
 //!
 //! # Where the layer goes
 //!
@@ -129,7 +143,8 @@ use tower::{Layer, Service};
 use bytes::Bytes;
 use http_body::Body;
 
-use super::body::{BodyShape, Inspect, ResponseBody};
+use super::body::{BodyShape, Inspect, ResponseBody, RetryBody};
+use super::replay::ReplayBody;
 use super::span::AttemptSpan;
 use super::{
     HttpRequest, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend, decide,
@@ -137,7 +152,7 @@ use super::{
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
-use crate::engine::{Admission, Decision, RetryState};
+use crate::engine::{Admission, Decision, RetryState, committed as committed_reason};
 use crate::error::{AttemptTimedOut, BoxError, Error};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
@@ -146,10 +161,31 @@ use crate::resend::ResendRequest;
 
 /// Applies a [`RetryPolicy`], or per-endpoint [`EndpointPolicies`], to a
 /// tower service.
+///
+/// `M` is how request bodies are sent again: [`AsGiven`] (the default:
+/// each attempt sends a copy of the body the caller gave, which must be a
+/// [`RetryBody`]: `Clone`, or a [`ReplayBody`]), or [`ReplayBodies`]
+/// ([`replay_bodies`](Self::replay_bodies): any `http_body::Body`, kept in
+/// a replay buffer of the policy's
+/// [`replay_buffer`](crate::RetryPolicyBuilder::replay_buffer)).
 #[derive(Debug, Clone, Default)]
-pub struct RetryLayer {
+pub struct RetryLayer<M = AsGiven> {
     policies: EndpointPolicies,
+    mode: M,
 }
+
+/// The default mode of [`RetryLayer`] and [`Retry`]: each attempt sends a
+/// copy of the request body as given ([`RetryBody::try_replay`]: a clone, or
+/// a [`ReplayBody`]'s replay).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsGiven;
+
+/// The mode of [`RetryLayer::replay_bodies`]: every request body, whatever
+/// its type, is wrapped in a [`ReplayBody`] with the request's policy's
+/// [`replay_buffer`](crate::RetryPolicyBuilder::replay_buffer), and sent
+/// again from it. The inner service receives `ReplayBody<B>`s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayBodies;
 
 impl RetryLayer {
     /// A layer that retries under `policies`: a single [`RetryPolicy`], or
@@ -157,24 +193,68 @@ impl RetryLayer {
     pub fn new(policies: impl Into<EndpointPolicies>) -> Self {
         RetryLayer {
             policies: policies.into(),
+            mode: AsGiven,
+        }
+    }
+
+    /// The same layer for request bodies of any type, `Clone` or not (a
+    /// stream from a file, a proxied upload): each is wrapped in a
+    /// [`ReplayBody`] with the request's policy's
+    /// [`replay_buffer`](crate::RetryPolicyBuilder::replay_buffer) (64 KiB by
+    /// default), so that a retry sends it again byte for byte; a longer one
+    /// is sent once and the request is committed (its report says
+    /// `body_too_large`). The inner service receives `ReplayBody<B>`s, as
+    /// hyper-util's client does for any body type:
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+    /// use http_resilience::replay::ReplayBody;
+    /// use http_resilience::{RetryLayer, RetryPolicy};
+    /// use hyper_util::client::legacy::Client;
+    /// use hyper_util::rt::TokioExecutor;
+    /// use tower::Layer;
+    ///
+    /// type Upload = UnsyncBoxBody<Bytes, std::convert::Infallible>; // not `Clone`
+    /// let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Upload>>();
+    /// let svc = RetryLayer::new(RetryPolicy::default()).replay_bodies().layer(client);
+    /// let request = http::Request::put("http://127.0.0.1:8080/upload")
+    ///     .body(Full::new(Bytes::from("streamed")).boxed_unsync())
+    ///     .unwrap();
+    /// // `svc.call(request)` retries it as any idempotent request.
+    /// # let _ = (svc, request);
+    /// ```
+    ///
+    /// A `Clone` body takes this path too under this mode (the caller chose
+    /// it); in the default mode it takes the cheaper one (a clone per
+    /// attempt).
+    pub fn replay_bodies(self) -> RetryLayer<ReplayBodies> {
+        RetryLayer {
+            policies: self.policies,
+            mode: ReplayBodies,
         }
     }
 }
 
-impl<S> Layer<S> for RetryLayer {
-    type Service = Retry<S>;
+impl<S, M: Clone> Layer<S> for RetryLayer<M> {
+    type Service = Retry<S, M>;
 
-    fn layer(&self, inner: S) -> Retry<S> {
-        Retry::new(inner, self.policies.clone())
+    fn layer(&self, inner: S) -> Retry<S, M> {
+        Retry {
+            inner,
+            policies: self.policies.clone(),
+            _mode: self.mode.clone(),
+        }
     }
 }
 
 /// A tower service that retries `S` under a [`RetryPolicy`] or
-/// [`EndpointPolicies`]. Made by [`RetryLayer`].
+/// [`EndpointPolicies`]. Made by [`RetryLayer`]; `M` as there.
 #[derive(Debug, Clone)]
-pub struct Retry<S> {
+pub struct Retry<S, M = AsGiven> {
     inner: S,
     policies: EndpointPolicies,
+    _mode: M,
 }
 
 impl<S> Retry<S> {
@@ -183,8 +263,22 @@ impl<S> Retry<S> {
         Retry {
             inner,
             policies: policies.into(),
+            _mode: AsGiven,
         }
     }
+
+    /// The same service for request bodies of any type (see
+    /// [`RetryLayer::replay_bodies`]).
+    pub fn replay_bodies(self) -> Retry<S, ReplayBodies> {
+        Retry {
+            inner: self.inner,
+            policies: self.policies,
+            _mode: ReplayBodies,
+        }
+    }
+}
+
+impl<S, M> Retry<S, M> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -225,11 +319,11 @@ impl<B> HttpRequest for Request<B> {
     }
 }
 
-impl<S, B, R> Service<Request<B>> for Retry<S>
+impl<S, B, R> Service<Request<B>> for Retry<S, AsGiven>
 where
     S: Service<Request<B>, Response = Response<R>> + Clone,
     S::Error: Into<BoxError>,
-    B: Body + Clone,
+    B: Body + RetryBody,
     R: Body<Data = Bytes> + Send + 'static,
     R::Error: Send,
 {
@@ -243,40 +337,103 @@ where
             .map_err(|e| not_ready(RetryReport::new(), e.into()))
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // The ready service goes into the future; a clone takes its place
-        // (the same dance as tower's own `Retry`).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        // The request's description is made once here (twice when a key
-        // is added) for the policy, the engine and the first admission,
-        // and once after each attempt.
-        let now = Instant::now().into_std();
-        let (engine, admission) = start(
-            &mut request,
-            |request, meta| {
-                self.policies
-                    .select_with(request.extensions(), meta)
-                    .clone()
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ResponseFuture::begin(&mut self.inner, &self.policies, request, |request, _| {
+            request
+        })
+    }
+}
+
+impl<S, B, R> Service<Request<B>> for Retry<S, ReplayBodies>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<R>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+    R: Body<Data = Bytes> + Send + 'static,
+    R::Error: Send,
+{
+    type Response = Response<ResponseBody<R>>;
+    type Error = Error;
+    type Future = ResponseFuture<S, ReplayBody<B>, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| not_ready(RetryReport::new(), e.into()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ResponseFuture::begin(
+            &mut self.inner,
+            &self.policies,
+            request,
+            |request, engine| {
+                // The policy chosen, its buffer: the body is wrapped once.
+                let limit = engine.policy().replay_buffer();
+                request.map(|body| ReplayBody::with_limit(body, limit))
             },
+        )
+    }
+}
+
+impl<S, B, R> ResponseFuture<S, B, R>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    B: Body + RetryBody,
+    R: Body,
+{
+    /// Takes the ready inner service for one request (a clone takes its
+    /// place: the same dance as tower's own `Retry`), starts the request
+    /// (its description is made once here, twice when a key is added, for
+    /// the policy, the engine and the first admission, and once after each
+    /// attempt), gives its body to `wrap` once the policy is chosen, and
+    /// sends the first attempt. (One function, the future built in place:
+    /// nothing big moves twice on the success path.)
+    #[inline]
+    fn begin<A>(
+        service: &mut S,
+        policies: &EndpointPolicies,
+        mut request: Request<A>,
+        wrap: impl FnOnce(Request<A>, &RetryState) -> Request<B>,
+    ) -> Self
+    where
+        S: Clone,
+    {
+        let clone = service.clone();
+        let mut inner = std::mem::replace(service, clone);
+        let now = Instant::now().into_std();
+        let (mut engine, admission) = start(
+            &mut request,
+            |request, meta| policies.select_with(request.extensions(), meta).clone(),
             now,
         );
+        let request = wrap(request, &engine);
         // Noted before anything reads the body: each retry's copy must
         // still say the same.
         let shape = BodyShape::of(request.body());
         let mut kept = None;
         let state = match admission {
             // The first attempt always has time: the deadline starts now.
-            Admission::Send => {
-                let timeout = engine.attempt_timeout(now);
-                match attempt_span(&engine, || RequestMeta::from_http(&request)) {
-                    None => State::start(inner.call(request.clone()), timeout),
-                    Some(span) => {
-                        let fut = span.in_scope(|| inner.call(request.clone()));
-                        State::traced(fut, timeout, span)
+            Admission::Send => match B::try_replay_request(&request) {
+                Ok(copy) => {
+                    let timeout = engine.attempt_timeout(now);
+                    match attempt_span(&engine, || RequestMeta::from_http(&request)) {
+                        None => State::start(inner.call(copy), timeout),
+                        Some(span) => {
+                            let fut = span.in_scope(|| inner.call(copy));
+                            State::traced(fut, timeout, span)
+                        }
                     }
                 }
-            }
+                // A body that the caller gave already committed (a
+                // `ReplayBody` read past its limit): nothing to send whole.
+                Err(committed) => {
+                    let reason = committed_reason(committed);
+                    engine.withdraw(&RequestMeta::from_http(&request), reason);
+                    State::Refused { reason }
+                }
+            },
             Admission::Wait { delay, .. } => {
                 pause(&mut kept, delay, None);
                 State::Sleeping
@@ -457,7 +614,7 @@ impl<S, B, R> Future for ResponseFuture<S, B, R>
 where
     S: Service<Request<B>, Response = Response<R>>,
     S::Error: Into<BoxError>,
-    B: Body + Clone,
+    B: Body + RetryBody,
     R: Body<Data = Bytes> + Send + 'static,
     R::Error: Send,
 {
@@ -640,7 +797,14 @@ where
                             return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
                         }
                     };
-                    let mut copy = this.request.clone();
+                    let mut copy = match B::try_replay_request(this.request) {
+                        Ok(copy) => copy,
+                        Err(committed) => {
+                            let reason = committed_reason(committed);
+                            this.engine.withdraw(&meta, reason);
+                            return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
+                        }
+                    };
                     if !this.shape.matches(copy.body()) {
                         // Drained since the retry was decided: never send
                         // a shorter body.
@@ -702,6 +866,7 @@ where
             if !success && !this.shape.matches(this.request.body()) {
                 this.engine.set_replayable(false);
             }
+            let request = &*this.request;
             // The attempt's span closes once the engine has decided in it
             // (at the end of this turn of the loop).
             let decision = decide(
@@ -710,6 +875,8 @@ where
                 &result,
                 prefix.as_deref(),
                 FailureKind::from_error,
+                // Asked only when a retry is otherwise allowed.
+                || request.body().can_replay().err(),
                 span.as_ref(),
             );
             match decision {

@@ -2,15 +2,26 @@
 //!
 //! Each attempt sends `Request::try_clone()` of the request down the rest
 //! of the middleware chain. A request whose body cannot be cloned (a
-//! stream) is sent once, as it is, and not retried; its report says
-//! [`StopReason::BodyNotReplayable`](crate::StopReason::BodyNotReplayable)
-//! if it failed transiently. A stream known to be empty or complete is the
-//! exception: one that reports `is_end_stream` (clients that wrap every
-//! body as a stream, octocrab's reqwest connector among them, send even
-//! "no body" so), one whose exact size is 0, or any body under
-//! `Content-Length: 0`. It is replaced by an empty body, which every
-//! attempt sends, and the request is retried as any other. The decision
-//! after each attempt is the shared [engine](crate::engine)'s.
+//! stream: `Body::wrap_stream`, `Body::wrap`) has its body kept in a
+//! [`ReplayBody`](crate::replay::ReplayBody) of the policy's
+//! [`replay_buffer`](crate::RetryPolicyBuilder::replay_buffer) (64 KiB by
+//! default) as it is sent, and each attempt sends a copy from it; a longer
+//! body is sent whole once and the request is committed: a transient
+//! failure is not retried, its report says
+//! [`StopReason::BodyCommitted`](crate::StopReason::BodyCommitted)
+//! (`body_too_large`). With `replay_buffer(0)` a stream is sent once, as it
+//! is, and its report says
+//! [`StopReason::BodyNotReplayable`](crate::StopReason::BodyNotReplayable).
+//! A stream known to be empty or complete needs no buffer: one that reports
+//! `is_end_stream` (clients that wrap every body as a stream, octocrab's
+//! reqwest connector among them, send even "no body" so), one whose exact
+//! size is 0, or any body under `Content-Length: 0`. It is replaced by an
+//! empty body, which every attempt sends. The decision after each attempt
+//! is the shared [engine](crate::engine)'s.
+//!
+//! Response bodies that fail while read are resumed (with
+//! [`resume_bodies`](crate::RetryPolicyBuilder::resume_bodies)) when the
+//! request is sent with [`ResumeExt::send_resumable`](crate::resume::ResumeExt).
 //!
 //! Each attempt has one timer, from its send (`attempt_timeout`, clamped to
 //! what is left of the `deadline`), which also covers reading the start of
@@ -42,7 +53,8 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
-use super::body::{Inspect, ResponseBody, known_empty};
+use super::body::{Inspect, ResponseBody, RetryBody, known_empty};
+use super::replay::{Committed, ReplayBody};
 use super::span::instrumented;
 use super::{
     HttpRequest, HttpResponse, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend,
@@ -50,7 +62,7 @@ use super::{
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
-use crate::engine::{Admission, Decision, RetryState};
+use crate::engine::{Admission, Decision, RetryState, committed as committed_reason};
 use crate::error::{AttemptTimedOut, BoxError};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
@@ -143,10 +155,15 @@ impl Middleware for RetryMiddleware {
             |_, meta| self.policies.select_with(extensions, meta).clone(),
             starts,
         );
-        // Set once a streaming body has been sent away whole: `request` is
-        // then a body-less stand-in with the same method, URL and headers
-        // (what the engine reads), and no retry follows.
+        // Set once a streaming body has been sent away whole (with
+        // `replay_buffer(0)`): `request` is then a body-less stand-in with
+        // the same method, URL and headers (what the engine reads), and no
+        // retry follows.
         let mut streamed = false;
+        // A streaming body kept in its replay buffer; `request` is then
+        // body-less, and each attempt sends a copy. Boxed: one word in this
+        // (boxed) future, `None` for every body that can be cloned.
+        let mut replay: Option<Box<ReplayBody<reqwest::Body>>> = None;
         // The wait before the next attempt, and the last result kept
         // through it (a refusal before the retry is sent hands it over):
         // boxed, so this (boxed) future stays small.
@@ -182,29 +199,18 @@ impl Middleware for RetryMiddleware {
                         .map_err(reqwest_middleware::Error::middleware);
                 }
             };
-            let attempt = match replayable_copy(&mut request) {
-                Some(mut copy) => {
-                    if changes_resend(&engine) {
-                        let mut headers = std::mem::take(copy.headers_mut());
-                        let mut resend = ResendRequest::with_url(
-                            copy.method(),
-                            copy.url().as_str(),
-                            &mut headers,
-                        );
-                        prepare_resend(&engine, &mut resend);
-                        *copy.headers_mut() = headers;
-                    }
-                    copy
-                }
-                None => {
-                    // A streaming body: send the original once; the engine
-                    // will not ask for another attempt.
-                    engine.set_replayable(false);
-                    streamed = true;
-                    let mut stand_in =
-                        Request::new(request.method().clone(), request.url().clone());
-                    *stand_in.headers_mut() = request.headers().clone();
-                    std::mem::replace(&mut request, stand_in)
+            // (A function of its own: nothing of it lives in this future.)
+            let attempt = match next_attempt(&mut request, &mut replay, &mut engine, &mut streamed)
+            {
+                Ok(attempt) => attempt,
+                // Read past its buffer since the retry was decided (it
+                // cannot be: the decision cut the earlier copy off).
+                Err(committed) => {
+                    let meta = request.describe();
+                    let reason = committed_reason(committed);
+                    engine.withdraw(&meta, reason);
+                    return refused(&mut engine, &meta, reason, kept)
+                        .map_err(reqwest_middleware::Error::middleware);
                 }
             };
             // Sent: the last result is no longer needed.
@@ -238,6 +244,7 @@ impl Middleware for RetryMiddleware {
                         &result,
                         None,
                         kind_of,
+                        || committed(&replay),
                         span.as_deref(),
                     )),
                     wanted => Err(wanted),
@@ -266,6 +273,7 @@ impl Middleware for RetryMiddleware {
                         &result,
                         prefix,
                         kind_of,
+                        || committed(&replay),
                         span.as_deref(),
                     )
                 }
@@ -333,11 +341,77 @@ impl Middleware for RetryMiddleware {
 /// # }
 /// ```
 pub fn into_box_error(error: reqwest_middleware::Error) -> BoxError {
-    match crate::error::Error::from_middleware(error) {
-        Ok(ours) => Box::new(ours),
-        Err(reqwest_middleware::Error::Reqwest(e)) => Box::new(e),
-        Err(reqwest_middleware::Error::Middleware(e)) => e.into(),
+    crate::error::Error::boxed_from_middleware(error)
+}
+
+/// The request for the next attempt: a clone of `request`; or, for a
+/// streaming body, a copy from its replay buffer (made at the first
+/// attempt, `request` then body-less); or, with no buffer
+/// (`replay_buffer(0)`), the original itself, once (`request` then a
+/// body-less stand-in with the same method, URL and headers, what the
+/// engine reads, and `streamed` set: no retry follows).
+///
+/// A resend then gets the policy's attempt header and `before_retry` hook.
+/// (Here rather than in the boxed future: a local borrowed there would
+/// keep its storage across the send's await.)
+fn next_attempt(
+    request: &mut Request,
+    replay: &mut Option<Box<ReplayBody<reqwest::Body>>>,
+    engine: &mut RetryState,
+    streamed: &mut bool,
+) -> Result<Request, Committed> {
+    let mut attempt = copy_for_attempt(request, replay, engine, streamed)?;
+    if changes_resend(engine) {
+        let mut headers = std::mem::take(attempt.headers_mut());
+        let mut resend =
+            ResendRequest::with_url(attempt.method(), attempt.url().as_str(), &mut headers);
+        prepare_resend(engine, &mut resend);
+        *attempt.headers_mut() = headers;
     }
+    Ok(attempt)
+}
+
+/// The copy [`next_attempt`] sends.
+fn copy_for_attempt(
+    request: &mut Request,
+    replay: &mut Option<Box<ReplayBody<reqwest::Body>>>,
+    engine: &mut RetryState,
+    streamed: &mut bool,
+) -> Result<Request, Committed> {
+    if let Some(body) = replay {
+        return with_body(request, body);
+    }
+    if let Some(copy) = replayable_copy(request) {
+        return Ok(copy);
+    }
+    match (engine.policy().replay_buffer(), request.body_mut().take()) {
+        (limit, Some(body)) if limit > 0 => {
+            let body = replay.insert(Box::new(ReplayBody::with_limit(body, limit)));
+            with_body(request, body)
+        }
+        (_, body) => {
+            *request.body_mut() = body;
+            engine.set_replayable(false);
+            *streamed = true;
+            let mut stand_in = Request::new(request.method().clone(), request.url().clone());
+            *stand_in.headers_mut() = request.headers().clone();
+            Ok(std::mem::replace(request, stand_in))
+        }
+    }
+}
+
+/// A copy of the body-less `request` for the next attempt, with a copy of
+/// its body from the replay buffer.
+fn with_body(request: &Request, body: &ReplayBody<reqwest::Body>) -> Result<Request, Committed> {
+    let mut copy = request.try_clone().ok_or(Committed::Failed)?;
+    *copy.body_mut() = Some(reqwest::Body::wrap(body.replay()?));
+    Ok(copy)
+}
+
+/// Whether the streaming body kept in `replay` is committed (asked when a
+/// retry is otherwise allowed; it cuts the last attempt's copy off).
+fn committed(replay: &Option<Box<ReplayBody<reqwest::Body>>>) -> Option<Committed> {
+    replay.as_ref().and_then(|body| body.can_replay().err())
 }
 
 /// A copy of `request` for the next attempt, if its body can be sent again:

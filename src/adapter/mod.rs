@@ -12,7 +12,7 @@ use crate::classify::{FailureKind, Outcome, RequestMeta};
 use crate::engine::{Admission, Decision, RetryState, needs_idempotency_key, prepare_request};
 use crate::error::{BoxError, Error, Last};
 use crate::policy::RetryPolicy;
-use crate::report::{RetryReport, StopReason};
+use crate::report::{Committed, RetryReport, StopReason};
 use crate::resend::ResendRequest;
 
 use self::span::{AttemptSpan, decide_in};
@@ -22,6 +22,8 @@ pub mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod middleware;
+pub mod replay;
+pub mod resume;
 // One span per attempt, made by both adapters and by `retry`'s runs.
 pub(crate) mod span;
 
@@ -92,9 +94,11 @@ pub(crate) fn body_to_inspect<R: HttpResponse>(
 
 /// Hands one attempt's result (and the inspected start of its body, if
 /// [`body_to_inspect`] asked for it) to the engine. `kind_of` maps the
-/// client's transport errors. With the attempt's `span` (if one was made),
-/// the outcome is recorded on it and the engine decides inside it, so its
-/// events are the attempt's.
+/// client's transport errors; `replay` says whether the request's body is
+/// committed (asked only when a retry is otherwise allowed, see
+/// [`RetryState::decide_with`]). With the attempt's `span` (if one was
+/// made), the outcome is recorded on it and the engine decides inside it,
+/// so its events are the attempt's.
 #[inline]
 pub(crate) fn decide<R: HttpResponse>(
     engine: &mut RetryState,
@@ -102,6 +106,7 @@ pub(crate) fn decide<R: HttpResponse>(
     result: &Result<R, BoxError>,
     body: Option<&[u8]>,
     kind_of: impl FnOnce(&(dyn StdError + 'static)) -> FailureKind,
+    replay: impl FnOnce() -> Option<Committed>,
     span: Option<&AttemptSpan>,
 ) -> Decision {
     // The attempt's end, read only if the decision needs it.
@@ -113,13 +118,17 @@ pub(crate) fn decide<R: HttpResponse>(
                 headers: response.headers(),
                 body,
             };
-            decide_in(span, &outcome, || engine.decide_at(request, &outcome, now))
+            decide_in(span, &outcome, || {
+                engine.decide_at(request, &outcome, now, replay)
+            })
         }
         Err(error) => {
             let error: &(dyn StdError + 'static) = &**error;
             let kind = kind_of(error);
             let outcome = Outcome::Error { kind, error };
-            decide_in(span, &outcome, || engine.decide_at(request, &outcome, now))
+            decide_in(span, &outcome, || {
+                engine.decide_at(request, &outcome, now, replay)
+            })
         }
     }
 }
@@ -175,6 +184,9 @@ pub(crate) fn finish<'a, R: HttpResponse>(
 ) -> Result<R, Error> {
     let result = match result {
         Ok(mut response) if decision == Decision::Return => {
+            if engine.policy().resume_bodies() {
+                offer_resume(engine, &request(), &mut response);
+            }
             // A first-attempt success with no wait carries no report: the
             // accessor (`ResponseExt::retry_report`) answers for it without
             // allocating. Anything else that happened is attached.
@@ -206,6 +218,22 @@ pub(crate) fn finish<'a, R: HttpResponse>(
         engine,
         &request(),
     ))
+}
+
+/// With `resume_bodies`: a response handed over whose body can be resumed
+/// carries the engine's state for it, for `ResumeLayer` or `ResumeExt` to
+/// take into its body.
+#[cold]
+fn offer_resume<R: HttpResponse>(
+    engine: &mut RetryState,
+    request: &RequestMeta<'_>,
+    response: &mut R,
+) {
+    if let Some(state) = engine.resume_state(request, response.status(), response.headers()) {
+        response
+            .extensions_mut()
+            .insert(resume::ResumeHandle::new(state));
+    }
 }
 
 /// Names the request in the error, redacted as the policy says.

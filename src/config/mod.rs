@@ -38,6 +38,10 @@
 //! | `max_quota_reset` | duration | [`max_quota_reset`](crate::RetryPolicyBuilder::max_quota_reset) |
 //! | `quota_release_spread` | duration (`"0s"` for none) | [`quota_release_spread`](crate::RetryPolicyBuilder::quota_release_spread) |
 //! | `scope` | `"endpoint"` or `"policy"` | [`scope`](crate::RetryPolicyBuilder::scope) |
+//! | `replay_buffer` | integer ≥ 0, bytes (`0` for none) | [`replay_buffer`](crate::RetryPolicyBuilder::replay_buffer) |
+//! | `resume_bodies` | boolean | [`resume_bodies`](crate::RetryPolicyBuilder::resume_bodies) |
+//! | `max_resumes` | integer ≥ 0 | [`max_resumes`](crate::RetryPolicyBuilder::max_resumes) |
+//! | `body_idle_timeout` | duration | [`body_idle_timeout`](crate::RetryPolicyBuilder::body_idle_timeout) |
 //! | `name` | string, 1 to 64 printable ASCII characters | [`name`](crate::RetryPolicyBuilder::name) |
 //! | `attempt_header` | a header name (`"x-attempt"`), not a connection, credential or idempotency header | [`attempt_header`](crate::RetryPolicyBuilder::attempt_header) |
 //!

@@ -47,6 +47,10 @@ pub(super) struct PolicySpec {
     max_quota_reset: Option<Word<Duration>>,
     quota_release_spread: Option<Word<Duration>>,
     scope: Option<Word<Scope>>,
+    replay_buffer: Option<usize>,
+    resume_bodies: Option<bool>,
+    max_resumes: Option<u32>,
+    body_idle_timeout: Option<Word<Duration>>,
     name: Option<String>,
     attempt_header: Option<String>,
     /// Refused with a pointer to where a store goes.
@@ -178,6 +182,14 @@ impl PolicySpec {
             RetryPolicyBuilder::quota_release_spread,
         );
         b = set(b, self.scope.map(|w| w.0), RetryPolicyBuilder::scope);
+        b = set(b, self.replay_buffer, RetryPolicyBuilder::replay_buffer);
+        b = set(b, self.resume_bodies, RetryPolicyBuilder::resume_bodies);
+        b = set(b, self.max_resumes, RetryPolicyBuilder::max_resumes);
+        b = set(
+            b,
+            word(self.body_idle_timeout),
+            RetryPolicyBuilder::body_idle_timeout,
+        );
         let policy = b.build().map_err(|e| under(at, &e))?;
         tables.map_err(|e| under(at, &e))?;
         Ok(policy)

@@ -15,7 +15,9 @@
 //!    not act on it ([`Classify::not_processed`](crate::Classify::not_processed):
 //!    a refused connection, 408, 425, 429, a rate-limit 403) → return it as
 //!    it is;
-//! 3. the body cannot be replayed → return it as it is;
+//! 3. the body cannot be replayed (a stream sent once, or one committed
+//!    past its replay buffer: [`RetryState::decide_with`]) → return it as
+//!    it is;
 //! 4. `max_retries` used up → fail (`MAX_RETRIES_EXCEEDED`);
 //! 5. the server's hint is above `max_retry_after` → fail
 //!    (`RETRY_AFTER_TOO_LONG`), or use the backoff if the policy says so;
@@ -68,13 +70,16 @@ use crate::classify::{
 };
 use crate::policy::{LongHint, RetryPolicy};
 use crate::protection::store::{Refused, StoreAnswer, StoreCall};
-use crate::report::{AttemptRecord, RetryReport, StopReason, ThrottleReason, WallAnchor};
+use crate::report::{
+    AttemptRecord, Committed, RetryReport, StopReason, ThrottleReason, WallAnchor,
+};
 use crate::retry_after::DelaySource;
 
 mod endpoint;
 // What `admit` and `decide` record in the metrics.
 #[cfg(feature = "metrics")]
 mod metrics;
+pub(crate) mod resume;
 #[cfg(test)]
 mod tests;
 mod trace;
@@ -457,7 +462,47 @@ impl RetryState {
         outcome: &Outcome<'_>,
         now: Instant,
     ) -> Decision {
-        self.decide_at(request, outcome, || now)
+        self.decide_at(request, outcome, || now, || None)
+    }
+
+    /// [`decide`](Self::decide), for a request whose body may not be
+    /// sendable again (a stream kept in a replay buffer): `replay` says
+    /// whether it is committed ([`Committed`]), and is asked only when a
+    /// retry is otherwise allowed, at step 3 of the
+    /// [module docs](self) (after the deadline and the idempotency rules,
+    /// before `max_retries`, the backoff and the budget, so a committed
+    /// body costs no token). A committed body stops the request with
+    /// [`StopReason::BodyCommitted`]; a buffer of 0 bytes
+    /// (`Committed::TooLarge { limit: 0 }`) with
+    /// [`StopReason::BodyNotReplayable`].
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use http::{HeaderMap, Method, StatusCode};
+    /// use http_resilience::replay::Committed;
+    /// use http_resilience::{Decision, Outcome, RequestMeta, RetryPolicy, RetryState, StopReason};
+    ///
+    /// let policy = RetryPolicy::default();
+    /// let headers = HeaderMap::new();
+    /// let request = RequestMeta::new(&Method::PUT, "https", "example.com", "/", &headers);
+    /// let mut state = RetryState::new(&policy, &request, Instant::now());
+    /// let none = HeaderMap::new();
+    /// let outcome = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &none);
+    /// let too_large = || Some(Committed::TooLarge { limit: 65536 });
+    /// assert_eq!(state.decide_with(&request, &outcome, Instant::now(), too_large), Decision::Return);
+    /// assert_eq!(
+    ///     state.report().stop_reason(),
+    ///     Some(StopReason::BodyCommitted { reason: Committed::TooLarge { limit: 65536 } })
+    /// );
+    /// ```
+    pub fn decide_with(
+        &mut self,
+        request: &RequestMeta<'_>,
+        outcome: &Outcome<'_>,
+        now: Instant,
+        replay: impl FnOnce() -> Option<Committed>,
+    ) -> Decision {
+        self.decide_at(request, outcome, || now, replay)
     }
 
     /// [`decide`](Self::decide), reading the clock only if the decision
@@ -470,8 +515,9 @@ impl RetryState {
         request: &RequestMeta<'_>,
         outcome: &Outcome<'_>,
         now: impl FnOnce() -> Instant,
+        replay: impl FnOnce() -> Option<Committed>,
     ) -> Decision {
-        let decision = self.decide_attempt(request, outcome, now);
+        let decision = self.decide_attempt(request, outcome, now, replay);
         #[cfg(feature = "metrics")]
         self.record_decision(request, &decision);
         decision
@@ -484,6 +530,7 @@ impl RetryState {
         request: &RequestMeta<'_>,
         outcome: &Outcome<'_>,
         now: impl FnOnce() -> Instant,
+        replay: impl FnOnce() -> Option<Committed>,
     ) -> Decision {
         let class = self.policy.inner().classifier.classify(request, outcome);
         let is_response = matches!(outcome, Outcome::Response { .. });
@@ -549,6 +596,9 @@ impl RetryState {
         }
         if !self.replayable {
             return self.stop(request, StopReason::BodyNotReplayable, is_response);
+        }
+        if let Some(reason) = replay() {
+            return self.stop(request, committed(reason), is_response);
         }
         if self.report.retries() >= p.max_retries {
             return self.stop(request, StopReason::MaxRetries, is_response);
@@ -795,6 +845,16 @@ impl<F: FnOnce() -> Instant> Now<F> {
     /// The time read so far: the attempt's start if the clock was not read.
     pub(crate) fn last(&self) -> Instant {
         self.at
+    }
+}
+
+/// The stop reason of a body committed for `reason`: a buffer of 0 bytes
+/// (replay turned off) is no buffer at all, as for a body that cannot be
+/// replayed.
+pub(crate) fn committed(reason: Committed) -> StopReason {
+    match reason {
+        Committed::TooLarge { limit: 0 } => StopReason::BodyNotReplayable,
+        reason => StopReason::BodyCommitted { reason },
     }
 }
 

@@ -15,6 +15,9 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "tracing")]
+use super::resume::ResumeError;
+use super::resume::ResumeErrorKind;
 use crate::classify::RequestMeta;
 use crate::policy::RetryPolicy;
 use crate::report::{RetryReport, StopReason, ThrottleReason};
@@ -193,6 +196,52 @@ pub(super) fn quota_ignored(
         host = request.host(),
         port = request.port(),
         "server quota reset beyond max_quota_reset ignored as invalid"
+    );
+}
+
+/// A response body that failed while read is resumed at `offset`.
+#[inline]
+pub(super) fn resuming(
+    policy: &RetryPolicy,
+    request: &RequestMeta<'_>,
+    offset: u64,
+    resume: u32,
+    delay: Duration,
+) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(
+        target: "http_resilience",
+        offset,
+        resume,
+        delay_ms = delay.as_millis() as u64,
+        method = %request.method(),
+        host = request.host(),
+        port = request.port(),
+        path = shown_path(policy, request),
+        "resuming body"
+    );
+}
+
+/// A response body that failed while read is not resumed (any more).
+#[inline]
+pub(super) fn resume_failed(
+    policy: &RetryPolicy,
+    request: &RequestMeta<'_>,
+    offset: u64,
+    resumes: u32,
+    kind: ResumeErrorKind,
+) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        target: "http_resilience",
+        offset,
+        resumes,
+        code = ResumeError::new(kind, offset, resumes).code(),
+        method = %request.method(),
+        host = request.host(),
+        port = request.port(),
+        path = shown_path(policy, request),
+        "not resuming body"
     );
 }
 

@@ -23,7 +23,9 @@ use crate::resend::BeforeRetry;
 use crate::retry_after::{SystemClock, WallClock};
 use crate::validate::{self, Check, ConfigError};
 
-use super::{Inner, LongHint, Protection, RequestCost, RetryPolicy};
+use super::{
+    DEFAULT_REPLAY_BUFFER, Inner, LongHint, Protection, RequestCost, Resumes, RetryPolicy,
+};
 
 /// Builds a [`RetryPolicy`]; every setter documents its default.
 #[derive(Clone)]
@@ -55,6 +57,10 @@ pub struct RetryPolicyBuilder {
     quota_release_spread: Duration,
     scope: Scope,
     store: Option<Arc<dyn StateStore>>,
+    replay_buffer: usize,
+    resume_bodies: bool,
+    max_resumes: u32,
+    body_idle_timeout: Option<Duration>,
     name: Option<Cow<'static, str>>,
     before_retry: Option<Arc<dyn BeforeRetry>>,
     /// The name, or why it is not one (reported by `build`).
@@ -90,6 +96,10 @@ impl Default for RetryPolicyBuilder {
             quota_release_spread: Duration::from_secs(1),
             scope: Scope::Endpoint,
             store: None,
+            replay_buffer: DEFAULT_REPLAY_BUFFER,
+            resume_bodies: false,
+            max_resumes: 3,
+            body_idle_timeout: None,
             name: None,
             before_retry: None,
             attempt_header: None,
@@ -345,6 +355,77 @@ impl RetryPolicyBuilder {
         self
     }
 
+    /// How many bytes of a streamed request body (one that cannot be
+    /// cloned) are kept, per request, so that the request can be sent
+    /// again: a body that fits is replayed byte for byte on a retry; a
+    /// longer one is sent whole once and the request is then
+    /// **committed** (not retried; its report says
+    /// [`BodyCommitted`](crate::StopReason::BodyCommitted) with
+    /// `body_too_large` and the limit). Default 64 KiB (as linkerd and
+    /// Pingora buffer); 0 never buffers (a streamed body is sent once, its
+    /// report says `body_not_replayable`).
+    ///
+    /// The reqwest middleware applies it to every `Body::wrap_stream` /
+    /// `Body::wrap` body; the tower layer to every body under
+    /// [`RetryLayer::replay_bodies`](crate::RetryLayer::replay_bodies)
+    /// (a [`ReplayBody`](crate::replay::ReplayBody) the caller made keeps its
+    /// own limit). Replay makes a retry possible, not safe: the idempotency
+    /// rules are the same as for any body. Bodies that can be cloned (bytes,
+    /// `Full`, `String`) are never buffered: each attempt sends a clone.
+    ///
+    /// ```
+    /// let policy = http_resilience::RetryPolicy::builder()
+    ///     .replay_buffer(256 * 1024)
+    ///     .build()?;
+    /// assert_eq!(policy.replay_buffer(), 256 * 1024);
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn replay_buffer(mut self, bytes: usize) -> Self {
+        self.replay_buffer = bytes;
+        self
+    }
+    /// Resume response bodies that fail while they are read (a reset, an
+    /// early close, a body shorter than announced, no data within
+    /// [`body_idle_timeout`](Self::body_idle_timeout)): the crate asks for
+    /// `Range: bytes=N-` with `If-Range`, `N` being what the caller has
+    /// read, checks what comes back, and continues the same body stream
+    /// (see [`resume`](crate::resume)). Only `GET` responses with a strong
+    /// validator (an `ETag` that is not weak, or a `Last-Modified` a second
+    /// before `Date`), `Accept-Ranges: bytes` and no `Content-Encoding` are
+    /// resumed. Each resume is an attempt of the same request: it counts
+    /// against [`max_resumes`](Self::max_resumes) and the
+    /// [`deadline`](Self::deadline), pays the [retry budget](Self::retry_budget)
+    /// like a retry, waits the backoff (or a `Retry-After`), passes the load
+    /// protection, and is in the request's report. Default false (a resume
+    /// changes what a body error means to the caller).
+    ///
+    /// Through tower, put [`ResumeLayer`](crate::resume::ResumeLayer) outside
+    /// the [`RetryLayer`](crate::RetryLayer); through reqwest, send with
+    /// [`ResumeExt`](crate::resume::ResumeExt) (`send_resumable`): a body
+    /// that outlives the adapter needs a way to send its resumes.
+    pub fn resume_bodies(mut self, yes: bool) -> Self {
+        self.resume_bodies = yes;
+        self
+    }
+    /// At most this many resumes of one response body (with
+    /// [`resume_bodies`](Self::resume_bodies)); a separate limit from
+    /// `max_retries`, since a long download may need more resumes than a
+    /// request needs retries, and a resume asks the server only for what
+    /// is missing. A resume answered with a transient status (`503`) is
+    /// one more. Default 3; 0 never resumes.
+    pub fn max_resumes(mut self, n: u32) -> Self {
+        self.max_resumes = n;
+        self
+    }
+    /// A response body (with [`resume_bodies`](Self::resume_bodies)) that
+    /// delivers nothing for this long, between two chunks or while waiting
+    /// for a resume's response, has failed and is resumed: the "timeout
+    /// between chunks". Default: none. Must be positive and at most 365
+    /// days.
+    pub fn body_idle_timeout(mut self, d: Duration) -> Self {
+        self.body_idle_timeout = Some(d);
+        self
+    }
     /// The policy's name: the `http_resilience.policy` label of its
     /// [metrics](crate#features) (feature `metrics`). Default: the
     /// preset's name (`github`, `openai`, `anthropic`, `git`) for a
@@ -444,6 +525,9 @@ impl RetryPolicyBuilder {
         }
         validate::positive(self.max_quota_reset).at("max_quota_reset")?;
         validate::at_most_max(self.quota_release_spread).at("quota_release_spread")?;
+        if let Some(d) = self.body_idle_timeout {
+            validate::positive(d).at("body_idle_timeout")?;
+        }
         if let Some(name) = &self.name {
             validate::label(name).at("name")?;
         }
@@ -486,6 +570,12 @@ impl RetryPolicyBuilder {
                     quota_release_spread: self.quota_release_spread,
                     scope: self.scope,
                     store: self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new())),
+                },
+                replay_buffer: self.replay_buffer,
+                resumes: Resumes {
+                    on: self.resume_bodies,
+                    max: self.max_resumes,
+                    idle_timeout: self.body_idle_timeout,
                 },
                 #[cfg(feature = "metrics")]
                 metrics: Arc::new(MetricsCache::new(name.clone().map(Into::into))),
@@ -540,6 +630,8 @@ impl RetryPolicy {
                     scope: protection.scope,
                     store: Arc::clone(&protection.store),
                 },
+                replay_buffer: p.replay_buffer,
+                resumes: p.resumes,
                 name: p.name.clone(),
                 before_retry: p.before_retry.clone(),
                 attempt_header: p.attempt_header.clone(),

@@ -31,6 +31,10 @@
 //! | [`request_cost`](RetryPolicyBuilder::request_cost) | [`RequestCost::Fixed(1)`](RequestCost::Fixed): a request is one turn of the rate limit |
 //! | [`scope`](RetryPolicyBuilder::scope) | [`Scope::Endpoint`] (host and port) |
 //! | [`state_store`](RetryPolicyBuilder::state_store) | a new [`InMemoryStore`](crate::InMemoryStore) per built policy |
+//! | [`replay_buffer`](RetryPolicyBuilder::replay_buffer) | 64 KiB (a streamed request body is buffered up to this, per request, to be sent again; 0: never) |
+//! | [`resume_bodies`](RetryPolicyBuilder::resume_bodies) | false |
+//! | [`max_resumes`](RetryPolicyBuilder::max_resumes) | 3 |
+//! | [`body_idle_timeout`](RetryPolicyBuilder::body_idle_timeout) | none |
 //! | [`name`](RetryPolicyBuilder::name) | the preset's name (`github`, `openai`, `anthropic`, `git`), else none |
 //! | [`before_retry`](RetryPolicyBuilder::before_retry) | none |
 //! | [`attempt_header`](RetryPolicyBuilder::attempt_header) | none |
@@ -137,6 +141,8 @@ pub(crate) struct Inner {
     pub(crate) preset: Option<Preset>,
     pub(crate) clock: Arc<dyn WallClock>,
     pub(crate) protection: Protection,
+    pub(crate) replay_buffer: usize,
+    pub(crate) resumes: Resumes,
     /// The `http_resilience.policy` label, and what reports call it.
     pub(crate) name: Option<Cow<'static, str>>,
     /// Called before each resend.
@@ -147,6 +153,17 @@ pub(crate) struct Inner {
     /// by the copies `retry` runs make), empty until a request records.
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Arc<MetricsCache>,
+}
+
+/// The default of [`RetryPolicyBuilder::replay_buffer`]: 64 KiB.
+pub(crate) const DEFAULT_REPLAY_BUFFER: usize = 64 * 1024;
+
+/// The settings of resumable response bodies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resumes {
+    pub(crate) on: bool,
+    pub(crate) max: u32,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// The load-protection settings of a policy and where their state lives.
@@ -335,6 +352,40 @@ impl RetryPolicy {
         &self.inner.protection.store
     }
 
+    /// How many bytes of a streamed request body are kept to send it
+    /// again (0: none).
+    pub fn replay_buffer(&self) -> usize {
+        self.inner.replay_buffer
+    }
+    /// Whether response bodies that fail while read are resumed.
+    pub fn resume_bodies(&self) -> bool {
+        self.inner.resumes.on
+    }
+    /// The most resumes of one response body.
+    pub fn max_resumes(&self) -> u32 {
+        self.inner.resumes.max
+    }
+    /// How long a response body may deliver nothing before it is resumed,
+    /// if bounded.
+    pub fn body_idle_timeout(&self) -> Option<Duration> {
+        self.inner.resumes.idle_timeout
+    }
+
+    /// The policy a resume request is sent under, through the same
+    /// adapter: one attempt, whatever comes back handed over (the resuming
+    /// body decides, under this policy's limits), no load protection of
+    /// its own (the body applies this policy's), and this policy's
+    /// `hide_paths`.
+    pub(crate) fn pass_through(&self) -> RetryPolicy {
+        RetryPolicy::builder()
+            .max_retries(0)
+            .return_last_response(true)
+            .retry_budget(None)
+            .server_limits(false)
+            .hide_paths(self.hide_paths())
+            .build()
+            .expect("the defaults are valid")
+    }
     /// The policy's name, if it has one: [`name`](RetryPolicyBuilder::name),
     /// or the preset's.
     pub fn name(&self) -> Option<&str> {
@@ -377,6 +428,8 @@ impl RetryPolicy {
                 auto_idempotency_key: i.auto_idempotency_key,
                 return_last_response: i.return_last_response,
                 hide_paths: i.hide_paths,
+                replay_buffer: i.replay_buffer,
+                resumes: i.resumes,
                 classifier: i.classifier.clone(),
                 preset: i.preset,
                 clock: i.clock.clone(),
@@ -435,6 +488,10 @@ impl fmt::Debug for RetryPolicy {
             .field("max_quota_reset", &i.protection.max_quota_reset)
             .field("quota_release_spread", &i.protection.quota_release_spread)
             .field("scope", &i.protection.scope)
+            .field("replay_buffer", &i.replay_buffer)
+            .field("resume_bodies", &i.resumes.on)
+            .field("max_resumes", &i.resumes.max)
+            .field("body_idle_timeout", &i.resumes.idle_timeout)
             .field("name", &i.name)
             .field("before_retry", &i.before_retry.is_some())
             .field("attempt_header", &i.attempt_header)
@@ -468,6 +525,10 @@ mod tests {
         assert_eq!(p.max_quota_reset(), Duration::from_secs(24 * 3600));
         assert_eq!(p.quota_release_spread(), Duration::from_secs(1));
         assert_eq!(RetryPolicy::disabled().max_retries(), 0);
+        assert_eq!(p.replay_buffer(), 64 * 1024);
+        assert!(!p.resume_bodies());
+        assert_eq!(p.max_resumes(), 3);
+        assert_eq!(p.body_idle_timeout(), None);
     }
 
     #[test]
@@ -495,6 +556,8 @@ mod tests {
                 b().quota_release_spread(Duration::MAX),
                 "quota_release_spread",
             ),
+            (b().body_idle_timeout(Duration::ZERO), "body_idle_timeout"),
+            (b().body_idle_timeout(Duration::MAX), "body_idle_timeout"),
         ];
         for (builder, field) in cases {
             let err = builder.build().unwrap_err();

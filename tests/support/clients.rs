@@ -38,9 +38,10 @@ pub struct Req {
     pub headers: Vec<(&'static str, &'static str)>,
     pub body: &'static str,
     /// Send the body as a stream of chunks of unknown length (chunked
-    /// transfer encoding). reqwest: a non-clonable `Body::wrap` stream, sent
-    /// once. tower: the body type must be `Clone`, so this is a
-    /// [`ReplayBody`] stream, which replays from its first chunk.
+    /// transfer encoding) that cannot be cloned ([`OnceBody`]). reqwest:
+    /// `Body::wrap` of it, which the middleware keeps in its replay buffer
+    /// (`replay_buffer`). tower: through `RetryLayer::replay_bodies()`,
+    /// which wraps it in the crate's `ReplayBody` with the same limit.
     pub streaming: bool,
     /// A per-request policy, put in the request's extensions.
     pub policy: Option<RetryPolicy>,
@@ -175,6 +176,55 @@ impl Body for ReplayBody {
         }
     }
 }
+
+/// A request body that can be read only once: chunks of unknown length,
+/// not `Clone` (a stream from a file or a socket). Through both adapters it
+/// is sent again only from the replay buffer.
+#[derive(Debug)]
+pub struct OnceBody {
+    chunks: std::collections::VecDeque<Bytes>,
+}
+
+impl OnceBody {
+    /// `text` in three chunks (as [`ReplayBody::new`] cuts it).
+    pub fn new(text: &str) -> OnceBody {
+        OnceBody::from_bytes(text.as_bytes(), (text.len() / 3).max(1))
+    }
+    /// `bytes` in chunks of `chunk`.
+    pub fn from_bytes(bytes: &[u8], chunk: usize) -> OnceBody {
+        OnceBody {
+            chunks: bytes
+                .chunks(chunk.max(1))
+                .map(Bytes::copy_from_slice)
+                .collect(),
+        }
+    }
+}
+
+impl Body for OnceBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.chunks.pop_front().map(|c| Ok(Frame::data(c))))
+    }
+}
+
+/// hyper-util's client for the crate's `ReplayBody` around any body `B`:
+/// what the tower layer's `replay_bodies()` mode sends through.
+pub fn hyper_stream_client<B>()
+-> HyperClient<hyper_util::client::legacy::connect::HttpConnector, StreamBody<B>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<http_resilience::BoxError>,
+{
+    HyperClient::builder(TokioExecutor::new()).build_http::<StreamBody<B>>()
+}
+
+/// The crate's replay buffer around a request body.
+pub type StreamBody<B> = http_resilience::replay::ReplayBody<B>;
 
 /// What came back, whichever the adapter.
 #[derive(Debug)]
@@ -315,12 +365,31 @@ impl Client {
         let start = Instant::now();
         let mut got = match self {
             Client::Reqwest(client) => send_reqwest(client, url, req).await,
-            Client::Tower(svc) => send_tower(svc.clone(), url, req).await,
-            Client::Custom(svc) => send_tower(svc.clone(), url, req).await,
+            // A body that cannot be cloned: through the layer's
+            // `replay_bodies()` mode, under the same policies (and so the
+            // same load-protection state).
+            Client::Tower(svc) if req.streaming && !req.shared => {
+                let svc = RetryLayer::new(svc.policies().clone())
+                    .replay_bodies()
+                    .layer(hyper_stream_client::<OnceBody>());
+                sendable(send_tower_stream(svc, url, req)).await
+            }
+            Client::Tower(svc) => sendable(send_tower(svc.clone(), url, req)).await,
+            Client::Custom(svc) => sendable(send_tower(svc.clone(), url, req)).await,
         };
         got.elapsed = start.elapsed();
         got
     }
+}
+
+/// `future`, boxed as `Send` where its service type is concrete: through
+/// the generic `call_tower`, rustc cannot prove a spawned caller's future
+/// `Send` (a higher-ranked `From` bound on hyper's body error, lost in the
+/// projection of `S::Future`).
+fn sendable<'a>(
+    future: impl std::future::Future<Output = Got> + Send + 'a,
+) -> Pin<Box<dyn std::future::Future<Output = Got> + Send + 'a>> {
+    Box::pin(future)
 }
 
 async fn send_reqwest(
@@ -340,7 +409,7 @@ async fn send_reqwest(
             ReplayBody::new(req.body, req.streaming).shared(),
         ))
     } else if req.streaming {
-        builder.body(reqwest::Body::wrap(ReplayBody::new(req.body, true)))
+        builder.body(reqwest::Body::wrap(OnceBody::new(req.body)))
     } else {
         builder.body(req.body)
     };
@@ -390,13 +459,34 @@ where
     got
 }
 
-async fn call_tower<S>(
-    svc: &mut http_resilience::Retry<S>,
-    request: http::Request<ReplayBody>,
-) -> Got
+/// Sends `req` (`streaming`) with an [`OnceBody`] through a tower `Retry`
+/// in `replay_bodies()` mode.
+pub async fn send_tower_stream<S>(mut svc: S, url: &str, req: &Req) -> Got
 where
-    S: Service<http::Request<ReplayBody>, Response = http::Response<hyper::body::Incoming>> + Clone,
-    S::Error: Into<http_resilience::BoxError>,
+    S: Service<
+            http::Request<OnceBody>,
+            Response = http::Response<TowerBody>,
+            Error = http_resilience::Error,
+        >,
+{
+    let mut request = http::Request::builder().method(req.method.clone()).uri(url);
+    for (k, v) in &req.headers {
+        request = request.header(*k, *v);
+    }
+    let mut request = request.body(OnceBody::new(req.body)).unwrap();
+    if let Some(policy) = &req.policy {
+        request.extensions_mut().insert(policy.clone());
+    }
+    call_tower(&mut svc, request).await
+}
+
+async fn call_tower<S, B>(svc: &mut S, request: http::Request<B>) -> Got
+where
+    S: Service<
+            http::Request<B>,
+            Response = http::Response<TowerBody>,
+            Error = http_resilience::Error,
+        >,
 {
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
     match svc.call(request).await {
