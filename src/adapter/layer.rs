@@ -338,9 +338,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        ResponseFuture::begin(&mut self.inner, &self.policies, request, |request, _| {
-            request
-        })
+        ResponseFuture::begin(&mut self.inner, &self.policies, request, |_, _| {})
     }
 }
 
@@ -364,14 +362,16 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Wrapped before the policy is chosen (the request is described
+        // first), its buffer set to the chosen policy's once it is.
+        let request = request.map(ReplayBody::new);
         ResponseFuture::begin(
             &mut self.inner,
             &self.policies,
             request,
             |request, engine| {
-                // The policy chosen, its buffer: the body is wrapped once.
                 let limit = engine.policy().replay_buffer();
-                request.map(|body| ReplayBody::with_limit(body, limit))
+                request.body_mut().set_limit(limit);
             },
         )
     }
@@ -387,15 +387,16 @@ where
     /// place: the same dance as tower's own `Retry`), starts the request
     /// (its description is made once here, twice when a key is added, for
     /// the policy, the engine and the first admission, and once after each
-    /// attempt), gives its body to `wrap` once the policy is chosen, and
-    /// sends the first attempt. (One function, the future built in place:
-    /// nothing big moves twice on the success path.)
+    /// attempt), lets `configure` set its body up once the policy is chosen
+    /// (in place: a request moved here costs a 232-byte copy on every
+    /// call), and sends the first attempt. (One function, the future built
+    /// in place: nothing big moves twice on the success path.)
     #[inline]
-    fn begin<A>(
+    fn begin(
         service: &mut S,
         policies: &EndpointPolicies,
-        mut request: Request<A>,
-        wrap: impl FnOnce(Request<A>, &RetryState) -> Request<B>,
+        mut request: Request<B>,
+        configure: impl FnOnce(&mut Request<B>, &RetryState),
     ) -> Self
     where
         S: Clone,
@@ -408,7 +409,7 @@ where
             |request, meta| policies.select_with(request.extensions(), meta).clone(),
             now,
         );
-        let request = wrap(request, &engine);
+        configure(&mut request, &engine);
         // Noted before anything reads the body: each retry's copy must
         // still say the same.
         let shape = BodyShape::of(request.body());

@@ -141,6 +141,12 @@ pub(crate) fn attempt_span<'a>(
     engine: &RetryState,
     request: impl FnOnce() -> RequestMeta<'a>,
 ) -> Option<AttemptSpan> {
+    // The process-wide level first (one atomic load): with no subscriber,
+    // or none at INFO, nothing below is worked out.
+    #[cfg(feature = "tracing")]
+    if !tracing::level_enabled!(tracing::Level::INFO) {
+        return None;
+    }
     AttemptSpan::traced(
         request,
         engine.report().attempts() + 1,

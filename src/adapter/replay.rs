@@ -203,6 +203,16 @@ impl<B: Body<Data = Bytes>> ReplayBody<B> {
         Self::with_limit(body, DEFAULT_REPLAY_LIMIT)
     }
 
+    /// Sets the buffer's limit of a body not yet read (the tower layer
+    /// wraps a body before its policy, and so its limit, is chosen).
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        let capped = !self.was_empty && self.hint.lower() > limit as u64;
+        let mut shared = lock(&self.shared);
+        debug_assert_eq!(shared.read, 0, "the limit is set before the body is read");
+        shared.limit = limit;
+        shared.capped = capped;
+    }
+
     /// Wraps `body` with a buffer of at most `limit` bytes. A body whose
     /// size hint already says it is longer is not buffered at all: it can
     /// be sent again only while nothing of it has been read (an attempt
