@@ -308,9 +308,7 @@ impl Operation<'_> {
                     // A turn under a limit shared by many processes: the
                     // store's call, then ask again.
                     Admission::Consult => {
-                        if let Some(call) = state.take_store_call() {
-                            state.store_answered(call.await);
-                        }
+                        state.store_call().await;
                         starts = Instant::now().into_std();
                     }
                 }
@@ -371,9 +369,7 @@ impl Operation<'_> {
                     // processes: the store's call, then the decision.
                     let decision = match decision {
                         Decision::Consult => {
-                            if let Some(call) = state.take_store_call() {
-                                state.store_answered(call.await);
-                            }
+                            state.store_call().await;
                             state.decide_after_store(&meta, Instant::now().into_std())
                         }
                         decision => decision,

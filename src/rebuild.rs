@@ -316,9 +316,7 @@ impl RetryPolicy {
                     // A turn under a limit shared by many processes: the
                     // store's call, then ask again (as the adapters do).
                     Admission::Consult => {
-                        if let Some(call) = engine.take_store_call() {
-                            engine.store_answered(call.await);
-                        }
+                        engine.store_call().await;
                     }
                 }
                 starts = Instant::now().into_std();
@@ -395,9 +393,7 @@ impl RetryPolicy {
                 // processes: the store's call, the result kept meanwhile.
                 Decision::Consult => {
                     keep(&mut kept, result);
-                    if let Some(call) = engine.take_store_call() {
-                        engine.store_answered(call.await);
-                    }
+                    engine.store_call().await;
                     let now = Instant::now().into_std();
                     match engine.decide_after_store(&identity.describe(), now) {
                         Decision::Retry { delay, .. } => (delay, None),

@@ -184,9 +184,7 @@ impl Middleware for RetryMiddleware {
                     // store's call (bounded by its own timeout), then ask
                     // again.
                     Admission::Consult => {
-                        if let Some(call) = engine.take_store_call() {
-                            engine.store_answered(call.await);
-                        }
+                        engine.store_call().await;
                     }
                 }
                 starts = Instant::now().into_std();
@@ -291,9 +289,7 @@ impl Middleware for RetryMiddleware {
                 // (in the pause's box: this future stays small).
                 Decision::Consult if !streamed => {
                     keep(&mut kept, result);
-                    if let Some(call) = engine.take_store_call() {
-                        engine.store_answered(call.await);
-                    }
+                    engine.store_call().await;
                     let now = Instant::now().into_std();
                     match engine.decide_after_store(&request.describe(), now) {
                         Decision::Retry { delay, .. } => (delay, None),

@@ -727,6 +727,14 @@ impl RetryState {
         guard.answered(answer);
     }
 
+    /// Awaits the store call a [`Admission::Consult`] or
+    /// [`Decision::Consult`] asked for ([`poll_store_call`](Self::poll_store_call)
+    /// until the store has answered): the one way the middleware, `retry`
+    /// and `send_rebuilt` wait for the store.
+    pub(crate) async fn store_call(&mut self) {
+        std::future::poll_fn(|cx| self.poll_store_call(cx)).await
+    }
+
     /// Polls the store call out in place (for an adapter that keeps no
     /// future of its own, as the tower layer's): once it has answered, the
     /// answer is the engine's, as by
