@@ -174,6 +174,7 @@ mod headers;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 pub mod op;
+pub mod hedging;
 pub mod policy;
 pub mod presets;
 pub mod protection;
@@ -228,6 +229,7 @@ pub use classify::{
 pub use endpoint::{EndpointPolicies, EndpointPoliciesBuilder, Route};
 pub use engine::{Admission, Decision, RetryState};
 pub use error::{AttemptTimedOut, BoxError, Error, Failure};
+pub use hedging::{Hedging, HedgingBuilder};
 pub use layer::{Retry, RetryLayer};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
