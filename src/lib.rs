@@ -170,11 +170,11 @@ pub mod engine;
 pub mod error;
 pub mod git;
 mod headers;
+pub mod hedging;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 pub mod op;
-pub mod hedging;
 pub mod policy;
 pub mod presets;
 pub mod protection;

@@ -2568,6 +2568,8 @@ fn name_and_attempt_header_load_and_bad_values_name_their_key() {
     );
     let err = EndpointPolicies::from_json_str(r#"{"default": {"name": ""}}"#).unwrap_err();
     check("in the default", &err, "default.name", "1 to 64");
+}
+
 #[test]
 fn hedging_loads_from_toml_and_json_as_the_builder_sets_it() {
     use http_resilience::Hedging;

@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use http::Method;
 use http_resilience::{
-    CircuitBreaker, EndpointPolicies, Hedging, RetryBudget, RetryPolicy, RetryPolicyBuilder,
-    Route,
+    CircuitBreaker, EndpointPolicies, Hedging, RetryBudget, RetryPolicy, RetryPolicyBuilder, Route,
 };
 use support::clients::{BOTH, Client, Got, Req, Via, base, get, keyed_post, post};
 use support::{Seen, Server, Step, quota_gone};
@@ -55,7 +54,12 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 /// One request through `via` to `path`, scripted as `script`.
-async fn one(via: Via, policy: impl Into<EndpointPolicies>, script: Vec<Step>, req: &Req) -> (Got, Vec<Seen>, Server) {
+async fn one(
+    via: Via,
+    policy: impl Into<EndpointPolicies>,
+    script: Vec<Step>,
+    req: &Req,
+) -> (Got, Vec<Seen>, Server) {
     let server = Server::start().await;
     server.script("/p", script);
     let got = Client::new(via, policy).send(&server.url("/p"), req).await;
@@ -63,9 +67,12 @@ async fn one(via: Via, policy: impl Into<EndpointPolicies>, script: Vec<Step>, r
     (got, seen, server)
 }
 
-/// The extra requests allowed above 5%: none are needed with this
-/// pattern (a hedge never meets a slow response), a few are tolerated.
-const FLOOR: usize = 2;
+/// The extra requests allowed above 5% of the requests made. The slow
+/// responses are one in twenty of what the server *sees*, hedges included:
+/// with H hedges, (2,000 + H) / 20 of them are slow, and each slow first
+/// attempt draws one hedge, so H = 2,105 / 20 = 105 (5.25%). The floor
+/// covers that, and no more.
+const FLOOR: usize = 10;
 
 #[tokio::test(start_paused = true)]
 async fn a_hedge_after_50ms_cuts_the_p99_of_a_slow_tail_for_5_percent_more_requests() {
@@ -77,7 +84,11 @@ async fn a_hedge_after_50ms_cuts_the_p99_of_a_slow_tail_for_5_percent_more_reque
             // Response n is slow when n % 20 == 19: one in twenty, 5%.
             server.script(
                 "/tail",
-                vec![Step::one_in(20, late(ms(2000), 200, "slow"), late(ms(10), 200, "fast"))],
+                vec![Step::one_in(
+                    20,
+                    late(ms(2000), 200, "slow"),
+                    late(ms(10), 200, "fast"),
+                )],
             );
             let policy = if hedging {
                 hedged(ms(50)).build().unwrap()
@@ -105,7 +116,11 @@ async fn a_hedge_after_50ms_cuts_the_p99_of_a_slow_tail_for_5_percent_more_reque
             println!(
                 "hedging figure: {via:?}, {}: p50 {p50:?}, p99 {p99:?}, max {max:?}; \
                  server saw {sent} requests for {N} ({extra} extra, {:.1}%); {hedged_requests} hedged",
-                if hedging { "hedge after 50 ms" } else { "no hedging" },
+                if hedging {
+                    "hedge after 50 ms"
+                } else {
+                    "no hedging"
+                },
                 extra as f64 * 100.0 / N as f64,
             );
             if hedging {
@@ -143,14 +158,24 @@ async fn only_requests_that_may_be_sent_twice_are_hedged() {
             hedged(ms(50)).build().unwrap(),
             true,
         ),
-        ("POST without a key", post(), hedged(ms(50)).build().unwrap(), false),
+        (
+            "POST without a key",
+            post(),
+            hedged(ms(50)).build().unwrap(),
+            false,
+        ),
         (
             "POST without a key, retry_non_idempotent",
             post(),
             hedged(ms(50)).retry_non_idempotent(true).build().unwrap(),
             false,
         ),
-        ("POST with a key", keyed_post(), hedged(ms(50)).build().unwrap(), true),
+        (
+            "POST with a key",
+            keyed_post(),
+            hedged(ms(50)).build().unwrap(),
+            true,
+        ),
         (
             "POST with a generated key",
             post(),
@@ -201,10 +226,22 @@ async fn the_report_lists_each_attempt_whether_a_hedge_which_won_and_when() {
         let h = report.history();
         assert_eq!(h.len(), 2, "{via:?}");
         assert!(!h[0].is_hedge() && h[1].is_hedge(), "{via:?}");
-        assert_eq!((h[0].sent_at(), h[1].sent_at()), (ms(0), ms(50)), "{via:?}");
+        assert_eq!(
+            (h[0].sent_at(), h[1].sent_at()),
+            (Some(ms(0)), Some(ms(50))),
+            "{via:?}"
+        );
         assert!(h[0].is_cancelled() && !h[1].is_cancelled(), "{via:?}");
-        assert_eq!(h[0].status(), None, "{via:?}: a cancelled attempt has no outcome");
-        assert_eq!((h[0].elapsed(), h[1].elapsed()), (ms(60), ms(60)), "{via:?}");
+        assert_eq!(
+            h[0].status(),
+            None,
+            "{via:?}: a cancelled attempt has no outcome"
+        );
+        assert_eq!(
+            (h[0].elapsed(), h[1].elapsed()),
+            (ms(60), ms(60)),
+            "{via:?}"
+        );
         assert_eq!(h[1].status().map(|s| s.as_u16()), Some(200), "{via:?}");
         assert_eq!(report.winner(), Some(1), "{via:?}");
         assert_eq!(
@@ -235,7 +272,9 @@ async fn the_losers_connection_is_closed_when_the_winner_answers() {
         let (got, seen, server) = one(via, policy, script, &get()).await;
         assert_eq!(got.body.as_deref(), Some("fast"), "{via:?}");
         // The server sees the first attempt's connection close at 60 ms,
-        // when the hedge's response arrived: its future was dropped.
+        // when the hedge's response arrived: its future was dropped. (The
+        // client's connection task closes it when next it runs.)
+        tokio::time::sleep(ms(1)).await;
         let cancelled = server.cancelled("/p");
         assert_eq!(cancelled.len(), 1, "{via:?}");
         assert_eq!(cancelled[0] - seen[0].at, ms(60), "{via:?}");
@@ -249,8 +288,8 @@ async fn the_losers_connection_is_closed_when_the_winner_answers() {
 async fn a_losers_response_already_received_is_never_read() {
     // The first attempt fails with a 503 at 60 ms whose 8 MiB body is more
     // than the socket buffers hold; the hedge, sent at 50 ms, answers at
-    // 70 ms and wins. The 503 kept meanwhile is dropped unread: the server
-    // cannot write its body whole.
+    // 70 ms and wins. The 503 is never read: the server cannot write its
+    // body whole.
     let big = "x".repeat(8 << 20);
     for via in BOTH {
         let policy = hedged(ms(50)).build().unwrap();
@@ -265,8 +304,18 @@ async fn a_losers_response_already_received_is_never_read() {
         assert_eq!(got.report.winner(), Some(1), "{via:?}");
         let unread = server.unread("/p");
         assert_eq!(unread.len(), 1, "{via:?}: {unread:?}");
-        assert!(unread[0].1 < big.len(), "{via:?}: {} bytes written", unread[0].1);
-        assert_eq!(unread[0].0 - seen[0].at, ms(70), "{via:?}: dropped as the hedge won");
+        assert!(
+            unread[0].1 < big.len(),
+            "{via:?}: {} bytes written",
+            unread[0].1
+        );
+        // Dropped unread when the engine chose to wait for the hedge (60
+        // ms), or at the latest when the hedge won (70 ms).
+        let dropped = unread[0].0 - seen[0].at;
+        assert!(
+            (ms(60)..=ms(70)).contains(&dropped),
+            "{via:?}: dropped at {dropped:?}"
+        );
     }
 }
 
@@ -293,7 +342,11 @@ async fn no_hedge_when_the_budget_is_exhausted() {
         );
         let client = Client::new(via, policy);
         let first = client.send(&server.url("/p"), &get()).await;
-        assert_eq!((first.elapsed, first.report.hedges()), (ms(60), 1), "{via:?}");
+        assert_eq!(
+            (first.elapsed, first.report.hedges()),
+            (ms(60), 1),
+            "{via:?}"
+        );
         // 5 - 5 + 1: one token left, a hedge costs 5.
         let second = client.send(&server.url("/p"), &get()).await;
         assert_eq!(second.body.as_deref(), Some("slow"), "{via:?}");
@@ -323,7 +376,10 @@ async fn no_hedge_while_the_breaker_is_open_or_a_quota_is_held() {
                 );
             }
             let server = Server::start().await;
-            server.script("/slow", vec![late(ms(2000), 200, "slow"), late(ms(10), 200, "fast")]);
+            server.script(
+                "/slow",
+                vec![late(ms(2000), 200, "slow"), late(ms(10), 200, "fast")],
+            );
             // Another request to the same endpoint opens the breaker (a
             // 503) or announces the quota gone, at 10 ms.
             let other = if what == "breaker" {
@@ -333,15 +389,21 @@ async fn no_hedge_while_the_breaker_is_open_or_a_quota_is_held() {
             };
             server.script("/other", vec![other]);
             let client = Client::new(via, policy.build().unwrap());
+            let (slow_url, other_url) = (server.url("/slow"), server.url("/other"));
+            let (slow_req, other_req) = (get(), get());
             let (slow, _) = tokio::join!(
-                client.send(&server.url("/slow"), &get()),
-                client.send(&server.url("/other"), &get()),
+                client.send(&slow_url, &slow_req),
+                client.send(&other_url, &other_req),
             );
             let at = format!("{via:?}, {what}");
             assert_eq!(slow.body.as_deref(), Some("slow"), "{at}");
             assert_eq!(slow.elapsed, ms(2000), "{at}");
             assert_eq!(server.count("/slow"), 1, "{at}: no hedge");
-            let expected = if what == "breaker" { "circuit_open" } else { "server_quota" };
+            let expected = if what == "breaker" {
+                "circuit_open"
+            } else {
+                "server_quota"
+            };
             assert_eq!(
                 slow.report.hedge_skipped().map(|s| s.as_str()),
                 Some(expected),
@@ -356,7 +418,13 @@ async fn each_hedge_goes_one_delay_after_the_one_before_up_to_max_hedges() {
     for via in BOTH {
         for max in [1, 2, 3] {
             let policy = base()
-                .hedging(Hedging::builder().delay(ms(50)).max_hedges(max).build().unwrap())
+                .hedging(
+                    Hedging::builder()
+                        .delay(ms(50))
+                        .max_hedges(max)
+                        .build()
+                        .unwrap(),
+                )
                 .build()
                 .unwrap();
             // Every attempt is slow but the fourth.
@@ -368,10 +436,18 @@ async fn each_hedge_goes_one_delay_after_the_one_before_up_to_max_hedges() {
             assert_eq!(arrivals(&seen), expected, "{at}");
             assert_eq!(got.report.hedges(), max, "{at}");
             if max == 3 {
-                assert_eq!((got.body.as_deref(), got.elapsed), (Some("fast"), ms(160)), "{at}");
+                assert_eq!(
+                    (got.body.as_deref(), got.elapsed),
+                    (Some("fast"), ms(160)),
+                    "{at}"
+                );
                 assert_eq!(got.report.winner(), Some(3), "{at}");
             } else {
-                assert_eq!((got.body.as_deref(), got.elapsed), (Some("slow"), ms(2000)), "{at}");
+                assert_eq!(
+                    (got.body.as_deref(), got.elapsed),
+                    (Some("slow"), ms(2000)),
+                    "{at}"
+                );
                 assert_eq!(got.report.winner(), Some(0), "{at}: the first to answer");
             }
         }
@@ -397,19 +473,34 @@ async fn the_learned_delay_is_the_endpoints_percentile_once_there_are_enough_sam
         server.script("/p", script);
         // Before enough were learned: the fixed delay.
         let cold = Server::start().await;
-        cold.script("/p", vec![late(ms(2000), 200, "slow"), late(ms(5), 200, "fast")]);
+        cold.script(
+            "/p",
+            vec![late(ms(2000), 200, "slow"), late(ms(5), 200, "fast")],
+        );
         let policy = base().hedging(hedging.clone()).build().unwrap();
         let client = Client::new(via, policy);
         let got = client.send(&cold.url("/p"), &get()).await;
-        assert_eq!(arrivals(&cold.seen("/p")), [ms(0), ms(500)], "{via:?}: the fixed delay");
+        assert_eq!(
+            arrivals(&cold.seen("/p")),
+            [ms(0), ms(500)],
+            "{via:?}: the fixed delay"
+        );
         assert_eq!(got.elapsed, ms(505), "{via:?}");
         for _ in 0..20 {
             client.send(&server.url("/p"), &get()).await;
         }
-        assert_eq!(hedging.delay_for("127.0.0.1", server.addr().port()), ms(28), "{via:?}");
+        assert_eq!(
+            hedging.delay_for("127.0.0.1", server.addr().port()),
+            ms(28),
+            "{via:?}"
+        );
         let got = client.send(&server.url("/p"), &get()).await;
         let seen = server.seen("/p");
-        assert_eq!(seen[21].at - seen[20].at, ms(28), "{via:?}: hedged after the learned p95");
+        assert_eq!(
+            seen[21].at - seen[20].at,
+            ms(28),
+            "{via:?}: hedged after the learned p95"
+        );
         assert_eq!(got.elapsed, ms(33), "{via:?}");
         // The cancelled attempt's 33 ms, a lower bound, was learned too.
         assert_eq!(got.report.hedges(), 1, "{via:?}");
@@ -528,7 +619,10 @@ async fn hedging_is_per_route_and_loads_from_a_configuration_file() {
     #[cfg(not(feature = "serde"))]
     let from_file: Option<EndpointPolicies> = None;
     for via in BOTH {
-        for set in [Some(built.clone()), from_file.clone()].into_iter().flatten() {
+        for set in [Some(built.clone()), from_file.clone()]
+            .into_iter()
+            .flatten()
+        {
             let server = Server::start().await;
             let script = vec![late(ms(2000), 200, "slow"), late(ms(10), 200, "fast")];
             server.script("/hedged", script.clone());
@@ -554,10 +648,17 @@ async fn hedging_off_changes_nothing() {
     for via in BOTH {
         let script = vec![late(ms(2000), 200, "slow"), late(ms(10), 200, "fast")];
         let (got, seen, _server) = one(via, base().build().unwrap(), script, &get()).await;
-        assert_eq!((got.body.as_deref(), got.elapsed), (Some("slow"), ms(2000)), "{via:?}");
+        assert_eq!(
+            (got.body.as_deref(), got.elapsed),
+            (Some("slow"), ms(2000)),
+            "{via:?}"
+        );
         assert_eq!(seen.len(), 1, "{via:?}");
         assert_eq!(got.report.hedges(), 0, "{via:?}");
-        assert!(got.report.history().iter().all(|a| !a.is_hedge()), "{via:?}");
+        assert!(
+            got.report.history().iter().all(|a| !a.is_hedge()),
+            "{via:?}"
+        );
     }
     let _ = Instant::now();
 }

@@ -265,6 +265,15 @@ pub trait RetryBody: Sized {
         self.try_replay().map(drop)
     }
 
+    /// A copy of the body for a hedge: one sent while the attempts before
+    /// it may still be reading theirs. The same as
+    /// [`try_replay`](Self::try_replay) for a `Clone` body; a
+    /// [`ReplayBody`] [forks](ReplayBody::fork) (the copies read side by
+    /// side) instead of superseding the copies in flight.
+    fn try_hedge(&self) -> Result<Self, Committed> {
+        self.try_replay()
+    }
+
     /// A copy of the whole request for the next attempt: its method, URI,
     /// version, headers and extensions, with [`try_replay`](Self::try_replay)
     /// of its body. (For a `Clone` body, the request's own `clone()`.)
@@ -299,6 +308,9 @@ impl<T: Clone> RetryBody for T {
 impl<B> RetryBody for ReplayBody<B> {
     fn try_replay(&self) -> Result<Self, Committed> {
         self.replay()
+    }
+    fn try_hedge(&self) -> Result<Self, Committed> {
+        self.fork()
     }
 }
 

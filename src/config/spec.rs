@@ -11,8 +11,8 @@ use serde::de::{self, Deserializer, Visitor};
 
 use crate::backoff::Jitter;
 use crate::endpoint::{EndpointPolicies, Route};
-use crate::policy::{ConfigError, LongHint, RequestCost, RetryPolicy, RetryPolicyBuilder};
 use crate::hedging::Hedging;
+use crate::policy::{ConfigError, LongHint, RequestCost, RetryPolicy, RetryPolicyBuilder};
 use crate::presets::Preset;
 use crate::protection::CircuitBreaker;
 use crate::protection::RateLimit;

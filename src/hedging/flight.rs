@@ -61,6 +61,10 @@ pub(crate) struct Flight {
     owed: Option<Owed>,
     /// A hedge was refused: none until the next attempt that is not one.
     held: bool,
+    /// Where the current round's records start in the report.
+    pub(crate) round_start: u32,
+    /// The attempt that just ended, for the decision on it.
+    pub(crate) last_ended: Option<Slot>,
 }
 
 impl Flight {
@@ -74,15 +78,22 @@ impl Flight {
             slots: [None; 1 + MAX_HEDGES as usize],
             owed: None,
             held: false,
+            round_start: 0,
+            last_ended: None,
         }
     }
 
-    /// The delay between an attempt and the next copy.
-    pub(crate) fn delay(&self) -> Duration {
-        self.delay
+    /// Retries in flight (attempts that are not hedges, after the first).
+    pub(crate) fn retries_in_flight(&self) -> u32 {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|s| !s.hedge && s.attempt > 0)
+            .count() as u32
     }
 
     /// Hedges sent so far.
+    #[cfg(test)]
     pub(crate) fn hedges(&self) -> u32 {
         self.hedges
     }

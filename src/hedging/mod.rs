@@ -126,7 +126,7 @@ use crate::validate::{self, Check, ConfigError};
 mod flight;
 mod latency;
 
-pub(crate) use flight::{Flight, Slot};
+pub(crate) use flight::{Extra, Flight, Slot};
 pub use latency::MAX_LEARNED_ENDPOINTS;
 pub(crate) use latency::{LatencyBook, MAX_SAMPLES};
 
@@ -161,9 +161,7 @@ pub struct Hedging {
 
 impl Default for Hedging {
     fn default() -> Self {
-        Hedging::builder()
-            .build()
-            .expect("the defaults are valid")
+        Hedging::builder().build().expect("the defaults are valid")
     }
 }
 

@@ -12,9 +12,9 @@ use http::HeaderName;
 use crate::backoff::{Jitter, Schedule, mix_seed};
 use crate::classify::{Classify, DefaultClassifier};
 use crate::headers::RESERVED_REQUEST_HEADERS;
+use crate::hedging::Hedging;
 #[cfg(feature = "metrics")]
 use crate::metrics::MetricsCache;
-use crate::hedging::Hedging;
 use crate::presets::Preset;
 use crate::protection::CircuitBreaker;
 use crate::protection::RateLimit;

@@ -69,9 +69,9 @@ use rand::Rng;
 
 use crate::backoff::{Backoff, Jitter, Schedule, mix_seed};
 use crate::classify::Classify;
+use crate::hedging::Hedging;
 #[cfg(feature = "metrics")]
 use crate::metrics::MetricsCache;
-use crate::hedging::Hedging;
 use crate::presets::Preset;
 use crate::protection::CircuitBreaker;
 use crate::protection::RateLimit;

@@ -435,11 +435,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 }
             };
             if gone {
-                state
-                    .lock()
-                    .unwrap()
-                    .cancelled
-                    .push((path, Instant::now()));
+                state.lock().unwrap().cancelled.push((path, Instant::now()));
                 return;
             }
             step = *then;
