@@ -510,7 +510,8 @@ async fn the_learned_delay_is_the_endpoints_percentile_once_there_are_enough_sam
 #[tokio::test(start_paused = true)]
 async fn a_failure_while_a_hedge_is_in_flight_waits_for_it_before_retrying() {
     // (what, script, backoff, arrivals, final body, elapsed)
-    let rows: Vec<(&str, Vec<Step>, u64, Vec<u64>, &str, u64)> = vec![
+    type Row<'a> = (&'a str, Vec<Step>, u64, Vec<u64>, &'a str, u64);
+    let rows: Vec<Row<'_>> = vec![
         (
             "the hedge answers first: no retry",
             vec![late(ms(60), 503, "busy"), late(ms(30), 200, "hedge")],

@@ -1005,6 +1005,9 @@ where
     }
 }
 
+/// The caller's result.
+type Done<R> = Result<Response<ResponseBody<R>>, Error>;
+
 /// What follows `decision` on an attempt's `result`: the next state (a
 /// wait, or a store call, `result` kept through it in case the retry is
 /// refused), or the caller's result.
@@ -1015,7 +1018,7 @@ fn after_decision<F, R: Body + Send + 'static>(
     engine: &mut RetryState,
     kept: &mut Kept<Response<ResponseBody<R>>>,
     meta: RequestMeta<'_>,
-) -> Result<State<F, R>, Result<Response<ResponseBody<R>>, Error>>
+) -> Result<State<F, R>, Done<R>>
 where
     R::Error: Send,
 {
