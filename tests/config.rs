@@ -638,7 +638,7 @@ fn the_documented_protection_example_loads_as_its_comments_say() {
     let section = docs
         .split("//! # Load protection")
         .nth(1)
-        .and_then(|rest| rest.split("//! # An endpoint set").next())
+        .and_then(|rest| rest.split("//! # Hedged requests").next())
         .unwrap();
     let mut toml = String::new();
     let mut inside = false;
@@ -2753,7 +2753,7 @@ fn each_bad_hedging_value_names_its_key_and_reason() {
             "unknown key",
             Toml,
             r#"hedging = { after = "1s" }"#,
-            "hedging",
+            "hedging.after",
             "unknown field `after`",
         ),
         (

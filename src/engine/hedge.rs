@@ -347,3 +347,151 @@ fn learned_key<'a>(scope: Scope, request: &RequestMeta<'a>) -> (&'a str, u16) {
         _ => (request.host(), request.port()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use http::{HeaderMap, Method, StatusCode};
+
+    use super::{Hedge, Raced};
+    use crate::backoff::Jitter;
+    use crate::classify::{Outcome, RequestMeta};
+    use crate::engine::{Admission, Decision, RetryState};
+    use crate::hedging::Hedging;
+    use crate::policy::RetryPolicy;
+    use crate::protection::RetryBudget;
+    use crate::report::HedgeSkip;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn policy(budget: Option<RetryBudget>) -> RetryPolicy {
+        RetryPolicy::builder()
+            .jitter(Jitter::None)
+            .initial_backoff(ms(100))
+            .retry_budget(budget)
+            .hedging(Hedging::builder().delay(ms(50)).build().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// Sends the first attempt at `t0`; its number.
+    fn first(state: &mut RetryState, meta: &RequestMeta<'_>, t0: Instant) -> Option<u32> {
+        assert_eq!(state.admit(meta, t0), Admission::Send);
+        state.hedge_start(|| *meta, t0)
+    }
+
+    #[test]
+    fn only_requests_that_may_be_sent_twice_start_a_race() {
+        let headers = HeaderMap::new();
+        let t0 = Instant::now();
+        for (method, hedged) in [
+            (Method::GET, true),
+            (Method::PUT, true),
+            (Method::POST, false),
+        ] {
+            let meta = RequestMeta::new(&method, "http", "h", "/p", &headers);
+            let mut state = RetryState::new(&policy(None), &meta, t0);
+            assert_eq!(first(&mut state, &meta, t0).is_some(), hedged, "{method}");
+        }
+        let mut keyed = HeaderMap::new();
+        keyed.insert("idempotency-key", "k".parse().unwrap());
+        let meta = RequestMeta::new(&Method::POST, "http", "h", "/p", &keyed);
+        let mut state = RetryState::new(&policy(None), &meta, t0);
+        assert_eq!(first(&mut state, &meta, t0), Some(0));
+        // Hedging off: no race, whatever the method.
+        let meta = RequestMeta::new(&Method::GET, "http", "h", "/p", &headers);
+        let mut state = RetryState::new(&RetryPolicy::default(), &meta, t0);
+        assert_eq!(first(&mut state, &meta, t0), None);
+        assert_eq!(state.hedge_due(), None);
+    }
+
+    #[test]
+    fn a_hedge_goes_one_delay_after_the_send_and_the_first_answer_wins() {
+        let headers = HeaderMap::new();
+        let meta = RequestMeta::new(&Method::GET, "http", "h", "/p", &headers);
+        let t0 = Instant::now();
+        let mut state = RetryState::new(&policy(None), &meta, t0);
+        assert_eq!(first(&mut state, &meta, t0), Some(0));
+        assert_eq!(state.hedge_due(), Some(t0 + ms(50)));
+        assert_eq!(state.hedge_now(&meta, t0 + ms(20)), Hedge::Wait(ms(30)));
+        assert_eq!(
+            state.hedge_now(&meta, t0 + ms(50)),
+            Hedge::Send { attempt: 1 }
+        );
+        assert_eq!(state.hedge_due(), None, "max_hedges 1: no more");
+        // The hedge answers at 60 ms: it wins, the first is cancelled.
+        let ok = Outcome::response(StatusCode::OK, &headers);
+        state.race_ended(1);
+        let decision = state.decide(&meta, &ok, t0 + ms(60));
+        assert_eq!(
+            state.race_settle(&meta, decision, t0 + ms(60)),
+            Raced::Done(Decision::Return)
+        );
+        let report = state.report();
+        assert_eq!(report.attempts(), 2);
+        assert_eq!((report.hedges(), report.retries()), (1, 0));
+        let h = report.history();
+        assert!(h[0].is_cancelled() && !h[0].is_hedge());
+        assert_eq!(h[0].sent_at(), Some(ms(0)));
+        assert!(h[1].is_hedge() && !h[1].is_cancelled());
+        assert_eq!((h[1].sent_at(), h[1].elapsed()), (Some(ms(50)), ms(60)));
+        assert_eq!(report.winner(), Some(1));
+        assert_eq!(
+            report.to_string(),
+            "2 attempts [cancelled at 60ms, hedge at 50ms: 200 (won)]"
+        );
+    }
+
+    #[test]
+    fn a_failure_while_the_hedge_is_out_owes_a_retry_and_an_empty_budget_sends_no_hedge() {
+        let headers = HeaderMap::new();
+        let meta = RequestMeta::new(&Method::GET, "http", "h", "/p", &headers);
+        let t0 = Instant::now();
+        let mut state = RetryState::new(&policy(None), &meta, t0);
+        first(&mut state, &meta, t0);
+        assert_eq!(
+            state.hedge_now(&meta, t0 + ms(50)),
+            Hedge::Send { attempt: 1 }
+        );
+        // The first fails at 60 ms (backoff 100 ms): keep racing; the
+        // retry is owed at 160 ms (the failure's own wait).
+        let busy = Outcome::response(StatusCode::SERVICE_UNAVAILABLE, &headers);
+        state.race_ended(0);
+        let decision = state.decide(&meta, &busy, t0 + ms(60));
+        assert!(matches!(decision, Decision::Retry { .. }));
+        assert_eq!(state.race_settle(&meta, decision, t0 + ms(60)), Raced::Keep);
+        assert_eq!(state.report().stop_reason(), None);
+        assert_eq!(state.hedge_due(), Some(t0 + ms(160)));
+        assert_eq!(
+            state.hedge_now(&meta, t0 + ms(160)),
+            Hedge::Send { attempt: 2 }
+        );
+        assert_eq!(state.report().retries(), 0, "the retry is in flight");
+
+        // A budget with room for no hedge: the hedge is skipped, and says why.
+        let empty = RetryBudget::builder()
+            .capacity(5)
+            .retry_cost(5)
+            .timeout_cost(5)
+            .build()
+            .unwrap();
+        let policy = policy(Some(empty));
+        let mut state = RetryState::new(&policy, &meta, t0);
+        first(&mut state, &meta, t0);
+        assert_eq!(
+            state.hedge_now(&meta, t0 + ms(50)),
+            Hedge::Send { attempt: 1 }
+        );
+        let mut state = RetryState::new(&policy, &meta, t0);
+        first(&mut state, &meta, t0);
+        assert_eq!(state.hedge_now(&meta, t0 + ms(50)), Hedge::Skip);
+        assert_eq!(
+            state.report().hedge_skipped(),
+            Some(HedgeSkip::BudgetExhausted)
+        );
+        assert_eq!(state.hedge_due(), None, "held until the next retry");
+    }
+}

@@ -23,8 +23,11 @@
 //! ([`Classify::retry_safety`](crate::Classify::retry_safety)).
 //! [`retry_non_idempotent`](crate::RetryPolicyBuilder::retry_non_idempotent)
 //! does not extend to hedges: it allows a retry after a failure, and a
-//! hedge is sent while the first attempt may still be running. A request
-//! whose body cannot be copied (a stream) is not hedged.
+//! hedge is sent while the first attempt may still be running. A streamed
+//! body kept in a replay buffer is hedged with
+//! [`ReplayBody::fork`](crate::replay::ReplayBody::fork) (the copies read
+//! side by side; past the buffer's limit the body is committed to the
+//! copy furthest along); a stream sent without a buffer is not hedged.
 //!
 //! # The delay
 //!
@@ -63,7 +66,7 @@
 //!   outage, where every request would be hedged, the budget runs dry and
 //!   the load falls back to one attempt per request. With the default
 //!   budget (500 tokens, 5 a hedge, 1 back per first-attempt success), an
-//!   endpoint sustains hedges for up to a sixth of its requests. A policy
+//!   endpoint sustains hedges for up to a fifth of its requests. A policy
 //!   without a budget bounds hedges by `max_hedges` alone.
 //! - At most [`max_hedges`](HedgingBuilder::max_hedges) hedges per request
 //!   (default 1).
@@ -83,9 +86,19 @@
 //! first. Then a retry is sent, with the usual rules (`max_retries`, the
 //! budget, the breaker); if the attempt in flight failed too, its own
 //! decision applies, as for any retry. A hedge is not a retry:
-//! `max_retries` counts retries only. The [report](crate::RetryReport)
-//! lists every attempt, whether it was a hedge, when it was sent, which one
-//! won and which were cancelled.
+//! `max_retries` counts retries only. A response whose body the
+//! classifier must read before deciding (GitHub's ambiguous 403s) ends
+//! the race: the others are cancelled, and it is decided as a lone
+//! attempt. The [report](crate::RetryReport) lists every attempt in the
+//! order it was sent: whether it was a hedge
+//! ([`is_hedge`](crate::AttemptRecord::is_hedge)), when it was sent
+//! ([`sent_at`](crate::AttemptRecord::sent_at)), which one won
+//! ([`winner`](crate::RetryReport::winner)) and which were cancelled
+//! ([`is_cancelled`](crate::AttemptRecord::is_cancelled)).
+//!
+//! A hedge takes no circuit-breaker ticket: the breaker hears the outcome
+//! of the attempt that was admitted (the first, or a retry), so one slow
+//! request is one sample, however many copies it sent.
 //!
 //! ```
 //! use std::time::Duration;
