@@ -997,9 +997,24 @@ where
                 || request.body().can_replay().err(),
                 span.as_ref(),
             );
-            match after_decision(decision, result, this.engine, this.pause, meta) {
-                Ok(next) => this.state.set(next),
-                Err(done) => return Poll::Ready(done),
+            // (The same as `after_decision`, written out: the success path
+            // moves its response once, into the caller's result.)
+            match decision {
+                Decision::Retry { delay, .. } => {
+                    // Kept through the wait, in case the retry is refused.
+                    pause(this.pause, delay, Some(result));
+                    this.state.set(State::Sleeping);
+                    continue;
+                }
+                Decision::Consult => {
+                    // Kept through the store call (and the wait after it).
+                    keep(this.pause, result);
+                    this.state.set(State::Consulting {
+                        after: After::Decide,
+                    });
+                    continue;
+                }
+                _ => return Poll::Ready(finish(decision, this.engine, || meta, result)),
             }
         }
     }
@@ -1010,8 +1025,8 @@ type Done<R> = Result<Response<ResponseBody<R>>, Error>;
 
 /// What follows `decision` on an attempt's `result`: the next state (a
 /// wait, or a store call, `result` kept through it in case the retry is
-/// refused), or the caller's result.
-#[inline]
+/// refused), or the caller's result. (For a hedged round's end; the lone
+/// attempt's path writes it out.)
 fn after_decision<F, R: Body + Send + 'static>(
     decision: Decision,
     result: Result<Response<ResponseBody<R>>, BoxError>,
@@ -1037,20 +1052,12 @@ where
     }
 }
 
-/// A copy of `request` for a hedge ([`RetryBody::try_hedge`]), if one can
-/// be sent whole: its body still says what it said at the first send.
+/// A copy of `request` for a hedge ([`RetryBody::try_hedge_request`]), if
+/// one can be sent whole: its body still says what it said at the first
+/// send.
 fn hedge_copy<B: Body + RetryBody>(request: &Request<B>, shape: &BodyShape) -> Option<Request<B>> {
-    let body = request.body().try_hedge().ok()?;
-    if !shape.matches(&body) {
-        return None;
-    }
-    let mut copy = Request::new(body);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    *copy.extensions_mut() = request.extensions().clone();
-    Some(copy)
+    let copy = B::try_hedge_request(request).ok()?;
+    shape.matches(copy.body()).then_some(copy)
 }
 
 /// The policy's attempt header and `before_retry` hook on a resend's copy.

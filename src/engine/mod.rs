@@ -71,7 +71,7 @@ use crate::classify::{
 use crate::policy::{LongHint, RetryPolicy};
 use crate::protection::store::{Refused, StoreAnswer, StoreCall};
 use crate::report::{
-    AttemptRecord, Committed, RetryReport, StopReason, ThrottleReason, WallAnchor,
+    AttemptRecord, Committed, RetryReport, StopReason, ThrottleReason, UNKNOWN, WallAnchor, nanos,
 };
 use crate::retry_after::DelaySource;
 
@@ -554,8 +554,9 @@ impl RetryState {
             class,
             delay: None,
             delay_source: None,
-            elapsed: crate::report::nanos(elapsed),
-            sent_at: crate::report::UNKNOWN,
+            // (Known to be zero for a clean success: no conversion.)
+            elapsed: if clean { 0 } else { nanos(elapsed) },
+            sent_at: UNKNOWN,
             hedge: false,
             cancelled: false,
         });
