@@ -182,13 +182,19 @@ pub(crate) fn prepare_resend(engine: &RetryState, request: &mut ResendRequest<'_
 /// Turns a final (non-retry) decision into the caller's result: the
 /// response with its report attached, or an [`Error`] that keeps the report
 /// and the last response or error.
+///
+/// Inline, the errors out of line ([`finish_error`]): a returned response
+/// is moved once, into the caller's result, instead of into and out of a
+/// call (its 144-byte copies: tower success path 2,365 -> 2,308
+/// instructions per call).
+#[inline]
 pub(crate) fn finish<'a, R: HttpResponse>(
     decision: Decision,
     engine: &mut RetryState,
     request: impl FnOnce() -> RequestMeta<'a>,
     result: Result<R, BoxError>,
 ) -> Result<R, Error> {
-    let result = match result {
+    match result {
         Ok(mut response) if decision == Decision::Return => {
             if engine.policy().resume_bodies() {
                 offer_resume(engine, &request(), &mut response);
@@ -199,10 +205,21 @@ pub(crate) fn finish<'a, R: HttpResponse>(
             if !engine.report().is_clean() {
                 response.extensions_mut().insert(engine.take_report());
             }
-            return Ok(response);
+            Ok(response)
         }
-        result => result,
-    };
+        result => finish_error(decision, engine, request, result),
+    }
+}
+
+/// [`finish`] for a request that fails: an [`Error`] with the report and
+/// the last response or error.
+#[inline(never)]
+fn finish_error<'a, R: HttpResponse>(
+    decision: Decision,
+    engine: &mut RetryState,
+    request: impl FnOnce() -> RequestMeta<'a>,
+    result: Result<R, BoxError>,
+) -> Result<R, Error> {
     let report = engine.take_report();
     let reason = match decision {
         Decision::Fail(reason) => reason,
