@@ -184,7 +184,7 @@ pub mod rebuild;
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod record;
 pub mod report;
-#[cfg(feature = "reqwest")]
+#[cfg(any(feature = "reqwest", feature = "reqwest-0_12"))]
 mod reqwest_hook;
 pub mod resend;
 pub mod retry_after;

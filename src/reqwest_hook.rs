@@ -73,6 +73,8 @@ impl RetryPolicy {
     /// Prefer [`RetryMiddleware`](crate::RetryMiddleware), the
     /// [layer](crate::layer) or [`send_rebuilt`](Self::send_rebuilt)
     /// wherever the client allows one.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn to_reqwest_retry(&self, host: impl Into<String>) -> reqwest::retry::Builder {
         retry_hook!(reqwest, self, host, crate::adapter::middleware::kind_of)
     }

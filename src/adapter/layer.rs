@@ -518,6 +518,9 @@ enum After {
 }
 
 impl<F: Future, R: Body> State<F, R> {
+    // Inline: the inner call's future is made in the state, not copied
+    // into it (tower success path 2,288 -> 2,268 instructions per call).
+    #[inline]
     fn start(fut: F, timeout: Option<Duration>) -> Self {
         match timeout {
             Some(after) => State::CallingWithTimeout {
