@@ -170,6 +170,7 @@ pub mod engine;
 pub mod error;
 pub mod git;
 mod headers;
+pub mod hedging;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
@@ -228,6 +229,7 @@ pub use classify::{
 pub use endpoint::{EndpointPolicies, EndpointPoliciesBuilder, Route};
 pub use engine::{Admission, Decision, RetryState};
 pub use error::{AttemptTimedOut, BoxError, Error, Failure};
+pub use hedging::{Hedging, HedgingBuilder};
 pub use layer::{Retry, RetryLayer};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

@@ -122,10 +122,63 @@ pub struct AttemptRecord {
     pub(crate) class: Class,
     pub(crate) delay: Option<Duration>,
     pub(crate) delay_source: Option<DelaySource>,
-    pub(crate) elapsed: Duration,
+    /// Nanoseconds from the start of the first attempt to this one's end
+    /// (a `u64`, half a `Duration`: the record keeps its size with
+    /// `sent_at` beside it).
+    pub(crate) elapsed: u64,
+    /// Nanoseconds from the start of the first attempt to this one's send
+    /// ([`UNKNOWN`] unless the request was hedged).
+    pub(crate) sent_at: u64,
+    /// A hedge: sent while an earlier attempt was still in flight.
+    pub(crate) hedge: bool,
+    /// Cancelled because another attempt of a hedged request won.
+    pub(crate) cancelled: bool,
+}
+
+/// [`AttemptRecord::sent_at`] not known.
+pub(crate) const UNKNOWN: u64 = u64::MAX;
+
+/// A duration as a record keeps it (saturating at 584 years).
+#[inline]
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(UNKNOWN - 1)
 }
 
 impl AttemptRecord {
+    /// The record of an attempt of a hedged request cancelled at
+    /// `elapsed` because another won: no status, no failure.
+    pub(crate) fn cancelled(elapsed: Duration, sent_at: Duration, hedge: bool) -> AttemptRecord {
+        AttemptRecord {
+            status: None,
+            failure: None,
+            class: Class::Transient,
+            delay: None,
+            delay_source: None,
+            elapsed: nanos(elapsed),
+            sent_at: nanos(sent_at),
+            hedge,
+            cancelled: true,
+        }
+    }
+    /// Whether the attempt was a hedge: a copy of the request sent while
+    /// an earlier attempt was still in flight (see
+    /// [`hedging`](crate::hedging)).
+    pub fn is_hedge(&self) -> bool {
+        self.hedge
+    }
+    /// When the attempt was sent, from the start of the first attempt (on
+    /// the scale of [`elapsed`](Self::elapsed), its end): known for the
+    /// attempts of a hedged request, `None` otherwise.
+    pub fn sent_at(&self) -> Option<Duration> {
+        (self.sent_at != UNKNOWN).then(|| Duration::from_nanos(self.sent_at))
+    }
+    /// Whether the attempt was cancelled because another attempt of a
+    /// hedged request won (see [`RetryReport::winner`]): it has no status
+    /// and no failure, and its [`elapsed`](Self::elapsed) is when it was
+    /// cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
     /// The response status, if a response arrived.
     pub fn status(&self) -> Option<StatusCode> {
         self.status
@@ -148,12 +201,20 @@ impl AttemptRecord {
     }
     /// Time from the start of the first attempt to the end of this one.
     pub fn elapsed(&self) -> Duration {
-        self.elapsed
+        Duration::from_nanos(self.elapsed)
     }
 }
 
 impl fmt::Display for AttemptRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.cancelled {
+            let at = Duration::from_millis(self.elapsed().as_millis() as u64);
+            return write!(f, "cancelled at {at:?}");
+        }
+        if let (true, Some(sent)) = (self.hedge, self.sent_at()) {
+            let at = Duration::from_millis(sent.as_millis() as u64);
+            write!(f, "hedge at {at:?}: ")?;
+        }
         match (self.status, self.failure) {
             (Some(s), _) => write!(f, "{}", s.as_u16())?,
             (None, Some(k)) => f.write_str(k.as_str())?,
@@ -419,6 +480,54 @@ struct ProtectionLog {
     /// A store's fallback made one of its decisions.
     decided_locally: bool,
     resumes: Vec<ResumeRecord>,
+    /// The index of the attempt whose response was handed over, in a
+    /// hedged request.
+    winner: Option<u32>,
+    /// Why the last hedge that was due was not sent.
+    hedge_skipped: Option<HedgeSkip>,
+}
+
+/// Why a hedge that was due was not sent ([`RetryReport::hedge_skipped`]).
+/// Its names are those of the stop and throttle reasons for the same
+/// causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HedgeSkip {
+    /// The endpoint's retry budget could not pay for it.
+    BudgetExhausted,
+    /// The endpoint's circuit breaker was not closed.
+    CircuitOpen,
+    /// A server quota was held for the request's credential.
+    ServerQuota,
+    /// The local rate limit had no turn free at once (a hedge never waits).
+    LocalRateLimit,
+    /// No time was left before the deadline.
+    Deadline,
+    /// A retry owed (after a failure while another attempt was in flight)
+    /// would exceed `max_retries`.
+    MaxRetries,
+}
+
+impl HedgeSkip {
+    /// A stable lowercase name: `budget_exhausted`, `circuit_open`,
+    /// `server_quota`, `local_rate_limit`, `deadline` or
+    /// `max_retries`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HedgeSkip::BudgetExhausted => "budget_exhausted",
+            HedgeSkip::CircuitOpen => "circuit_open",
+            HedgeSkip::ServerQuota => "server_quota",
+            HedgeSkip::LocalRateLimit => "local_rate_limit",
+            HedgeSkip::Deadline => "deadline",
+            HedgeSkip::MaxRetries => "max_retries",
+        }
+    }
+}
+
+impl fmt::Display for HedgeSkip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl RetryReport {
@@ -445,7 +554,10 @@ impl RetryReport {
                 class: Class::Success,
                 delay: None,
                 delay_source: None,
-                elapsed: Duration::ZERO,
+                elapsed: crate::report::nanos(Duration::ZERO),
+                sent_at: crate::report::UNKNOWN,
+                hedge: false,
+                cancelled: false,
             }),
             anchor: None,
             stop: Some(StopReason::Success),
@@ -519,10 +631,22 @@ impl RetryReport {
         });
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, record: AttemptRecord) {
+        // The first attempt: written in place (every request comes here);
+        // the rest out of line (with several callers, the whole of `push`
+        // stopped being inlined into the decision: +30 instructions on the
+        // success path).
+        if let History::Empty = self.history {
+            self.history = History::One(record);
+        } else {
+            self.push_more(record);
+        }
+    }
+
+    #[inline(never)]
+    fn push_more(&mut self, record: AttemptRecord) {
         match &mut self.history {
-            // The first attempt: written in place (every request comes here).
             History::Empty => self.history = History::One(record),
             History::Many(v) => v.push(record),
             History::One(first) => {
@@ -542,9 +666,91 @@ impl RetryReport {
         }
     }
 
+    /// Puts the records from `start` on (a hedged round's, pushed as its
+    /// attempts ended) in the order they were sent, and moves the round's
+    /// wait, if any, to the last of them. Returns where the record of the
+    /// attempt sent at `sent_at` went.
+    pub(crate) fn order_round(&mut self, start: usize, sent_at: u64) -> Option<usize> {
+        let History::Many(records) = &mut self.history else {
+            return (start == 0 && self.attempts() == 1).then_some(0);
+        };
+        let round = records.get_mut(start..)?;
+        let wait = round
+            .iter_mut()
+            .find_map(|r| r.delay.take().map(|d| (d, r.delay_source.take())));
+        round.sort_by_key(|r| r.sent_at);
+        if let (Some((delay, source)), Some(last)) = (wait, round.last_mut()) {
+            last.delay = Some(delay);
+            last.delay_source = source;
+        }
+        round
+            .iter()
+            .position(|r| r.sent_at == sent_at && !r.cancelled)
+            .map(|i| start + i)
+    }
+
+    /// Sets the last record's send time and hedge flag (an attempt of a
+    /// hedged request).
+    pub(crate) fn note_sent(&mut self, sent_at: u64, hedge: bool) {
+        if let Some(last) = self.last_mut() {
+            last.sent_at = sent_at;
+            last.hedge = hedge;
+        }
+    }
+
+    /// Notes the attempt at `index` as the one handed over.
+    pub(crate) fn set_winner(&mut self, index: u32) {
+        self.protection.get_or_insert_with(Box::default).winner = Some(index);
+    }
+
+    /// Notes why a hedge that was due was not sent.
+    pub(crate) fn note_hedge_skipped(&mut self, skip: HedgeSkip) {
+        self.protection
+            .get_or_insert_with(Box::default)
+            .hedge_skipped = Some(skip);
+    }
+
+    /// Forgets the stop reason noted (an attempt of a hedged request that
+    /// failed while another is still in flight: the request goes on).
+    pub(crate) fn clear_stop(&mut self) {
+        self.stop = None;
+    }
+
     #[inline]
     pub(crate) fn set_stop(&mut self, stop: StopReason) {
         self.stop = Some(stop);
+    }
+
+    /// In a hedged request, the index in [`history`](Self::history) of the
+    /// attempt whose response was handed over (the first acceptable one).
+    pub fn winner(&self) -> Option<usize> {
+        self.protection.as_ref()?.winner.map(|w| w as usize)
+    }
+    /// How many hedges were sent.
+    ///
+    /// ```
+    /// # fn show(report: &http_resilience::RetryReport) {
+    /// for (i, attempt) in report.history().iter().enumerate() {
+    ///     let won = if report.winner() == Some(i) { " (won)" } else { "" };
+    ///     println!(
+    ///         "sent at {:?}{}, ended at {:?}{}{won}",
+    ///         attempt.sent_at(),
+    ///         if attempt.is_hedge() { " (hedge)" } else { "" },
+    ///         attempt.elapsed(),
+    ///         if attempt.is_cancelled() { ", cancelled" } else { "" },
+    ///     );
+    /// }
+    /// # }
+    /// ```
+    pub fn hedges(&self) -> u32 {
+        match &self.history {
+            History::Many(v) => v.iter().filter(|r| r.hedge).count() as u32,
+            _ => 0,
+        }
+    }
+    /// Why the last hedge that was due was not sent, if one was not.
+    pub fn hedge_skipped(&self) -> Option<HedgeSkip> {
+        self.protection.as_ref()?.hedge_skipped
     }
 
     /// Attempts made, the first included.
@@ -552,9 +758,9 @@ impl RetryReport {
     pub fn attempts(&self) -> u32 {
         self.history().len() as u32
     }
-    /// Retries made (attempts after the first).
+    /// Retries made: attempts after the first that were not hedges.
     pub fn retries(&self) -> u32 {
-        self.attempts().saturating_sub(1)
+        self.attempts().saturating_sub(1 + self.hedges())
     }
     /// The sum of the waits between attempts.
     pub fn total_backoff(&self) -> Duration {
@@ -653,7 +859,7 @@ impl RetryReport {
     /// ```
     pub fn attempt_time(&self, index: usize) -> Option<SystemTime> {
         let record = self.history().get(index)?;
-        Some(self.wall_anchor()?.at(record.elapsed))
+        Some(self.wall_anchor()?.at(record.elapsed()))
     }
     /// The sum of [`throttles`](Self::throttles).
     pub fn total_throttled(&self) -> Duration {
@@ -672,6 +878,7 @@ impl fmt::Debug for RetryReport {
             .field("history", &self.history())
             .field("throttles", &self.throttles())
             .field("resumes", &self.resumes())
+            .field("winner", &self.winner())
             .field("wall_anchor", &self.wall_anchor())
             .finish()
     }
@@ -698,6 +905,9 @@ impl fmt::Display for RetryReport {
                 f.write_str(", ")?;
             }
             write!(f, "{r}")?;
+            if self.winner() == Some(i) && self.attempts() > 1 {
+                f.write_str(" (won)")?;
+            }
         }
         f.write_str("]")?;
         for t in self.throttles() {
@@ -721,6 +931,9 @@ impl fmt::Display for RetryReport {
                 write!(f, "; stopped: {}", reason.as_str())?
             }
             _ => {}
+        }
+        if let Some(skip) = self.hedge_skipped() {
+            write!(f, "; hedge skipped ({skip})")?;
         }
         for (i, r) in self.resumes().iter().enumerate() {
             let lead = if i == 0 { "; resumed" } else { "," };
@@ -747,7 +960,10 @@ mod tests {
             class: Class::Transient,
             delay: None,
             delay_source: None,
-            elapsed: Duration::ZERO,
+            elapsed: crate::report::nanos(Duration::ZERO),
+            sent_at: crate::report::UNKNOWN,
+            hedge: false,
+            cancelled: false,
         }
     }
 

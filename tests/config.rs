@@ -638,7 +638,7 @@ fn the_documented_protection_example_loads_as_its_comments_say() {
     let section = docs
         .split("//! # Load protection")
         .nth(1)
-        .and_then(|rest| rest.split("//! # An endpoint set").next())
+        .and_then(|rest| rest.split("//! # Hedged requests").next())
         .unwrap();
     let mut toml = String::new();
     let mut inside = false;
@@ -2568,4 +2568,225 @@ fn name_and_attempt_header_load_and_bad_values_name_their_key() {
     );
     let err = EndpointPolicies::from_json_str(r#"{"default": {"name": ""}}"#).unwrap_err();
     check("in the default", &err, "default.name", "1 to 64");
+}
+
+#[test]
+fn hedging_loads_from_toml_and_json_as_the_builder_sets_it() {
+    use http_resilience::Hedging;
+    let built = RetryPolicy::builder()
+        .hedging(
+            Hedging::builder()
+                .delay(ms(50))
+                .max_hedges(2)
+                .percentile(0.95)
+                .min_samples(10)
+                .samples(64)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let toml = RetryPolicy::from_toml_str(
+        r#"
+        [hedging]
+        delay = "50ms"
+        max_hedges = 2
+        percentile = 0.95
+        min_samples = 10
+        samples = 64
+        "#,
+    )
+    .unwrap();
+    let json = RetryPolicy::from_json_str(
+        r#"{"hedging": {"delay": "50ms", "max_hedges": 2, "percentile": 0.95,
+            "min_samples": 10, "samples": 64}}"#,
+    )
+    .unwrap();
+    assert_eq!(dbg(&toml), dbg(&built));
+    assert_eq!(dbg(&json), dbg(&built));
+    assert_eq!(toml.hedging(), built.hedging());
+    let h = toml.hedging().unwrap();
+    assert_eq!(
+        (h.delay(), h.max_hedges(), h.percentile()),
+        (ms(50), 2, Some(0.95))
+    );
+    assert_eq!((h.min_samples(), h.samples()), (10, 64));
+    // `true` is the default, `false` and a missing key none; a table starts
+    // from the defaults.
+    let on = RetryPolicy::from_toml_str("hedging = true").unwrap();
+    assert_eq!(on.hedging(), Some(&Hedging::default()));
+    assert!(
+        RetryPolicy::from_toml_str("hedging = false")
+            .unwrap()
+            .hedging()
+            .is_none()
+    );
+    assert!(RetryPolicy::from_toml_str("").unwrap().hedging().is_none());
+    let partial = RetryPolicy::from_toml_str("hedging = { max_hedges = 3 }").unwrap();
+    let h = partial.hedging().unwrap();
+    assert_eq!((h.delay(), h.max_hedges()), (secs(2), 3));
+    // Per route: each route's policy has its own.
+    let set = EndpointPolicies::from_toml_str(
+        r#"
+        [[routes]]
+        host = "slow.example.com"
+        policy = { hedging = { delay = "80ms" } }
+        "#,
+    )
+    .unwrap();
+    let slow = select(&set, Method::GET, "https://slow.example.com/x");
+    assert_eq!(slow.hedging().unwrap().delay(), ms(80));
+    let other = select(&set, Method::GET, "https://example.com/x");
+    assert!(other.hedging().is_none());
+}
+
+#[test]
+fn each_bad_hedging_value_names_its_key_and_reason() {
+    use Fmt::{Json, Toml};
+    let cases: &[(&str, Fmt, &str, &str, &str)] = &[
+        (
+            "zero delay",
+            Toml,
+            r#"hedging = { delay = "0s" }"#,
+            "hedging.delay",
+            "must be greater than zero",
+        ),
+        (
+            "bare number delay",
+            Toml,
+            "hedging = { delay = 50 }",
+            "hedging.delay",
+            "",
+        ),
+        (
+            "delay not a duration",
+            Json,
+            r#"{"hedging": {"delay": "soon"}}"#,
+            "hedging.delay",
+            "",
+        ),
+        (
+            "infinite delay",
+            Toml,
+            r#"hedging = { delay = "1000years" }"#,
+            "hedging.delay",
+            "must be at most 365 days",
+        ),
+        (
+            "no hedges",
+            Toml,
+            "hedging = { max_hedges = 0 }",
+            "hedging.max_hedges",
+            "must be greater than zero",
+        ),
+        (
+            "too many hedges",
+            Json,
+            r#"{"hedging": {"max_hedges": 5}}"#,
+            "hedging.max_hedges",
+            "must be at most 4 (got 5)",
+        ),
+        (
+            "negative hedges",
+            Toml,
+            "hedging = { max_hedges = -1 }",
+            "hedging.max_hedges",
+            "",
+        ),
+        (
+            "percentile above 1",
+            Toml,
+            "hedging = { percentile = 95 }",
+            "hedging.percentile",
+            "must lie in (0, 1] (got 95)",
+        ),
+        (
+            "zero percentile",
+            Json,
+            r#"{"hedging": {"percentile": 0}}"#,
+            "hedging.percentile",
+            "must lie in (0, 1] (got 0)",
+        ),
+        (
+            "percentile not a number",
+            Toml,
+            "[hedging]\npercentile = nan",
+            "hedging.percentile",
+            "must lie in (0, 1] (got NaN)",
+        ),
+        (
+            "percentile as a word",
+            Json,
+            r#"{"hedging": {"percentile": "p95"}}"#,
+            "hedging.percentile",
+            "invalid type: string \"p95\", expected f64",
+        ),
+        (
+            "zero samples",
+            Toml,
+            "hedging = { samples = 0 }",
+            "hedging.samples",
+            "must be greater than zero",
+        ),
+        (
+            "too many samples",
+            Toml,
+            "hedging = { samples = 100000 }",
+            "hedging.samples",
+            "must be at most 1024 (got 100000)",
+        ),
+        (
+            "zero min_samples",
+            Toml,
+            "hedging = { min_samples = 0 }",
+            "hedging.min_samples",
+            "must be greater than zero",
+        ),
+        (
+            "min_samples above samples",
+            Toml,
+            "hedging = { samples = 10, min_samples = 11 }",
+            "hedging.min_samples",
+            "must not exceed samples (11 > 10)",
+        ),
+        (
+            "unknown key",
+            Toml,
+            r#"hedging = { after = "1s" }"#,
+            "hedging.after",
+            "unknown field `after`",
+        ),
+        (
+            "not a table",
+            Json,
+            r#"{"hedging": "50ms"}"#,
+            "hedging",
+            "`true` (hedging with the defaults), `false` (no hedging) or a hedging table",
+        ),
+    ];
+    for (what, format, text, field, reason) in cases {
+        check(what, &policy_err(*format, text), field, reason);
+    }
+    // In an endpoint set, under the route's path.
+    let err = set_err(
+        Fmt::Toml,
+        r#"
+        [[routes]]
+        host = "a.example.com"
+        policy = { hedging = { percentile = 1.5 } }
+        "#,
+    );
+    check(
+        "in a route",
+        &err,
+        "routes[0].policy.hedging.percentile",
+        "must lie in (0, 1] (got 1.5)",
+    );
+    let err = set_err(Fmt::Json, r#"{"default": {"hedging": {"max_hedges": 9}}}"#);
+    check(
+        "in the default",
+        &err,
+        "default.hedging.max_hedges",
+        "must be at most 4 (got 9)",
+    );
 }

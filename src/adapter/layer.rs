@@ -144,6 +144,7 @@ use bytes::Bytes;
 use http_body::Body;
 
 use super::body::{BodyShape, Inspect, ResponseBody, RetryBody};
+use super::hedge::{Event, LaneEnd, Race};
 use super::replay::ReplayBody;
 use super::span::AttemptSpan;
 use super::{
@@ -152,7 +153,7 @@ use super::{
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
-use crate::engine::{Admission, Decision, RetryState, committed as committed_reason};
+use crate::engine::{Admission, Decision, Hedge, Raced, RetryState, committed as committed_reason};
 use crate::error::{AttemptTimedOut, BoxError, Error};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
@@ -419,11 +420,17 @@ where
             Admission::Send => match B::try_replay_request(&request) {
                 Ok(copy) => {
                     let timeout = engine.attempt_timeout(now);
-                    match attempt_span(&engine, || RequestMeta::from_http(&request)) {
-                        None => State::start(inner.call(copy), timeout),
-                        Some(span) => {
-                            let fut = span.in_scope(|| inner.call(copy));
-                            State::traced(fut, timeout, span)
+                    if let Some(attempt) =
+                        engine.hedge_start(|| RequestMeta::from_http(&request), now)
+                    {
+                        State::racing(attempt, inner.call(copy), timeout, engine.hedge_due())
+                    } else {
+                        match attempt_span(&engine, || RequestMeta::from_http(&request)) {
+                            None => State::start(inner.call(copy), timeout),
+                            Some(span) => {
+                                let fut = span.in_scope(|| inner.call(copy));
+                                State::traced(fut, timeout, span)
+                            }
                         }
                     }
                 }
@@ -487,6 +494,9 @@ pin_project! {
             admitted: bool,
             deadline: Option<Pin<Box<Sleep>>>,
         },
+        // A hedged request's attempts side by side, and the hedge timer
+        // (boxed: only a policy that hedges gets here).
+        Racing { race: Box<Race<F>> },
         // Refused before the first attempt.
         Refused { reason: StopReason },
         // Waiting for a store call (a state store shared by many
@@ -533,6 +543,20 @@ impl<F: Future, R: Body> State<F, R> {
                 after: timeout.unwrap_or_default(),
             }),
         }
+    }
+
+    /// A hedged round, its first attempt (number `attempt`) sent.
+    #[cold]
+    fn racing(
+        attempt: u32,
+        fut: F,
+        timeout: Option<Duration>,
+        due: Option<std::time::Instant>,
+    ) -> Self {
+        let mut race = Box::new(Race::new());
+        race.start(attempt, fut, timeout);
+        race.arm(due);
+        State::Racing { race }
     }
 
     fn ready() -> Self {
@@ -704,6 +728,95 @@ where
                     this.state.set(State::ready());
                     continue;
                 }
+                StateProj::Racing { race } => {
+                    let event = ready!(race.poll_next(cx));
+                    let meta = RequestMeta::from_http(this.request);
+                    let now = Instant::now().into_std();
+                    let (attempt, end) = match event {
+                        Event::Due => {
+                            match this.engine.hedge_now(&meta, now) {
+                                Hedge::Send { attempt } => {
+                                    // A hedge never waits for the inner
+                                    // service, nor goes with a short body.
+                                    let copy = match this.inner.poll_ready(cx) {
+                                        Poll::Ready(Ok(())) => hedge_copy(this.request, this.shape),
+                                        _ => None,
+                                    };
+                                    match copy {
+                                        Some(mut copy) => {
+                                            if changes_resend(this.engine) {
+                                                resend_copy(this.engine, &mut copy);
+                                            }
+                                            let timeout = this.engine.attempt_timeout(now);
+                                            race.start(attempt, this.inner.call(copy), timeout);
+                                        }
+                                        None => this.engine.hedge_unsent(attempt),
+                                    }
+                                }
+                                Hedge::Wait(delay) => {
+                                    race.arm(Some(now + delay));
+                                    continue;
+                                }
+                                Hedge::Skip => {}
+                            }
+                            race.arm(this.engine.hedge_due());
+                            continue;
+                        }
+                        Event::Ended(attempt, end) => (attempt, end),
+                    };
+                    let result = match end {
+                        LaneEnd::Done(result) => result.map_err(Into::into),
+                        LaneEnd::TimedOut(after) => Err(timed_out(after)),
+                    };
+                    let wanted = body_to_inspect(this.engine, &meta, &result);
+                    let result = match result {
+                        Ok(response) if wanted > 0 => {
+                            // Its body is read before it is decided: the
+                            // race ends with it, the others cancelled.
+                            this.engine.race_handover(attempt, &meta, now);
+                            let (parts, body) = response.into_parts();
+                            this.state.set(State::Inspecting {
+                                inspect: Box::pin(Inspection {
+                                    parts: Some(parts),
+                                    body: Inspect::new(body, wanted),
+                                    timer: this.engine.attempt_timeout(now).map(tokio::time::sleep),
+                                    after: this.engine.attempt_timeout(now).unwrap_or_default(),
+                                    span: None,
+                                }),
+                            });
+                            continue;
+                        }
+                        result => result.map(|r| r.map(ResponseBody::new)),
+                    };
+                    let success = matches!(&result, Ok(r) if r.status().is_success());
+                    if !success && !this.shape.matches(this.request.body()) {
+                        this.engine.set_replayable(false);
+                    }
+                    let request = &*this.request;
+                    this.engine.race_ended(attempt);
+                    let decision = decide(
+                        this.engine,
+                        &meta,
+                        &result,
+                        None,
+                        FailureKind::from_error,
+                        || request.body().can_replay().err(),
+                        None,
+                    );
+                    match this.engine.race_settle(&meta, decision, now) {
+                        Raced::Keep => {
+                            race.arm(this.engine.hedge_due());
+                            continue;
+                        }
+                        Raced::Done(decision) => {
+                            match after_decision(decision, result, this.engine, this.pause, meta) {
+                                Ok(next) => this.state.set(next),
+                                Err(done) => return Poll::Ready(done),
+                            }
+                            continue;
+                        }
+                    }
+                }
                 StateProj::Refused { reason } => {
                     let reason = *reason;
                     let meta = RequestMeta::from_http(this.request);
@@ -817,22 +930,26 @@ where
                         return Poll::Ready(refused(this.engine, &meta, reason, kept.take()));
                     }
                     if changes_resend(this.engine) {
-                        let mut headers = std::mem::take(copy.headers_mut());
-                        let mut resend =
-                            ResendRequest::with_uri(copy.method(), copy.uri(), &mut headers);
-                        prepare_resend(this.engine, &mut resend);
-                        *copy.headers_mut() = headers;
+                        resend_copy(this.engine, &mut copy);
                     }
                     // Sent: the last result is no longer needed.
                     drop(take_kept(kept));
-                    let state =
-                        match attempt_span(this.engine, || RequestMeta::from_http(this.request)) {
+                    let request = &*this.request;
+                    let state = if let Some(attempt) = this
+                        .engine
+                        .hedge_start(|| RequestMeta::from_http(request), now)
+                    {
+                        let due = this.engine.hedge_due();
+                        State::racing(attempt, this.inner.call(copy), timeout, due)
+                    } else {
+                        match attempt_span(this.engine, || RequestMeta::from_http(request)) {
                             None => State::start(this.inner.call(copy), timeout),
                             Some(span) => {
                                 let fut = span.in_scope(|| this.inner.call(copy));
                                 State::traced(fut, timeout, span)
                             }
-                        };
+                        }
+                    };
                     this.state.set(state);
                     continue;
                 }
@@ -883,6 +1000,8 @@ where
                 || request.body().can_replay().err(),
                 span.as_ref(),
             );
+            // (The same as `after_decision`, written out: the success path
+            // moves its response once, into the caller's result.)
             match decision {
                 Decision::Retry { delay, .. } => {
                     // Kept through the wait, in case the retry is refused.
@@ -902,4 +1021,52 @@ where
             }
         }
     }
+}
+
+/// The caller's result.
+type Done<R> = Result<Response<ResponseBody<R>>, Error>;
+
+/// What follows `decision` on an attempt's `result`: the next state (a
+/// wait, or a store call, `result` kept through it in case the retry is
+/// refused), or the caller's result. (For a hedged round's end; the lone
+/// attempt's path writes it out.)
+fn after_decision<F, R: Body + Send + 'static>(
+    decision: Decision,
+    result: Result<Response<ResponseBody<R>>, BoxError>,
+    engine: &mut RetryState,
+    kept: &mut Kept<Response<ResponseBody<R>>>,
+    meta: RequestMeta<'_>,
+) -> Result<State<F, R>, Done<R>>
+where
+    R::Error: Send,
+{
+    match decision {
+        Decision::Retry { delay, .. } => {
+            pause(kept, delay, Some(result));
+            Ok(State::Sleeping)
+        }
+        Decision::Consult => {
+            keep(kept, result);
+            Ok(State::Consulting {
+                after: After::Decide,
+            })
+        }
+        _ => Err(finish(decision, engine, || meta, result)),
+    }
+}
+
+/// A copy of `request` for a hedge ([`RetryBody::try_hedge_request`]), if
+/// one can be sent whole: its body still says what it said at the first
+/// send.
+fn hedge_copy<B: Body + RetryBody>(request: &Request<B>, shape: &BodyShape) -> Option<Request<B>> {
+    let copy = B::try_hedge_request(request).ok()?;
+    shape.matches(copy.body()).then_some(copy)
+}
+
+/// The policy's attempt header and `before_retry` hook on a resend's copy.
+fn resend_copy<B>(engine: &RetryState, copy: &mut Request<B>) {
+    let mut headers = std::mem::take(copy.headers_mut());
+    let mut resend = ResendRequest::with_uri(copy.method(), copy.uri(), &mut headers);
+    prepare_resend(engine, &mut resend);
+    *copy.headers_mut() = headers;
 }

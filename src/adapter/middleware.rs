@@ -53,7 +53,11 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use super::body::{Inspect, ResponseBody, RetryBody, known_empty};
+use super::hedge::{Event, LaneEnd, Race};
 use super::replay::{Committed, ReplayBody};
 use super::span::instrumented;
 use super::{
@@ -62,7 +66,7 @@ use super::{
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
-use crate::engine::{Admission, Decision, RetryState, committed as committed_reason};
+use crate::engine::{Admission, Decision, Hedge, Raced, RetryState, committed as committed_reason};
 use crate::error::{AttemptTimedOut, BoxError};
 #[cfg(doc)]
 use crate::policy::RetryPolicy;
@@ -213,27 +217,59 @@ impl Middleware for RetryMiddleware {
             };
             // Sent: the last result is no longer needed.
             drop(take_kept(&mut kept));
-            // The attempt's span, if a subscriber wants one: the send runs
-            // in it (boxed then, so that this future does not grow).
-            let span = attempt_span(&engine, || request.describe()).map(Box::new);
-            let send = next.clone().run(attempt, extensions);
-            let mut result = match span.as_deref() {
-                None => match timeout {
-                    None => send.await.map_err(|e| into_box(e, &engine)),
-                    Some(after) => match Box::pin(tokio::time::timeout(after, send)).await {
-                        Ok(result) => result.map_err(|e| into_box(e, &engine)),
-                        Err(_elapsed) => Err(timed_out(after)),
+            // A hedged request: its attempts side by side, in a future of
+            // their own (boxed: this one does not grow), until one is
+            // decided, or one's body must be read first.
+            let mut raced = None;
+            let mut span = None;
+            let mut result = if let Some(first) = engine.hedge_start(|| request.describe(), starts)
+            {
+                let race = Race::new();
+                let ends = hedged(
+                    race,
+                    &mut engine,
+                    &request,
+                    &replay,
+                    attempt,
+                    first,
+                    timeout,
+                    &next,
+                    extensions,
+                );
+                match Box::pin(ends).await {
+                    RaceEnd::Decided(decision, result) => {
+                        raced = Some(decision);
+                        result
+                    }
+                    RaceEnd::Handover(result) => result,
+                }
+            } else {
+                // The attempt's span, if a subscriber wants one: the send runs
+                // in it (boxed then, so that this future does not grow).
+                span = attempt_span(&engine, || request.describe()).map(Box::new);
+                let send = next.clone().run(attempt, extensions);
+                match span.as_deref() {
+                    None => match timeout {
+                        None => send.await.map_err(|e| into_box(e, &engine)),
+                        Some(after) => match Box::pin(tokio::time::timeout(after, send)).await {
+                            Ok(result) => result.map_err(|e| into_box(e, &engine)),
+                            Err(_elapsed) => Err(timed_out(after)),
+                        },
                     },
-                },
-                traced => match Box::pin(instrumented(traced, send_within(send, timeout))).await {
-                    Ok(result) => result.map_err(|e| into_box(e, &engine)),
-                    Err(after) => Err(timed_out(after)),
-                },
+                    traced => {
+                        match Box::pin(instrumented(traced, send_within(send, timeout))).await {
+                            Ok(result) => result.map_err(|e| into_box(e, &engine)),
+                            Err(after) => Err(timed_out(after)),
+                        }
+                    }
+                }
             };
 
             // One description after the attempt, for the decision; a second
             // only when a classifier reads the start of the body first.
-            let decided = {
+            let decided = if let Some(decision) = raced {
+                Ok(decision)
+            } else {
                 let meta = request.describe();
                 match body_to_inspect(&engine, &meta, &result) {
                     0 => Ok(decide(
@@ -317,6 +353,120 @@ impl Middleware for RetryMiddleware {
     }
 }
 
+/// How a hedged round ended: decided (the others cancelled, unless the
+/// decision is a retry with none left in flight), or with a response
+/// whose body must be read before it is decided (the others cancelled).
+enum RaceEnd {
+    Decided(Decision, Result<Response, BoxError>),
+    Handover(Result<Response, BoxError>),
+}
+
+/// One attempt of a hedged round: a send through the rest of the chain,
+/// with its own copy of the request's extensions (two attempts in flight
+/// cannot share the caller's).
+type Lane<'a> = Pin<Box<dyn Future<Output = reqwest_middleware::Result<Response>> + Send + 'a>>;
+
+/// Drives a hedged round (see `engine/hedge.rs`): `first`, attempt number
+/// `attempt`, is sent at once; each hedge the engine lets go is another
+/// copy (a clone, or a fork of the replay buffer); each attempt's end is
+/// decided as any attempt's, and the engine says whether the round goes
+/// on. The losers are dropped with the race.
+#[allow(clippy::too_many_arguments)]
+async fn hedged<'a>(
+    mut race: Race<Lane<'a>>,
+    engine: &mut RetryState,
+    request: &Request,
+    replay: &Option<Box<ReplayBody<reqwest::Body>>>,
+    first: Request,
+    attempt: u32,
+    timeout: Option<std::time::Duration>,
+    next: &Next<'a>,
+    extensions: &Extensions,
+) -> RaceEnd {
+    let lane = |copy: Request| -> Lane<'a> {
+        let next = next.clone();
+        let mut extensions = extensions.clone();
+        Box::pin(async move { next.run(copy, &mut extensions).await })
+    };
+    race.start(attempt, lane(first), timeout);
+    race.arm(engine.hedge_due());
+    loop {
+        let event = std::future::poll_fn(|cx| race.poll_next(cx)).await;
+        let now = Instant::now().into_std();
+        let (attempt, end) = match event {
+            Event::Due => {
+                match engine.hedge_now(&request.describe(), now) {
+                    Hedge::Send { attempt } => match hedge_copy(request, replay) {
+                        Some(mut copy) => {
+                            if changes_resend(engine) {
+                                resend_copy(engine, &mut copy);
+                            }
+                            race.start(attempt, lane(copy), engine.attempt_timeout(now));
+                        }
+                        None => engine.hedge_unsent(attempt),
+                    },
+                    Hedge::Wait(delay) => {
+                        race.arm(Some(now + delay));
+                        continue;
+                    }
+                    Hedge::Skip => {}
+                }
+                race.arm(engine.hedge_due());
+                continue;
+            }
+            Event::Ended(attempt, end) => (attempt, end),
+        };
+        let result = match end {
+            LaneEnd::Done(result) => result.map_err(|e| into_box(e, engine)),
+            LaneEnd::TimedOut(after) => Err(timed_out(after)),
+        };
+        let meta = request.describe();
+        if body_to_inspect(engine, &meta, &result) > 0 {
+            engine.race_handover(attempt, &meta, now);
+            return RaceEnd::Handover(result);
+        }
+        engine.race_ended(attempt);
+        let decision = decide(
+            engine,
+            &meta,
+            &result,
+            None,
+            kind_of,
+            || committed(replay),
+            None,
+        );
+        match engine.race_settle(&meta, decision, now) {
+            Raced::Keep => race.arm(engine.hedge_due()),
+            Raced::Done(decision) => return RaceEnd::Decided(decision, result),
+        }
+    }
+}
+
+/// A copy of `request` for a hedge: a clone, or one with a fork of the
+/// streaming body's replay buffer (the copies read side by side).
+fn hedge_copy(
+    request: &Request,
+    replay: &Option<Box<ReplayBody<reqwest::Body>>>,
+) -> Option<Request> {
+    match replay {
+        None => request.try_clone(),
+        Some(body) => {
+            let mut copy = request.try_clone()?;
+            *copy.body_mut() = Some(reqwest::Body::wrap(body.fork().ok()?));
+            Some(copy)
+        }
+    }
+}
+
+/// The policy's attempt header and `before_retry` hook on a resend's copy.
+fn resend_copy(engine: &RetryState, attempt: &mut Request) {
+    let mut headers = std::mem::take(attempt.headers_mut());
+    let mut resend =
+        ResendRequest::with_url(attempt.method(), attempt.url().as_str(), &mut headers);
+    prepare_resend(engine, &mut resend);
+    *attempt.headers_mut() = headers;
+}
+
 /// Turns the middleware's error into a boxed error that still downcasts to
 /// [`http_resilience::Error`](crate::Error) when the middleware gave up
 /// (`reqwest_middleware::Error::Middleware` holds it inside an
@@ -358,11 +508,7 @@ fn next_attempt(
 ) -> Result<Request, Committed> {
     let mut attempt = copy_for_attempt(request, replay, engine, streamed)?;
     if changes_resend(engine) {
-        let mut headers = std::mem::take(attempt.headers_mut());
-        let mut resend =
-            ResendRequest::with_url(attempt.method(), attempt.url().as_str(), &mut headers);
-        prepare_resend(engine, &mut resend);
-        *attempt.headers_mut() = headers;
+        resend_copy(engine, &mut attempt);
     }
     Ok(attempt)
 }

@@ -18,6 +18,8 @@ use crate::resend::ResendRequest;
 use self::span::{AttemptSpan, decide_in};
 
 pub mod body;
+// Attempts side by side (hedged requests), both adapters.
+pub(crate) mod hedge;
 pub mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

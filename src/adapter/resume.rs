@@ -1194,7 +1194,8 @@ pub(crate) struct ReqwestResumer {
 impl ReqwestResumer {
     /// Resumes `template` (a copy of the request, its body bytes or none)
     /// through `client`, with `extensions` (the pass-through policy in them
-    /// when the body resumes under the engine).
+    /// when the body resumes under the engine). (Used by `download`.)
+    #[cfg_attr(not(feature = "download"), allow(dead_code))]
     pub(crate) fn new(
         client: reqwest_middleware::ClientWithMiddleware,
         template: reqwest::Request,

@@ -44,6 +44,7 @@
 //! | `body_idle_timeout` | duration | [`body_idle_timeout`](crate::RetryPolicyBuilder::body_idle_timeout) |
 //! | `name` | string, 1 to 64 printable ASCII characters | [`name`](crate::RetryPolicyBuilder::name) |
 //! | `attempt_header` | a header name (`"x-attempt"`), not a connection, credential or idempotency header | [`attempt_header`](crate::RetryPolicyBuilder::attempt_header) |
+//! | `hedging` | `true`, `false` or a table (see [below](#hedged-requests)) | [`hedging`](crate::RetryPolicyBuilder::hedging) |
 //!
 //! A **duration** is a string in [`humantime`]'s format: `"500ms"`, `"2m"`,
 //! `"1h"`, `"1m 30s"`. Bare numbers are refused (seconds or milliseconds?).
@@ -165,6 +166,38 @@
 //! let err = RetryPolicy::from_json_str(r#"{"rate_limit": {"requests": 10}}"#).unwrap_err();
 //! assert_eq!(err.field(), "rate_limit");
 //! assert!(err.reason().starts_with("missing field `per`"));
+//! # Ok::<(), http_resilience::ConfigError>(())
+//! ```
+//!
+//! # Hedged requests
+//!
+//! `hedging` takes `true` ([`Hedging::default`](crate::Hedging::default):
+//! a copy after 2 s), `false` (none; what a key left out means too, unless
+//! a preset had it) or a table of overrides on the defaults, every key
+//! optional (see [`hedging`](crate::hedging)):
+//!
+//! ```toml
+//! [hedging]
+//! delay = "50ms"      # the fixed delay, and the delay until enough was learned
+//! max_hedges = 1      # in 1..=4
+//! percentile = 0.95   # learn the delay per endpoint; in (0, 1]; default: none (fixed)
+//! min_samples = 20    # latencies before the learned delay is used; in 1..=samples
+//! samples = 128       # recent latencies kept per endpoint; in 1..=1024
+//! ```
+//!
+//! It is a policy key like the others: per route in an endpoint set. Bad
+//! values name their key path (`routes[0].policy.hedging.percentile`).
+//!
+//! ```
+//! use std::time::Duration;
+//! use http_resilience::RetryPolicy;
+//!
+//! let policy = RetryPolicy::from_toml_str(r#"hedging = { delay = "50ms", percentile = 0.95 }"#)?;
+//! let hedging = policy.hedging().unwrap();
+//! assert_eq!(hedging.delay(), Duration::from_millis(50));
+//! assert_eq!(hedging.percentile(), Some(0.95));
+//! let err = RetryPolicy::from_toml_str("hedging = { max_hedges = 0 }").unwrap_err();
+//! assert_eq!(err.field(), "hedging.max_hedges");
 //! # Ok::<(), http_resilience::ConfigError>(())
 //! ```
 //!

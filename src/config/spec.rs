@@ -11,6 +11,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use crate::backoff::Jitter;
 use crate::endpoint::{EndpointPolicies, Route};
+use crate::hedging::Hedging;
 use crate::policy::{ConfigError, LongHint, RequestCost, RetryPolicy, RetryPolicyBuilder};
 use crate::presets::Preset;
 use crate::protection::CircuitBreaker;
@@ -56,6 +57,7 @@ pub(super) struct PolicySpec {
     /// Refused with a pointer to where a store goes.
     #[allow(dead_code)]
     store: Option<NotHere>,
+    hedging: Option<Toggle<HedgingSpec>>,
 }
 
 impl PolicySpec {
@@ -190,6 +192,18 @@ impl PolicySpec {
             word(self.body_idle_timeout),
             RetryPolicyBuilder::body_idle_timeout,
         );
+        b = match self.hedging {
+            None => b,
+            Some(Toggle::Off) => b.hedging(None),
+            Some(Toggle::On) => b.hedging(Hedging::default()),
+            Some(Toggle::Table(spec)) => match spec.build() {
+                Ok(hedging) => b.hedging(hedging),
+                Err(e) => {
+                    tables = tables.and(Err(e.within("hedging")));
+                    b
+                }
+            },
+        };
         let policy = b.build().map_err(|e| under(at, &e))?;
         tables.map_err(|e| under(at, &e))?;
         Ok(policy)
@@ -341,6 +355,40 @@ impl<'de> Deserialize<'de> for NotHere {
     }
 }
 
+/// A `hedging` table: every key optional, defaults as
+/// [`Hedging::default`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HedgingSpec {
+    delay: Option<Word<Duration>>,
+    max_hedges: Option<u32>,
+    percentile: Option<f64>,
+    min_samples: Option<u32>,
+    samples: Option<u32>,
+}
+
+impl HedgingSpec {
+    fn build(self) -> Result<Hedging, ConfigError> {
+        let mut h = Hedging::builder();
+        if let Some(Word(d)) = self.delay {
+            h = h.delay(d);
+        }
+        if let Some(n) = self.max_hedges {
+            h = h.max_hedges(n);
+        }
+        if let Some(p) = self.percentile {
+            h = h.percentile(p);
+        }
+        if let Some(n) = self.min_samples {
+            h = h.min_samples(n);
+        }
+        if let Some(n) = self.samples {
+            h = h.samples(n);
+        }
+        h.build()
+    }
+}
+
 /// A load-protection key: `false` (none), `true` (the defaults) or a table
 /// of settings.
 pub(super) enum Toggle<T> {
@@ -365,6 +413,11 @@ impl Defaults for BudgetSpec {
 impl Defaults for BreakerSpec {
     const EXPECTING: &'static str =
         "`true` (the default breaker), `false` (no breaker) or a circuit_breaker table";
+}
+
+impl Defaults for HedgingSpec {
+    const EXPECTING: &'static str =
+        "`true` (hedging with the defaults), `false` (no hedging) or a hedging table";
 }
 
 impl Defaults for RateLimitSpec {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::{Now, RetryState, trace};
 use crate::classify::{Class, Outcome, RequestMeta};
+use crate::hedging::Flight;
 use crate::policy::Protection;
 use crate::protection::store::{
     Decided, EndpointKey, EndpointState, Partition, Refused, Scope, StoreAnswer, StoreCall,
@@ -62,6 +63,8 @@ pub(super) struct Guard {
     /// Whether a store's fallback made a decision since the engine last
     /// looked ([`take_fallback`](Self::take_fallback)).
     fallback: bool,
+    /// A hedged request's attempts in flight (see `engine/hedge.rs`).
+    pub(super) flight: Option<Box<Flight>>,
 }
 
 /// A store call the adapter awaits, and what comes of it.
@@ -138,6 +141,7 @@ impl Guard {
                 turn: None,
                 consult: None,
                 fallback: false,
+                flight: None,
             })
         })
     }
@@ -369,6 +373,37 @@ impl Guard {
                 Payment::Consult
             }
         }
+    }
+
+    /// Whether the endpoint's breaker is closed at `now` (a hedge is never
+    /// sent while it is open or half-open: its probes are scarce).
+    pub(super) fn breaker_closed(&self, now: Instant) -> bool {
+        if self.endpoint.open_hint(now).is_some() {
+            return false;
+        }
+        let mut status = CircuitStatus::Closed;
+        self.endpoint
+            .circuit(&mut |state| status = state.status(now));
+        status == CircuitStatus::Closed
+    }
+
+    /// A turn under `limit` free at `now`, taken (and spent) if there is
+    /// one: a hedge never waits for one.
+    pub(super) fn turn_now(&mut self, limit: &RateLimit, now: Instant) -> bool {
+        self.endpoint.acquire(limit, now, Duration::ZERO).is_ok()
+    }
+
+    /// Takes `cost` tokens from the budget at once (a hedge never waits
+    /// for a store shared by many processes: such a store answers from
+    /// this process's share). `refundable`: counted with the retries'
+    /// tokens, given back if the request succeeds (a retry owed); a
+    /// hedge's are not.
+    pub(super) fn withdraw(&mut self, budget: &RetryBudget, cost: u32, refundable: bool) -> bool {
+        let paid = self.endpoint.withdraw(budget, cost);
+        if paid && refundable {
+            self.spent += cost;
+        }
+        paid
     }
 
     /// The attempt is being sent: what was paid for it is spent, its turn

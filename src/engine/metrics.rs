@@ -380,7 +380,10 @@ mod tests {
             class: Class::Success,
             delay: None,
             delay_source: None,
-            elapsed: Duration::ZERO,
+            elapsed: crate::report::nanos(Duration::ZERO),
+            sent_at: crate::report::UNKNOWN,
+            hedge: false,
+            cancelled: false,
         });
         decided(&m, &Decision::Return, &report);
         assert_eq!(

@@ -71,11 +71,13 @@ use crate::classify::{
 use crate::policy::{LongHint, RetryPolicy};
 use crate::protection::store::{Refused, StoreAnswer, StoreCall};
 use crate::report::{
-    AttemptRecord, Committed, RetryReport, StopReason, ThrottleReason, WallAnchor,
+    AttemptRecord, Committed, RetryReport, StopReason, ThrottleReason, UNKNOWN, WallAnchor, nanos,
 };
 use crate::retry_after::DelaySource;
 
 mod endpoint;
+// Hedged requests: the decisions around attempts side by side.
+mod hedge;
 // What `admit` and `decide` record in the metrics.
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -85,6 +87,7 @@ mod tests;
 mod trace;
 
 use endpoint::{Guard, NoTurn, Payment, PendingRetry, endpoint_label};
+pub(crate) use hedge::{Hedge, Raced};
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -551,7 +554,11 @@ impl RetryState {
             class,
             delay: None,
             delay_source: None,
-            elapsed,
+            // (Known to be zero for a clean success: no conversion.)
+            elapsed: if clean { 0 } else { nanos(elapsed) },
+            sent_at: UNKNOWN,
+            hedge: false,
+            cancelled: false,
         });
         // Every request but a first-attempt success with nothing else to
         // say reads the wall clock once, to date its attempts.

@@ -12,6 +12,7 @@ use http::HeaderName;
 use crate::backoff::{Jitter, Schedule, mix_seed};
 use crate::classify::{Classify, DefaultClassifier};
 use crate::headers::RESERVED_REQUEST_HEADERS;
+use crate::hedging::Hedging;
 #[cfg(feature = "metrics")]
 use crate::metrics::MetricsCache;
 use crate::presets::Preset;
@@ -65,6 +66,7 @@ pub struct RetryPolicyBuilder {
     before_retry: Option<Arc<dyn BeforeRetry>>,
     /// The name, or why it is not one (reported by `build`).
     attempt_header: Option<Result<HeaderName, String>>,
+    hedging: Option<Hedging>,
 }
 
 impl Default for RetryPolicyBuilder {
@@ -103,6 +105,7 @@ impl Default for RetryPolicyBuilder {
             name: None,
             before_retry: None,
             attempt_header: None,
+            hedging: None,
         }
     }
 }
@@ -482,6 +485,26 @@ impl RetryPolicyBuilder {
         self
     }
 
+    /// Hedged requests ([`Hedging`]; see [`hedging`](crate::hedging)): a
+    /// request that may be sent twice and has no response after the hedge
+    /// delay gets another attempt alongside the first, and the first
+    /// acceptable response wins. `None` for none. Default: none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http_resilience::{Hedging, RetryPolicy};
+    ///
+    /// let policy = RetryPolicy::builder()
+    ///     .hedging(Hedging::builder().delay(Duration::from_millis(50)).build()?)
+    ///     .build()?;
+    /// assert_eq!(policy.hedging().unwrap().max_hedges(), 1);
+    /// # Ok::<(), http_resilience::ConfigError>(())
+    /// ```
+    pub fn hedging(mut self, hedging: impl Into<Option<Hedging>>) -> Self {
+        self.hedging = hedging.into();
+        self
+    }
+
     /// Validates the settings. Fields are checked in a fixed order and the
     /// first problem is reported, so the error is deterministic.
     pub fn build(self) -> Result<RetryPolicy, ConfigError> {
@@ -582,6 +605,7 @@ impl RetryPolicyBuilder {
                 name,
                 before_retry: self.before_retry,
                 attempt_header: self.attempt_header.and_then(Result::ok),
+                hedging: self.hedging,
             }),
         })
     }
@@ -635,6 +659,7 @@ impl RetryPolicy {
                 name: p.name.clone(),
                 before_retry: p.before_retry.clone(),
                 attempt_header: p.attempt_header.clone(),
+                hedging: p.hedging.clone(),
                 #[cfg(feature = "metrics")]
                 metrics: Arc::clone(&p.metrics),
             }),

@@ -38,6 +38,7 @@
 //! | [`name`](RetryPolicyBuilder::name) | the preset's name (`github`, `openai`, `anthropic`, `git`), else none |
 //! | [`before_retry`](RetryPolicyBuilder::before_retry) | none |
 //! | [`attempt_header`](RetryPolicyBuilder::attempt_header) | none |
+//! | [`hedging`](RetryPolicyBuilder::hedging) | none (no hedged requests) |
 //!
 //! ## Load protection
 //!
@@ -68,6 +69,7 @@ use rand::Rng;
 
 use crate::backoff::{Backoff, Jitter, Schedule, mix_seed};
 use crate::classify::Classify;
+use crate::hedging::Hedging;
 #[cfg(feature = "metrics")]
 use crate::metrics::MetricsCache;
 use crate::presets::Preset;
@@ -143,6 +145,8 @@ pub(crate) struct Inner {
     pub(crate) protection: Protection,
     pub(crate) replay_buffer: usize,
     pub(crate) resumes: Resumes,
+    /// Hedged requests, if on.
+    pub(crate) hedging: Option<Hedging>,
     /// The `http_resilience.policy` label, and what reports call it.
     pub(crate) name: Option<Cow<'static, str>>,
     /// Called before each resend.
@@ -351,6 +355,11 @@ impl RetryPolicy {
     pub fn state_store(&self) -> &Arc<dyn StateStore> {
         &self.inner.protection.store
     }
+    /// The hedging settings, if requests are hedged (see
+    /// [`hedging`](crate::hedging)).
+    pub fn hedging(&self) -> Option<&Hedging> {
+        self.inner.hedging.as_ref()
+    }
 
     /// How many bytes of a streamed request body are kept to send it
     /// again (0: none).
@@ -447,6 +456,7 @@ impl RetryPolicy {
                 name: i.name.clone(),
                 before_retry: i.before_retry.clone(),
                 attempt_header: i.attempt_header.clone(),
+                hedging: i.hedging.clone(),
                 #[cfg(feature = "metrics")]
                 metrics: Arc::clone(&i.metrics),
             }),
@@ -495,6 +505,7 @@ impl fmt::Debug for RetryPolicy {
             .field("name", &i.name)
             .field("before_retry", &i.before_retry.is_some())
             .field("attempt_header", &i.attempt_header)
+            .field("hedging", &i.hedging)
             .field(
                 "rules",
                 &i.preset.map_or("default or custom", Preset::as_str),
@@ -529,6 +540,7 @@ mod tests {
         assert!(!p.resume_bodies());
         assert_eq!(p.max_resumes(), 3);
         assert_eq!(p.body_idle_timeout(), None);
+        assert!(p.hedging().is_none());
     }
 
     #[test]

@@ -92,6 +92,13 @@ pub enum Step {
         fail: Box<Step>,
         ok: Box<Step>,
     },
+    /// A deterministic pattern: the path's n-th attempt gets
+    /// `steps[n % steps.len()]` (a tail of slow responses, one in twenty).
+    Cycle(Vec<Step>),
+    /// Wait `after`, watching the connection, then do `then`. A client
+    /// that goes away meanwhile (a cancelled attempt: its connection
+    /// closed) is recorded ([`Server::cancelled`]) and nothing is sent.
+    Delay { after: Duration, then: Box<Step> },
 }
 
 /// How a [`Step::Raw`] ends.
@@ -175,6 +182,21 @@ impl Step {
             end: End::KeepAlive,
         }
     }
+    /// `then`, after `after` (see [`Step::Delay`]).
+    pub fn after(after: Duration, then: Step) -> Step {
+        Step::Delay {
+            after,
+            then: Box::new(then),
+        }
+    }
+    /// One attempt in `every` (the last of each run of `every`) answered
+    /// by `slow`, the others by `fast`: a deterministic tail.
+    pub fn one_in(every: usize, slow: Step, fast: Step) -> Step {
+        assert!(every > 0);
+        let mut steps = vec![fast; every - 1];
+        steps.push(slow);
+        Step::Cycle(steps)
+    }
     /// `fail` for about `p` of the attempts (seeded), `ok` otherwise.
     pub fn chance(p: f64, seed: u64, fail: Step, ok: Step) -> Step {
         Step::Chance {
@@ -210,6 +232,7 @@ fn resolve(step: &Step, n: usize) -> Step {
                 resolve(ok, n)
             }
         }
+        Step::Cycle(steps) if !steps.is_empty() => resolve(&steps[n % steps.len()], n),
         other => other.clone(),
     }
 }
@@ -242,6 +265,12 @@ struct State {
     counts: HashMap<String, usize>,
     recording: bool,
     seen: Vec<Seen>,
+    /// Attempts whose client went away before they were answered (a
+    /// [`Step::Delay`] that saw its connection close): path and when.
+    cancelled: Vec<(String, Instant)>,
+    /// Responses the client stopped reading: path, when the write failed,
+    /// and how many bytes of the whole response had been written.
+    unread: Vec<(String, Instant, usize)>,
 }
 
 impl Default for State {
@@ -251,6 +280,8 @@ impl Default for State {
             counts: HashMap::new(),
             recording: true,
             seen: Vec::new(),
+            cancelled: Vec::new(),
+            unread: Vec::new(),
         }
     }
 }
@@ -328,6 +359,29 @@ impl Server {
         self.addr
     }
 
+    /// When each attempt on `path` whose client went away before it was
+    /// answered saw its connection close ([`Step::Delay`]).
+    pub fn cancelled(&self, path: &str) -> Vec<Instant> {
+        let st = self.state.lock().unwrap();
+        st.cancelled
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+
+    /// The responses on `path` that could not be written whole because the
+    /// client stopped reading and closed the connection: when, and how
+    /// many bytes (head included) had gone out.
+    pub fn unread(&self, path: &str) -> Vec<(Instant, usize)> {
+        let st = self.state.lock().unwrap();
+        st.unread
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, at, n)| (*at, *n))
+            .collect()
+    }
+
     /// Every request seen on `path`, in order.
     pub fn seen(&self, path: &str) -> Vec<Seen> {
         self.state
@@ -354,7 +408,8 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         let Some(seen) = read_request(&mut stream, &mut buf).await else {
             return;
         };
-        let step = {
+        let path = seen.path.clone();
+        let mut step = {
             let mut st = state.lock().unwrap();
             let count = st.counts.entry(seen.path.clone()).or_insert(0);
             let n = *count;
@@ -369,6 +424,22 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             }
             step
         };
+        while let Step::Delay { after, then } = step {
+            let until = Instant::now() + after;
+            // Anything the client sends meanwhile is kept for the next
+            // request; only its going away ends the wait.
+            let gone = loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break false,
+                    more = read_more(&mut stream, &mut buf) => if !more { break true },
+                }
+            };
+            if gone {
+                state.lock().unwrap().cancelled.push((path, Instant::now()));
+                return;
+            }
+            step = *then;
+        }
         match step {
             Step::Respond {
                 status,
@@ -381,7 +452,12 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                 }
                 out.push_str("\r\n");
                 out.push_str(&body);
-                if stream.write_all(out.as_bytes()).await.is_err() {
+                if let Err(written) = write_counting(&mut stream, out.as_bytes()).await {
+                    state
+                        .lock()
+                        .unwrap()
+                        .unread
+                        .push((path, Instant::now(), written));
                     return;
                 }
             }
@@ -419,7 +495,8 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
                     }
                 }
             }
-            Step::Chance { .. } => unreachable!("resolved above"),
+            Step::Chance { .. } | Step::Cycle(_) => unreachable!("resolved above"),
+            Step::Delay { .. } => unreachable!("waited out above"),
         }
     }
 }
@@ -499,6 +576,19 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen>
         headers,
         body,
     })
+}
+
+/// Writes `bytes` whole; `Err` with how many went out if the connection
+/// failed first.
+async fn write_counting(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]).await {
+            Ok(0) | Err(_) => return Err(written),
+            Ok(n) => written += n,
+        }
+    }
+    Ok(())
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {

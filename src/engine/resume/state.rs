@@ -451,7 +451,10 @@ impl Core {
             class,
             delay: None,
             delay_source: None,
-            elapsed,
+            elapsed: crate::report::nanos(elapsed),
+            sent_at: crate::report::UNKNOWN,
+            hedge: false,
+            cancelled: false,
         });
         if self.engine.policy.inner().protection.active() {
             self.engine.observe(meta, outcome, class, &mut at(now));
