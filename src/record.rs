@@ -102,6 +102,8 @@
 //! | `history[].class`, `status`, `failure` | the attempt's class, its response status or its transport failure kind |
 //! | `history[].delay_ms`, `delay_source` | the wait chosen after it and where it came from, if it was retried |
 //! | `throttles[]` | [`RetryReport::throttles`]: reason, wait, and the attempt (1 for the first) that waited |
+//! | `history[].sent_ms`, `hedge`, `cancelled` | a hedged request's attempts only: when it was sent, whether a hedge, whether cancelled because another won (left out otherwise) |
+//! | `winner` | a hedged request only: the index in `history` of the attempt handed over |
 //!
 //! # Times
 //!
@@ -151,6 +153,21 @@ pub struct AttemptEntry {
     pub delay_ms: Option<f64>,
     /// Where that wait came from.
     pub delay_source: Option<String>,
+    /// When it was sent, from the start of the first attempt: known for
+    /// the attempts of a hedged request (left out otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<f64>,
+    /// A hedge: sent while an earlier attempt was in flight (left out when
+    /// `false`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hedge: bool,
+    /// Cancelled because another attempt won (left out when `false`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cancelled: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl AttemptEntry {
@@ -164,6 +181,9 @@ impl AttemptEntry {
             failure: record.failure().map(|k| k.as_str().to_owned()),
             delay_ms: record.delay().map(ms),
             delay_source: record.delay_source().map(|s| s.as_str().to_owned()),
+            sent_ms: record.sent_at().map(ms),
+            hedge: record.is_hedge(),
+            cancelled: record.is_cancelled(),
         }
     }
 }
@@ -212,6 +232,10 @@ pub struct ReportRecord {
     pub history: Vec<AttemptEntry>,
     /// Every wait before an attempt, in order.
     pub throttles: Vec<ThrottleEntry>,
+    /// In a hedged request, the index in `history` of the attempt whose
+    /// response was handed over (left out otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winner: Option<usize>,
 }
 
 /// The wait a stop reason carries.
@@ -241,6 +265,7 @@ impl ReportRecord {
                 .map(|r| AttemptEntry::with_anchor(r, anchor))
                 .collect(),
             throttles: report.throttles().iter().map(ThrottleEntry::from).collect(),
+            winner: report.winner(),
         }
     }
 }

@@ -249,6 +249,18 @@ async fn the_report_lists_each_attempt_whether_a_hedge_which_won_and_when() {
             "2 attempts [cancelled at 60ms, hedge at 50ms: 200 (won)]",
             "{via:?}"
         );
+        // The JSON record says the same.
+        #[cfg(feature = "serde")]
+        {
+            let record = http_resilience::record::ReportRecord::from(report);
+            let json = serde_json::to_value(&record).unwrap();
+            assert_eq!(json["winner"], 1, "{via:?}");
+            assert_eq!(json["history"][0]["cancelled"], true, "{via:?}");
+            assert_eq!(json["history"][0]["sent_ms"], 0.0, "{via:?}");
+            assert_eq!(json["history"][1]["hedge"], true, "{via:?}");
+            assert_eq!(json["history"][1]["sent_ms"], 50.0, "{via:?}");
+            assert!(json["history"][1].get("cancelled").is_none(), "{via:?}");
+        }
         // An attempt that answers before the delay: no hedge, a clean
         // report, and no timer left to fire a hedge later.
         let server = Server::start().await;

@@ -484,3 +484,39 @@ async fn an_inspected_body_is_read_in_the_attempts_span() {
         assert_eq!(retrying[0].span.as_deref(), Some("http_resilience.attempt"));
     }
 }
+
+/// Issue 17 with issue 16's spans: each attempt of a hedged request has
+/// its own span, the hedge's a resend; the winner's records its status, the
+/// cancelled one none.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_has_its_own_span() {
+    use std::time::Duration;
+    let (spans, _guard) = support::spans::capture();
+    let server = Server::start().await;
+    for via in BOTH {
+        spans.clear();
+        let path = format!("/hedged/{via:?}");
+        let slow = Step::after(Duration::from_secs(2), Step::body(200, "slow"));
+        let fast = Step::after(Duration::from_millis(10), Step::body(200, "fast"));
+        server.script(&path, vec![slow, fast]);
+        let hedging = http_resilience::Hedging::builder()
+            .delay(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let policy = base().hedging(hedging).build().unwrap();
+        let got = send(via, policy, &server.url(&path), &get()).await;
+        assert_eq!(got.body.as_deref(), Some("fast"), "{via:?}");
+        let seen = spans.attempts();
+        assert_eq!(seen.len(), 2, "{via:?}: {seen:#?}");
+        let resends: Vec<_> = seen
+            .iter()
+            .map(|s| s.field("http.request.resend_count"))
+            .collect();
+        assert_eq!(resends, [None, Some("u64:1")], "{via:?}");
+        let status: Vec<_> = seen
+            .iter()
+            .map(|s| s.field("http.response.status_code"))
+            .collect();
+        assert_eq!(status, [None, Some("u64:200")], "{via:?}: the first was cancelled");
+    }
+}

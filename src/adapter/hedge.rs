@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+use super::span::AttemptSpan;
+
 /// How one attempt of a race ended.
 pub(crate) enum LaneEnd<O> {
     /// Its future's output.
@@ -22,8 +24,9 @@ pub(crate) enum LaneEnd<O> {
 
 /// What a [`Race`] saw first.
 pub(crate) enum Event<O> {
-    /// Attempt number `attempt` ended (it is no longer in the race).
-    Ended(u32, LaneEnd<O>),
+    /// Attempt number `attempt` ended (it is no longer in the race), with
+    /// its span if it had one (the engine decides in it).
+    Ended(u32, LaneEnd<O>, Option<AttemptSpan>),
     /// The hedge timer fired: ask the engine (`hedge_now`).
     Due,
 }
@@ -33,6 +36,8 @@ struct Lane<F> {
     attempt: u32,
     fut: Pin<Box<F>>,
     timer: Option<(Pin<Box<Sleep>>, Duration)>,
+    /// Its span, if a subscriber wanted one: each poll enters it.
+    span: Option<AttemptSpan>,
 }
 
 /// The attempts of a hedged request in flight, and the hedge timer.
@@ -50,12 +55,20 @@ impl<F: Future> Race<F> {
         }
     }
 
-    /// Adds attempt number `attempt`, sent now, within `timeout`.
-    pub(crate) fn start(&mut self, attempt: u32, fut: F, timeout: Option<Duration>) {
+    /// Adds attempt number `attempt`, sent now, within `timeout`, in
+    /// `span` if it has one.
+    pub(crate) fn start(
+        &mut self,
+        attempt: u32,
+        fut: F,
+        timeout: Option<Duration>,
+        span: Option<AttemptSpan>,
+    ) {
         self.lanes.push(Lane {
             attempt,
             fut: Box::pin(fut),
             timer: timeout.map(|after| (Box::pin(tokio::time::sleep(after)), after)),
+            span,
         });
     }
 
@@ -69,7 +82,12 @@ impl<F: Future> Race<F> {
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Event<F::Output>> {
         for i in 0..self.lanes.len() {
             let lane = &mut self.lanes[i];
-            let end = match lane.fut.as_mut().poll(cx) {
+            let fut = &mut lane.fut;
+            let polled = match &lane.span {
+                Some(span) => span.in_scope(|| fut.as_mut().poll(cx)),
+                None => fut.as_mut().poll(cx),
+            };
+            let end = match polled {
                 Poll::Ready(output) => LaneEnd::Done(output),
                 Poll::Pending => match &mut lane.timer {
                     Some((timer, after)) => {
@@ -82,7 +100,7 @@ impl<F: Future> Race<F> {
                 },
             };
             let lane = self.lanes.remove(i);
-            return Poll::Ready(Event::Ended(lane.attempt, end));
+            return Poll::Ready(Event::Ended(lane.attempt, end, lane.span));
         }
         if let Some(timer) = &mut self.timer
             && timer.as_mut().poll(cx).is_ready()

@@ -149,7 +149,8 @@ use super::replay::ReplayBody;
 use super::span::AttemptSpan;
 use super::{
     HttpRequest, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend, decide,
-    finish, keep, not_ready, not_ready_for, pause, prepare_resend, refused, start, take_kept,
+    finish, keep, lane_span, not_ready, not_ready_for, pause, prepare_resend, refused, start,
+    take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -423,7 +424,9 @@ where
                     if let Some(attempt) =
                         engine.hedge_start(|| RequestMeta::from_http(&request), now)
                     {
-                        State::racing(attempt, inner.call(copy), timeout, engine.hedge_due())
+                        let span = lane_span(&engine, || RequestMeta::from_http(&request), attempt);
+                        let fut = in_span(&span, || inner.call(copy));
+                        State::racing(attempt, fut, timeout, engine.hedge_due(), span)
                     } else {
                         match attempt_span(&engine, || RequestMeta::from_http(&request)) {
                             None => State::start(inner.call(copy), timeout),
@@ -552,9 +555,10 @@ impl<F: Future, R: Body> State<F, R> {
         fut: F,
         timeout: Option<Duration>,
         due: Option<std::time::Instant>,
+        span: Option<AttemptSpan>,
     ) -> Self {
         let mut race = Box::new(Race::new());
-        race.start(attempt, fut, timeout);
+        race.start(attempt, fut, timeout, span);
         race.arm(due);
         State::Racing { race }
     }
@@ -732,7 +736,7 @@ where
                     let event = ready!(race.poll_next(cx));
                     let meta = RequestMeta::from_http(this.request);
                     let now = Instant::now().into_std();
-                    let (attempt, end) = match event {
+                    let (attempt, end, lane) = match event {
                         Event::Due => {
                             match this.engine.hedge_now(&meta, now) {
                                 Hedge::Send { attempt } => {
@@ -748,7 +752,9 @@ where
                                                 resend_copy(this.engine, &mut copy);
                                             }
                                             let timeout = this.engine.attempt_timeout(now);
-                                            race.start(attempt, this.inner.call(copy), timeout);
+                                            let span = lane_span(this.engine, || meta, attempt);
+                                            let fut = in_span(&span, || this.inner.call(copy));
+                                            race.start(attempt, fut, timeout, span);
                                         }
                                         None => this.engine.hedge_unsent(attempt),
                                     }
@@ -762,7 +768,7 @@ where
                             race.arm(this.engine.hedge_due());
                             continue;
                         }
-                        Event::Ended(attempt, end) => (attempt, end),
+                        Event::Ended(attempt, end, span) => (attempt, end, span),
                     };
                     let result = match end {
                         LaneEnd::Done(result) => result.map_err(Into::into),
@@ -801,7 +807,7 @@ where
                         None,
                         FailureKind::from_error,
                         || request.body().can_replay().err(),
-                        None,
+                        lane.as_ref(),
                     );
                     match this.engine.race_settle(&meta, decision, now) {
                         Raced::Keep => {
@@ -940,7 +946,10 @@ where
                         .hedge_start(|| RequestMeta::from_http(request), now)
                     {
                         let due = this.engine.hedge_due();
-                        State::racing(attempt, this.inner.call(copy), timeout, due)
+                        let span =
+                            lane_span(this.engine, || RequestMeta::from_http(request), attempt);
+                        let fut = in_span(&span, || this.inner.call(copy));
+                        State::racing(attempt, fut, timeout, due, span)
                     } else {
                         match attempt_span(this.engine, || RequestMeta::from_http(request)) {
                             None => State::start(this.inner.call(copy), timeout),
@@ -1061,6 +1070,14 @@ where
 fn hedge_copy<B: Body + RetryBody>(request: &Request<B>, shape: &BodyShape) -> Option<Request<B>> {
     let copy = B::try_hedge_request(request).ok()?;
     shape.matches(copy.body()).then_some(copy)
+}
+
+/// `call`, inside `span` if there is one.
+fn in_span<T>(span: &Option<AttemptSpan>, call: impl FnOnce() -> T) -> T {
+    match span {
+        Some(span) => span.in_scope(call),
+        None => call(),
+    }
 }
 
 /// The policy's attempt header and `before_retry` hook on a resend's copy.

@@ -62,7 +62,7 @@ use super::replay::{Committed, ReplayBody};
 use super::span::instrumented;
 use super::{
     HttpRequest, HttpResponse, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend,
-    decide, finish, keep, pause, prepare_resend, refused, start, take_kept,
+    decide, finish, keep, lane_span, pause, prepare_resend, refused, start, take_kept,
 };
 use crate::classify::{FailureKind, RequestMeta};
 use crate::endpoint::EndpointPolicies;
@@ -388,12 +388,13 @@ async fn hedged<'a>(
         let mut extensions = extensions.clone();
         Box::pin(async move { next.run(copy, &mut extensions).await })
     };
-    race.start(attempt, lane(first), timeout);
+    let span = lane_span(engine, || request.describe(), attempt);
+    race.start(attempt, lane(first), timeout, span);
     race.arm(engine.hedge_due());
     loop {
         let event = std::future::poll_fn(|cx| race.poll_next(cx)).await;
         let now = Instant::now().into_std();
-        let (attempt, end) = match event {
+        let (attempt, end, span) = match event {
             Event::Due => {
                 match engine.hedge_now(&request.describe(), now) {
                     Hedge::Send { attempt } => match hedge_copy(request, replay) {
@@ -401,7 +402,8 @@ async fn hedged<'a>(
                             if changes_resend(engine) {
                                 resend_copy(engine, &mut copy);
                             }
-                            race.start(attempt, lane(copy), engine.attempt_timeout(now));
+                            let span = lane_span(engine, || request.describe(), attempt);
+                            race.start(attempt, lane(copy), engine.attempt_timeout(now), span);
                         }
                         None => engine.hedge_unsent(attempt),
                     },
@@ -414,7 +416,7 @@ async fn hedged<'a>(
                 race.arm(engine.hedge_due());
                 continue;
             }
-            Event::Ended(attempt, end) => (attempt, end),
+            Event::Ended(attempt, end, span) => (attempt, end, span),
         };
         let result = match end {
             LaneEnd::Done(result) => result.map_err(|e| into_box(e, engine)),
@@ -433,7 +435,7 @@ async fn hedged<'a>(
             None,
             kind_of,
             || committed(replay),
-            None,
+            span.as_ref(),
         );
         match engine.race_settle(&meta, decision, now) {
             Raced::Keep => race.arm(engine.hedge_due()),

@@ -161,6 +161,20 @@ pub(crate) fn attempt_span<'a>(
     )
 }
 
+/// [`attempt_span`] for attempt number `attempt` (0 for the first) of a
+/// hedged round, whose attempts end in any order.
+pub(crate) fn lane_span<'a>(
+    engine: &RetryState,
+    request: impl FnOnce() -> RequestMeta<'a>,
+    attempt: u32,
+) -> Option<AttemptSpan> {
+    #[cfg(feature = "tracing")]
+    if !tracing::level_enabled!(tracing::Level::INFO) {
+        return None;
+    }
+    AttemptSpan::traced(request, attempt + 1, engine.policy().hide_paths())
+}
+
 /// Whether the attempt about to be sent is a resend that the policy
 /// changes (an attempt header, a `before_retry` hook): then the adapter
 /// makes a [`ResendRequest`] of its copy for [`prepare_resend`].
