@@ -27,6 +27,7 @@
 //! | `http_resilience.refusals` | counter | `{refusal}` (`Count`) | `reason`: `budget_exhausted`, `circuit_open`, `rate_limited`, `quota_held` | once per request that load protection stopped |
 //! | `http_resilience.circuit.state` | gauge | `{state}` (none) | | the endpoint's breaker after each of its decisions: 0 closed, 1 half-open, 2 open |
 //! | `http_resilience.budget.tokens` | gauge | `{token}` (`Count`) | | the endpoint's retry budget after each withdrawal or deposit |
+//! | `http_resilience.hedges` | counter | `{hedge}` (`Count`) | `outcome`: `sent`, `won`, `skipped` | once per hedge sent, per hedged request a hedge won, per hedge that was due and not sent (its reason is in the report) |
 //!
 //! The `source` of a delay: `backoff` for the computed backoff,
 //! `retry_after` for a server's `Retry-After`, `retry-after-ms` or a
@@ -82,6 +83,8 @@ pub const REFUSALS: &str = "http_resilience.refusals";
 pub const CIRCUIT_STATE: &str = "http_resilience.circuit.state";
 /// Tokens left in the endpoint's retry budget.
 pub const BUDGET_TOKENS: &str = "http_resilience.budget.tokens";
+/// Hedges: sent, won, or due and not sent.
+pub const HEDGES: &str = "http_resilience.hedges";
 
 /// The label with the endpoint's host.
 pub const SERVER_ADDRESS: &str = "server.address";
@@ -138,6 +141,7 @@ pub fn describe() {
             REFUSALS,
             "Requests that load protection stopped, by reason.",
         );
+        counter(HEDGES, "Hedged attempts, by outcome (sent, won, skipped).");
         r.describe_histogram(
             KeyName::from_const_str(REQUEST_RETRIES),
             Some(Unit::Count),
@@ -261,7 +265,20 @@ pub(crate) struct EndpointMetrics {
     refusals: [OnceLock<Counter>; 4],
     circuit: OnceLock<Gauge>,
     tokens: OnceLock<Gauge>,
+    hedges: [OnceLock<Counter>; 3],
 }
+
+/// What happened to a hedge, as the `outcome` label of [`HEDGES`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HedgeEvent {
+    /// A hedge was sent.
+    Sent,
+    /// A hedge's response was handed over.
+    Won,
+    /// A hedge was due and not sent.
+    Skipped,
+}
+const HEDGE_OUTCOMES: [&str; 3] = ["sent", "won", "skipped"];
 
 impl fmt::Debug for EndpointMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -290,6 +307,7 @@ impl EndpointMetrics {
             refusals: Default::default(),
             circuit: OnceLock::new(),
             tokens: OnceLock::new(),
+            hedges: Default::default(),
         }
     }
 
@@ -394,6 +412,17 @@ impl EndpointMetrics {
             CircuitStatus::Open { .. } => 2.0,
         };
         self.gauge(&self.circuit, CIRCUIT_STATE).set(value);
+    }
+
+    /// A hedge sent, won or skipped.
+    pub(crate) fn hedged(&self, event: HedgeEvent) {
+        let i = event as usize;
+        self.counter(
+            &self.hedges[i],
+            HEDGES,
+            Some(("outcome", HEDGE_OUTCOMES[i])),
+        )
+        .increment(1);
     }
 
     /// The tokens left in the endpoint's retry budget.

@@ -517,6 +517,10 @@ async fn a_hedge_has_its_own_span() {
             .iter()
             .map(|s| s.field("http.response.status_code"))
             .collect();
-        assert_eq!(status, [None, Some("u64:200")], "{via:?}: the first was cancelled");
+        assert_eq!(
+            status,
+            [None, Some("u64:200")],
+            "{via:?}: the first was cancelled"
+        );
     }
 }

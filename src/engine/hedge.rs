@@ -25,6 +25,8 @@ use super::endpoint::Guard;
 use super::{Decision, RetryState};
 use crate::classify::{Class, FailureKind, RequestMeta};
 use crate::hedging::{Extra, Flight, Slot};
+#[cfg(feature = "metrics")]
+use crate::metrics::HedgeEvent;
 use crate::protection::store::Scope;
 use crate::report::{AttemptRecord, HedgeSkip, UNKNOWN, nanos};
 
@@ -182,6 +184,10 @@ impl RetryState {
                 Extra::Retry => flight.forgive(),
             }
             self.report.note_hedge_skipped(skip);
+            #[cfg(feature = "metrics")]
+            if extra == Extra::Hedge {
+                self.record_hedge(request, HedgeEvent::Skipped);
+            }
             return Hedge::Skip;
         }
         flight.sent(Slot {
@@ -190,6 +196,10 @@ impl RetryState {
             hedge: extra == Extra::Hedge,
             ticket: None,
         });
+        #[cfg(feature = "metrics")]
+        if extra == Extra::Hedge {
+            self.record_hedge(request, HedgeEvent::Sent);
+        }
         Hedge::Send { attempt }
     }
 
@@ -293,6 +303,10 @@ impl RetryState {
             && let Some(winner) = winner
         {
             self.report.set_winner(winner as u32);
+            #[cfg(feature = "metrics")]
+            if slot.is_some_and(|s| s.hedge) {
+                self.record_hedge(request, HedgeEvent::Won);
+            }
         }
         Raced::Done(decision)
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::classify::RequestMeta;
-use crate::metrics::{EndpointMetrics, Refusal, is_enabled};
+use crate::metrics::{EndpointMetrics, HedgeEvent, Refusal, is_enabled};
 use crate::protection::CircuitStatus;
 use crate::protection::store::Scope;
 use crate::report::RetryReport;
@@ -64,6 +64,14 @@ impl RetryState {
         };
         admitted(&m, admission, &self.report);
         self.gauges(&m, now);
+    }
+
+    /// A hedge sent, won, or due and not sent.
+    #[cold]
+    pub(super) fn record_hedge(&self, request: &RequestMeta<'_>, event: HedgeEvent) {
+        if let Some(m) = self.endpoint_metrics(request) {
+            m.hedged(event);
+        }
     }
 
     /// The request's endpoint's handles; `None` until `enable`. Checked
@@ -401,5 +409,69 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// Issue 17: a hedge sent and won, and a hedge skipped (the budget
+    /// empty), each counted once under `http_resilience.hedges`.
+    #[test]
+    fn hedges_sent_won_and_skipped() {
+        use crate::engine::Raced;
+        use crate::hedging::Hedging;
+        use crate::metrics::HEDGES;
+        let recorder = DebuggingRecorder::new();
+        let snap = recorder.snapshotter();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        enable();
+        let ms = Duration::from_millis;
+        let p = policy()
+            .retry_budget(
+                RetryBudget::builder()
+                    .capacity(5)
+                    .retry_cost(5)
+                    .timeout_cost(5)
+                    .build()
+                    .unwrap(),
+            )
+            .hedging(Hedging::builder().delay(ms(50)).build().unwrap())
+            .build()
+            .unwrap();
+        let headers = HeaderMap::new();
+        let meta = RequestMeta::new(&Method::GET, "http", "h", "/p", &headers);
+        let ok = Outcome::response(StatusCode::OK, &headers);
+        let t0 = Instant::now();
+        // Sent at 50 ms, answers at 60 ms and wins (the budget pays 5 of 5).
+        let mut state = RetryState::new(&p, &meta, t0);
+        assert_eq!(state.admit(&meta, t0), Admission::Send);
+        state.hedge_start(|| meta, t0);
+        assert_eq!(
+            state.hedge_now(&meta, t0 + ms(50)),
+            crate::engine::Hedge::Send { attempt: 1 }
+        );
+        state.race_ended(1);
+        let decision = state.decide(&meta, &ok, t0 + ms(60));
+        assert_eq!(
+            state.race_settle(&meta, decision, t0 + ms(60)),
+            Raced::Done(Decision::Return)
+        );
+        // The next request finds the budget empty: its hedge is skipped.
+        let mut state = RetryState::new(&p, &meta, t0);
+        assert_eq!(state.admit(&meta, t0), Admission::Send);
+        state.hedge_start(|| meta, t0);
+        assert_eq!(
+            state.hedge_now(&meta, t0 + ms(50)),
+            crate::engine::Hedge::Skip
+        );
+        let hedges: Vec<_> = counted(&snap)
+            .into_iter()
+            .filter(|(name, ..)| name == HEDGES)
+            .collect();
+        let one = |outcome| {
+            (
+                HEDGES.to_owned(),
+                labels(&[("outcome", outcome)]),
+                DebugValue::Counter(1),
+            )
+        };
+        assert_eq!(hedges, vec![one("sent"), one("skipped"), one("won")]);
     }
 }
