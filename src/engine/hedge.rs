@@ -115,9 +115,10 @@ impl RetryState {
     }
 
     /// The hedge timer fired at `now`: whether another attempt goes now.
-    /// In order: the flight says one is due; the request has sent fewer
-    /// than `1 + max_retries` attempts (hedges count: that is the most a
-    /// request ever sends); time is left before the deadline; no server
+    /// In order: the flight says one is due (a hedge within `max_hedges`,
+    /// or a retry owed); for a retry owed, the retries made and in flight
+    /// are fewer than `max_retries` (hedges do not count: `max_hedges`
+    /// bounds them); time is left before the deadline; no server
     /// quota is held for the request's credential; the endpoint's breaker
     /// is closed; the local rate limit has a turn free at once (a hedge
     /// never waits for one); the retry budget pays (`retry_cost` for a
