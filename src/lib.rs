@@ -46,7 +46,15 @@
 //! - **observability and extension points**: metrics (feature `metrics`),
 //!   one tracing span per attempt with OpenTelemetry's HTTP fields, JSON
 //!   records of reports and errors (feature `serde`, see `record`), a hook
-//!   before each resend and an attempt-number header ([`resend`]).
+//!   before each resend and an attempt-number header ([`resend`]);
+//! - **hedged requests**: a second copy of a slow request that may be sent
+//!   twice, after a fixed delay or a learned percentile, the first
+//!   acceptable response winning and the others cancelled, within the
+//!   retry budget (see [`hedging`]);
+//! - **streamed bodies**: bounded replay of request bodies that cannot be
+//!   cloned ([`replay`]), response bodies that resume where they were cut
+//!   ([`resume`]), downloads that never leave a partial file (feature
+//!   `download`).
 //!
 //! # With reqwest
 //!

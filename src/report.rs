@@ -698,6 +698,20 @@ impl RetryReport {
         }
     }
 
+    /// [`note_sent`](Self::note_sent) for the record at `index`, if there
+    /// is one.
+    pub(crate) fn note_sent_at(&mut self, index: usize, sent_at: u64, hedge: bool) {
+        let record = match &mut self.history {
+            History::Many(v) => v.get_mut(index),
+            History::One(r) if index == 0 => Some(r),
+            _ => None,
+        };
+        if let Some(record) = record {
+            record.sent_at = sent_at;
+            record.hedge = hedge;
+        }
+    }
+
     /// Notes the attempt at `index` as the one handed over.
     pub(crate) fn set_winner(&mut self, index: u32) {
         self.protection.get_or_insert_with(Box::default).winner = Some(index);

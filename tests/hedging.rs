@@ -675,3 +675,50 @@ async fn hedging_off_changes_nothing() {
     }
     let _ = Instant::now();
 }
+
+/// A response whose body the classifier must read first (GitHub's
+/// ambiguous 403) ends the race: the other attempt is cancelled then, and
+/// the 403 is read within its own attempt's timer and handed over whole.
+#[tokio::test(start_paused = true)]
+async fn a_response_whose_body_is_read_first_ends_the_race() {
+    for via in BOTH {
+        let policy = http_resilience::Preset::GitHub
+            .builder()
+            .jitter(http_resilience::Jitter::None)
+            .attempt_timeout(ms(1000))
+            .hedging(Hedging::builder().delay(ms(50)).build().unwrap())
+            .build()
+            .unwrap();
+        let script = vec![
+            late(ms(2000), 200, "slow"),
+            late(
+                ms(10),
+                403,
+                r#"{"message":"Resource not accessible by integration"}"#,
+            ),
+        ];
+        let (got, seen, server) = one(via, policy, script, &get()).await;
+        let at = format!("{via:?}");
+        assert_eq!(got.status, Some(403), "{at}");
+        assert_eq!(
+            got.body.as_deref(),
+            Some(r#"{"message":"Resource not accessible by integration"}"#),
+            "{at}: read whole after the classifier's look"
+        );
+        assert_eq!(got.elapsed, ms(60), "{at}");
+        assert_eq!(arrivals(&seen), [ms(0), ms(50)], "{at}");
+        tokio::time::sleep(ms(1)).await;
+        let cancelled = server.cancelled("/p");
+        assert_eq!(cancelled.len(), 1, "{at}");
+        assert_eq!(
+            cancelled[0] - seen[0].at,
+            ms(60),
+            "{at}: cancelled at the handover"
+        );
+        let h = got.report.history();
+        assert_eq!(h.len(), 2, "{at}");
+        assert!(h[0].is_cancelled(), "{at}");
+        assert_eq!(h[1].status().map(|s| s.as_u16()), Some(403), "{at}");
+        assert!(h[1].is_hedge(), "{at}: {h:?}");
+    }
+}

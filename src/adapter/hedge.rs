@@ -24,11 +24,19 @@ pub(crate) enum LaneEnd<O> {
 
 /// What a [`Race`] saw first.
 pub(crate) enum Event<O> {
-    /// Attempt number `attempt` ended (it is no longer in the race), with
-    /// its span if it had one (the engine decides in it).
-    Ended(u32, LaneEnd<O>, Option<AttemptSpan>),
+    /// Attempt number `attempt` ended (it is no longer in the race).
+    Ended(u32, LaneEnd<O>, Ended),
     /// The hedge timer fired: ask the engine (`hedge_now`).
     Due,
+}
+
+/// What an attempt that ended leaves for what follows.
+pub(crate) struct Ended {
+    /// Its span, if it had one (the engine decides in it).
+    pub(crate) span: Option<AttemptSpan>,
+    /// Its timer's deadline and length, if it has one: reading its body
+    /// for the classifier stays within it.
+    pub(crate) window: Option<(Instant, Duration)>,
 }
 
 /// One attempt in flight.
@@ -100,7 +108,11 @@ impl<F: Future> Race<F> {
                 },
             };
             let lane = self.lanes.remove(i);
-            return Poll::Ready(Event::Ended(lane.attempt, end, lane.span));
+            let ended = Ended {
+                span: lane.span,
+                window: lane.timer.map(|(timer, after)| (timer.deadline(), after)),
+            };
+            return Poll::Ready(Event::Ended(lane.attempt, end, ended));
         }
         if let Some(timer) = &mut self.timer
             && timer.as_mut().poll(cx).is_ready()

@@ -736,7 +736,7 @@ where
                     let event = ready!(race.poll_next(cx));
                     let meta = RequestMeta::from_http(this.request);
                     let now = Instant::now().into_std();
-                    let (attempt, end, lane) = match event {
+                    let (attempt, end, mut lane) = match event {
                         Event::Due => {
                             match this.engine.hedge_now(&meta, now) {
                                 Hedge::Send { attempt } => {
@@ -768,7 +768,7 @@ where
                             race.arm(this.engine.hedge_due());
                             continue;
                         }
-                        Event::Ended(attempt, end, span) => (attempt, end, span),
+                        Event::Ended(attempt, end, ended) => (attempt, end, ended),
                     };
                     let result = match end {
                         LaneEnd::Done(result) => result.map_err(Into::into),
@@ -781,13 +781,16 @@ where
                             // race ends with it, the others cancelled.
                             this.engine.race_handover(attempt, &meta, now);
                             let (parts, body) = response.into_parts();
+                            // Within what is left of its own timer, in
+                            // its own span, as a lone attempt's.
+                            let (at, after) = lane.window.unzip();
                             this.state.set(State::Inspecting {
                                 inspect: Box::pin(Inspection {
                                     parts: Some(parts),
                                     body: Inspect::new(body, wanted),
-                                    timer: this.engine.attempt_timeout(now).map(tokio::time::sleep),
-                                    after: this.engine.attempt_timeout(now).unwrap_or_default(),
-                                    span: None,
+                                    timer: at.map(tokio::time::sleep_until),
+                                    after: after.unwrap_or_default(),
+                                    span: lane.span.take(),
                                 }),
                             });
                             continue;
@@ -807,7 +810,7 @@ where
                         None,
                         FailureKind::from_error,
                         || request.body().can_replay().err(),
-                        lane.as_ref(),
+                        lane.span.as_ref(),
                     );
                     match this.engine.race_settle(&meta, decision, now) {
                         Raced::Keep => {

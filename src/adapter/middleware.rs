@@ -59,7 +59,7 @@ use std::pin::Pin;
 use super::body::{Inspect, ResponseBody, RetryBody, known_empty};
 use super::hedge::{Event, LaneEnd, Race};
 use super::replay::{Committed, ReplayBody};
-use super::span::instrumented;
+use super::span::{AttemptSpan, instrumented};
 use super::{
     HttpRequest, HttpResponse, Kept, attempt_span, attempt_window, body_to_inspect, changes_resend,
     decide, finish, keep, lane_span, pause, prepare_resend, refused, start, take_kept,
@@ -194,7 +194,7 @@ impl Middleware for RetryMiddleware {
                 starts = Instant::now().into_std();
                 admission = engine.admit(&request.describe(), starts);
             }
-            let timeout = match attempt_window(&mut engine, || request.describe(), starts) {
+            let mut timeout = match attempt_window(&mut engine, || request.describe(), starts) {
                 Ok(timeout) => timeout,
                 Err(reason) => {
                     return refused(&mut engine, &request.describe(), reason, kept)
@@ -241,7 +241,16 @@ impl Middleware for RetryMiddleware {
                         raced = Some(decision);
                         result
                     }
-                    RaceEnd::Handover(result) => result,
+                    RaceEnd::Handover(result, window, lane) => {
+                        // Its body is read within its own timer, and
+                        // decided in its own span.
+                        if let Some((at, after)) = window {
+                            starts = (at - after).into_std();
+                            timeout = Some(after);
+                        }
+                        span = lane.map(Box::new);
+                        result
+                    }
                 }
             } else {
                 // The attempt's span, if a subscriber wants one: the send runs
@@ -358,7 +367,12 @@ impl Middleware for RetryMiddleware {
 /// whose body must be read before it is decided (the others cancelled).
 enum RaceEnd {
     Decided(Decision, Result<Response, BoxError>),
-    Handover(Result<Response, BoxError>),
+    /// With the attempt's timer (deadline, length), if it had one.
+    Handover(
+        Result<Response, BoxError>,
+        Option<(Instant, std::time::Duration)>,
+        Option<AttemptSpan>,
+    ),
 }
 
 /// One attempt of a hedged round: a send through the rest of the chain,
@@ -394,7 +408,7 @@ async fn hedged<'a>(
     loop {
         let event = std::future::poll_fn(|cx| race.poll_next(cx)).await;
         let now = Instant::now().into_std();
-        let (attempt, end, span) = match event {
+        let (attempt, end, ended) = match event {
             Event::Due => {
                 match engine.hedge_now(&request.describe(), now) {
                     Hedge::Send { attempt } => match hedge_copy(request, replay) {
@@ -416,7 +430,7 @@ async fn hedged<'a>(
                 race.arm(engine.hedge_due());
                 continue;
             }
-            Event::Ended(attempt, end, span) => (attempt, end, span),
+            Event::Ended(attempt, end, ended) => (attempt, end, ended),
         };
         let result = match end {
             LaneEnd::Done(result) => result.map_err(|e| into_box(e, engine)),
@@ -425,7 +439,7 @@ async fn hedged<'a>(
         let meta = request.describe();
         if body_to_inspect(engine, &meta, &result) > 0 {
             engine.race_handover(attempt, &meta, now);
-            return RaceEnd::Handover(result);
+            return RaceEnd::Handover(result, ended.window, ended.span);
         }
         engine.race_ended(attempt);
         let decision = decide(
@@ -435,7 +449,7 @@ async fn hedged<'a>(
             None,
             kind_of,
             || committed(replay),
-            span.as_ref(),
+            ended.span.as_ref(),
         );
         match engine.race_settle(&meta, decision, now) {
             Raced::Keep => race.arm(engine.hedge_due()),

@@ -74,6 +74,7 @@ impl RetryState {
 
     #[cold]
     fn start_round(&mut self, request: &RequestMeta<'_>, now: Instant) -> Option<u32> {
+        self.settle_handover();
         let p = self.policy.inner();
         let hedging = p.hedging.as_ref()?;
         let twice = match p.classifier.retry_safety(request) {
@@ -114,9 +115,10 @@ impl RetryState {
     }
 
     /// The hedge timer fired at `now`: whether another attempt goes now.
-    /// In order: the flight says one is due; the request has sent fewer
-    /// than `1 + max_retries` attempts (hedges count: that is the most a
-    /// request ever sends); time is left before the deadline; no server
+    /// In order: the flight says one is due (a hedge within `max_hedges`,
+    /// or a retry owed); for a retry owed, the retries made and in flight
+    /// are fewer than `max_retries` (hedges do not count: `max_hedges`
+    /// bounds them); time is left before the deadline; no server
     /// quota is held for the request's credential; the endpoint's breaker
     /// is closed; the local rate limit has a turn free at once (a hedge
     /// never waits for one); the retry budget pays (`retry_cost` for a
@@ -313,14 +315,34 @@ impl RetryState {
 
     /// The response of attempt number `attempt` needs its body read before
     /// it can be decided: the race ends with it. The others in flight are
-    /// cancelled; it is then decided as a lone attempt (and its record
-    /// does not say when it was sent).
+    /// cancelled; it is then decided as a lone attempt.
     pub(crate) fn race_handover(&mut self, attempt: u32, request: &RequestMeta<'_>, now: Instant) {
         let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut()) else {
             return;
         };
-        flight.ended(attempt);
+        let slot = flight.ended(attempt);
         self.cancel_in_flight(request, now);
+        // Its record is the next one `decide` pushes: noted as this
+        // attempt's when the report is next taken or a round starts.
+        let index = self.report.attempts() as usize;
+        if let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut()) {
+            flight.handed = slot.map(|slot| (index, slot));
+        }
+    }
+
+    /// Notes the send time and hedge flag of an attempt that was handed
+    /// over ([`race_handover`](Self::race_handover)) on its record, now
+    /// that it has one.
+    #[cold]
+    pub(super) fn settle_handover(&mut self) {
+        let started = self.started;
+        let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut()) else {
+            return;
+        };
+        if let Some((index, slot)) = flight.handed.take() {
+            let sent_at = nanos(slot.sent.saturating_duration_since(started));
+            self.report.note_sent_at(index, sent_at, slot.hedge);
+        }
     }
 
     /// The attempts still in flight are cancelled at `now` (another won):

@@ -255,6 +255,11 @@ impl RetryState {
     /// Takes the report out (the adapter attaches it to the result).
     #[inline]
     pub fn take_report(&mut self) -> RetryReport {
+        // (Only a hedged round that handed an attempt over has anything
+        // to add; a request that never looked its endpoint up, none.)
+        if self.guard.is_some() {
+            self.settle_handover();
+        }
         std::mem::replace(&mut self.report, RetryReport::new())
     }
 

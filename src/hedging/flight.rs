@@ -65,6 +65,9 @@ pub(crate) struct Flight {
     pub(crate) round_start: u32,
     /// The attempt that just ended, for the decision on it.
     pub(crate) last_ended: Option<Slot>,
+    /// The attempt handed over to be decided alone, and the index its
+    /// record will have.
+    pub(crate) handed: Option<(usize, Slot)>,
 }
 
 impl Flight {
@@ -80,6 +83,7 @@ impl Flight {
             held: false,
             round_start: 0,
             last_ended: None,
+            handed: None,
         }
     }
 
