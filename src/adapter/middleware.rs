@@ -466,11 +466,7 @@ fn hedge_copy(
 ) -> Option<Request> {
     match replay {
         None => request.try_clone(),
-        Some(body) => {
-            let mut copy = request.try_clone()?;
-            *copy.body_mut() = Some(reqwest::Body::wrap(body.fork().ok()?));
-            Some(copy)
-        }
+        Some(body) => with_body(request, || body.fork()).ok(),
     }
 }
 
@@ -537,7 +533,7 @@ fn copy_for_attempt(
     streamed: &mut bool,
 ) -> Result<Request, Committed> {
     if let Some(body) = replay {
-        return with_body(request, body);
+        return with_body(request, || body.replay());
     }
     if let Some(copy) = replayable_copy(request) {
         return Ok(copy);
@@ -545,7 +541,7 @@ fn copy_for_attempt(
     match (engine.policy().replay_buffer(), request.body_mut().take()) {
         (limit, Some(body)) if limit > 0 => {
             let body = replay.insert(Box::new(ReplayBody::with_limit(body, limit)));
-            with_body(request, body)
+            with_body(request, || body.replay())
         }
         (_, body) => {
             *request.body_mut() = body;
@@ -558,11 +554,15 @@ fn copy_for_attempt(
     }
 }
 
-/// A copy of the body-less `request` for the next attempt, with a copy of
-/// its body from the replay buffer.
-fn with_body(request: &Request, body: &ReplayBody<reqwest::Body>) -> Result<Request, Committed> {
+/// A copy of the body-less `request` for the next attempt, with the copy
+/// of its body that `body` makes from the replay buffer (a retry's
+/// `replay`, a hedge's `fork`).
+fn with_body(
+    request: &Request,
+    body: impl FnOnce() -> Result<ReplayBody<reqwest::Body>, Committed>,
+) -> Result<Request, Committed> {
     let mut copy = request.try_clone().ok_or(Committed::Failed)?;
-    *copy.body_mut() = Some(reqwest::Body::wrap(body.replay()?));
+    *copy.body_mut() = Some(reqwest::Body::wrap(body()?));
     Ok(copy)
 }
 

@@ -209,7 +209,7 @@ impl RetryState {
     /// after all (its transport not ready at once, its body committed):
     /// it is forgotten, and no further hedge goes until the next retry.
     pub(crate) fn hedge_unsent(&mut self, attempt: u32) {
-        if let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut()) {
+        if let Some(flight) = flight_of(&mut self.guard) {
             flight.ended(attempt);
             flight.hold();
         }
@@ -219,7 +219,7 @@ impl RetryState {
     /// before the `decide` on its outcome, whose record is then noted as
     /// this attempt's (its send time, whether a hedge).
     pub(crate) fn race_ended(&mut self, attempt: u32) {
-        if let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut()) {
+        if let Some(flight) = flight_of(&mut self.guard) {
             flight.last_ended = flight.ended(attempt);
         }
     }
@@ -241,7 +241,7 @@ impl RetryState {
         now: Instant,
     ) -> Raced {
         let started = self.started;
-        let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut()) else {
+        let Some(flight) = flight_of(&mut self.guard) else {
             return Raced::Done(decision);
         };
         let slot = flight.last_ended.take();
@@ -263,8 +263,7 @@ impl RetryState {
                         .report
                         .last()
                         .is_some_and(|r| r.failure == Some(FailureKind::Timeout));
-                    if let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut())
-                    {
+                    if let Some(flight) = flight_of(&mut self.guard) {
                         flight.owe(now, delay, after_timeout);
                     }
                     if let Some(last) = self.report.last_mut() {
@@ -317,7 +316,7 @@ impl RetryState {
     /// it can be decided: the race ends with it. The others in flight are
     /// cancelled; it is then decided as a lone attempt.
     pub(crate) fn race_handover(&mut self, attempt: u32, request: &RequestMeta<'_>, now: Instant) {
-        let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut()) else {
+        let Some(flight) = flight_of(&mut self.guard) else {
             return;
         };
         let slot = flight.ended(attempt);
@@ -325,7 +324,7 @@ impl RetryState {
         // Its record is the next one `decide` pushes: noted as this
         // attempt's when the report is next taken or a round starts.
         let index = self.report.attempts() as usize;
-        if let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut()) {
+        if let Some(flight) = flight_of(&mut self.guard) {
             flight.handed = slot.map(|slot| (index, slot));
         }
     }
@@ -336,7 +335,7 @@ impl RetryState {
     #[cold]
     pub(super) fn settle_handover(&mut self) {
         let started = self.started;
-        let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut()) else {
+        let Some(flight) = flight_of(&mut self.guard) else {
             return;
         };
         if let Some((index, slot)) = flight.handed.take() {
@@ -351,7 +350,7 @@ impl RetryState {
     /// cancelled, would never be seen, and the learned delay would sink).
     fn cancel_in_flight(&mut self, request: &RequestMeta<'_>, now: Instant) {
         let started = self.started;
-        let Some(flight) = self.guard.as_mut().and_then(|g| g.flight.as_deref_mut()) else {
+        let Some(flight) = flight_of(&mut self.guard) else {
             return;
         };
         let slots: Vec<Slot> = flight.drain().collect();
@@ -373,6 +372,12 @@ impl RetryState {
             hedging.learn(host, port, now.saturating_duration_since(sent));
         }
     }
+}
+
+/// The request's flight, if it is hedged (a function of the guard's slot,
+/// not of the whole state, so that the report can be written meanwhile).
+fn flight_of(guard: &mut Option<Box<Guard>>) -> Option<&mut Flight> {
+    guard.as_mut()?.flight.as_deref_mut()
 }
 
 /// The endpoint a latency is learned for: host and port, or one figure for
